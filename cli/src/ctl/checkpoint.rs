@@ -1,0 +1,63 @@
+//! `mrunctl checkpoint PID -o FILE`: write a process's image, then end it (or let it run on).
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use clap::Args;
+use mrun_core::engine::{self, DumpOptions, EngineError};
+use mrun_core::sys::Pid;
+
+use crate::exit;
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// The process to checkpoint.
+    pub pid: i32,
+    /// Where to write the image; `-` writes it to standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Let the process go on running after the checkpoint instead of ending it.
+    #[arg(long)]
+    pub leave_running: bool,
+    /// zstd compression level of the page data (1 is fast; 19 is small).
+    #[arg(long, default_value_t = mrun_core::image::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(-7..=19))]
+    pub level: i32,
+}
+
+pub fn run(args: CheckpointArgs) -> ! {
+    let opts = DumpOptions { level: args.level, leave_running: args.leave_running };
+    let pid = Pid::from_raw(args.pid);
+    let to_stdout = args.output.as_os_str() == "-";
+    let result = if to_stdout {
+        let stdout = std::io::stdout().lock();
+        engine::checkpoint(pid, BufWriter::with_capacity(1 << 20, stdout), &opts)
+    } else {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&args.output)
+            .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot create {}: {e}", args.output.display()), exit::FAILURE));
+        let r = engine::checkpoint(pid, BufWriter::with_capacity(1 << 20, file), &opts);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&args.output);
+        }
+        r
+    };
+    match result {
+        Ok(_) => {
+            let _ = std::io::stdout().flush();
+            std::process::exit(0)
+        }
+        Err(e) => {
+            let msg = match &e {
+                EngineError::Refused(_) => e.to_string(),
+                _ => format!("checkpoint of pid {} failed: {}; the process keeps running", args.pid, exit::chain(&e)),
+            };
+            exit::fail("mrunctl", msg, exit::code_for(&e))
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! `mrunctl` subcommands, one module each.
+
+pub mod checkpoint;
+pub mod restore;

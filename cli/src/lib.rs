@@ -1,0 +1,7 @@
+//! The user interface of mrun: the `mrunctl` control tool (and, later, the `mrun` prefix and
+//! the home daemon). Binaries in `src/bin` are thin; each subcommand lives in its own module.
+
+#![forbid(unsafe_code)]
+
+pub mod ctl;
+pub mod exit;

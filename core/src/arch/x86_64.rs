@@ -1,0 +1,103 @@
+//! x86_64: general registers, the syscall restart rules and the xsave header.
+
+use crate::image::model::GpRegs;
+
+/// `syscall; int3; int3; ...` padded to a word: planted where the engine injects syscalls.
+pub const SYSCALL_TRAP: u64 = u64::from_le_bytes([0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc]);
+/// Length of the `syscall` instruction.
+pub const SYSCALL_LEN: u64 = 2;
+
+pub type Regs = libc::user_regs_struct;
+
+const ERESTARTSYS: i64 = -512;
+const ERESTARTNOINTR: i64 = -513;
+const ERESTARTNOHAND: i64 = -514;
+const ERESTART_RESTARTBLOCK: i64 = -516;
+const EINTR: i64 = -4;
+
+pub fn to_image(r: &Regs) -> GpRegs {
+    GpRegs([
+        r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx,
+        r.rsi, r.rdi, r.orig_rax, r.rip, r.cs, r.eflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds,
+        r.es, r.fs, r.gs,
+    ])
+}
+
+pub fn from_image(g: &GpRegs) -> Regs {
+    let v = g.0;
+    Regs {
+        r15: v[0], r14: v[1], r13: v[2], r12: v[3], rbp: v[4], rbx: v[5], r11: v[6], r10: v[7],
+        r9: v[8], r8: v[9], rax: v[10], rcx: v[11], rdx: v[12], rsi: v[13], rdi: v[14],
+        orig_rax: v[15], rip: v[16], cs: v[17], eflags: v[18], rsp: v[19], ss: v[20],
+        fs_base: v[21], gs_base: v[22], ds: v[23], es: v[24], fs: v[25], gs: v[26],
+    }
+}
+
+/// Registers of a task frozen inside a syscall, rewritten so that it runs correctly in a
+/// fresh process: restartable syscalls are rewound to run again, a syscall whose restart state
+/// lives in the kernel (`-ERESTART_RESTARTBLOCK`, e.g. a relative nanosleep) returns EINTR,
+/// as after a signal. `orig_rax` is cleared so no restart logic applies twice.
+pub fn rewind_interrupted_syscall(mut r: Regs) -> Regs {
+    if (r.orig_rax as i64) >= 0 {
+        match r.rax as i64 {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                r.rax = r.orig_rax;
+                r.rip -= SYSCALL_LEN;
+            }
+            ERESTART_RESTARTBLOCK => r.rax = EINTR as u64,
+            _ => {}
+        }
+    }
+    r.orig_rax = u64::MAX;
+    r
+}
+
+/// Registers that make the task execute one syscall at `at` (where [`SYSCALL_TRAP`] lies).
+pub fn syscall_regs(base: &Regs, at: u64, nr: i64, args: [u64; 6]) -> Regs {
+    let mut r = *base;
+    r.rax = nr as u64;
+    r.rdi = args[0];
+    r.rsi = args[1];
+    r.rdx = args[2];
+    r.r10 = args[3];
+    r.r8 = args[4];
+    r.r9 = args[5];
+    r.rip = at;
+    r.orig_rax = u64::MAX;
+    r
+}
+
+pub fn syscall_result(r: &Regs) -> i64 {
+    r.rax as i64
+}
+
+pub fn instruction_pointer(r: &Regs) -> u64 {
+    r.rip
+}
+
+/// XCR0 as saved in the xsave area's software-reserved bytes (offset 464: `fx_sw_bytes`:
+/// magic1 u32, extended_size u32, xfeatures u64, xstate_size u32).
+pub fn xsave_features(xstate: &[u8]) -> u64 {
+    xstate
+        .get(472..480)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+/// XCR0 of this CPU: the xsave features the kernel enabled.
+pub fn local_xfeatures() -> u64 {
+    // cpuid is always available on x86_64.
+    let leaf1 = std::arch::x86_64::__cpuid(1);
+    let osxsave = leaf1.ecx & (1 << 27) != 0;
+    if !osxsave {
+        return 0;
+    }
+    // SAFETY: OSXSAVE is set, so xgetbv is enabled; XCR0 (index 0) always exists.
+    unsafe { xgetbv0() }
+}
+
+#[target_feature(enable = "xsave")]
+unsafe fn xgetbv0() -> u64 {
+    std::arch::x86_64::_xgetbv(0)
+}

@@ -1,0 +1,139 @@
+//! Checkpoint: freeze a process, capture its state into an image stream, then end it (or let
+//! it run on). Any refusal or failure before the image is complete leaves it running untouched.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use procfs::process::{MMPermissions, MMapPath, Process};
+
+use super::checks;
+use super::compat;
+use super::error::{Context, EngineError, Result};
+use super::freeze::Frozen;
+use crate::arch;
+use crate::image::model::{Header, ProcessState};
+use crate::image::ImageWriter;
+use crate::resource::{fds, identity_of, mem, signals, task};
+use crate::sys::{ptrace, Pid};
+
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    /// zstd level for page data.
+    pub level: i32,
+    /// Let the process continue after the checkpoint instead of ending it.
+    pub leave_running: bool,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        DumpOptions { level: crate::image::DEFAULT_LEVEL, leave_running: false }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DumpStats {
+    pub pages: u64,
+    pub vmas: usize,
+    pub fds: usize,
+}
+
+/// Checkpoint `pid` into `out`. On success the process has been killed (or, with
+/// `leave_running`, resumed); on any error it keeps running as if nothing happened.
+pub fn checkpoint<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<DumpStats> {
+    checks::preflight(pid)?;
+    let mut frozen = Frozen::seize(pid)?;
+    // Re-check now that the process cannot change under us.
+    checks::preflight_frozen(pid)?;
+    let stats = capture(&mut frozen, out, opts)?;
+    if opts.leave_running {
+        frozen.resume()?;
+    } else {
+        frozen.kill()?;
+    }
+    Ok(stats)
+}
+
+fn trap_site(pid: Pid) -> Result<u64> {
+    let maps = Process::new(pid.as_raw())?.maps()?;
+    maps.iter()
+        .filter(|m| m.perms.contains(MMPermissions::EXECUTE) && m.address.1 - m.address.0 >= 8)
+        .find(|m| matches!(m.pathname, MMapPath::Path(_)))
+        .or_else(|| maps.iter().find(|m| m.perms.contains(MMPermissions::EXECUTE) && !matches!(m.pathname, MMapPath::Vdso | MMapPath::Vsyscall)))
+        .map(|m| m.address.0)
+        .ok_or_else(|| EngineError::Refused(format!("pid {pid} has no executable mapping to work with")))
+}
+
+fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions) -> Result<DumpStats> {
+    let pid = frozen.pid();
+    let regs = frozen.regs;
+    let xstate = ptrace::get_xstate(pid).ctx(|| format!("reading the FPU/AVX state of pid {pid}"))?;
+    let sigmask = ptrace::get_sigmask(pid).ctx(|| format!("reading the signal mask of pid {pid}"))?;
+    let rseq = task::capture_rseq(pid)?;
+
+    // State only the process itself can tell: ask it, through injected syscalls.
+    let site = trap_site(pid)?;
+    frozen.plant(site)?;
+    let scratch = frozen.map_scratch(4096)?;
+    let injected = (|| {
+        let inj = frozen.plant(site)?;
+        if let Some(refusal) = task::armed_itimer(inj, &scratch)? {
+            return Err(EngineError::Refused(refusal));
+        }
+        let sig = signals::capture(inj, &scratch)?;
+        let t = task::capture_injected(inj, &scratch)?;
+        Ok((sig, t))
+    })();
+    frozen.unmap_scratch(scratch)?;
+    frozen.unplant()?;
+    let ((sigactions, altstack), t) = injected?;
+
+    let vmas = mem::capture_vmas(pid)?;
+    let fds = fds::capture(pid)?;
+    let procfs = Process::new(pid.as_raw())?;
+    let status = procfs.status()?;
+    let own_pid = status.nspid.as_ref().and_then(|v| v.last().copied()).unwrap_or(pid.as_raw());
+    let exe = procfs.exe()?;
+    let exe_meta = std::fs::metadata(format!("/proc/{pid}/exe")).ctx(|| format!("stat of /proc/{pid}/exe"))?;
+    let cwd = procfs.cwd()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_string();
+    let personality = std::fs::read_to_string(format!("/proc/{pid}/personality"))
+        .ok()
+        .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
+        .unwrap_or(0);
+    let mut pending_signals = frozen.pending_signals();
+    let pending_mask = status.sigpnd | status.shdpnd;
+    pending_signals.extend((1..=64).filter(|s| pending_mask & (1u64 << (s - 1)) != 0));
+
+    let state = ProcessState {
+        exe: exe.to_string_lossy().into_owned(),
+        exe_identity: identity_of(&exe_meta),
+        regs: arch::to_image(&arch::rewind_interrupted_syscall(regs)),
+        xstate,
+        sigmask,
+        sigactions,
+        altstack,
+        rseq,
+        robust_list: t.robust_list,
+        clear_child_tid: t.clear_child_tid,
+        personality,
+        mm: task::capture_mm(pid, t.brk)?,
+        cwd: cwd.to_string_lossy().into_owned(),
+        umask: t.umask,
+        rlimits: task::capture_rlimits(pid)?,
+        vmas,
+        fds,
+        pending_signals,
+    };
+    let header = Header {
+        compat: compat::local(state.xstate.len() as u32)?,
+        pid: own_pid,
+        comm,
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        writer: format!("mrun {}", env!("CARGO_PKG_VERSION")),
+    };
+    let mut writer = ImageWriter::new(out, &header, opts.level)?;
+    writer.write_state(&state)?;
+    let pages = mem::dump_pages(pid, &state.vmas, &mut writer)?;
+    writer.finish()?;
+    Ok(DumpStats { pages, vmas: state.vmas.len(), fds: state.fds.len() })
+}

@@ -1,0 +1,174 @@
+//! The typed content of a checkpoint image: what the engine captures and what a restore needs.
+//!
+//! These structs are serialized with postcard inside the image's framed records (see
+//! `docs/image-format.md`). They never hold page data: pages travel as separate, compressed
+//! page records after the [`ProcessState`] record.
+
+use serde::{Deserialize, Serialize};
+
+/// What a target machine must match before it may restore the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compat {
+    /// `std::env::consts::ARCH` of the machine that wrote the image ("x86_64").
+    pub arch: String,
+    /// XCR0: the xsave feature mask the register image was saved with.
+    pub xfeatures: u64,
+    /// Size in bytes of the NT_X86_XSTATE register set.
+    pub xstate_size: u32,
+    /// `uname -r` of the source (informational; the vDSO bytes are what is compared).
+    pub kernel_release: String,
+    /// Sizes, in bytes, of the special mappings in their address order: `[vvar]`,
+    /// `[vvar_vclock]`, `[vdso]` (names kept so a differently shaped kernel is refused).
+    pub special_layout: Vec<(String, u64)>,
+    /// The exact bytes of the source kernel's vDSO; a target with other bytes refuses the image.
+    pub vdso: Vec<u8>,
+}
+
+/// First record of every image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub compat: Compat,
+    /// Pid as the process itself sees it (innermost pid namespace).
+    pub pid: i32,
+    /// Command name (`/proc/PID/comm`).
+    pub comm: String,
+    /// Unix seconds when the checkpoint was taken.
+    pub created_unix: u64,
+    /// mrun version that wrote it.
+    pub writer: String,
+}
+
+/// x86_64 general registers in the layout of `struct user_regs_struct`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpRegs(pub [u64; 27]);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigAction {
+    /// Signal number 1..=64.
+    pub signo: u8,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rseq {
+    pub addr: u64,
+    pub len: u32,
+    pub sig: u32,
+    pub flags: u32,
+}
+
+/// The mm fields set with `prctl(PR_SET_MM, PR_SET_MM_MAP)`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// Raw `/proc/PID/auxv` (pairs of u64).
+    pub auxv: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Identity of a file, compared before a file is reopened or re-mapped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+/// What backs a memory mapping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Backing {
+    /// Anonymous private memory (heap, stack, anonymous mmap).
+    Anonymous,
+    /// A private or read-only shared mapping of a file; untouched pages come from the file.
+    File { path: String, offset: u64, identity: FileIdentity },
+    /// A private file mapping whose file was deleted or replaced since it was mapped: every
+    /// page is carried in the image and restored as anonymous memory.
+    Carried { path: String },
+    /// A kernel special mapping (`[vdso]`, `[vvar]`, `[vvar_vclock]`), moved not copied.
+    Special { name: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits.
+    pub prot: u32,
+    /// True for MAP_SHARED (only read-only shared file mappings are supported).
+    pub shared: bool,
+    /// True for a stack that grows down (`[stack]`, `gd` in VmFlags).
+    pub grows_down: bool,
+    pub backing: Backing,
+}
+
+/// How a file descriptor is brought back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FdKind {
+    /// A file or directory reopened by path at the same offset.
+    Path { path: String, flags: i32, offset: u64, identity: FileIdentity },
+    /// A character device reopened by path (`/dev/null`, `/dev/zero`, `/dev/urandom`...).
+    Device { path: String, flags: i32 },
+    /// A pipe or terminal that was on stdio: connected to the restorer's stdio `slot` (0, 1, 2).
+    Stdio { slot: u8 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fd {
+    pub fd: i32,
+    pub cloexec: bool,
+    pub kind: FdKind,
+}
+
+/// Everything about the process except its page contents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessState {
+    /// Path of the executable (`/proc/PID/exe`), exec'd again on restore so `/proc/self/exe`
+    /// is right.
+    pub exe: String,
+    pub exe_identity: FileIdentity,
+    pub regs: GpRegs,
+    /// The NT_X86_XSTATE register set, as the kernel returned it.
+    pub xstate: Vec<u8>,
+    pub sigmask: u64,
+    pub sigactions: Vec<SigAction>,
+    pub altstack: AltStack,
+    pub rseq: Option<Rseq>,
+    pub robust_list: (u64, u64),
+    pub clear_child_tid: u64,
+    pub personality: u32,
+    pub mm: MmFields,
+    pub cwd: String,
+    pub umask: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub vmas: Vec<Vma>,
+    pub fds: Vec<Fd>,
+    /// Signals that were pending (or arrived during the checkpoint); sent again after restore.
+    pub pending_signals: Vec<i32>,
+}

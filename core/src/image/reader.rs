@@ -1,0 +1,328 @@
+//! The validating image reader: checks the prelude, decodes the header and state records and
+//! yields page records in order, decompressing a few records ahead on worker threads while the
+//! caller writes the previous pages into the target. Input bytes are untrusted: every failure
+//! is an [`ImageError`], never a panic.
+//!
+//! The reader does not buffer: it issues two reads per record and never reads past the End
+//! record, so an image may be followed by other data on the same stream
+//! ([`ImageReader::into_inner`]). Wrap a raw file or socket in a `BufReader` only if its reads
+//! are costly; a page record is one large read anyway.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::collections::VecDeque;
+use std::io::Read;
+
+use serde::de::DeserializeOwned;
+use zstd::bulk::Decompressor;
+
+use super::error::ImageError;
+use super::model::{Header, ProcessState};
+use super::pool::{default_threads, Pool, Work};
+use super::record::{EndInfo, Kind, Tally, MAX_RECORD_PAGES, PAGE_SIZE};
+use super::source::Source;
+
+/// Page records decompressed ahead per worker thread.
+const AHEAD_PER_THREAD: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Header read; the state record comes next.
+    AwaitState,
+    Pages,
+    /// The End record was read and verified.
+    Ended,
+    Failed,
+}
+
+/// What the read-ahead queue holds, in stream order.
+enum Ahead {
+    /// A page record whose result the pool will deliver.
+    Pages,
+    /// Where reading stopped: a verified End (`Ok`) or the first error.
+    Stop(Result<(), ImageError>),
+}
+
+/// Reads one image: [`ImageReader::open`] (header), [`ImageReader::read_state`], then
+/// [`ImageReader::next_pages`] until it returns `Ok(None)`. Nothing an image contains may be
+/// trusted until `next_pages` has returned `Ok(None)`: only then are the record chain and
+/// counts verified. After an error the reader refuses further calls.
+pub struct ImageReader<R: Read> {
+    src: Source<R>,
+    pool: Pool<Decompress>,
+    tally: Tally,
+    stage: Stage,
+    queue: VecDeque<Ahead>,
+    /// True once the read-ahead reached End or an error: nothing more is read from `src`.
+    reading_done: bool,
+    free_payloads: Vec<Vec<u8>>,
+    free_pages: Vec<Vec<u8>>,
+    meta: Vec<u8>,
+}
+
+impl<R: Read> ImageReader<R> {
+    /// Checks magic and version and reads the header record. Decompresses on one worker
+    /// thread per core (at most 4).
+    pub fn open(input: R) -> Result<(Self, Header), ImageError> {
+        Self::open_with_threads(input, default_threads())
+    }
+
+    /// As [`ImageReader::open`] with `threads` decompression workers; 0 decompresses on the
+    /// caller's thread, without read-ahead.
+    pub fn open_with_threads(input: R, threads: usize) -> Result<(Self, Header), ImageError> {
+        let pool = Pool::new(threads, AHEAD_PER_THREAD, "mrun-unzstd", || {
+            Ok(Decompress { zstd: Decompressor::new()? })
+        })?;
+        let mut r = ImageReader {
+            src: Source::new(input),
+            pool,
+            tally: Tally::default(),
+            stage: Stage::AwaitState,
+            queue: VecDeque::new(),
+            reading_done: false,
+            free_payloads: Vec::new(),
+            free_pages: Vec::new(),
+            meta: Vec::new(),
+        };
+        r.src.read_prelude()?;
+        let header = r.read_meta::<Header>(Kind::Header)?;
+        Ok((r, header))
+    }
+
+    /// Reads the process state record, which follows the header.
+    pub fn read_state(&mut self) -> Result<ProcessState, ImageError> {
+        match self.stage {
+            Stage::AwaitState => {}
+            Stage::Failed => return Err(used_after_error()),
+            _ => return Err(ImageError::invalid_use("read_state called twice")),
+        }
+        let r = self.read_meta::<ProcessState>(Kind::State);
+        self.stage = if r.is_ok() { Stage::Pages } else { Stage::Failed };
+        r
+    }
+
+    /// Puts the decompressed bytes of the next page record in `buf` (replacing its contents;
+    /// its length is a multiple of 4096) and returns their address. `Ok(None)` means the End
+    /// record was read and the whole image verified. The buffer handed in is recycled, so
+    /// passing the same `Vec` every time avoids allocations.
+    pub fn next_pages(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, ImageError> {
+        match self.stage {
+            Stage::Pages => {}
+            Stage::Ended => return Ok(None),
+            Stage::Failed => return Err(used_after_error()),
+            Stage::AwaitState => return Err(ImageError::invalid_use("next_pages before read_state")),
+        }
+        self.fill();
+        let r = self.take_next(buf);
+        match &r {
+            Ok(None) => self.stage = Stage::Ended,
+            Err(_) => self.stage = Stage::Failed,
+            Ok(Some(_)) => {}
+        }
+        r
+    }
+
+    /// Bytes consumed from the input so far (read-ahead included).
+    pub fn bytes_read(&self) -> u64 {
+        self.src.pos()
+    }
+
+    /// The input, positioned just after the End record once `next_pages` returned `Ok(None)`.
+    pub fn into_inner(self) -> R {
+        self.src.into_inner()
+    }
+
+    fn read_meta<T: DeserializeOwned>(&mut self, kind: Kind) -> Result<T, ImageError> {
+        let mut payload = std::mem::take(&mut self.meta);
+        let rec = self.src.read_record(&mut payload)?;
+        if rec.kind != kind {
+            return Err(ImageError::Unexpected {
+                offset: rec.offset,
+                expected: kind.name(),
+                found: rec.kind.name(),
+            });
+        }
+        let (value, rest) = postcard::take_from_bytes::<T>(&payload).map_err(|e| {
+            ImageError::corrupt(rec.offset, format!("{} record does not decode: {e}", kind.name()))
+        })?;
+        if !rest.is_empty() {
+            return Err(ImageError::corrupt(
+                rec.offset,
+                format!("{} trailing bytes in the {} record", rest.len(), kind.name()),
+            ));
+        }
+        self.tally.add(rec.crc, 0);
+        self.meta = payload;
+        Ok(value)
+    }
+
+    /// Reads records ahead until the pool is busy enough or End/an error is reached.
+    fn fill(&mut self) {
+        while !self.reading_done && (self.queue.is_empty() || !self.pool.is_full()) {
+            match self.read_ahead_one() {
+                Ok(true) => self.queue.push_back(Ahead::Pages),
+                Ok(false) => {
+                    self.queue.push_back(Ahead::Stop(Ok(())));
+                    self.reading_done = true;
+                }
+                Err(e) => {
+                    self.queue.push_back(Ahead::Stop(Err(e)));
+                    self.reading_done = true;
+                }
+            }
+        }
+    }
+
+    /// Reads one record: a page record goes to a worker (true); End is verified (false).
+    fn read_ahead_one(&mut self) -> Result<bool, ImageError> {
+        let mut payload = self.free_payloads.pop().unwrap_or_default();
+        let rec = self.src.read_record(&mut payload)?;
+        match rec.kind {
+            Kind::Pages => {
+                let (addr, npages) = parse_pages_head(&payload, rec.offset)?;
+                self.tally.add(rec.crc, u64::from(npages));
+                let out = self.free_pages.pop().unwrap_or_default();
+                self.pool.submit(Job { offset: rec.offset, addr, npages, payload, out })?;
+                Ok(true)
+            }
+            Kind::End => {
+                let end = EndInfo::parse(&payload)
+                    .ok_or_else(|| ImageError::corrupt(rec.offset, "malformed end record"))?;
+                verify_end(&end, &self.tally.end_info(), rec.offset)?;
+                Ok(false)
+            }
+            other => Err(ImageError::Unexpected {
+                offset: rec.offset,
+                expected: "pages or end",
+                found: other.name(),
+            }),
+        }
+    }
+
+    fn take_next(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, ImageError> {
+        match self.queue.pop_front() {
+            Some(Ahead::Pages) => {
+                let Some(done) = self.pool.recv()? else {
+                    return Err(ImageError::invalid_use("page record lost by the read-ahead"));
+                };
+                let Unpacked { addr, mut payload, mut out, result } = done;
+                result?;
+                std::mem::swap(buf, &mut out);
+                out.clear();
+                payload.clear();
+                self.free_pages.push(out);
+                self.free_payloads.push(payload);
+                Ok(Some(addr))
+            }
+            Some(Ahead::Stop(r)) => r.map(|()| None),
+            None => Err(ImageError::invalid_use("read-ahead queue empty before the end")),
+        }
+    }
+}
+
+fn used_after_error() -> ImageError {
+    ImageError::invalid_use("image reader used after an earlier error")
+}
+
+/// Validates a page record's `addr` and `npages`; the compressed bytes follow them.
+fn parse_pages_head(payload: &[u8], offset: u64) -> Result<(u64, u32), ImageError> {
+    let (addr, rest) = payload
+        .split_first_chunk::<8>()
+        .ok_or_else(|| ImageError::corrupt(offset, "pages record shorter than its header"))?;
+    let (npages, _) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| ImageError::corrupt(offset, "pages record shorter than its header"))?;
+    let addr = u64::from_le_bytes(*addr);
+    let npages = u32::from_le_bytes(*npages);
+    if npages == 0 || npages > MAX_RECORD_PAGES {
+        return Err(ImageError::corrupt(
+            offset,
+            format!("pages record holds {npages} pages (1..={MAX_RECORD_PAGES} allowed)"),
+        ));
+    }
+    let bytes = u64::from(npages) * PAGE_SIZE as u64;
+    if addr & (PAGE_SIZE as u64 - 1) != 0 || addr.checked_add(bytes).is_none() {
+        return Err(ImageError::corrupt(
+            offset,
+            format!("pages record address {addr:#x} is not page aligned or overflows"),
+        ));
+    }
+    Ok((addr, npages))
+}
+
+fn verify_end(end: &EndInfo, seen: &EndInfo, offset: u64) -> Result<(), ImageError> {
+    if end.page_records != seen.page_records || end.pages != seen.pages {
+        return Err(ImageError::corrupt(
+            offset,
+            format!(
+                "end record counts {} page records and {} pages, the image has {} and {}",
+                end.page_records, end.pages, seen.page_records, seen.pages
+            ),
+        ));
+    }
+    if end.chain != seen.chain {
+        return Err(ImageError::corrupt(
+            offset,
+            "record chain checksum mismatch: a record was dropped, duplicated or reordered",
+        ));
+    }
+    Ok(())
+}
+
+/// A decompression worker's zstd context, reused for every record.
+struct Decompress {
+    zstd: Decompressor<'static>,
+}
+
+struct Job {
+    offset: u64,
+    addr: u64,
+    npages: u32,
+    /// The whole record payload: `addr`, `npages`, then the zstd frame.
+    payload: Vec<u8>,
+    /// Reused output buffer.
+    out: Vec<u8>,
+}
+
+struct Unpacked {
+    addr: u64,
+    payload: Vec<u8>,
+    out: Vec<u8>,
+    result: Result<(), ImageError>,
+}
+
+impl Work for Decompress {
+    type Job = Job;
+    type Out = Unpacked;
+
+    fn run(&mut self, job: Job) -> Unpacked {
+        let Job { offset, addr, npages, payload, mut out } = job;
+        let result = decompress(&mut self.zstd, &payload, npages, &mut out, offset);
+        Unpacked { addr, payload, out, result }
+    }
+}
+
+fn decompress(
+    zstd: &mut Decompressor<'static>,
+    payload: &[u8],
+    npages: u32,
+    out: &mut Vec<u8>,
+    offset: u64,
+) -> Result<(), ImageError> {
+    let expected = npages as usize * PAGE_SIZE;
+    let frame = payload
+        .get(12..)
+        .ok_or_else(|| ImageError::corrupt(offset, "pages record shorter than its header"))?;
+    out.clear();
+    out.reserve(expected);
+    let n = zstd
+        .decompress_to_buffer(frame, out)
+        .map_err(|e| ImageError::corrupt(offset, format!("page data does not decompress: {e}")))?;
+    if n != expected || out.len() != expected {
+        return Err(ImageError::corrupt(
+            offset,
+            format!("page data decompresses to {n} bytes, the record announces {expected}"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,385 @@
+//! Round trips and hostile-input tests for the image writer and reader.
+
+use super::model::*;
+use super::record::{encode_record, Kind, CHUNK_BYTES, PRELUDE_LEN};
+use super::*;
+
+/// xorshift64*: deterministic test data without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            *b = self.next() as u8;
+        }
+    }
+}
+
+fn header() -> Header {
+    Header {
+        compat: Compat {
+            arch: "x86_64".into(),
+            xfeatures: 0x2e7,
+            xstate_size: 2696,
+            kernel_release: "6.18.0".into(),
+            special_layout: vec![("[vvar]".into(), 16384), ("[vdso]".into(), 8192)],
+            vdso: (0..=255u8).collect(),
+        },
+        pid: 4242,
+        comm: "victim".into(),
+        created_unix: 1_700_000_000,
+        writer: "mrun 0.1.0".into(),
+    }
+}
+
+fn state() -> ProcessState {
+    let id = FileIdentity { dev: 2049, ino: 77, size: 1234, mtime_ns: -5 };
+    ProcessState {
+        exe: "/usr/bin/victim".into(),
+        exe_identity: id.clone(),
+        regs: GpRegs([7; 27]),
+        xstate: vec![0xab; 64],
+        sigmask: 1 << 9,
+        sigactions: vec![SigAction { signo: 2, handler: 0x401000, flags: 4, restorer: 0x402000, mask: 0 }],
+        altstack: AltStack { sp: 0, flags: 2, size: 0 },
+        rseq: Some(Rseq { addr: 0x7000, len: 32, sig: 0x53053053, flags: 0 }),
+        robust_list: (0x7100, 24),
+        clear_child_tid: 0x7200,
+        personality: 0,
+        mm: MmFields { start_code: 0x400000, auxv: vec![6, 4096, 0, 0], ..MmFields::default() },
+        cwd: "/tmp".into(),
+        umask: 0o22,
+        rlimits: vec![Rlimit { resource: 7, soft: 1024, hard: 4096 }],
+        vmas: vec![Vma {
+            start: 0x400000,
+            end: 0x401000,
+            prot: 5,
+            shared: false,
+            grows_down: false,
+            backing: Backing::File { path: "/usr/bin/victim".into(), offset: 0, identity: id },
+        }],
+        fds: vec![Fd { fd: 1, cloexec: false, kind: FdKind::Stdio { slot: 1 } }],
+        pending_signals: vec![10],
+    }
+}
+
+/// Page data: random, or compressible (a few repeated words and zero runs).
+fn pages(rng: &mut Rng, npages: usize, random: bool) -> Vec<u8> {
+    let mut v = vec![0u8; npages * PAGE_SIZE];
+    if random {
+        rng.fill(&mut v);
+    } else {
+        for (i, chunk) in v.chunks_mut(8).enumerate() {
+            if i % 3 != 0 {
+                chunk.copy_from_slice(&((i as u64 / 64) ^ 0xdead).to_le_bytes());
+            }
+        }
+    }
+    v
+}
+
+/// Flattens writes into (page address, page bytes) in order, for comparing with what is read.
+fn flatten(writes: &[(u64, Vec<u8>)]) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (addr, data) in writes {
+        for (i, page) in data.chunks(PAGE_SIZE).enumerate() {
+            out.push((addr + (i * PAGE_SIZE) as u64, page.to_vec()));
+        }
+    }
+    out
+}
+
+fn write_image(writes: &[(u64, Vec<u8>)], threads: usize) -> Vec<u8> {
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), DEFAULT_LEVEL, threads).unwrap();
+    w.write_state(&state()).unwrap();
+    for (addr, data) in writes {
+        w.write_pages(*addr, data).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+/// Reads a whole image; returns the pages read, or the first error.
+fn read_image(bytes: &[u8], threads: usize) -> Result<Vec<(u64, Vec<u8>)>, ImageError> {
+    let (mut r, h) = ImageReader::open_with_threads(bytes, threads)?;
+    assert_eq!(h.compat, header().compat);
+    let st = r.read_state()?;
+    assert_eq!(format!("{st:?}"), format!("{:?}", state()));
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    while let Some(addr) = r.next_pages(&mut buf)? {
+        assert_eq!(buf.len() % PAGE_SIZE, 0);
+        got.extend(flatten(&[(addr, buf.clone())]));
+    }
+    Ok(got)
+}
+
+/// A small image: a few page records, one of them random.
+fn small_writes() -> Vec<(u64, Vec<u8>)> {
+    let mut rng = Rng(7);
+    vec![
+        (0x10000, pages(&mut rng, 2, false)),
+        (0x20000, pages(&mut rng, 1, true)),
+        (0x7fff0000, pages(&mut rng, 1, false)),
+    ]
+}
+
+/// Byte ranges of the records after the prelude.
+fn records(img: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = PRELUDE_LEN;
+    while at < img.len() {
+        let len = u32::from_le_bytes(img[at + 1..at + 5].try_into().unwrap()) as usize;
+        out.push(at..at + 5 + len + 4);
+        at += 5 + len + 4;
+    }
+    out
+}
+
+fn splice(img: &[u8], order: &[usize]) -> Vec<u8> {
+    let recs = records(img);
+    let mut out = img[..PRELUDE_LEN].to_vec();
+    for &i in order {
+        out.extend_from_slice(&img[recs[i].clone()]);
+    }
+    out
+}
+
+fn is_image_error(e: &ImageError) -> bool {
+    matches!(
+        e,
+        ImageError::Corrupt { .. }
+            | ImageError::NotAnImage
+            | ImageError::Version { .. }
+            | ImageError::Truncated { .. }
+            | ImageError::TooLarge { .. }
+            | ImageError::Unexpected { .. }
+    )
+}
+
+#[test]
+fn round_trip_many_records() {
+    let mut rng = Rng(0x1234_5678);
+    let mut writes = Vec::new();
+    let mut addr = 0x5555_0000_0000u64;
+    for i in 0..40 {
+        let n = 1 + rng.below(if i % 7 == 0 { 700 } else { 40 }) as usize;
+        writes.push((addr, pages(&mut rng, n, i % 2 == 0)));
+        // Mostly contiguous (merged into shared records), sometimes a gap.
+        addr += (n * PAGE_SIZE) as u64 + if rng.below(3) == 0 { 0x10000 } else { 0 };
+    }
+    let expected = flatten(&writes);
+    for wt in [0, 1, 2] {
+        let img = write_image(&writes, wt);
+        for rt in [0, 2] {
+            assert_eq!(read_image(&img, rt).unwrap(), expected, "writer {wt} reader {rt} threads");
+        }
+    }
+    // Records hold at most 1 MiB.
+    let img = write_image(&writes, 2);
+    for r in records(&img) {
+        if img[r.start] == Kind::Pages as u8 {
+            let np = u32::from_le_bytes(img[r.start + 13..r.start + 17].try_into().unwrap());
+            assert!(np as usize * PAGE_SIZE <= CHUNK_BYTES);
+        }
+    }
+}
+
+#[test]
+fn empty_image_and_trailing_data() {
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 3, 2).unwrap();
+    w.write_state(&state()).unwrap();
+    let mut img = w.finish().unwrap();
+    img.extend_from_slice(b"after");
+    let (mut r, _) = ImageReader::open(&img[..]).unwrap();
+    r.read_state().unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(r.next_pages(&mut buf).unwrap(), None);
+    assert_eq!(r.next_pages(&mut buf).unwrap(), None);
+    assert_eq!(r.into_inner(), b"after");
+}
+
+#[test]
+fn truncation_anywhere_is_truncated() {
+    let img = write_image(&small_writes(), 0);
+    for cut in 0..img.len() {
+        for threads in [0, 2] {
+            match read_image(&img[..cut], threads) {
+                Err(ImageError::Truncated { offset }) => assert_eq!(offset, cut as u64),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(read_image(&img, 0).unwrap(), flatten(&small_writes()));
+}
+
+#[test]
+fn every_bit_flip_is_detected() {
+    let img = write_image(&small_writes(), 0);
+    for pos in 0..img.len() {
+        for bit in 0..8 {
+            let mut bad = img.clone();
+            bad[pos] ^= 1 << bit;
+            // The threaded reader on a sample (it starts threads per image).
+            let threads = if (pos + bit) % 61 == 0 { 2 } else { 0 };
+            match read_image(&bad, threads) {
+                Ok(_) => panic!("flip of bit {bit} at byte {pos} not detected"),
+                Err(e) => assert!(is_image_error(&e), "flip at {pos}: {e:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn random_garbage_never_panics() {
+    let img = write_image(&small_writes(), 0);
+    let mut rng = Rng(99);
+    for _ in 0..3000 {
+        let mut bad = img.clone();
+        for _ in 0..1 + rng.below(8) {
+            let at = PRELUDE_LEN + rng.below((img.len() - PRELUDE_LEN) as u64) as usize;
+            bad[at] = rng.next() as u8;
+        }
+        if bad != img {
+            let e = read_image(&bad, 0).unwrap_err();
+            assert!(is_image_error(&e), "{e:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_magic_and_version() {
+    assert!(matches!(read_image(b"hello, world", 0), Err(ImageError::NotAnImage)));
+    assert!(matches!(read_image(b"MRUNIMX", 0), Err(ImageError::NotAnImage)));
+    let mut img = write_image(&small_writes(), 0);
+    img[8..12].copy_from_slice(&2u32.to_le_bytes());
+    match read_image(&img, 0) {
+        Err(e @ ImageError::Version { found: 2, supported: 1 }) => {
+            assert!(e.to_string().contains("version 2 is not supported"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn dropped_duplicated_or_reordered_records_are_detected() {
+    let img = write_image(&small_writes(), 0);
+    let n = records(&img).len(); // header, state, 3 pages, end
+    assert_eq!(n, 6);
+    let corrupt = |order: &[usize]| match read_image(&splice(&img, order), 0) {
+        Err(ImageError::Corrupt { what, .. }) => what,
+        other => panic!("{order:?}: {other:?}"),
+    };
+    assert!(corrupt(&[0, 1, 2, 4, 5]).contains("page records"));
+    assert!(corrupt(&[0, 1, 2, 3, 3, 4, 5]).contains("page records"));
+    assert!(corrupt(&[0, 1, 3, 2, 4, 5]).contains("chain"));
+    assert!(matches!(
+        read_image(&splice(&img, &[0, 2, 3, 4, 5]), 0),
+        Err(ImageError::Unexpected { expected: "state", found: "pages", .. })
+    ));
+    assert!(matches!(
+        read_image(&splice(&img, &[0, 1, 2, 3, 4]), 0),
+        Err(ImageError::Truncated { .. })
+    ));
+    assert!(matches!(
+        read_image(&splice(&img, &[1, 0, 2, 3, 4, 5]), 0),
+        Err(ImageError::Unexpected { expected: "header", found: "state", .. })
+    ));
+}
+
+#[test]
+fn well_framed_bad_page_payloads_are_corrupt() {
+    let img = write_image(&small_writes(), 0);
+    let recs = records(&img);
+    let first_pages = recs[2].clone();
+    let payload = &img[first_pages.start + 5..first_pages.end - 4];
+    let mut cases: Vec<(Vec<u8>, &str)> = Vec::new();
+    // One more page announced than the frame holds.
+    let mut p = payload.to_vec();
+    p[8..12].copy_from_slice(&3u32.to_le_bytes());
+    cases.push((p, "decompress"));
+    // Garbage instead of a zstd frame.
+    let mut p = payload[..12].to_vec();
+    p.extend_from_slice(&[0x55; 40]);
+    cases.push((p, "decompress"));
+    let mut p = payload.to_vec();
+    p[0] = 1; // unaligned address
+    cases.push((p, "aligned"));
+    let mut p = payload.to_vec();
+    p[8..12].copy_from_slice(&0u32.to_le_bytes());
+    cases.push((p, "pages"));
+    cases.push((payload[..7].to_vec(), "shorter"));
+    for (p, needle) in cases {
+        let mut rec = Vec::new();
+        encode_record(Kind::Pages, &p, &mut rec).unwrap();
+        let mut bad = img[..first_pages.start].to_vec();
+        bad.extend_from_slice(&rec);
+        bad.extend_from_slice(&img[first_pages.end..]);
+        for threads in [0, 2] {
+            match read_image(&bad, threads) {
+                Err(ImageError::Corrupt { what, offset }) => {
+                    assert!(what.contains(needle), "{what}");
+                    assert_eq!(offset, first_pages.start as u64);
+                }
+                other => panic!("{needle}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn oversized_and_unknown_records() {
+    let img = write_image(&small_writes(), 0);
+    let mut big = img[..PRELUDE_LEN].to_vec();
+    big.push(Kind::Header as u8);
+    big.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        read_image(&big, 0),
+        Err(ImageError::TooLarge { offset: 12, kind: "header", .. })
+    ));
+    let mut unknown = img.clone();
+    unknown[PRELUDE_LEN] = 9;
+    assert!(matches!(read_image(&unknown, 0), Err(ImageError::Corrupt { offset: 12, .. })));
+}
+
+#[test]
+fn writer_rejects_misuse() {
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    assert!(matches!(w.write_pages(0x1000, &[0; 4096]), Err(ImageError::InvalidUse { .. })));
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    w.write_state(&state()).unwrap();
+    assert!(matches!(w.write_pages(0x1000, &[0; 100]), Err(ImageError::InvalidUse { .. })));
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    w.write_state(&state()).unwrap();
+    assert!(matches!(w.write_pages(0x1001, &[0; 4096]), Err(ImageError::InvalidUse { .. })));
+    assert!(matches!(w.write_pages(u64::MAX - 4095, &[0; 8192]), Err(ImageError::InvalidUse { .. })));
+    // A rejected call does not spoil the image.
+    w.write_pages(0x1000, &[0; 4096]).unwrap();
+    w.finish().unwrap();
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    w.write_state(&state()).unwrap();
+    assert!(matches!(w.write_pages(0x1000, &[]), Err(ImageError::InvalidUse { .. })));
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    w.write_state(&state()).unwrap();
+    assert!(matches!(w.write_state(&state()), Err(ImageError::InvalidUse { .. })));
+}
+
+#[test]
+fn reader_rejects_misuse() {
+    let img = write_image(&small_writes(), 0);
+    let (mut r, _) = ImageReader::open_with_threads(&img[..], 0).unwrap();
+    let mut buf = Vec::new();
+    assert!(matches!(r.next_pages(&mut buf), Err(ImageError::InvalidUse { .. })));
+    r.read_state().unwrap();
+    assert!(matches!(r.read_state(), Err(ImageError::InvalidUse { .. })));
+}

@@ -1,0 +1,8 @@
+//! mrun-core: the engine (checkpoint/restore), the image format, and the kernel wrappers
+//! they stand on.
+
+pub mod arch;
+pub mod engine;
+pub mod image;
+pub mod resource;
+pub mod sys;

@@ -1,0 +1,201 @@
+//! Memory: the mappings of a process and the pages it touched.
+//!
+//! Capture reads `/proc/PID/maps` and the pagemap, and streams only touched pages: every
+//! present or swapped page of private anonymous memory, and the copy-on-written pages of
+//! private file mappings (the rest is mapped again from the same file, after checking it is the
+//! same file). Apply maps each area at its address and writes the pages into it.
+
+use std::path::Path;
+
+use procfs::process::{MMPermissions, MMapPath, Process};
+
+use crate::engine::error::{Context, EngineError, Result};
+use crate::engine::inject::{Injector, Scratch};
+use crate::image::model::{Backing, Vma};
+use crate::image::{ImageWriter, PAGE_SIZE};
+use crate::sys::{memory, Pid};
+
+const SPECIAL: [&str; 3] = ["[vvar]", "[vvar_vclock]", "[vdso]"];
+/// Largest run of pages read from the process in one call.
+const READ_CHUNK: usize = 4 << 20;
+
+fn prot_of(p: MMPermissions) -> u32 {
+    let mut prot = 0;
+    if p.contains(MMPermissions::READ) { prot |= libc::PROT_READ; }
+    if p.contains(MMPermissions::WRITE) { prot |= libc::PROT_WRITE; }
+    if p.contains(MMPermissions::EXECUTE) { prot |= libc::PROT_EXEC; }
+    prot as u32
+}
+
+/// The mappings of `pid`, or a refusal naming the first one that cannot be checkpointed.
+pub fn capture_vmas(pid: Pid) -> Result<Vec<Vma>> {
+    let maps = Process::new(pid.as_raw())?.maps()?;
+    let mut vmas = Vec::new();
+    for m in maps {
+        let (start, end) = m.address;
+        let shared = m.perms.contains(MMPermissions::SHARED);
+        let prot = prot_of(m.perms);
+        let backing = match &m.pathname {
+            MMapPath::Vsyscall => continue,
+            MMapPath::Vdso => Backing::Special { name: "[vdso]".into() },
+            MMapPath::Vvar => Backing::Special { name: "[vvar]".into() },
+            MMapPath::Other(name) if name == "vvar_vclock" || name == "[vvar_vclock]" => {
+                Backing::Special { name: "[vvar_vclock]".into() }
+            }
+            MMapPath::Heap | MMapPath::Stack | MMapPath::Anonymous | MMapPath::TStack(_) => {
+                if shared {
+                    return Err(EngineError::Refused(format!(
+                        "pid {pid} has shared anonymous memory at {start:#x}; shared memory cannot be checkpointed yet"
+                    )));
+                }
+                Backing::Anonymous
+            }
+            MMapPath::Vsys(key) => {
+                return Err(EngineError::Refused(format!(
+                    "pid {pid} has System V shared memory attached (key {key:#x}); SysV shm cannot be checkpointed yet"
+                )))
+            }
+            MMapPath::Path(p) => {
+                let text = p.to_string_lossy();
+                if shared && prot & libc::PROT_WRITE as u32 != 0 {
+                    return Err(EngineError::Refused(format!(
+                        "pid {pid} has a writable shared mapping of {text}; writable MAP_SHARED memory cannot be checkpointed yet"
+                    )));
+                }
+                if text.ends_with(" (deleted)") || text.starts_with("/memfd:") {
+                    if shared {
+                        return Err(EngineError::Refused(format!(
+                            "pid {pid} has a shared mapping of a deleted file or memfd ({text}); it cannot be checkpointed yet"
+                        )));
+                    }
+                    // The file is gone: carry every page of the mapping instead.
+                    Backing::Carried { path: text.into_owned() }
+                } else {
+                    file_backing(pid, start, p, m.offset, m.inode, shared)?
+                }
+            }
+            other => {
+                return Err(EngineError::Refused(format!(
+                    "pid {pid} has a mapping of an unsupported kind ({other:?}) at {start:#x}"
+                )))
+            }
+        };
+        vmas.push(Vma { start, end, prot, shared, grows_down: matches!(m.pathname, MMapPath::Stack), backing });
+    }
+    Ok(vmas)
+}
+
+/// A file mapping is re-mapped from the file only if the file on disk is the very one mapped;
+/// otherwise its pages are carried in the image (as anonymous memory).
+fn file_backing(pid: Pid, start: u64, path: &Path, offset: u64, inode: u64, shared: bool) -> Result<Backing> {
+    match std::fs::metadata(path) {
+        Ok(meta) if std::os::unix::fs::MetadataExt::ino(&meta) == inode => Ok(Backing::File {
+            path: path.to_string_lossy().into_owned(),
+            offset,
+            identity: super::identity_of(&meta),
+        }),
+        _ if shared => Err(EngineError::Refused(format!(
+            "pid {pid} has a shared mapping at {start:#x} of {} which was replaced on disk; it cannot be checkpointed",
+            path.display()
+        ))),
+        _ => Ok(Backing::Carried { path: path.to_string_lossy().into_owned() }),
+    }
+}
+
+/// Stream the touched pages of `vmas` into `out`. Returns the number of pages written.
+pub fn dump_pages<W: std::io::Write>(pid: Pid, vmas: &[Vma], out: &mut ImageWriter<W>) -> Result<u64> {
+    let pagemap = memory::Pagemap::open(pid).ctx(|| format!("opening /proc/{pid}/pagemap"))?;
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut total = 0u64;
+    for vma in vmas {
+        let wanted: fn(u64) -> bool = match (&vma.backing, vma.shared) {
+            (Backing::Special { .. }, _) | (_, true) => continue,
+            (Backing::Carried { .. }, _) => |_| true,
+            (Backing::Anonymous, _) => |e| e & (memory::PM_PRESENT | memory::PM_SWAPPED) != 0,
+            (Backing::File { .. }, _) => |e| (e & memory::PM_PRESENT != 0 && e & memory::PM_FILE == 0) || e & memory::PM_SWAPPED != 0,
+        };
+        pagemap.entries(vma.start, vma.end, &mut entries).ctx(|| format!("reading the pagemap of pid {pid}"))?;
+        let mut i = 0;
+        while i < entries.len() {
+            if !wanted(entries[i]) {
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < entries.len() && wanted(entries[j]) && (j - i) * PAGE_SIZE < READ_CHUNK {
+                j += 1;
+            }
+            let addr = vma.start + (i * PAGE_SIZE) as u64;
+            let run = &mut buf[..(j - i) * PAGE_SIZE];
+            memory::read(pid, addr, run).ctx(|| format!("reading memory of pid {pid} at {addr:#x}"))?;
+            out.write_pages(addr, run)?;
+            total += (j - i) as u64;
+            i = j;
+        }
+    }
+    Ok(total)
+}
+
+/// The address range a set of special mappings occupies, in image order.
+pub fn specials(vmas: &[Vma]) -> Vec<(&str, u64, u64)> {
+    vmas.iter()
+        .filter_map(|v| match &v.backing {
+            Backing::Special { name } => Some((name.as_str(), v.start, v.end)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn is_special_name(name: &str) -> bool {
+    SPECIAL.contains(&name)
+}
+
+/// Map every non-special area of the image into the tracee, writable so pages can be filled.
+/// Files are opened inside the tracee (path written to `scratch`) and closed again.
+pub fn map_vmas(inj: &Injector, scratch: &Scratch, vmas: &[Vma]) -> Result<()> {
+    let pid = inj.pid();
+    for vma in vmas {
+        let len = vma.end - vma.start;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+        match &vma.backing {
+            Backing::Special { .. } => {}
+            Backing::Anonymous | Backing::Carried { .. } => {
+                let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+                if vma.grows_down {
+                    flags |= libc::MAP_GROWSDOWN;
+                }
+                inj.call("mmap of anonymous memory", libc::SYS_mmap,
+                    [vma.start, len, (vma.prot | rw) as u64, flags as u64, u64::MAX, 0])?;
+            }
+            Backing::File { path, offset, .. } => {
+                let p = scratch.write_cstr(pid, 0, path)?;
+                let fd = inj.call(&format!("open of {path}"), libc::SYS_openat,
+                    [libc::AT_FDCWD as u64, p, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0])?;
+                let (prot, flags) = if vma.shared {
+                    (vma.prot, libc::MAP_SHARED | libc::MAP_FIXED)
+                } else {
+                    (vma.prot | rw, libc::MAP_PRIVATE | libc::MAP_FIXED)
+                };
+                let mapped = inj.call(&format!("mmap of {path}"), libc::SYS_mmap,
+                    [vma.start, len, prot as u64, flags as u64, fd, *offset]);
+                inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+                mapped?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Give every area its final protection once its pages are in.
+pub fn protect_vmas(inj: &Injector, vmas: &[Vma]) -> Result<()> {
+    for vma in vmas {
+        if matches!(vma.backing, Backing::Special { .. }) || vma.shared {
+            continue;
+        }
+        if vma.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+            inj.call("mprotect", libc::SYS_mprotect, [vma.start, vma.end - vma.start, vma.prot as u64, 0, 0, 0])?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Signal state: all 64 dispositions, the alternate signal stack and the blocked mask.
+//! Dispositions and the altstack are read and set by syscalls run inside the process; the
+//! mask goes through PTRACE_GETSIGMASK/SETSIGMASK.
+
+use crate::engine::error::Result;
+use crate::engine::inject::{u64_at, Injector, Scratch};
+use crate::image::model::{AltStack, SigAction};
+
+/// `struct kernel_sigaction` on x86_64: handler, flags, restorer, mask.
+const KSIGACTION: usize = 32;
+/// `stack_t`: sp, flags (int, padded), size.
+const STACK_T: usize = 24;
+
+fn settable(sig: u8) -> bool {
+    sig as i32 != libc::SIGKILL && sig as i32 != libc::SIGSTOP
+}
+
+pub fn capture(inj: &Injector, scratch: &Scratch) -> Result<(Vec<SigAction>, AltStack)> {
+    let pid = inj.pid();
+    let mut actions = Vec::with_capacity(64);
+    for signo in (1..=64u8).filter(|s| settable(*s)) {
+        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [signo as u64, 0, scratch.addr, 8, 0, 0])?;
+        let b = scratch.read(pid, 0, KSIGACTION)?;
+        actions.push(SigAction {
+            signo,
+            handler: u64_at(&b, 0),
+            flags: u64_at(&b, 8),
+            restorer: u64_at(&b, 16),
+            mask: u64_at(&b, 24),
+        });
+    }
+    inj.call("sigaltstack", libc::SYS_sigaltstack, [0, scratch.addr, 0, 0, 0, 0])?;
+    let b = scratch.read(pid, 0, STACK_T)?;
+    let alt = AltStack { sp: u64_at(&b, 0), flags: u64_at(&b, 8) as u32 as i32, size: u64_at(&b, 16) };
+    Ok((actions, alt))
+}
+
+/// Set every disposition (SIG_DFL included: the fresh process may have inherited others) and
+/// the alternate stack.
+pub fn apply(inj: &Injector, scratch: &Scratch, actions: &[SigAction], alt: &AltStack) -> Result<()> {
+    let pid = inj.pid();
+    let mut table = vec![0u8; 65 * KSIGACTION];
+    for a in actions {
+        let off = a.signo as usize * KSIGACTION;
+        if let Some(slot) = table.get_mut(off..off + KSIGACTION) {
+            slot[0..8].copy_from_slice(&a.handler.to_le_bytes());
+            slot[8..16].copy_from_slice(&a.flags.to_le_bytes());
+            slot[16..24].copy_from_slice(&a.restorer.to_le_bytes());
+            slot[24..32].copy_from_slice(&a.mask.to_le_bytes());
+        }
+    }
+    let base = scratch.write(pid, 0, &table)?;
+    for signo in (1..=64u8).filter(|s| settable(*s)) {
+        let act = base + signo as u64 * KSIGACTION as u64;
+        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [signo as u64, act, 0, 8, 0, 0])?;
+    }
+    let mut st = [0u8; STACK_T];
+    st[0..8].copy_from_slice(&alt.sp.to_le_bytes());
+    // SS_ONSTACK only reports that the stack was in use; it is not a setting.
+    let flags = alt.flags & !libc::SS_ONSTACK;
+    st[8..12].copy_from_slice(&flags.to_le_bytes());
+    st[16..24].copy_from_slice(&alt.size.to_le_bytes());
+    let p = scratch.write(pid, 0, &st)?;
+    inj.call("sigaltstack", libc::SYS_sigaltstack, [p, 0, 0, 0, 0, 0])?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Per-task and per-mm state: mm fields and auxv, brk, rseq, robust list, clear_child_tid,
+//! cwd, umask, rlimits, personality and the command name.
+
+use procfs::process::Process;
+
+use crate::engine::error::{Context, EngineError, Result};
+use crate::engine::inject::{u64_at, Injector, Scratch};
+use crate::image::model::{MmFields, Rlimit, Rseq};
+use crate::sys::{ptrace, Pid};
+
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const PR_GET_TID_ADDRESS: u64 = 40;
+/// `struct prctl_mm_map`.
+const MM_MAP_SIZE: usize = 104;
+const RLIMIT_NLIMITS: u32 = 16;
+
+/// State read by running syscalls inside the frozen process.
+pub struct Injected {
+    pub brk: u64,
+    pub robust_list: (u64, u64),
+    pub clear_child_tid: u64,
+    pub umask: u32,
+}
+
+pub fn capture_injected(inj: &Injector, scratch: &Scratch) -> Result<Injected> {
+    let pid = inj.pid();
+    let brk = inj.call("brk", libc::SYS_brk, [0; 6])?;
+    inj.call("get_robust_list", libc::SYS_get_robust_list, [0, scratch.addr, scratch.addr + 8, 0, 0, 0])?;
+    let b = scratch.read(pid, 0, 16)?;
+    let robust_list = (u64_at(&b, 0), u64_at(&b, 8));
+    inj.call("prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, [PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0])?;
+    let clear_child_tid = u64_at(&scratch.read(pid, 0, 8)?, 0);
+    let umask = inj.call("umask", libc::SYS_umask, [0o22, 0, 0, 0, 0, 0])? as u32;
+    inj.call("umask", libc::SYS_umask, [umask as u64, 0, 0, 0, 0, 0])?;
+    Ok(Injected { brk, robust_list, clear_child_tid, umask })
+}
+
+/// An armed interval timer (ITIMER_REAL, _VIRTUAL or _PROF), as a refusal sentence.
+pub fn armed_itimer(inj: &Injector, scratch: &Scratch) -> Result<Option<String>> {
+    for (which, name) in [(0u64, "ITIMER_REAL"), (1, "ITIMER_VIRTUAL"), (2, "ITIMER_PROF")] {
+        inj.call("getitimer", libc::SYS_getitimer, [which, scratch.addr, 0, 0, 0, 0])?;
+        let b = scratch.read(inj.pid(), 0, 32)?;
+        // struct itimerval { interval, value }: value is the second timeval.
+        if u64_at(&b, 16) != 0 || u64_at(&b, 24) != 0 {
+            return Ok(Some(format!(
+                "pid {} has an armed interval timer ({name}); processes with timers cannot be checkpointed yet",
+                inj.pid()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+pub fn capture_mm(pid: Pid, brk: u64) -> Result<MmFields> {
+    let stat = Process::new(pid.as_raw())?.stat()?;
+    let raw = std::fs::read(format!("/proc/{pid}/auxv")).ctx(|| format!("reading /proc/{pid}/auxv"))?;
+    let auxv = raw.chunks_exact(8).map(|c| u64_at(c, 0)).collect();
+    Ok(MmFields {
+        start_code: stat.startcode,
+        end_code: stat.endcode,
+        start_data: stat.start_data.unwrap_or(0),
+        end_data: stat.end_data.unwrap_or(0),
+        start_brk: stat.start_brk.unwrap_or(0),
+        brk,
+        start_stack: stat.startstack,
+        arg_start: stat.arg_start.unwrap_or(0),
+        arg_end: stat.arg_end.unwrap_or(0),
+        env_start: stat.env_start.unwrap_or(0),
+        env_end: stat.env_end.unwrap_or(0),
+        auxv,
+    })
+}
+
+pub fn capture_rseq(pid: Pid) -> Result<Option<Rseq>> {
+    let c = ptrace::get_rseq(pid).ctx(|| format!("reading the rseq registration of pid {pid}"))?;
+    Ok((c.rseq_abi_pointer != 0).then_some(Rseq {
+        addr: c.rseq_abi_pointer,
+        len: c.rseq_abi_size,
+        sig: c.signature,
+        flags: c.flags,
+    }))
+}
+
+pub fn capture_rlimits(pid: Pid) -> Result<Vec<Rlimit>> {
+    let mut out = Vec::new();
+    for resource in 0..RLIMIT_NLIMITS {
+        let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `old` is a valid out-pointer; a null new-limit pointer only reads.
+        let r = unsafe { libc::prlimit64(pid.as_raw(), resource as _, std::ptr::null(), &mut old) };
+        if r != 0 {
+            return Err(EngineError::Os { what: format!("prlimit of pid {pid}"), source: std::io::Error::last_os_error() });
+        }
+        out.push(Rlimit { resource, soft: old.rlim_cur, hard: old.rlim_max });
+    }
+    Ok(out)
+}
+
+/// Set the rlimits of the restored process from outside. A hard limit above what this user may
+/// set is kept at the current maximum.
+pub fn apply_rlimits(pid: Pid, limits: &[Rlimit]) -> Result<()> {
+    for l in limits {
+        let new = libc::rlimit64 { rlim_cur: l.soft, rlim_max: l.hard };
+        // SAFETY: `new` is a valid in-pointer; the old-limit pointer may be null.
+        let r = unsafe { libc::prlimit64(pid.as_raw(), l.resource as _, &new, std::ptr::null_mut()) };
+        if r != 0 {
+            let mut cur = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: as above, reading only.
+            unsafe { libc::prlimit64(pid.as_raw(), l.resource as _, std::ptr::null(), &mut cur) };
+            let capped = libc::rlimit64 { rlim_cur: l.soft.min(cur.rlim_max), rlim_max: cur.rlim_max };
+            // SAFETY: as above.
+            unsafe { libc::prlimit64(pid.as_raw(), l.resource as _, &capped, std::ptr::null_mut()) };
+        }
+    }
+    Ok(())
+}
+
+/// The mm fields, auxv, brk, robust list, clear_child_tid, rseq and command name.
+pub fn apply_injected(
+    inj: &Injector,
+    scratch: &Scratch,
+    mm: &MmFields,
+    robust: (u64, u64),
+    clear_child_tid: u64,
+    rseq: Option<&Rseq>,
+    comm: &str,
+) -> Result<()> {
+    let pid = inj.pid();
+    let auxv: Vec<u8> = mm.auxv.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let auxv_at = scratch.write(pid, 2048, &auxv)?;
+    let fields = [
+        mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk,
+        mm.start_stack, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_at,
+    ];
+    let mut map = Vec::with_capacity(MM_MAP_SIZE);
+    for f in fields {
+        map.extend_from_slice(&f.to_le_bytes());
+    }
+    map.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
+    map.extend_from_slice(&(-1i32).to_le_bytes());
+    let map_at = scratch.write(pid, 0, &map)?;
+    inj.call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, [PR_SET_MM, PR_SET_MM_MAP, map_at, MM_MAP_SIZE as u64, 0, 0])?;
+    inj.call("set_robust_list", libc::SYS_set_robust_list, [robust.0, robust.1, 0, 0, 0, 0])?;
+    inj.call("set_tid_address", libc::SYS_set_tid_address, [clear_child_tid, 0, 0, 0, 0, 0])?;
+    if let Some(r) = rseq {
+        inj.call("rseq", libc::SYS_rseq, [r.addr, r.len as u64, 0, r.sig as u64, 0, 0])?;
+    }
+    let name = scratch.write_cstr(pid, 0, comm)?;
+    inj.call("prctl(PR_SET_NAME)", libc::SYS_prctl, [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0])?;
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! The only code in mrun-core that talks to the kernel directly: ptrace, process memory,
+//! namespaces and clone3. Everything here is a thin, typed wrapper; policy lives in `engine`.
+
+pub mod memory;
+pub mod ns;
+pub mod ptrace;
+pub mod signals;
+
+pub use nix::unistd::Pid;
+
+/// The last OS error as a `std::io::Error`.
+pub(crate) fn last_err() -> std::io::Error {
+    std::io::Error::last_os_error()
+}

@@ -1,0 +1,159 @@
+//! ptrace requests that nix does not wrap (xstate, signal mask, rseq configuration) and the
+//! stop/resume primitives the engine uses.
+
+use std::io;
+
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use super::{last_err, Pid};
+
+const NT_X86_XSTATE: libc::c_int = 0x202;
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+/// Large enough for any xsave layout the kernel reports today (AMX is ~11 KiB).
+const XSTATE_BUF: usize = 16 * 1024;
+
+/// `struct ptrace_rseq_configuration`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RseqConfig {
+    pub rseq_abi_pointer: u64,
+    pub rseq_abi_size: u32,
+    pub signature: u32,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+fn raw(req: libc::c_uint, pid: Pid, addr: usize, data: usize) -> io::Result<libc::c_long> {
+    // SAFETY: the callers pass addr/data that point to live buffers of the size the request
+    // expects (or plain integers for requests that take integers).
+    let r = unsafe { libc::ptrace(req, pid.as_raw(), addr, data) };
+    if r == -1 {
+        Err(last_err())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The full NT_X86_XSTATE register set of a stopped tracee.
+pub fn get_xstate(pid: Pid) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; XSTATE_BUF];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    raw(libc::PTRACE_GETREGSET, pid, NT_X86_XSTATE as usize, std::ptr::addr_of_mut!(iov) as usize)?;
+    buf.truncate(iov.iov_len);
+    Ok(buf)
+}
+
+pub fn set_xstate(pid: Pid, xstate: &[u8]) -> io::Result<()> {
+    let mut copy = xstate.to_vec();
+    let mut iov = libc::iovec { iov_base: copy.as_mut_ptr().cast(), iov_len: copy.len() };
+    raw(libc::PTRACE_SETREGSET, pid, NT_X86_XSTATE as usize, std::ptr::addr_of_mut!(iov) as usize)?;
+    Ok(())
+}
+
+pub fn get_sigmask(pid: Pid) -> io::Result<u64> {
+    let mut mask: u64 = 0;
+    raw(PTRACE_GETSIGMASK, pid, 8, std::ptr::addr_of_mut!(mask) as usize)?;
+    Ok(mask)
+}
+
+pub fn set_sigmask(pid: Pid, mask: u64) -> io::Result<()> {
+    let mut m = mask;
+    raw(PTRACE_SETSIGMASK, pid, 8, std::ptr::addr_of_mut!(m) as usize)?;
+    Ok(())
+}
+
+pub fn get_rseq(pid: Pid) -> io::Result<RseqConfig> {
+    let mut conf = RseqConfig::default();
+    raw(
+        PTRACE_GET_RSEQ_CONFIGURATION,
+        pid,
+        std::mem::size_of::<RseqConfig>(),
+        std::ptr::addr_of_mut!(conf) as usize,
+    )?;
+    Ok(conf)
+}
+
+pub fn get_regs(pid: Pid) -> io::Result<libc::user_regs_struct> {
+    ptrace::getregs(pid).map_err(io::Error::from)
+}
+
+pub fn set_regs(pid: Pid, regs: libc::user_regs_struct) -> io::Result<()> {
+    ptrace::setregs(pid, regs).map_err(io::Error::from)
+}
+
+pub fn peek(pid: Pid, addr: u64) -> io::Result<u64> {
+    ptrace::read(pid, addr as ptrace::AddressType).map(|v| v as u64).map_err(io::Error::from)
+}
+
+pub fn poke(pid: Pid, addr: u64, word: u64) -> io::Result<()> {
+    ptrace::write(pid, addr as ptrace::AddressType, word as libc::c_long).map_err(io::Error::from)
+}
+
+/// How a waited-for tracee stopped or ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Signal-delivery stop with this signal.
+    Signal(i32),
+    /// PTRACE_EVENT_STOP (group stop or interrupt under SEIZE).
+    Event(i32),
+    /// Syscall entry/exit stop (PTRACE_O_TRACESYSGOOD).
+    Syscall,
+    Exited(i32),
+    Killed(i32),
+}
+
+/// Wait for the next state change of `pid` (a tracee or a child).
+pub fn wait(pid: Pid) -> io::Result<Stop> {
+    loop {
+        let st = match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+            Ok(s) => s,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        return Ok(match st {
+            WaitStatus::Stopped(_, sig) => Stop::Signal(sig as i32),
+            WaitStatus::PtraceEvent(_, _, ev) => Stop::Event(ev),
+            WaitStatus::PtraceSyscall(_) => Stop::Syscall,
+            WaitStatus::Exited(_, code) => Stop::Exited(code),
+            WaitStatus::Signaled(_, sig, _) => Stop::Killed(sig as i32),
+            _ => continue,
+        });
+    }
+}
+
+pub fn seize(pid: Pid) -> io::Result<()> {
+    ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACESYSGOOD).map_err(io::Error::from)
+}
+
+pub fn interrupt(pid: Pid) -> io::Result<()> {
+    ptrace::interrupt(pid).map_err(io::Error::from)
+}
+
+pub fn cont(pid: Pid, sig: Option<Signal>) -> io::Result<()> {
+    ptrace::cont(pid, sig).map_err(io::Error::from)
+}
+
+pub fn syscall_step(pid: Pid) -> io::Result<()> {
+    ptrace::syscall(pid, None).map_err(io::Error::from)
+}
+
+pub fn detach(pid: Pid, sig: Option<Signal>) -> io::Result<()> {
+    ptrace::detach(pid, sig).map_err(io::Error::from)
+}
+
+pub fn set_options(pid: Pid, exitkill: bool) -> io::Result<()> {
+    let mut o = ptrace::Options::PTRACE_O_TRACESYSGOOD;
+    if exitkill {
+        o |= ptrace::Options::PTRACE_O_EXITKILL;
+    }
+    ptrace::setoptions(pid, o).map_err(io::Error::from)
+}
+
+/// Make the calling (forked) process a tracee of its parent.
+pub fn traceme() -> io::Result<()> {
+    ptrace::traceme().map_err(io::Error::from)
+}

@@ -1,0 +1,44 @@
+//! Signal plumbing for supervisors: wait for a blocked signal with its sender's code, and put
+//! a signal back to its default disposition.
+
+use std::io;
+
+use nix::sys::signal::{SigSet, Signal};
+
+/// A received signal and whether it was sent by a process (kill, sigqueue, tgkill) rather
+/// than by the kernel (a terminal's ^C, a child's exit).
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub signal: Signal,
+    pub from_process: bool,
+}
+
+/// Wait for one of the (blocked) signals in `set`.
+pub fn wait(set: &SigSet) -> io::Result<Received> {
+    loop {
+        // SAFETY: siginfo_t is plain data; zeroed is a valid initial value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset and `info` a valid out-pointer.
+        let r = unsafe { libc::sigwaitinfo(set.as_ref(), &mut info) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        let signal = Signal::try_from(r).map_err(io::Error::from)?;
+        return Ok(Received { signal, from_process: info.si_code <= 0 });
+    }
+}
+
+/// Reset `sig` to SIG_DFL.
+pub fn set_default(sig: Signal) -> io::Result<()> {
+    let act = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::SigDfl,
+        nix::sys::signal::SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: installing SIG_DFL runs no handler code.
+    unsafe { nix::sys::signal::sigaction(sig, &act) }.map(|_| ()).map_err(io::Error::from)
+}
