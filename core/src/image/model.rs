@@ -137,6 +137,9 @@ pub enum FdKind {
     Device { path: String, flags: i32 },
     /// A pipe or terminal that was on stdio: connected to the restorer's stdio `slot` (0, 1, 2).
     Stdio { slot: u8 },
+    /// One end of a pipe whose both ends the process holds (a self-pipe). `data` is what was
+    /// buffered in it (carried on the read end only); `size` its capacity.
+    Pipe { id: u64, write_end: bool, flags: i32, size: u32, data: Vec<u8> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -51,13 +51,28 @@ pub fn capture(pid: Pid) -> Result<Vec<Fd>> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     numbers.sort_unstable();
-    // Pipes and terminals are allowed on stdio, and on other fds that share one of them.
-    let mut stdio_targets: HashMap<String, u8> = HashMap::new();
-    let mut out = Vec::new();
+    let mut links = Vec::with_capacity(numbers.len());
     for fd in numbers {
         let link = std::fs::read_link(format!("{dir}/{fd}")).ctx(|| format!("reading {dir}/{fd}"))?;
-        let target = link.to_string_lossy().into_owned();
-        let info = fdinfo(pid, fd)?;
+        links.push((fd, link.to_string_lossy().into_owned(), fdinfo(pid, fd)?));
+    }
+    // Pipes whose both ends this process holds (self-pipes) travel with it.
+    let mut pipe_ends: HashMap<String, (bool, bool)> = HashMap::new();
+    for (_, target, info) in &links {
+        if target.starts_with("pipe:") {
+            let e = pipe_ends.entry(target.clone()).or_default();
+            if info.flags & libc::O_ACCMODE == libc::O_RDONLY { e.0 = true } else { e.1 = true }
+        }
+    }
+    // Pipes and terminals are allowed on stdio, and on other fds that share one of them.
+    let mut stdio_targets: HashMap<String, u8> = HashMap::new();
+    for (fd, target, _) in &links {
+        if (0..=2).contains(fd) && (target.starts_with("pipe:") || is_terminal_path(target)) {
+            stdio_targets.entry(target.clone()).or_insert(*fd as u8);
+        }
+    }
+    let mut out = Vec::new();
+    for (fd, target, info) in links {
         let cloexec = info.flags & libc::O_CLOEXEC != 0;
         let flags = info.flags & !libc::O_CLOEXEC;
         let kind = if target.starts_with("socket:") {
@@ -75,16 +90,15 @@ pub fn capture(pid: Pid) -> Result<Vec<Fd>> {
                 _ => return Err(refuse(pid, fd, &format!("an unsupported kernel object ({target})"))),
             };
             return Err(refuse(pid, fd, what));
-        } else if target.starts_with("pipe:") || is_terminal_path(&target) {
-            match stdio_targets.get(&target) {
-                Some(slot) => FdKind::Stdio { slot: *slot },
-                None if (0..=2).contains(&fd) => {
-                    stdio_targets.insert(target.clone(), fd as u8);
-                    FdKind::Stdio { slot: fd as u8 }
-                }
-                None if target.starts_with("pipe:") => return Err(refuse(pid, fd, "a pipe that is not stdio")),
-                None => return Err(refuse(pid, fd, &format!("a terminal ({target}) that is not stdio"))),
+        } else if let Some(slot) = stdio_targets.get(&target) {
+            FdKind::Stdio { slot: *slot }
+        } else if target.starts_with("pipe:") {
+            if pipe_ends.get(target.as_str()) != Some(&(true, true)) {
+                return Err(refuse(pid, fd, "a pipe shared with another process (not stdio)"));
             }
+            capture_self_pipe(pid, fd, &target, flags)?
+        } else if is_terminal_path(&target) {
+            return Err(refuse(pid, fd, &format!("a terminal ({target}) that is not stdio")));
         } else if DEVICES.contains(&target.as_str()) {
             FdKind::Device { path: target, flags }
         } else if target.ends_with(" (deleted)") || target.starts_with("/memfd:") {
@@ -105,6 +119,23 @@ pub fn capture(pid: Pid) -> Result<Vec<Fd>> {
     Ok(out)
 }
 
+/// One end of a self-pipe. The read end carries the buffered bytes, copied with tee(2) so
+/// the process's pipe keeps them.
+fn capture_self_pipe(pid: Pid, fd: i32, target: &str, flags: i32) -> Result<FdKind> {
+    let id = target.trim_start_matches("pipe:[").trim_end_matches(']').parse().unwrap_or(0);
+    let write_end = flags & libc::O_ACCMODE != libc::O_RDONLY;
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let end = std::fs::OpenOptions::new()
+        .read(!write_end)
+        .write(write_end)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .ctx(|| format!("opening {path}"))?;
+    let size = crate::sys::pipe::capacity(&end).ctx(|| format!("F_GETPIPE_SZ of {path}"))?;
+    let data = if write_end { Vec::new() } else { crate::sys::pipe::peek_all(&end).ctx(|| format!("copying the contents of {path}"))? };
+    Ok(FdKind::Pipe { id, write_end, flags, size, data })
+}
+
 /// The descriptors of a restore, opened by the restorer: `(target fd, source)` pairs for the
 /// fresh process to install, and the fds that must end up close-on-exec.
 pub struct Prepared {
@@ -117,9 +148,25 @@ pub struct Prepared {
 /// original process's stdio slot k (pipes and terminals).
 pub fn prepare(fds: &[Fd], stdio: [RawFd; 3]) -> Result<Prepared> {
     let mut p = Prepared { opened: Vec::new(), plan: Vec::new(), cloexec: Vec::new() };
+    let mut pipes: HashMap<u64, (RawFd, RawFd)> = HashMap::new();
     for f in fds {
         let source = match &f.kind {
             FdKind::Stdio { slot } => stdio.get(*slot as usize).copied().unwrap_or(-1),
+            FdKind::Pipe { id, write_end, flags, size, data } => {
+                if !pipes.contains_key(id) {
+                    let (r, w) = crate::sys::pipe::create(*size).ctx(|| "creating a pipe".into())?;
+                    pipes.insert(*id, (r.as_raw_fd(), w.as_raw_fd()));
+                    p.opened.push(r);
+                    p.opened.push(w);
+                }
+                let (r, w) = pipes.get(id).copied().unwrap_or((-1, -1));
+                let end = if *write_end { w } else { r };
+                if !data.is_empty() {
+                    crate::sys::pipe::fill(w, data).ctx(|| "refilling a pipe".into())?;
+                }
+                crate::sys::pipe::set_status_flags(end, *flags).ctx(|| "setting pipe flags".into())?;
+                end
+            }
             FdKind::Device { path, flags } => open(path, *flags, &mut p)?,
             FdKind::Path { path, flags, offset, identity } => {
                 let raw = open(path, *flags, &mut p)?;

@@ -3,6 +3,7 @@
 
 pub mod memory;
 pub mod ns;
+pub mod pipe;
 pub mod ptrace;
 pub mod signals;
 
