@@ -40,17 +40,44 @@ pub struct DumpStats {
 /// Checkpoint `pid` into `out`. On success the process has been killed (or, with
 /// `leave_running`, resumed); on any error it keeps running as if nothing happened.
 pub fn checkpoint<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<DumpStats> {
+    let held = dump(pid, out, opts.level)?;
+    let stats = held.stats.clone();
+    if opts.leave_running {
+        held.resume()?;
+    } else {
+        held.kill()?;
+    }
+    Ok(stats)
+}
+
+/// A process whose complete image has been written and which is still frozen: the caller
+/// decides its fate once the image is safely elsewhere. Dropping it resumes the process.
+pub struct Checkpointed {
+    frozen: Frozen,
+    pub stats: DumpStats,
+}
+
+impl Checkpointed {
+    /// The image lives on: end the original.
+    pub fn kill(self) -> Result<()> {
+        self.frozen.kill()
+    }
+
+    /// The image was not used: let the original run on, untouched.
+    pub fn resume(self) -> Result<()> {
+        self.frozen.resume()
+    }
+}
+
+/// Freeze `pid` and write its complete image into `out`, leaving it frozen. On any error the
+/// process keeps running as if nothing happened.
+pub fn dump<W: Write>(pid: Pid, out: W, level: i32) -> Result<Checkpointed> {
     checks::preflight(pid)?;
     let mut frozen = Frozen::seize(pid)?;
     // Re-check now that the process cannot change under us.
     checks::preflight_frozen(pid)?;
-    let stats = capture(&mut frozen, out, opts)?;
-    if opts.leave_running {
-        frozen.resume()?;
-    } else {
-        frozen.kill()?;
-    }
-    Ok(stats)
+    let stats = capture(&mut frozen, out, level)?;
+    Ok(Checkpointed { frozen, stats })
 }
 
 fn trap_site(pid: Pid) -> Result<u64> {
@@ -63,7 +90,7 @@ fn trap_site(pid: Pid) -> Result<u64> {
         .ok_or_else(|| EngineError::Refused(format!("pid {pid} has no executable mapping to work with")))
 }
 
-fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions) -> Result<DumpStats> {
+fn capture<W: Write>(frozen: &mut Frozen, out: W, level: i32) -> Result<DumpStats> {
     let pid = frozen.pid();
     let regs = frozen.regs;
     let xstate = ptrace::get_xstate(pid).ctx(|| format!("reading the FPU/AVX state of pid {pid}"))?;
@@ -131,7 +158,7 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions) -> Result<
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         writer: format!("mrun {}", env!("CARGO_PKG_VERSION")),
     };
-    let mut writer = ImageWriter::new(out, &header, opts.level)?;
+    let mut writer = ImageWriter::new(out, &header, level)?;
     writer.write_state(&state)?;
     let pages = mem::dump_pages(pid, &state.vmas, &mut writer)?;
     writer.finish()?;

@@ -11,6 +11,6 @@ mod restore;
 mod spawn;
 
 pub use compat::{check as check_compat, local as local_compat};
-pub use dump::{checkpoint, DumpOptions, DumpStats};
+pub use dump::{checkpoint, dump, Checkpointed, DumpOptions, DumpStats};
 pub use error::EngineError;
 pub use restore::{restore, RestoreOptions, Restored};
