@@ -17,20 +17,31 @@ pub enum ImageError {
     )]
     Version { found: u32, supported: u32 },
 
-    #[error("image is truncated at byte {offset}; the checkpoint was not completely written or sent")]
+    #[error(
+        "image is truncated at byte {offset}; the checkpoint was not completely written or sent"
+    )]
     Truncated { offset: u64 },
 
     #[error("image is corrupt at byte {offset}: {what}")]
     Corrupt { offset: u64, what: String },
 
     #[error("image is corrupt at byte {offset}: expected a {expected} record, found {found}")]
-    Unexpected { offset: u64, expected: &'static str, found: &'static str },
+    Unexpected {
+        offset: u64,
+        expected: &'static str,
+        found: &'static str,
+    },
 
     #[error(
         "image record at byte {offset} is too large: a {kind} record of {len} bytes exceeds the \
          maximum of {max} bytes"
     )]
-    TooLarge { offset: u64, kind: &'static str, len: u64, max: u64 },
+    TooLarge {
+        offset: u64,
+        kind: &'static str,
+        len: u64,
+        max: u64,
+    },
 
     /// The caller broke the writer's or reader's contract; this is a bug in mrun, not a bad image.
     #[error("invalid use of the image api: {what} (a bug in mrun)")]
@@ -46,7 +57,10 @@ pub enum ImageError {
 
 impl ImageError {
     pub(crate) fn corrupt(offset: u64, what: impl Into<String>) -> Self {
-        ImageError::Corrupt { offset, what: what.into() }
+        ImageError::Corrupt {
+            offset,
+            what: what.into(),
+        }
     }
 
     pub(crate) fn invalid_use(what: impl Into<String>) -> Self {

@@ -25,8 +25,15 @@ struct Worker<W: Work> {
 }
 
 enum Mode<W: Work> {
-    Inline { work: W, done: VecDeque<W::Out> },
-    Threads { workers: Vec<Worker<W>>, next_submit: usize, next_recv: usize },
+    Inline {
+        work: W,
+        done: VecDeque<W::Out>,
+    },
+    Threads {
+        workers: Vec<Worker<W>>,
+        next_submit: usize,
+        next_recv: usize,
+    },
 }
 
 pub(crate) struct Pool<W: Work> {
@@ -37,7 +44,9 @@ pub(crate) struct Pool<W: Work> {
 
 /// Threads to use when the caller does not say: one per core, at most 4.
 pub(crate) fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
 }
 
 impl<W: Work> Pool<W> {
@@ -50,25 +59,46 @@ impl<W: Work> Pool<W> {
         make: impl Fn() -> io::Result<W>,
     ) -> Result<Self, ImageError> {
         if threads == 0 {
-            let mode = Mode::Inline { work: make()?, done: VecDeque::new() };
-            return Ok(Pool { mode, in_flight: 0, capacity: 1 });
+            let mode = Mode::Inline {
+                work: make()?,
+                done: VecDeque::new(),
+            };
+            return Ok(Pool {
+                mode,
+                in_flight: 0,
+                capacity: 1,
+            });
         }
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads {
             let mut work = make()?;
             let (job_tx, job_rx) = sync_channel::<W::Job>(per_thread.max(1));
             let (out_tx, out_rx) = sync_channel::<W::Out>(per_thread.max(1));
-            let thread = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
-                for job in job_rx {
-                    if out_tx.send(work.run(job)).is_err() {
-                        break;
+            let thread = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    for job in job_rx {
+                        if out_tx.send(work.run(job)).is_err() {
+                            break;
+                        }
                     }
-                }
-            })?;
-            workers.push(Worker { jobs: Some(job_tx), results: out_rx, thread: Some(thread) });
+                })?;
+            workers.push(Worker {
+                jobs: Some(job_tx),
+                results: out_rx,
+                thread: Some(thread),
+            });
         }
         let capacity = threads * per_thread.max(1);
-        Ok(Pool { mode: Mode::Threads { workers, next_submit: 0, next_recv: 0 }, in_flight: 0, capacity })
+        Ok(Pool {
+            mode: Mode::Threads {
+                workers,
+                next_submit: 0,
+                next_recv: 0,
+            },
+            in_flight: 0,
+            capacity,
+        })
     }
 
     pub(crate) fn is_full(&self) -> bool {
@@ -79,7 +109,11 @@ impl<W: Work> Pool<W> {
     pub(crate) fn submit(&mut self, job: W::Job) -> Result<(), ImageError> {
         match &mut self.mode {
             Mode::Inline { work, done } => done.push_back(work.run(job)),
-            Mode::Threads { workers, next_submit, .. } => {
+            Mode::Threads {
+                workers,
+                next_submit,
+                ..
+            } => {
                 let n = workers.len();
                 let sent = workers
                     .get(*next_submit)
@@ -102,7 +136,9 @@ impl<W: Work> Pool<W> {
         }
         let out = match &mut self.mode {
             Mode::Inline { done, .. } => done.pop_front().ok_or_else(worker_died)?,
-            Mode::Threads { workers, next_recv, .. } => {
+            Mode::Threads {
+                workers, next_recv, ..
+            } => {
                 let n = workers.len();
                 let out = workers
                     .get(*next_recv)
@@ -128,7 +164,9 @@ impl<W: Work> Drop for Pool<W> {
                 w.jobs = None;
             }
             for w in workers.drain(..) {
-                let Worker { results, thread, .. } = w;
+                let Worker {
+                    results, thread, ..
+                } = w;
                 drop(results);
                 if let Some(t) = thread {
                     let _ = t.join();

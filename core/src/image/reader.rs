@@ -8,7 +8,12 @@
 //! ([`ImageReader::into_inner`]). Wrap a raw file or socket in a `BufReader` only if its reads
 //! are costly; a page record is one large read anyway.
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -49,7 +54,9 @@ enum Ahead {
 /// counts verified. After an error the reader refuses further calls.
 pub struct ImageReader<R: Read> {
     src: Source<R>,
-    pool: Pool<Decompress>,
+    /// Started at the first `next_pages`, so no thread exists while the caller (say) forks.
+    pool: Option<Pool<Decompress>>,
+    threads: usize,
     tally: Tally,
     stage: Stage,
     queue: VecDeque<Ahead>,
@@ -61,8 +68,8 @@ pub struct ImageReader<R: Read> {
 }
 
 impl<R: Read> ImageReader<R> {
-    /// Checks magic and version and reads the header record. Decompresses on one worker
-    /// thread per core (at most 4).
+    /// Checks magic and version and reads the header record. Pages are decompressed on one
+    /// worker thread per core (at most 4), started by the first `next_pages`.
     pub fn open(input: R) -> Result<(Self, Header), ImageError> {
         Self::open_with_threads(input, default_threads())
     }
@@ -70,12 +77,10 @@ impl<R: Read> ImageReader<R> {
     /// As [`ImageReader::open`] with `threads` decompression workers; 0 decompresses on the
     /// caller's thread, without read-ahead.
     pub fn open_with_threads(input: R, threads: usize) -> Result<(Self, Header), ImageError> {
-        let pool = Pool::new(threads, AHEAD_PER_THREAD, "mrun-unzstd", || {
-            Ok(Decompress { zstd: Decompressor::new()? })
-        })?;
         let mut r = ImageReader {
             src: Source::new(input),
-            pool,
+            pool: None,
+            threads,
             tally: Tally::default(),
             stage: Stage::AwaitState,
             queue: VecDeque::new(),
@@ -97,7 +102,11 @@ impl<R: Read> ImageReader<R> {
             _ => return Err(ImageError::invalid_use("read_state called twice")),
         }
         let r = self.read_meta::<ProcessState>(Kind::State);
-        self.stage = if r.is_ok() { Stage::Pages } else { Stage::Failed };
+        self.stage = if r.is_ok() {
+            Stage::Pages
+        } else {
+            Stage::Failed
+        };
         r
     }
 
@@ -110,10 +119,14 @@ impl<R: Read> ImageReader<R> {
             Stage::Pages => {}
             Stage::Ended => return Ok(None),
             Stage::Failed => return Err(used_after_error()),
-            Stage::AwaitState => return Err(ImageError::invalid_use("next_pages before read_state")),
+            Stage::AwaitState => {
+                return Err(ImageError::invalid_use("next_pages before read_state"))
+            }
         }
-        self.fill();
-        let r = self.take_next(buf);
+        let r = self.start_pool().and_then(|()| {
+            self.fill();
+            self.take_next(buf)
+        });
         match &r {
             Ok(None) => self.stage = Stage::Ended,
             Err(_) => self.stage = Stage::Failed,
@@ -132,6 +145,24 @@ impl<R: Read> ImageReader<R> {
         self.src.into_inner()
     }
 
+    fn start_pool(&mut self) -> Result<(), ImageError> {
+        if self.pool.is_none() {
+            let pool = Pool::new(self.threads, AHEAD_PER_THREAD, "mrun-unzstd", || {
+                Ok(Decompress {
+                    zstd: Decompressor::new()?,
+                })
+            })?;
+            self.pool = Some(pool);
+        }
+        Ok(())
+    }
+
+    fn pool(&mut self) -> Result<&mut Pool<Decompress>, ImageError> {
+        self.pool
+            .as_mut()
+            .ok_or_else(|| ImageError::invalid_use("decompression pool not started"))
+    }
+
     fn read_meta<T: DeserializeOwned>(&mut self, kind: Kind) -> Result<T, ImageError> {
         let mut payload = std::mem::take(&mut self.meta);
         let rec = self.src.read_record(&mut payload)?;
@@ -143,12 +174,19 @@ impl<R: Read> ImageReader<R> {
             });
         }
         let (value, rest) = postcard::take_from_bytes::<T>(&payload).map_err(|e| {
-            ImageError::corrupt(rec.offset, format!("{} record does not decode: {e}", kind.name()))
+            ImageError::corrupt(
+                rec.offset,
+                format!("{} record does not decode: {e}", kind.name()),
+            )
         })?;
         if !rest.is_empty() {
             return Err(ImageError::corrupt(
                 rec.offset,
-                format!("{} trailing bytes in the {} record", rest.len(), kind.name()),
+                format!(
+                    "{} trailing bytes in the {} record",
+                    rest.len(),
+                    kind.name()
+                ),
             ));
         }
         self.tally.add(rec.crc, 0);
@@ -158,7 +196,9 @@ impl<R: Read> ImageReader<R> {
 
     /// Reads records ahead until the pool is busy enough or End/an error is reached.
     fn fill(&mut self) {
-        while !self.reading_done && (self.queue.is_empty() || !self.pool.is_full()) {
+        while !self.reading_done
+            && (self.queue.is_empty() || !self.pool.as_ref().is_some_and(Pool::is_full))
+        {
             match self.read_ahead_one() {
                 Ok(true) => self.queue.push_back(Ahead::Pages),
                 Ok(false) => {
@@ -182,7 +222,13 @@ impl<R: Read> ImageReader<R> {
                 let (addr, npages) = parse_pages_head(&payload, rec.offset)?;
                 self.tally.add(rec.crc, u64::from(npages));
                 let out = self.free_pages.pop().unwrap_or_default();
-                self.pool.submit(Job { offset: rec.offset, addr, npages, payload, out })?;
+                self.pool()?.submit(Job {
+                    offset: rec.offset,
+                    addr,
+                    npages,
+                    payload,
+                    out,
+                })?;
                 Ok(true)
             }
             Kind::End => {
@@ -202,10 +248,17 @@ impl<R: Read> ImageReader<R> {
     fn take_next(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, ImageError> {
         match self.queue.pop_front() {
             Some(Ahead::Pages) => {
-                let Some(done) = self.pool.recv()? else {
-                    return Err(ImageError::invalid_use("page record lost by the read-ahead"));
+                let Some(done) = self.pool()?.recv()? else {
+                    return Err(ImageError::invalid_use(
+                        "page record lost by the read-ahead",
+                    ));
                 };
-                let Unpacked { addr, mut payload, mut out, result } = done;
+                let Unpacked {
+                    addr,
+                    mut payload,
+                    mut out,
+                    result,
+                } = done;
                 result?;
                 std::mem::swap(buf, &mut out);
                 out.clear();
@@ -215,7 +268,9 @@ impl<R: Read> ImageReader<R> {
                 Ok(Some(addr))
             }
             Some(Ahead::Stop(r)) => r.map(|()| None),
-            None => Err(ImageError::invalid_use("read-ahead queue empty before the end")),
+            None => Err(ImageError::invalid_use(
+                "read-ahead queue empty before the end",
+            )),
         }
     }
 }
@@ -296,9 +351,20 @@ impl Work for Decompress {
     type Out = Unpacked;
 
     fn run(&mut self, job: Job) -> Unpacked {
-        let Job { offset, addr, npages, payload, mut out } = job;
+        let Job {
+            offset,
+            addr,
+            npages,
+            payload,
+            mut out,
+        } = job;
         let result = decompress(&mut self.zstd, &payload, npages, &mut out, offset);
-        Unpacked { addr, payload, out, result }
+        Unpacked {
+            addr,
+            payload,
+            out,
+            result,
+        }
     }
 }
 

@@ -4,7 +4,12 @@
 //! A record is `kind: u8, len: u32 LE, payload[len], crc32: u32 LE`, the crc covering kind, len
 //! and payload. See `docs/image-format.md`.
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use serde::Serialize;
 
@@ -86,7 +91,11 @@ pub(crate) fn frame_crc(framed: &[u8]) -> u32 {
 }
 
 /// Builds a whole record (head, payload, crc) in `out`, returning its crc.
-pub(crate) fn encode_record(kind: Kind, payload: &[u8], out: &mut Vec<u8>) -> Result<u32, ImageError> {
+pub(crate) fn encode_record(
+    kind: Kind,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<u32, ImageError> {
     let len = checked_len(kind, payload.len())?;
     out.clear();
     out.push(kind as u8);
@@ -105,8 +114,12 @@ pub(crate) fn encode_meta<T: Serialize>(
     out: &mut Vec<u8>,
 ) -> Result<u32, ImageError> {
     scratch.clear();
-    let payload = postcard::to_extend(value, std::mem::take(scratch))
-        .map_err(|source| ImageError::Encode { what: kind.name(), source })?;
+    let payload = postcard::to_extend(value, std::mem::take(scratch)).map_err(|source| {
+        ImageError::Encode {
+            what: kind.name(),
+            source,
+        }
+    })?;
     let crc = encode_record(kind, &payload, out);
     *scratch = payload;
     crc
@@ -178,6 +191,10 @@ impl Tally {
     }
 
     pub(crate) fn end_info(&self) -> EndInfo {
-        EndInfo { page_records: self.page_records, pages: self.pages, chain: self.chain.clone().finalize() }
+        EndInfo {
+            page_records: self.page_records,
+            pages: self.pages,
+            chain: self.chain.clone().finalize(),
+        }
     }
 }

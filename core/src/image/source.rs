@@ -2,7 +2,12 @@
 //! prelude check, and one framed record at a time with its crc verified. Never reads a byte
 //! beyond the record it was asked for.
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::io::{ErrorKind, Read};
 
@@ -77,7 +82,10 @@ impl<R: Read> Source<R> {
         self.read_full(&mut version)?;
         let found = u32::from_le_bytes(version);
         if found != FORMAT_VERSION {
-            return Err(ImageError::Version { found, supported: FORMAT_VERSION });
+            return Err(ImageError::Version {
+                found,
+                supported: FORMAT_VERSION,
+            });
         }
         Ok(())
     }

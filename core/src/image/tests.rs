@@ -44,32 +44,68 @@ fn header() -> Header {
 }
 
 fn state() -> ProcessState {
-    let id = FileIdentity { dev: 2049, ino: 77, size: 1234, mtime_ns: -5 };
+    let id = FileIdentity {
+        dev: 2049,
+        ino: 77,
+        size: 1234,
+        mtime_ns: -5,
+    };
     ProcessState {
         exe: "/usr/bin/victim".into(),
         exe_identity: id.clone(),
         regs: GpRegs([7; 27]),
         xstate: vec![0xab; 64],
         sigmask: 1 << 9,
-        sigactions: vec![SigAction { signo: 2, handler: 0x401000, flags: 4, restorer: 0x402000, mask: 0 }],
-        altstack: AltStack { sp: 0, flags: 2, size: 0 },
-        rseq: Some(Rseq { addr: 0x7000, len: 32, sig: 0x53053053, flags: 0 }),
+        sigactions: vec![SigAction {
+            signo: 2,
+            handler: 0x401000,
+            flags: 4,
+            restorer: 0x402000,
+            mask: 0,
+        }],
+        altstack: AltStack {
+            sp: 0,
+            flags: 2,
+            size: 0,
+        },
+        rseq: Some(Rseq {
+            addr: 0x7000,
+            len: 32,
+            sig: 0x53053053,
+            flags: 0,
+        }),
         robust_list: (0x7100, 24),
         clear_child_tid: 0x7200,
         personality: 0,
-        mm: MmFields { start_code: 0x400000, auxv: vec![6, 4096, 0, 0], ..MmFields::default() },
+        mm: MmFields {
+            start_code: 0x400000,
+            auxv: vec![6, 4096, 0, 0],
+            ..MmFields::default()
+        },
         cwd: "/tmp".into(),
         umask: 0o22,
-        rlimits: vec![Rlimit { resource: 7, soft: 1024, hard: 4096 }],
+        rlimits: vec![Rlimit {
+            resource: 7,
+            soft: 1024,
+            hard: 4096,
+        }],
         vmas: vec![Vma {
             start: 0x400000,
             end: 0x401000,
             prot: 5,
             shared: false,
             grows_down: false,
-            backing: Backing::File { path: "/usr/bin/victim".into(), offset: 0, identity: id },
+            backing: Backing::File {
+                path: "/usr/bin/victim".into(),
+                offset: 0,
+                identity: id,
+            },
         }],
-        fds: vec![Fd { fd: 1, cloexec: false, kind: FdKind::Stdio { slot: 1 } }],
+        fds: vec![Fd {
+            fd: 1,
+            cloexec: false,
+            kind: FdKind::Stdio { slot: 1 },
+        }],
         pending_signals: vec![10],
     }
 }
@@ -182,7 +218,11 @@ fn round_trip_many_records() {
     for wt in [0, 1, 2] {
         let img = write_image(&writes, wt);
         for rt in [0, 2] {
-            assert_eq!(read_image(&img, rt).unwrap(), expected, "writer {wt} reader {rt} threads");
+            assert_eq!(
+                read_image(&img, rt).unwrap(),
+                expected,
+                "writer {wt} reader {rt} threads"
+            );
         }
     }
     // Records hold at most 1 MiB.
@@ -259,12 +299,23 @@ fn random_garbage_never_panics() {
 
 #[test]
 fn bad_magic_and_version() {
-    assert!(matches!(read_image(b"hello, world", 0), Err(ImageError::NotAnImage)));
-    assert!(matches!(read_image(b"MRUNIMX", 0), Err(ImageError::NotAnImage)));
+    assert!(matches!(
+        read_image(b"hello, world", 0),
+        Err(ImageError::NotAnImage)
+    ));
+    assert!(matches!(
+        read_image(b"MRUNIMX", 0),
+        Err(ImageError::NotAnImage)
+    ));
     let mut img = write_image(&small_writes(), 0);
     img[8..12].copy_from_slice(&2u32.to_le_bytes());
     match read_image(&img, 0) {
-        Err(e @ ImageError::Version { found: 2, supported: 1 }) => {
+        Err(
+            e @ ImageError::Version {
+                found: 2,
+                supported: 1,
+            },
+        ) => {
             assert!(e.to_string().contains("version 2 is not supported"))
         }
         other => panic!("{other:?}"),
@@ -285,7 +336,11 @@ fn dropped_duplicated_or_reordered_records_are_detected() {
     assert!(corrupt(&[0, 1, 3, 2, 4, 5]).contains("chain"));
     assert!(matches!(
         read_image(&splice(&img, &[0, 2, 3, 4, 5]), 0),
-        Err(ImageError::Unexpected { expected: "state", found: "pages", .. })
+        Err(ImageError::Unexpected {
+            expected: "state",
+            found: "pages",
+            ..
+        })
     ));
     assert!(matches!(
         read_image(&splice(&img, &[0, 1, 2, 3, 4]), 0),
@@ -293,7 +348,11 @@ fn dropped_duplicated_or_reordered_records_are_detected() {
     ));
     assert!(matches!(
         read_image(&splice(&img, &[1, 0, 2, 3, 4, 5]), 0),
-        Err(ImageError::Unexpected { expected: "header", found: "state", .. })
+        Err(ImageError::Unexpected {
+            expected: "header",
+            found: "state",
+            ..
+        })
     ));
 }
 
@@ -345,33 +404,58 @@ fn oversized_and_unknown_records() {
     big.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(
         read_image(&big, 0),
-        Err(ImageError::TooLarge { offset: 12, kind: "header", .. })
+        Err(ImageError::TooLarge {
+            offset: 12,
+            kind: "header",
+            ..
+        })
     ));
     let mut unknown = img.clone();
     unknown[PRELUDE_LEN] = 9;
-    assert!(matches!(read_image(&unknown, 0), Err(ImageError::Corrupt { offset: 12, .. })));
+    assert!(matches!(
+        read_image(&unknown, 0),
+        Err(ImageError::Corrupt { offset: 12, .. })
+    ));
 }
 
 #[test]
 fn writer_rejects_misuse() {
     let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
-    assert!(matches!(w.write_pages(0x1000, &[0; 4096]), Err(ImageError::InvalidUse { .. })));
+    assert!(matches!(
+        w.write_pages(0x1000, &[0; 4096]),
+        Err(ImageError::InvalidUse { .. })
+    ));
     let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
     w.write_state(&state()).unwrap();
-    assert!(matches!(w.write_pages(0x1000, &[0; 100]), Err(ImageError::InvalidUse { .. })));
+    assert!(matches!(
+        w.write_pages(0x1000, &[0; 100]),
+        Err(ImageError::InvalidUse { .. })
+    ));
     let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
     w.write_state(&state()).unwrap();
-    assert!(matches!(w.write_pages(0x1001, &[0; 4096]), Err(ImageError::InvalidUse { .. })));
-    assert!(matches!(w.write_pages(u64::MAX - 4095, &[0; 8192]), Err(ImageError::InvalidUse { .. })));
+    assert!(matches!(
+        w.write_pages(0x1001, &[0; 4096]),
+        Err(ImageError::InvalidUse { .. })
+    ));
+    assert!(matches!(
+        w.write_pages(u64::MAX - 4095, &[0; 8192]),
+        Err(ImageError::InvalidUse { .. })
+    ));
     // A rejected call does not spoil the image.
     w.write_pages(0x1000, &[0; 4096]).unwrap();
     w.finish().unwrap();
     let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
     w.write_state(&state()).unwrap();
-    assert!(matches!(w.write_pages(0x1000, &[]), Err(ImageError::InvalidUse { .. })));
+    assert!(matches!(
+        w.write_pages(0x1000, &[]),
+        Err(ImageError::InvalidUse { .. })
+    ));
     let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
     w.write_state(&state()).unwrap();
-    assert!(matches!(w.write_state(&state()), Err(ImageError::InvalidUse { .. })));
+    assert!(matches!(
+        w.write_state(&state()),
+        Err(ImageError::InvalidUse { .. })
+    ));
 }
 
 #[test]
@@ -379,7 +463,10 @@ fn reader_rejects_misuse() {
     let img = write_image(&small_writes(), 0);
     let (mut r, _) = ImageReader::open_with_threads(&img[..], 0).unwrap();
     let mut buf = Vec::new();
-    assert!(matches!(r.next_pages(&mut buf), Err(ImageError::InvalidUse { .. })));
+    assert!(matches!(
+        r.next_pages(&mut buf),
+        Err(ImageError::InvalidUse { .. })
+    ));
     r.read_state().unwrap();
     assert!(matches!(r.read_state(), Err(ImageError::InvalidUse { .. })));
 }

@@ -55,9 +55,16 @@ impl<W: Write> ImageWriter<W> {
 
     /// As [`ImageWriter::new`] with `threads` compression workers; 0 compresses on the
     /// caller's thread.
-    pub fn with_threads(out: W, header: &Header, level: i32, threads: usize) -> Result<Self, ImageError> {
+    pub fn with_threads(
+        out: W,
+        header: &Header,
+        level: i32,
+        threads: usize,
+    ) -> Result<Self, ImageError> {
         let pool = Pool::new(threads, JOBS_PER_THREAD, "mrun-zstd", || {
-            Ok(Compress { zstd: Compressor::new(level)? })
+            Ok(Compress {
+                zstd: Compressor::new(level)?,
+            })
         })?;
         let mut w = ImageWriter {
             out,
@@ -136,7 +143,9 @@ impl<W: Write> ImageWriter<W> {
 
     fn check_usable(&self) -> Result<(), ImageError> {
         if self.failed {
-            return Err(ImageError::invalid_use("image writer used after an earlier error"));
+            return Err(ImageError::invalid_use(
+                "image writer used after an earlier error",
+            ));
         }
         Ok(())
     }
@@ -149,7 +158,17 @@ impl<W: Write> ImageWriter<W> {
     }
 
     fn write_meta<T: Serialize>(&mut self, kind: Kind, value: &T) -> Result<(), ImageError> {
-        let crc = encode_meta(kind, value, &mut self.scratch, &mut self.meta)?;
+        let at = self.written;
+        let crc =
+            encode_meta(kind, value, &mut self.scratch, &mut self.meta).map_err(|e| match e {
+                ImageError::TooLarge { kind, len, max, .. } => ImageError::TooLarge {
+                    offset: at,
+                    kind,
+                    len,
+                    max,
+                },
+                e => e,
+            })?;
         self.out.write_all(&self.meta)?;
         self.written += self.meta.len() as u64;
         self.tally.add(crc, 0);
@@ -158,13 +177,15 @@ impl<W: Write> ImageWriter<W> {
 
     fn queue_pages(&mut self, mut addr: u64, mut data: &[u8]) -> Result<(), ImageError> {
         while !data.is_empty() {
-            let joins = self
-                .cur
-                .as_ref()
-                .is_some_and(|c| c.addr + c.data.len() as u64 == addr && c.data.len() < CHUNK_BYTES);
+            let joins = self.cur.as_ref().is_some_and(|c| {
+                c.addr + c.data.len() as u64 == addr && c.data.len() < CHUNK_BYTES
+            });
             if !joins {
                 self.submit_current()?;
-                let buf = self.free_chunks.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
+                let buf = self
+                    .free_chunks
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(CHUNK_BYTES));
                 self.cur = Some(Chunk { addr, data: buf });
             }
             let Some(cur) = self.cur.as_mut() else { break };
@@ -183,17 +204,25 @@ impl<W: Write> ImageWriter<W> {
     /// Sends the chunk being filled to a worker, first writing finished records if the pool
     /// is full.
     fn submit_current(&mut self) -> Result<(), ImageError> {
-        let Some(chunk) = self.cur.take() else { return Ok(()) };
+        let Some(chunk) = self.cur.take() else {
+            return Ok(());
+        };
         while self.pool.is_full() {
             self.write_one()?;
         }
         let record = self.free_records.pop().unwrap_or_default();
-        self.pool.submit(Job { addr: chunk.addr, data: chunk.data, record })
+        self.pool.submit(Job {
+            addr: chunk.addr,
+            data: chunk.data,
+            record,
+        })
     }
 
     /// Writes the oldest compressed record; false when none is in flight.
     fn write_one(&mut self) -> Result<bool, ImageError> {
-        let Some(done) = self.pool.recv()? else { return Ok(false) };
+        let Some(done) = self.pool.recv()? else {
+            return Ok(false);
+        };
         let packed = done?;
         let bytes = packed.record.get(..packed.len).ok_or_else(|| {
             ImageError::Io(io::Error::other("compressed record longer than its buffer"))
@@ -237,7 +266,11 @@ impl Work for Compress {
     type Out = Result<Packed, ImageError>;
 
     fn run(&mut self, job: Job) -> Self::Out {
-        let Job { addr, data, mut record } = job;
+        let Job {
+            addr,
+            data,
+            mut record,
+        } = job;
         let full = PAGES_PREFIX + zstd::zstd_safe::compress_bound(CHUNK_BYTES) + CRC_LEN;
         if record.len() < full {
             record.resize(full, 0);
@@ -255,6 +288,12 @@ impl Work for Compress {
         let framed = PAGES_PREFIX + n;
         let crc = crc32fast::hash(&record[..framed]);
         record[framed..framed + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
-        Ok(Packed { data, record, len: framed + CRC_LEN, crc, pages: npages as u64 })
+        Ok(Packed {
+            data,
+            record,
+            len: framed + CRC_LEN,
+            crc,
+            pages: npages as u64,
+        })
     }
 }

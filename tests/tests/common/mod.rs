@@ -1,0 +1,31 @@
+//! The end-to-end test harness: builds the victim programs, runs processes with captured output
+//! and hard timeouts, drives `mrunctl checkpoint` / `mrunctl restore`, and inspects `/proc`.
+//!
+//! Every wait in here is bounded (see [`TIMEOUT`]): a test that would hang is killed and fails
+//! with the output gathered so far. Processes a test starts are killed (with everything below
+//! them) when their [`Proc`] is dropped, so a failing test leaves nothing running.
+//!
+//! It never touches the engine's code: it only runs the `mrunctl` binary, found next to the test
+//! binary (`target/release/mrunctl`) or at `$MRUNCTL`.
+#![allow(dead_code, unused_imports)]
+
+mod data;
+mod paths;
+mod process;
+mod procfs;
+mod sandbox;
+mod scenario;
+mod victims;
+
+pub use data::{text_file, MIB};
+pub use paths::mrunctl_path;
+pub use process::{assert_same_bytes, pipe, Finished, Input, Output, Proc, TIMEOUT};
+pub use procfs::{
+    descendants, fd_offset, find_restored, ns_pids, process_state, status_field, tracer_pid,
+    wait_until, wait_until_sleeping,
+};
+pub use sandbox::{Mrunctl, Sandbox, User};
+pub use scenario::{
+    migrate_file_output, migrate_pipe_output, run_state_victim, Progress, StateRun,
+};
+pub use victims::{victim, VICTIM_NAMES};

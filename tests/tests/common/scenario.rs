@@ -1,0 +1,255 @@
+//! The shapes most tests share: a program checkpointed mid-run and restored (possibly several
+//! times in a row) must produce exactly the output of an uninterrupted run; a state victim
+//! checkpointed after "READY" must report PASS after the restore.
+
+use super::process::{assert_same_bytes, Finished, Input, Output, Proc, TIMEOUT};
+use super::procfs::{fd_offset, find_restored, wait_until, wait_until_sleeping};
+use super::sandbox::Sandbox;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+
+/// What "mid-run" means before each checkpoint.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress {
+    /// New output appeared since the previous checkpoint (or since the start).
+    OutputGrows,
+    /// The program has read its way through part of its input on fd 0 (for programs, like
+    /// sort, that write nothing before they have read everything).
+    InputRead,
+}
+
+fn file_len(p: &Path) -> usize {
+    std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0)
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// How much output must exist before checkpoint `hop` of `hops`: spread over the run
+/// (1/(hops+2), 2/(hops+2)...) so that every hop is mid-run with work left.
+fn mid_run_target(total: usize, hop: usize, hops: usize) -> usize {
+    total * hop / (hops + 2)
+}
+
+/// The pid to checkpoint at a hop: the original, or what the previous restore brought back.
+fn pid_at_hop(current: &Proc, hop: usize, original_pid: i32) -> i32 {
+    if hop == 1 {
+        original_pid
+    } else {
+        find_restored(current.pid(), original_pid)
+    }
+}
+
+fn wait_input_read(pid: i32, label: &str, target: u64) {
+    let ok = wait_until(TIMEOUT, || fd_offset(pid, 0).unwrap_or(0) > target);
+    assert!(
+        ok,
+        "{label} (pid {pid}) never read more than {target} bytes of its input"
+    );
+}
+
+/// The process that held the checkpointed program (the original, or an earlier
+/// `mrunctl restore`) ends once the image is complete: the program was SIGKILLed, so it dies of
+/// SIGKILL too.
+fn assert_ended_by_checkpoint(done: &Finished, hop: usize) {
+    assert!(
+        done.status.signal() == Some(libc::SIGKILL),
+        "after checkpoint {hop}, expected the checkpointed holder to die of SIGKILL: {}",
+        done.describe()
+    );
+}
+
+/// Runs `sh -c SCRIPT sh INPUT OUT` (SCRIPT `exec`s the program, reading "$1" and writing to
+/// "$2", e.g. `exec gzip -9 < "$1" > "$2"`), once uninterrupted and once checkpointed and
+/// restored `hops` times in a row (each hop after more progress), then asserts both output
+/// files are byte-identical. The output file is one the process had open, so each restore
+/// reopens it by path at the same offset.
+pub fn migrate_file_output(
+    sb: &Sandbox,
+    label: &str,
+    script: &str,
+    input: &Path,
+    hops: usize,
+    progress: Progress,
+) {
+    let input = sb.input(input);
+    let reference = sb.output_file("reference.out");
+    let args = |out: &Path| -> Vec<OsString> {
+        vec![
+            "-c".into(),
+            script.into(),
+            "sh".into(),
+            input.clone().into(),
+            out.into(),
+        ]
+    };
+    sb.run(
+        &format!("{label} (uninterrupted)"),
+        "sh",
+        &args(&reference),
+        Input::Null,
+    )
+    .assert_success();
+    let want = read(&reference);
+
+    let out = sb.output_file("migrated.out");
+    let mrunctl = sb.mrunctl();
+    let mut current = sb.spawn(label, "sh", &args(&out), Input::Null, Output::Pipe);
+    let original_pid = current.pid();
+    let mut last_len = 0;
+    for hop in 1..=hops {
+        let pid = pid_at_hop(&current, hop, original_pid);
+        match progress {
+            Progress::OutputGrows => {
+                let target = last_len.max(mid_run_target(want.len(), hop, hops));
+                let ok = wait_until(TIMEOUT, || file_len(&out) > target);
+                assert!(
+                    ok,
+                    "{label}: output stuck at {} bytes before checkpoint {hop}",
+                    file_len(&out)
+                );
+            }
+            Progress::InputRead => {
+                let input_len = file_len(&input);
+                wait_input_read(pid, label, mid_run_target(input_len, hop, hops) as u64);
+            }
+        }
+        let image = sb.path(&format!("hop{hop}.img"));
+        mrunctl.checkpoint_ok(pid, &image);
+        let done = current.finish();
+        assert_ended_by_checkpoint(&done, hop);
+        last_len = file_len(&out);
+        eprintln!(
+            "{label}: checkpoint {hop} at {last_len} of {} output bytes",
+            want.len()
+        );
+        assert!(
+            last_len < want.len(),
+            "{label}: checkpoint {hop} came too late: the output is already complete \
+             ({last_len} bytes); nothing was tested"
+        );
+        current = mrunctl.restore(&image, Input::Null, Output::Pipe);
+    }
+    let last = current.finish();
+    last.assert_success();
+    assert!(
+        last.stdout.is_empty(),
+        "{label}: unexpected output on the pipe: {}",
+        last.describe()
+    );
+    assert_same_bytes(label, &read(&out), &want);
+}
+
+/// Runs `program args...` with stdout piped to the test, once uninterrupted and once
+/// checkpointed and restored `hops` times in a row; the bytes read from the original's pipe
+/// (until it closes when the original is killed) followed by each restore's stdout must equal
+/// the uninterrupted output.
+pub fn migrate_pipe_output<S: AsRef<OsStr>>(
+    sb: &Sandbox,
+    label: &str,
+    program: impl AsRef<OsStr>,
+    args: &[S],
+    envs: &[(&str, &str)],
+    hops: usize,
+) {
+    let program = program.as_ref();
+    let spawn = |stage: &str| {
+        let mut cmd = sb.command(program);
+        cmd.args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Proc::spawn(format!("{label} ({stage})"), cmd, Input::Null, Output::Pipe)
+    };
+    let reference = spawn("uninterrupted").finish();
+    reference.assert_success();
+    let want = reference.stdout;
+
+    let mrunctl = sb.mrunctl();
+    let mut current = spawn("original");
+    let original_pid = current.pid();
+    let mut got = Vec::new();
+    for hop in 1..=hops {
+        let pid = pid_at_hop(&current, hop, original_pid);
+        let target = mid_run_target(want.len(), hop, hops);
+        current.wait_for_stdout_len(target.saturating_sub(got.len()).max(1));
+        let image = sb.path(&format!("hop{hop}.img"));
+        mrunctl.checkpoint_ok(pid, &image);
+        let done = current.finish();
+        assert_ended_by_checkpoint(&done, hop);
+        got.extend_from_slice(&done.stdout);
+        eprintln!(
+            "{label}: checkpoint {hop} at {} of {} output bytes",
+            got.len(),
+            want.len()
+        );
+        assert!(
+            got.len() < want.len(),
+            "{label}: checkpoint {hop} came too late: all {} bytes were already out; nothing was \
+             tested",
+            got.len()
+        );
+        current = mrunctl.restore(&image, Input::Null, Output::Pipe);
+    }
+    let last = current.finish();
+    last.assert_success();
+    got.extend_from_slice(&last.stdout);
+    assert_same_bytes(label, &got, &want);
+}
+
+/// What happened to a state victim: its output before the checkpoint and the restore's result.
+pub struct StateRun {
+    pub pid: i32,
+    pub original: Finished,
+    pub restored: Finished,
+}
+
+impl StateRun {
+    /// The restore exited 0 and the victim printed "ALL PASS" and no FAIL line.
+    pub fn assert_all_pass(&self) -> &Self {
+        let text = self.restored.stdout_text();
+        assert!(
+            self.restored.status.success() && text.contains("ALL PASS") && !text.contains("FAIL"),
+            "the restored victim did not pass: {}",
+            self.restored.describe()
+        );
+        self
+    }
+}
+
+/// Starts victim `name` with `GO_FILE extra...`, waits for "READY" (and, if `sleeping`, for it
+/// to block in the kernel), checkpoints it, checks the original was killed before running any
+/// check, creates the go file and restores it to the end.
+pub fn run_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr], sleeping: bool) -> StateRun {
+    let go = sb.path("go");
+    let mut args: Vec<&OsStr> = vec![go.as_os_str()];
+    args.extend_from_slice(extra);
+    let mut victim = sb.spawn_victim(name, &args, Input::Null);
+    let pid = victim.pid();
+    victim.wait_for_stdout("READY\n");
+    if sleeping {
+        wait_until_sleeping(pid);
+    }
+    let image = sb.path(&format!("{name}.img"));
+    sb.mrunctl().checkpoint_ok(pid, &image);
+    let original = victim.finish();
+    assert_ended_by_checkpoint(&original, 1);
+    let before = original.stdout_text();
+    assert!(
+        !before.contains("PASS") && !before.contains("FAIL"),
+        "{name} ran its checks before the checkpoint: {}",
+        original.describe()
+    );
+    sb.touch("go");
+    let restored = sb
+        .mrunctl()
+        .restore(&image, Input::Null, Output::Pipe)
+        .finish();
+    StateRun {
+        pid,
+        original,
+        restored,
+    }
+}

@@ -1,0 +1,216 @@
+//! Processes the engine cannot checkpoint yet are refused cleanly: `mrunctl checkpoint` exits
+//! non-zero with one line on stderr naming the problem, and the process keeps running untouched
+//! (not stopped, not traced, still ticking) and finishes with correct output.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+
+/// The "tick N" numbers a refuse victim printed, which must be 1, 2, 3... with no gap.
+fn ticks(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("tick "))
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+fn wait_for_more_ticks(victim: &mut Proc, than: usize) {
+    let want = format!("tick {}\n", than + 3);
+    victim.wait_for_stdout(&want);
+}
+
+/// Asserts the process is running on untouched: not stopped, traced only by `tracer`.
+fn assert_untouched(pid: i32, tracer: i32) {
+    let state = process_state(pid);
+    assert!(
+        matches!(state, Some('R') | Some('S') | Some('D')),
+        "pid {pid} was left in state {state:?} after a refused checkpoint"
+    );
+    assert_eq!(
+        tracer_pid(pid),
+        Some(tracer),
+        "TracerPid of {pid} after a refused checkpoint"
+    );
+}
+
+/// The victim is stopped through its stop file and must end with exit 0, all its checks
+/// passed and a gapless tick sequence.
+fn stop_and_check(sb: &Sandbox, victim: Proc) {
+    sb.touch("stop");
+    let done = victim.finish();
+    let text = done.stdout_text();
+    assert!(
+        done.status.success() && text.contains("ALL PASS") && !text.contains("FAIL"),
+        "the victim did not finish correctly after the refusal: {}",
+        done.describe()
+    );
+    let t = ticks(&text);
+    let expected: Vec<u64> = (1..=t.len() as u64).collect();
+    assert!(!t.is_empty() && t == expected, "ticks are not 1..=N: {t:?}");
+}
+
+/// Starts `refuse MODE`, asks mrunctl to checkpoint it and checks the refusal.
+fn assert_refused(mode: &str, keywords: &[&str]) {
+    let sb = Sandbox::new(&format!("refuse-{mode}"));
+    let stop = sb.path("stop");
+    let dir = sb.mkdir("dir");
+    let args = [OsStr::new(mode), stop.as_os_str(), dir.as_os_str()];
+    let mut victim = sb.spawn_victim("refuse", &args, Input::Null);
+    let pid = victim.pid();
+    victim.wait_for_stdout("tick 2\n");
+
+    let image = sb.path("refused.img");
+    let out = sb.mrunctl().checkpoint(pid, &image);
+    out.assert_one_line_error(keywords);
+    eprintln!("{mode}: {}", out.stderr_text().trim());
+
+    assert!(
+        victim.try_status().is_none(),
+        "the victim died: {}",
+        victim.stdout_text()
+    );
+    assert_untouched(pid, 0);
+    let seen = ticks(&victim.stdout_text()).len();
+    wait_for_more_ticks(&mut victim, seen);
+    assert_untouched(pid, 0);
+    stop_and_check(&sb, victim);
+}
+
+#[test]
+fn refuses_multi_threaded() {
+    assert_refused("threads", &["thread"]);
+}
+
+#[test]
+fn refuses_child_process() {
+    assert_refused("child", &["child"]);
+}
+
+#[test]
+fn refuses_unix_socket() {
+    assert_refused("socketpair", &["socket"]);
+}
+
+#[test]
+fn refuses_tcp_socket() {
+    assert_refused("tcp", &["socket"]);
+}
+
+#[test]
+fn refuses_shared_anonymous_mapping() {
+    assert_refused("shared_anon", &["shared"]);
+}
+
+#[test]
+fn refuses_shared_file_mapping() {
+    assert_refused("shared_file", &["shared"]);
+}
+
+#[test]
+fn refuses_sysv_shm() {
+    assert_refused("sysv_shm", &["shm", "System V", "SysV"]);
+}
+
+#[test]
+fn refuses_epoll() {
+    assert_refused("epoll", &["epoll"]);
+}
+
+#[test]
+fn refuses_eventfd() {
+    assert_refused("eventfd", &["eventfd"]);
+}
+
+#[test]
+fn refuses_signalfd() {
+    assert_refused("signalfd", &["signalfd"]);
+}
+
+#[test]
+fn refuses_timerfd() {
+    assert_refused("timerfd", &["timerfd"]);
+}
+
+#[test]
+fn refuses_inotify() {
+    assert_refused("inotify", &["inotify"]);
+}
+
+#[test]
+fn refuses_io_uring() {
+    assert_refused("io_uring", &["io_uring", "io-uring", "iouring"]);
+}
+
+#[test]
+fn refuses_armed_interval_timer() {
+    assert_refused("itimer", &["timer"]);
+}
+
+#[test]
+fn refuses_armed_posix_timer() {
+    assert_refused("posix_timer", &["timer"]);
+}
+
+#[test]
+fn refuses_process_traced_by_another_tracer() {
+    let sb = Sandbox::new("refuse-traced");
+    let stop = sb.path("stop");
+    let mut victim = sb.spawn_victim(
+        "refuse",
+        &[OsStr::new("plain"), stop.as_os_str()],
+        Input::Null,
+    );
+    let pid = victim.pid();
+    victim.wait_for_stdout("tick 1\n");
+    let mut tracer = sb.spawn_victim("tracer", &[pid.to_string()], Input::Null);
+    tracer.wait_for_stdout("TRACING");
+    assert_eq!(
+        tracer_pid(pid),
+        Some(tracer.pid()),
+        "the tracer victim did not attach"
+    );
+
+    let out = sb.mrunctl().checkpoint(pid, &sb.path("traced.img"));
+    out.assert_one_line_error(&["traced", "tracer", "ptrace"]);
+    eprintln!("traced: {}", out.stderr_text().trim());
+
+    assert_untouched(pid, tracer.pid());
+    let seen = ticks(&victim.stdout_text()).len();
+    wait_for_more_ticks(&mut victim, seen);
+    assert!(
+        tracer.try_status().is_none(),
+        "the tracer died: {}",
+        tracer.stdout_text()
+    );
+    stop_and_check(&sb, victim);
+    let t = tracer.finish();
+    t.assert_success();
+    assert!(t.stdout_text().contains("TRACEE-DONE"), "{}", t.describe());
+}
+
+#[test]
+fn refuses_another_users_process() {
+    // The victim runs as the invoking user (root in CI); nobody tries to checkpoint it.
+    let mine = Sandbox::new("refuse-owner");
+    let stop = mine.path("stop");
+    let mut victim = mine.spawn_victim(
+        "refuse",
+        &[OsStr::new("plain"), stop.as_os_str()],
+        Input::Null,
+    );
+    let pid = victim.pid();
+    victim.wait_for_stdout("tick 1\n");
+
+    let theirs = Sandbox::for_user("refuse-owner-nobody", User::Nobody);
+    let out = theirs
+        .mrunctl()
+        .checkpoint(pid, &theirs.path("not-mine.img"));
+    out.assert_one_line_error(&["another user", "owned by", "belongs to", "not yours"]);
+    eprintln!("another user: {}", out.stderr_text().trim());
+
+    assert_untouched(pid, 0);
+    let seen = ticks(&victim.stdout_text()).len();
+    wait_for_more_ticks(&mut victim, seen);
+    stop_and_check(&mine, victim);
+}

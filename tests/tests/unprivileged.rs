@@ -1,0 +1,119 @@
+//! The same checkpoint/restore cases with the victim, `mrunctl checkpoint` and `mrunctl
+//! restore` all running as user nobody (uid 65534) on nobody's own processes.
+
+mod common;
+
+use common::*;
+
+fn nobody(name: &str) -> Sandbox {
+    Sandbox::for_user(name, User::Nobody)
+}
+
+/// Control: the sandbox really runs things as nobody.
+#[test]
+fn sandbox_runs_as_nobody() {
+    let sb = nobody("nobody-control");
+    let id = sb.run("id", "id", &["-u"], Input::Null);
+    id.assert_success();
+    assert_eq!(id.stdout_text().trim(), "65534");
+}
+
+#[test]
+fn gzip_to_file_as_nobody() {
+    let sb = nobody("nobody-gzip-file");
+    let input = text_file(24 * MIB);
+    migrate_file_output(
+        &sb,
+        "gzip -9 as nobody",
+        r#"exec gzip -9 < "$1" > "$2""#,
+        &input,
+        1,
+        Progress::OutputGrows,
+    );
+}
+
+#[test]
+fn gzip_to_pipe_as_nobody() {
+    let sb = nobody("nobody-gzip-pipe");
+    let input = sb.input(&text_file(16 * MIB));
+    migrate_pipe_output(
+        &sb,
+        "gzip -9 -c as nobody",
+        "gzip",
+        &["-9".as_ref(), "-c".as_ref(), input.as_os_str()],
+        &[],
+        1,
+    );
+}
+
+#[test]
+fn static_checksum_as_nobody() {
+    let sb = nobody("nobody-static");
+    migrate_pipe_output(
+        &sb,
+        "checksum_static as nobody",
+        sb.victim("checksum_static"),
+        &["60"],
+        &[],
+        1,
+    );
+}
+
+#[test]
+fn same_pid_as_nobody() {
+    let sb = nobody("nobody-getpid");
+    let run = run_state_victim(&sb, "getpid", &[], false);
+    run.assert_all_pass();
+    let want = format!("PID-AFTER {}\n", run.pid);
+    assert!(
+        run.restored.stdout_text().contains(&want),
+        "{}",
+        run.restored.describe()
+    );
+}
+
+#[test]
+fn nanosleep_as_nobody() {
+    let sb = nobody("nobody-sleeper");
+    let mut v = sb.spawn_victim("sleeper", &["3"], Input::Null);
+    v.wait_for_stdout("READY\n");
+    wait_until_sleeping(v.pid());
+    let image = sb.path("sleeper.img");
+    sb.mrunctl().checkpoint_ok(v.pid(), &image);
+    v.finish().assert_signal(libc::SIGKILL);
+    let restored = sb
+        .mrunctl()
+        .restore(&image, Input::Null, Output::Pipe)
+        .finish();
+    restored.assert_success();
+    assert!(
+        restored.stdout_text().contains("ALL PASS"),
+        "{}",
+        restored.describe()
+    );
+}
+
+#[test]
+fn abort_as_nobody() {
+    let sb = nobody("nobody-abort");
+    let run = run_state_victim(&sb, "abort", &[], false);
+    assert!(
+        run.restored.stdout_text().contains("ABORTING"),
+        "{}",
+        run.restored.describe()
+    );
+    run.restored.assert_signal(libc::SIGABRT);
+}
+
+#[test]
+fn files_as_nobody() {
+    let sb = nobody("nobody-files");
+    let dir = sb.mkdir("files");
+    run_state_victim(&sb, "files", &[dir.as_os_str()], false).assert_all_pass();
+}
+
+#[test]
+fn signals_as_nobody() {
+    let sb = nobody("nobody-signals");
+    run_state_victim(&sb, "signals", &[], false).assert_all_pass();
+}
