@@ -127,9 +127,8 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, level: i32) -> Result<DumpStat
         .ok()
         .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
-    let mut pending_signals = frozen.pending_signals();
-    let pending_mask = status.sigpnd | status.shdpnd;
-    pending_signals.extend((1..=64).filter(|s| pending_mask & (1u64 << (s - 1)) != 0));
+    let pending_signals = frozen.pending_signals();
+    let queued_signals = signals::capture_queued(pid)?;
 
     let state = ProcessState {
         exe: exe.to_string_lossy().into_owned(),
@@ -149,6 +148,7 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, level: i32) -> Result<DumpStat
         rlimits: task::capture_rlimits(pid)?,
         vmas,
         fds,
+        queued_signals,
         pending_signals,
     };
     let header = Header {

@@ -25,6 +25,9 @@ pub struct Frozen {
 impl Frozen {
     pub fn seize(pid: Pid) -> Result<Frozen> {
         ptrace::seize(pid).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::ESRCH) if has_exited(pid) => {
+                EngineError::Refused(format!("pid {pid} has exited"))
+            }
             Some(libc::EPERM) => EngineError::Refused(format!(
                 "pid {pid} cannot be traced by this user (another user's process, or a \
                  non-dumpable one); run mrunctl as its owner"
@@ -142,5 +145,13 @@ impl Drop for Frozen {
         if !self.done {
             let _ = self.resume_inner();
         }
+    }
+}
+
+/// True when `pid` is gone or a zombie.
+fn has_exited(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])).unwrap_or(false),
+        Err(_) => true,
     }
 }

@@ -83,6 +83,8 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
         personality: state.personality,
         fds: prepared.plan.clone(),
     };
+    // Threads first: none can be created once the pid namespace is unshared.
+    reader.start_workers()?;
     if opts.original_pid {
         ns::unshare_pid_namespace().map_err(|e| EngineError::Unrestorable(format!(
             "cannot create a pid namespace to give the process its original pid {} ({e}); \
@@ -136,6 +138,8 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
     }
 
     *stage = Stage::Kernel;
+    // Nothing may be delivered while the restore still drives the process.
+    ptrace::set_sigmask(pid, u64::MAX).ctx(|| "blocking signals".into())?;
     mem::protect_vmas(&inj, &state.vmas)?;
     signals::apply(&inj, &scratch, &state.sigactions, &state.altstack)?;
     task::apply_injected(&inj, &scratch, &state.mm, state.robust_list, state.clear_child_tid, state.rseq.as_ref(), &header.comm)?;
@@ -143,6 +147,8 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
         inj.call("fcntl(F_SETFD)", libc::SYS_fcntl, [*fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])?;
     }
     task::apply_rlimits(pid, &state.rlimits)?;
+    let own_pid = if opts.original_pid { header.pid } else { pid.as_raw() };
+    signals::apply_queued(&inj, &scratch, own_pid, &state.queued_signals)?;
 
     *stage = Stage::Run;
     inj.call_last("munmap of the trampoline", libc::SYS_munmap, [tramp, TRAMPOLINE, 0, 0, 0, 0])?;

@@ -67,6 +67,15 @@ pub struct Rseq {
     pub flags: u32,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedSignal {
+    /// Process-wide queue (kill, sigqueue) rather than the thread's own (tgkill, faults).
+    pub shared: bool,
+    pub signo: i32,
+    /// The raw 128-byte `siginfo_t`.
+    pub info: Vec<u8>,
+}
+
 /// The mm fields set with `prctl(PR_SET_MM, PR_SET_MM_MAP)`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MmFields {
@@ -172,6 +181,9 @@ pub struct ProcessState {
     pub rlimits: Vec<Rlimit>,
     pub vmas: Vec<Vma>,
     pub fds: Vec<Fd>,
-    /// Signals that were pending (or arrived during the checkpoint); sent again after restore.
+    /// Signals queued but not yet delivered (blocked, or caught arriving), with their
+    /// siginfo; queued again in the same order after restore.
+    pub queued_signals: Vec<QueuedSignal>,
+    /// Signals that arrived while the checkpoint ran, siginfo unknown; sent again by kill(2).
     pub pending_signals: Vec<i32>,
 }

@@ -145,6 +145,13 @@ impl<R: Read> ImageReader<R> {
         self.src.into_inner()
     }
 
+    /// Start the decompression workers now rather than at the first [`Self::next_pages`]: for
+    /// callers about to enter a state where threads cannot be created (after
+    /// `unshare(CLONE_NEWPID)`, the kernel refuses new threads to the calling thread).
+    pub fn start_workers(&mut self) -> Result<(), ImageError> {
+        self.start_pool()
+    }
+
     fn start_pool(&mut self) -> Result<(), ImageError> {
         if self.pool.is_none() {
             let pool = Pool::new(self.threads, AHEAD_PER_THREAD, "mrun-unzstd", || {

@@ -2,9 +2,10 @@
 //! Dispositions and the altstack are read and set by syscalls run inside the process; the
 //! mask goes through PTRACE_GETSIGMASK/SETSIGMASK.
 
-use crate::engine::error::Result;
+use crate::engine::error::{Context, Result};
 use crate::engine::inject::{u64_at, Injector, Scratch};
-use crate::image::model::{AltStack, SigAction};
+use crate::image::model::{AltStack, QueuedSignal, SigAction};
+use crate::sys::{ptrace, Pid};
 
 /// `struct kernel_sigaction` on x86_64: handler, flags, restorer, mask.
 const KSIGACTION: usize = 32;
@@ -62,5 +63,33 @@ pub fn apply(inj: &Injector, scratch: &Scratch, actions: &[SigAction], alt: &Alt
     st[16..24].copy_from_slice(&alt.size.to_le_bytes());
     let p = scratch.write(pid, 0, &st)?;
     inj.call("sigaltstack", libc::SYS_sigaltstack, [p, 0, 0, 0, 0, 0])?;
+    Ok(())
+}
+
+/// The queued signals of a frozen process, both queues, oldest first.
+pub fn capture_queued(pid: Pid) -> Result<Vec<QueuedSignal>> {
+    let mut out = Vec::new();
+    for shared in [false, true] {
+        let infos = ptrace::peek_siginfo(pid, shared).ctx(|| format!("reading the queued signals of pid {pid}"))?;
+        for info in infos {
+            let signo = i32::from_le_bytes([info[0], info[1], info[2], info[3]]);
+            out.push(QueuedSignal { shared, signo, info: info.to_vec() });
+        }
+    }
+    Ok(out)
+}
+
+/// Queue the signals again, from inside the process (which may queue any siginfo to itself).
+/// All signals must be blocked meanwhile so none is delivered during the restore.
+pub fn apply_queued(inj: &Injector, scratch: &Scratch, own_pid: i32, queued: &[QueuedSignal]) -> Result<()> {
+    for q in queued {
+        let info = scratch.write(inj.pid(), 0, &q.info)?;
+        let pid = own_pid as u64;
+        if q.shared {
+            inj.call("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, [pid, q.signo as u64, info, 0, 0, 0])?;
+        } else {
+            inj.call("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo, [pid, pid, q.signo as u64, info, 0, 0])?;
+        }
+    }
     Ok(())
 }

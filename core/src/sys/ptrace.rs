@@ -77,6 +77,37 @@ pub fn get_rseq(pid: Pid) -> io::Result<RseqConfig> {
     Ok(conf)
 }
 
+const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+/// Size of a `siginfo_t`.
+pub const SIGINFO_SIZE: usize = 128;
+
+#[repr(C)]
+struct PeekSiginfoArgs {
+    off: u64,
+    flags: u32,
+    nr: i32,
+}
+
+/// The queued (pending) signals of a stopped tracee, as raw `siginfo_t`s, without dequeuing
+/// them: the thread's own queue, or the process-wide one when `shared`.
+pub fn peek_siginfo(pid: Pid, shared: bool) -> io::Result<Vec<[u8; SIGINFO_SIZE]>> {
+    let mut out = Vec::new();
+    loop {
+        let mut batch = [[0u8; SIGINFO_SIZE]; 16];
+        let args = PeekSiginfoArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: batch.len() as i32,
+        };
+        let n = raw(PTRACE_PEEKSIGINFO, pid, std::ptr::addr_of!(args) as usize, batch.as_mut_ptr() as usize)?;
+        if n <= 0 {
+            return Ok(out);
+        }
+        out.extend(batch.iter().take(n as usize));
+    }
+}
+
 pub fn get_regs(pid: Pid) -> io::Result<libc::user_regs_struct> {
     ptrace::getregs(pid).map_err(io::Error::from)
 }
