@@ -106,6 +106,7 @@ fn state() -> ProcessState {
             cloexec: false,
             kind: FdKind::Stdio { slot: 1 },
         }],
+        queued_signals: Vec::new(),
         pending_signals: vec![10],
     }
 }
