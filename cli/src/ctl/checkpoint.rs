@@ -41,8 +41,11 @@ pub fn run(args: CheckpointArgs) -> ! {
             .mode(0o600)
             .open(&args.output)
             .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot create {}: {e}", args.output.display()), exit::FAILURE));
+        let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
         let r = engine::checkpoint(pid, BufWriter::with_capacity(1 << 20, file), &opts);
-        if r.is_err() {
+        // A partial image is worse than none; but never remove what is not a plain file
+        // (`-o /dev/null`, a FIFO).
+        if r.is_err() && regular {
             let _ = std::fs::remove_file(&args.output);
         }
         r
