@@ -39,14 +39,3 @@ pub fn fail(prog: &str, message: impl std::fmt::Display, code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// End this process by the same signal the supervised one died of (no core dump of our own).
-pub fn die_of(sig: nix::sys::signal::Signal) -> ! {
-    use nix::sys::signal::{self, SigSet, SigmaskHow};
-    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
-    let _ = mrun_core::sys::signals::set_default(sig);
-    let mut only = SigSet::empty();
-    only.add(sig);
-    let _ = signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
-    let _ = signal::raise(sig);
-    std::process::exit(128 + sig as i32)
-}

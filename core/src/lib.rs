@@ -5,4 +5,6 @@ pub mod arch;
 pub mod engine;
 pub mod image;
 pub mod resource;
+pub mod supervise;
 pub mod sys;
+pub mod wire;

@@ -9,10 +9,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use mrun_core::engine::{self, RestoreOptions};
-use mrun_core::sys::{ns, signals};
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use mrun_core::supervise;
+use mrun_core::sys::ns;
+use nix::sys::signal::{kill, Signal};
 
 use crate::exit;
 
@@ -27,12 +26,6 @@ pub struct RestoreArgs {
     pub new_pid: bool,
 }
 
-/// Signals passed on to the restored process when someone sends them to this command.
-const FORWARDED: [Signal; 9] = [
-    Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1,
-    Signal::SIGUSR2, Signal::SIGWINCH, Signal::SIGCONT, Signal::SIGTSTP,
-];
-
 pub fn run(args: RestoreArgs) -> ! {
     // Must happen while this process is still single-threaded.
     if !args.new_pid {
@@ -42,14 +35,8 @@ pub fn run(args: RestoreArgs) -> ! {
                  enable user namespaces or pass --new-pid"), exit::FAILURE);
         }
     }
-    let mut waited = SigSet::empty();
-    for s in FORWARDED {
-        waited.add(s);
-    }
-    waited.add(Signal::SIGCHLD);
-    if let Err(e) = waited.thread_block() {
-        exit::fail("mrunctl", format!("cannot block signals: {e}"), exit::FAILURE);
-    }
+    let waited = supervise::block_signals()
+        .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot block signals: {e}"), exit::FAILURE));
 
     let from_stdin = args.image.as_os_str() == "-";
     let devnull;
@@ -67,43 +54,10 @@ pub fn run(args: RestoreArgs) -> ! {
         Ok(r) => r,
         Err(e) => exit::fail("mrunctl", format!("cannot restore {}: {}", args.image.display(), exit::chain(&e)), exit::code_for(&e)),
     };
-    let status = supervise(restored.pid, &waited);
+    let ended = supervise::supervise(restored.pid, &waited);
     if let Some(r) = restored.reaper {
         let _ = kill(r, Signal::SIGKILL);
-        let _ = waitpid(r, None);
+        let _ = nix::sys::wait::waitpid(r, None);
     }
-    end_like(status)
-}
-
-/// Forward signals until the process ends; return how it ended.
-fn supervise(child: Pid, waited: &SigSet) -> WaitStatus {
-    loop {
-        loop {
-            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return st,
-                Ok(_) => break,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return WaitStatus::Exited(child, exit::FAILURE),
-            }
-        }
-        let Ok(got) = signals::wait(waited) else { continue };
-        if got.signal == Signal::SIGCHLD {
-            continue;
-        }
-        // A terminal's signals already reached the whole foreground process group, the
-        // restored process included; pass on only those sent to this command.
-        if got.from_process {
-            let _ = kill(child, got.signal);
-        }
-    }
-}
-
-fn end_like(status: WaitStatus) -> ! {
-    match status {
-        WaitStatus::Exited(_, code) => std::process::exit(code),
-        WaitStatus::Signaled(_, sig, _) => {
-            crate::exit::die_of(sig)
-        }
-        _ => std::process::exit(exit::FAILURE),
-    }
+    supervise::end_like(ended)
 }

@@ -1,0 +1,78 @@
+//! Control messages, and the version handshake that opens every session.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change to frames or control messages.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// First message in each direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// `mrun x.y.z` of the sender.
+    pub software: String,
+    /// `std::env::consts::ARCH` of the sender's machine.
+    pub arch: String,
+}
+
+impl Hello {
+    pub fn ours() -> Hello {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            software: format!("mrun {}", env!("CARGO_PKG_VERSION")),
+            arch: std::env::consts::ARCH.to_string(),
+        }
+    }
+
+    /// A sentence for a peer that speaks another protocol version, or None if compatible.
+    pub fn mismatch(&self, peer: &Hello, peer_name: &str) -> Option<String> {
+        (self.protocol != peer.protocol).then(|| {
+            format!(
+                "{peer_name} speaks mrun protocol {} ({}) but this side speaks {} ({}); install the same mrun version on both",
+                peer.protocol, peer.software, self.protocol, self.software
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WinSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(i32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    Hello(Hello),
+    /// home -> agent: restore the image that follows as `Image` frames up to `ImageEnd`.
+    /// `stdin` tells whether the process has an open stdin to be fed with `Stdin` frames.
+    Restore { job: u64, stdin: bool, tty: Option<WinSize> },
+    /// Either direction: the image stream is complete.
+    ImageEnd,
+    /// agent -> home: the restored process runs (its pid on the node). Only now may the
+    /// source copy be killed.
+    Running { pid: i32 },
+    /// home -> agent: no more stdin.
+    StdinEof,
+    /// home -> agent: deliver this signal to the process.
+    Signal { signo: i32 },
+    /// home -> agent: the terminal changed size.
+    Resize(WinSize),
+    /// home -> agent: checkpoint the process and send its image back (`Image` frames, then
+    /// `ImageEnd`); it stays frozen until `Commit` (it lives on elsewhere: end it) or `Abort`
+    /// (let it run on here).
+    Checkpoint,
+    Commit,
+    Abort,
+    /// agent -> home: the process ended.
+    Exited(Ended),
+    /// Either direction: something failed; one sentence for the user.
+    Error { message: String },
+}
