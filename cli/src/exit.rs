@@ -17,20 +17,8 @@ pub fn code_for(e: &EngineError) -> i32 {
     }
 }
 
-/// An error and its causes on one line: "what: because: because".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cur = c.source();
-    }
-    text
-}
+/// An error and its causes on one line.
+pub use mrun_core::engine::error_chain as chain;
 
 /// Print `mrunctl: message` (one line) and exit with `code`.
 pub fn fail(prog: &str, message: impl std::fmt::Display, code: i32) -> ! {

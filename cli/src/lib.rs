@@ -5,3 +5,5 @@
 
 pub mod ctl;
 pub mod exit;
+pub mod jobs;
+pub mod run;

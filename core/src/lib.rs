@@ -7,4 +7,5 @@ pub mod image;
 pub mod resource;
 pub mod supervise;
 pub mod sys;
+pub mod transfer;
 pub mod wire;

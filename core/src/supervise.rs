@@ -67,3 +67,41 @@ pub fn end_like(ended: Ended) -> ! {
         }
     }
 }
+
+/// The body of a restore helper process (a hidden subcommand of `mrun` and `mrun-agent`):
+/// restore the image read from `image_fd` with this process's stdio in place of the
+/// original's, report `running PID` (or `error MESSAGE`) as one line on `status_fd`, then
+/// supervise the process and end like it. Call it first thing in `main`, while the process is
+/// single-threaded.
+pub fn restore_helper(image_fd: i32, status_fd: i32) -> ! {
+    use std::io::Write;
+    let mut status = match crate::sys::process::inherited_fd(status_fd) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(_) => std::process::exit(crate::engine::HELPER_USAGE),
+    };
+    let mut fail = |msg: String| -> ! {
+        let _ = writeln!(status, "error {}", msg.replace('\n', " "));
+        std::process::exit(1)
+    };
+    if let Err(e) = crate::sys::ns::enter_user_namespace() {
+        fail(format!("cannot create a user namespace to restore with the original pid: {e}"));
+    }
+    let waited = block_signals().unwrap_or_else(|e| fail(format!("cannot block signals: {e}")));
+    let image = match crate::sys::process::inherited_fd(image_fd) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => fail(format!("no image descriptor: {e}")),
+    };
+    let opts = crate::engine::RestoreOptions { stdio: [0, 1, 2], original_pid: true };
+    let restored = match crate::engine::restore(std::io::BufReader::with_capacity(1 << 20, image), &opts) {
+        Ok(r) => r,
+        Err(e) => fail(crate::engine::error_chain(&e)),
+    };
+    let _ = writeln!(status, "running {}", restored.pid);
+    drop(status);
+    let ended = supervise(restored.pid, &waited);
+    if let Some(r) = restored.reaper {
+        let _ = kill(r, Signal::SIGKILL);
+        let _ = waitpid(r, None);
+    }
+    end_like(ended)
+}

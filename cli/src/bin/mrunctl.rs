@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use mrun::ctl;
 
 #[derive(Debug, Parser)]
-#[command(name = "mrunctl", version, about = "Control mrun: checkpoint, restore and (soon) migrate processes")]
+#[command(name = "mrunctl", version, about = "Control mrun: checkpoint, restore and migrate processes")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,6 +16,8 @@ enum Command {
     Checkpoint(ctl::checkpoint::CheckpointArgs),
     /// Bring an image back to life in the foreground, with this command's stdio.
     Restore(ctl::restore::RestoreArgs),
+    /// Move a running job to a node, or back home.
+    Migrate(ctl::migrate::MigrateArgs),
 }
 
 fn main() {
@@ -23,5 +25,6 @@ fn main() {
     match cli.command {
         Command::Checkpoint(a) => ctl::checkpoint::run(a),
         Command::Restore(a) => ctl::restore::run(a),
+        Command::Migrate(a) => ctl::migrate::run(a),
     }
 }

@@ -1,4 +1,5 @@
 //! `mrunctl` subcommands, one module each.
 
 pub mod checkpoint;
+pub mod migrate;
 pub mod restore;

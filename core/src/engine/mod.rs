@@ -14,3 +14,21 @@ pub use compat::{check as check_compat, local as local_compat};
 pub use dump::{checkpoint, dump, Checkpointed, DumpOptions, DumpStats};
 pub use error::EngineError;
 pub use restore::{restore, RestoreOptions, Restored};
+
+/// Exit code of a restore helper started without its descriptors.
+pub const HELPER_USAGE: i32 = 64;
+
+/// An error and its causes on one line: "what: because: because".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cur = c.source();
+    }
+    text
+}

@@ -1,9 +1,11 @@
 //! The only code in mrun-core that talks to the kernel directly: ptrace, process memory,
 //! namespaces and clone3. Everything here is a thin, typed wrapper; policy lives in `engine`.
 
+pub mod fdio;
 pub mod memory;
 pub mod ns;
 pub mod pipe;
+pub mod process;
 pub mod ptrace;
 pub mod signals;
 

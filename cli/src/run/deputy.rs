@@ -1,0 +1,334 @@
+//! The deputy: starts the command at home as its child, then follows it wherever it goes.
+//! At home the process uses our stdio directly; away, its output arrives as frames and our
+//! stdin and signals go to it as frames. The home copy is ended only once the node confirmed
+//! that the restored copy runs.
+
+use std::ffi::OsString;
+use std::process::Stdio;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use mrun_core::supervise;
+use mrun_core::sys::signals::Received;
+use mrun_core::transfer::{self, DumpEvent, Restoring, Verdict};
+use mrun_core::wire::{Control, Ended, Frame};
+use nix::sys::signal::{kill, SigSet};
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::control::{self, JobSocket, Request};
+use super::link::Link;
+use super::stdin::StdinRelay;
+
+enum Place {
+    /// `child` is the command itself, or the restore helper supervising it after a return;
+    /// `pid` is the process to checkpoint.
+    Home { child: tokio::process::Child, pid: i32 },
+    Away { link: Link },
+}
+
+pub fn run(command: Vec<OsString>) -> ! {
+    // Signals to pass on are taken by a thread of their own (set before any thread starts,
+    // so all inherit the mask; the command gets a clean mask from std::process).
+    let mut set = SigSet::empty();
+    for s in supervise::FORWARDED {
+        set.add(s);
+    }
+    if let Err(e) = set.thread_block() {
+        crate::exit::fail("mrun", format!("cannot block signals: {e}"), 1);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| crate::exit::fail("mrun", format!("cannot start: {e}"), 1));
+    let (sig_tx, sig_rx) = mpsc::channel(16);
+    std::thread::spawn(move || loop {
+        match mrun_core::sys::signals::wait(&set) {
+            Ok(r) => {
+                if sig_tx.blocking_send(r).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    });
+    match runtime.block_on(deputy(command, sig_rx)) {
+        Ok(ended) => supervise::end_like(ended),
+        Err(e) => crate::exit::fail("mrun", format!("{e:#}"), 1),
+    }
+}
+
+/// What woke the deputy up.
+enum Event {
+    Ended(Ended),
+    Signal(Received),
+    Request(Request, tokio::net::UnixStream),
+    Output(Frame),
+    Lost(String),
+    Stdin(Option<bytes::Bytes>),
+}
+
+async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -> Result<Ended> {
+    let Some((program, args)) = command.split_first() else { bail!("no command given") };
+    let child = match tokio::process::Command::new(program).args(args).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+            eprintln!("mrun: cannot run {}: {e}", program.to_string_lossy());
+            return Ok(Ended::Exited(code));
+        }
+    };
+    let job = child.id().unwrap_or(0);
+    let socket = JobSocket::bind(job).ok();
+    let (stdin_relay, mut stdin_rx) = StdinRelay::start();
+    let mut stdin_open = true;
+    let mut place = Place::Home { child, pid: job as i32 };
+    let mut out = tokio::io::stdout();
+    let mut err = tokio::io::stderr();
+    loop {
+        let event = match &mut place {
+            Place::Home { child, .. } => tokio::select! {
+                status = child.wait() => Event::Ended(ended_of(status.context("waiting for the command")?)),
+                Some(sig) = signals.recv() => Event::Signal(sig),
+                req = next_request(&socket) => { let (r, s) = req?; Event::Request(r, s) }
+            },
+            Place::Away { link } => tokio::select! {
+                frame = link.rx.next() => match frame {
+                    Some(Ok(Frame::Control(Control::Exited(ended)))) => Event::Ended(ended),
+                    Some(Ok(f)) => Event::Output(f),
+                    Some(Err(e)) => Event::Lost(format!(": {e}")),
+                    None => Event::Lost(String::new()),
+                },
+                Some(sig) = signals.recv() => Event::Signal(sig),
+                chunk = stdin_rx.recv(), if stdin_open => Event::Stdin(chunk.flatten()),
+                req = next_request(&socket) => { let (r, s) = req?; Event::Request(r, s) }
+            },
+        };
+        match event {
+            Event::Ended(ended) => return Ok(ended),
+            Event::Signal(sig) => match &mut place {
+                // A terminal's signals reached the process already (same process group).
+                Place::Home { child, .. } => {
+                    if sig.from_process {
+                        if let Some(pid) = child.id() {
+                            let _ = kill(Pid::from_raw(pid as i32), sig.signal);
+                        }
+                    }
+                }
+                Place::Away { link } => {
+                    link.tx.send(Frame::Control(Control::Signal { signo: sig.signal as i32 })).await?;
+                }
+            },
+            Event::Output(frame) => match frame {
+                Frame::Stdout(b) => { out.write_all(&b).await?; out.flush().await?; }
+                Frame::Stderr(b) => { err.write_all(&b).await?; err.flush().await?; }
+                Frame::Control(Control::Error { message }) => eprintln!("mrun: {}: {message}", describe(&place)),
+                other => eprintln!("mrun: unexpected message from {}: {other:?}", describe(&place)),
+            },
+            Event::Lost(why) => {
+                eprintln!("mrun: lost the connection to node {} while the job ran there{why}; the job is lost", describe(&place));
+                return Ok(Ended::Exited(255));
+            }
+            Event::Stdin(chunk) => {
+                if let Place::Away { link } = &mut place {
+                    match chunk {
+                        Some(b) => link.tx.send(Frame::Stdin(b)).await?,
+                        None => {
+                            stdin_open = false;
+                            link.tx.send(Frame::Control(Control::StdinEof)).await?;
+                        }
+                    }
+                }
+            }
+            Event::Request(req, stream) => {
+                let (next, answer) = handle(req, place, job, &stdin_relay, &mut out, &mut err).await;
+                place = next;
+                control::answer(stream, answer).await;
+            }
+        }
+    }
+}
+
+async fn next_request(socket: &Option<JobSocket>) -> Result<(Request, tokio::net::UnixStream)> {
+    match socket {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Carry out a request; the job's new place (unchanged on failure) and the answer.
+async fn handle(
+    req: Request,
+    place: Place,
+    job: u32,
+    stdin: &StdinRelay,
+    out: &mut tokio::io::Stdout,
+    err: &mut tokio::io::Stderr,
+) -> (Place, Result<String>) {
+    let target = match req {
+        Request::Where => {
+            let text = describe(&place);
+            return (place, Ok(text));
+        }
+        Request::Migrate(node) => node,
+    };
+    match place {
+        Place::Home { .. } if target == "home" => (place, Ok("the job is already at home".into())),
+        Place::Home { child, pid } => match move_away(pid, job, &target).await {
+            Ok(link) => {
+                stdin.set_away(true);
+                // The home copy was killed; tokio reaps it.
+                drop(child);
+                (Place::Away { link }, Ok(format!("job {job} now runs on {target}")))
+            }
+            Err(e) => (Place::Home { child, pid }, Err(e)),
+        },
+        Place::Away { link } if link.node == target => (Place::Away { link }, Ok(format!("the job already runs on {target}"))),
+        Place::Away { mut link } if target == "home" => {
+            stdin.set_away(false);
+            match move_home(&mut link, out, err).await {
+                Ok((child, pid)) => {
+                    link.finish().await;
+                    (Place::Home { child, pid }, Ok(format!("job {job} is back home")))
+                }
+                Err(e) => {
+                    stdin.set_away(true);
+                    (Place::Away { link }, Err(e))
+                }
+            }
+        }
+        Place::Away { mut link } => match move_between(&mut link, job, &target, out, err).await {
+            Ok(next) => {
+                link.finish().await;
+                (Place::Away { link: next }, Ok(format!("job {job} now runs on {target}")))
+            }
+            Err(e) => (Place::Away { link }, Err(e)),
+        },
+    }
+}
+
+fn describe(place: &Place) -> String {
+    match place {
+        Place::Home { pid, .. } => format!("home (pid {pid})"),
+        Place::Away { link } => link.node.clone(),
+    }
+}
+
+/// Move the job from `from`'s node straight to `node`; `from` keeps it if anything fails.
+async fn move_between(
+    from: &mut Link,
+    job: u32,
+    node: &str,
+    out: &mut tokio::io::Stdout,
+    err: &mut tokio::io::Stderr,
+) -> Result<Link> {
+    let mut to = Link::connect(node).await?;
+    to.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, tty: None })).await?;
+    from.tx.send(Frame::Control(Control::Checkpoint)).await?;
+    let relayed = async {
+        loop {
+            match from.rx.next().await {
+                Some(Ok(Frame::Stdout(b))) => { out.write_all(&b).await?; out.flush().await?; }
+                Some(Ok(Frame::Stderr(b))) => { err.write_all(&b).await?; err.flush().await?; }
+                Some(Ok(Frame::Image(c))) => to.tx.send(Frame::Image(c)).await?,
+                Some(Ok(Frame::Control(Control::ImageEnd))) => break,
+                Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
+                Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", from.node),
+                Some(Err(e)) => return Err(anyhow!(e)).context(format!("the connection to {} failed", from.node)),
+                None => bail!("the agent on {} went away during the checkpoint", from.node),
+            }
+        }
+        to.tx.send(Frame::Control(Control::ImageEnd)).await?;
+        match to.rx.next().await {
+            Some(Ok(Frame::Control(Control::Running { .. }))) => Ok(()),
+            Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
+            Some(Ok(other)) => bail!("the agent on {node} answered {other:?}"),
+            Some(Err(e)) => Err(anyhow!(e)).context(format!("the connection to {node} failed")),
+            None => bail!("the agent on {node} went away before confirming"),
+        }
+    }
+    .await;
+    match relayed {
+        Ok(()) => {
+            from.tx.send(Frame::Control(Control::Commit)).await?;
+            Ok(to)
+        }
+        Err(e) => {
+            let _ = from.tx.send(Frame::Control(Control::Abort)).await;
+            Err(e.context(format!("the job stays on {}", from.node)))
+        }
+    }
+}
+
+/// Checkpoint the home process `pid` into the agent of `node`; end it once the restored copy
+/// runs there. On any failure it keeps running at home, untouched.
+async fn move_away(pid: i32, job: u32, node: &str) -> Result<Link> {
+    let mut link = Link::connect(node).await?;
+    link.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, tty: None })).await?;
+    let (mut events, verdict) = transfer::checkpoint_to_chunks(Pid::from_raw(pid), mrun_core::image::DEFAULT_LEVEL);
+    loop {
+        match events.recv().await {
+            Some(DumpEvent::Chunk(c)) => link.tx.send(Frame::Image(c)).await.context("sending the image")?,
+            Some(DumpEvent::Done) => break,
+            Some(DumpEvent::Failed(why)) => bail!("{why}"),
+            None => bail!("the checkpoint ended without a result"),
+        }
+    }
+    link.tx.send(Frame::Control(Control::ImageEnd)).await?;
+    match link.rx.next().await {
+        Some(Ok(Frame::Control(Control::Running { .. }))) => {}
+        Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}; the job stays at home"),
+        Some(Ok(other)) => bail!("the agent on {node} answered {other:?}; the job stays at home"),
+        Some(Err(e)) => return Err(anyhow!(e)).context(format!("the connection to {node} failed; the job stays at home")),
+        None => bail!("the agent on {node} went away before confirming; the job stays at home"),
+    }
+    verdict.send(Verdict::Kill).map_err(|_| anyhow!("the checkpoint thread is gone"))?;
+    Ok(link)
+}
+
+/// Bring the job back from `link`'s node and restore it here with our stdio.
+async fn move_home(link: &mut Link, out: &mut tokio::io::Stdout, err: &mut tokio::io::Stderr) -> Result<(tokio::process::Child, i32)> {
+    link.tx.send(Frame::Control(Control::Checkpoint)).await?;
+    let exe = std::env::current_exe().context("finding mrun's own path")?;
+    let mut job = Restoring::start(&exe, &["restore-helper"], Stdio::inherit(), Stdio::inherit(), Stdio::inherit())?;
+    let mut image = job.image.take();
+    loop {
+        match link.rx.next().await {
+            Some(Ok(Frame::Stdout(b))) => { out.write_all(&b).await?; out.flush().await?; }
+            Some(Ok(Frame::Stderr(b))) => { err.write_all(&b).await?; err.flush().await?; }
+            Some(Ok(Frame::Image(c))) => {
+                if let Some(w) = image.as_mut() {
+                    if tokio::io::AsyncWriteExt::write_all(w, &c).await.is_err() {
+                        image = None;
+                    }
+                }
+            }
+            Some(Ok(Frame::Control(Control::ImageEnd))) => break,
+            Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
+            Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", link.node),
+            Some(Err(e)) => return Err(anyhow!(e)).context(format!("the connection to {} failed", link.node)),
+            None => bail!("the agent on {} went away during the checkpoint", link.node),
+        }
+    }
+    drop(image);
+    match job.outcome().await {
+        Ok(pid) => {
+            link.tx.send(Frame::Control(Control::Commit)).await?;
+            Ok((job.child, pid))
+        }
+        Err(why) => {
+            let _ = link.tx.send(Frame::Control(Control::Abort)).await;
+            bail!("restore at home failed: {why}; the job stays on {}", link.node)
+        }
+    }
+}
+
+fn ended_of(status: std::process::ExitStatus) -> Ended {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ended::Exited(code),
+        (None, Some(sig)) => Ended::Signaled(sig),
+        _ => Ended::Exited(1),
+    }
+}

@@ -1,0 +1,55 @@
+//! Starting helper processes with extra inherited descriptors (beyond stdin/stdout/stderr).
+
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Most extra descriptors a helper gets.
+const MAX_PASSED: usize = 8;
+
+/// Arrange for `cmd`'s child to get each `(fd, number)` pair as descriptor `number`. The
+/// caller keeps the descriptors open until the command is spawned, and closes its copies then.
+pub fn pass_fds(cmd: &mut Command, fds: &[(RawFd, RawFd)]) -> std::io::Result<()> {
+    if fds.len() > MAX_PASSED {
+        return Err(std::io::Error::other("too many descriptors to pass"));
+    }
+    let mut raw = [(-1 as RawFd, -1 as RawFd); MAX_PASSED];
+    raw[..fds.len()].copy_from_slice(fds);
+    let n = fds.len();
+    // SAFETY: the closure runs in the forked child before exec; it allocates nothing and only
+    // calls fcntl/dup2, which are async-signal-safe. Sources are first moved above every
+    // target so that no dup2 overwrites a source still needed.
+    unsafe {
+        cmd.pre_exec(move || {
+            let pairs = &raw[..n];
+            let top = pairs.iter().map(|(s, t)| (*s).max(*t)).max().unwrap_or(2) + 1;
+            let mut moved = [-1 as RawFd; MAX_PASSED];
+            for (i, (src, _)) in pairs.iter().enumerate() {
+                moved[i] = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, top);
+                if moved[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, (_, target)) in pairs.iter().enumerate() {
+                if libc::dup2(moved[i], *target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Take ownership of descriptor `fd`, inherited from the parent by contract (see
+/// [`pass_fds`]). Fails if it is not open.
+pub fn inherited_fd(fd: RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only inspects the descriptor.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open and, by the helper contract, nothing else in this
+    // process owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

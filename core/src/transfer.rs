@@ -1,0 +1,137 @@
+//! Moving a process between this machine and a wire session: checkpoint it into a stream of
+//! image chunks (on a thread of its own, since a tracee answers only to the thread that
+//! attached), and restore an incoming image through a restore helper process.
+
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Stdio;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine;
+use crate::sys::{self, Pid};
+
+/// Size of the image chunks sent as frames.
+const CHUNK: usize = 1 << 20;
+
+/// What a checkpoint thread reports.
+pub enum DumpEvent {
+    Chunk(Bytes),
+    /// The image is complete; the process is frozen until a verdict is given.
+    Done,
+    Failed(String),
+}
+
+/// What to do with a frozen process once its image is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It lives on elsewhere: end it.
+    Kill,
+    /// The move failed: let it run on.
+    Resume,
+}
+
+struct ChunkWriter {
+    tx: mpsc::Sender<DumpEvent>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+            self.tx
+                .blocking_send(DumpEvent::Chunk(chunk))
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the receiving side went away"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checkpoint `pid` on a thread of its own. Events arrive on the returned receiver; after
+/// `Done`, send the verdict. If the verdict sender is dropped, the process resumes.
+pub fn checkpoint_to_chunks(pid: Pid, level: i32) -> (mpsc::Receiver<DumpEvent>, oneshot::Sender<Verdict>) {
+    let (tx, rx) = mpsc::channel(8);
+    let (vtx, vrx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let mut writer = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
+        let dumped = engine::dump(pid, &mut writer, level).and_then(|held| {
+            writer.flush().map_err(|e| engine::EngineError::Os { what: "sending the image".into(), source: e })?;
+            Ok(held)
+        });
+        match dumped {
+            Ok(held) => {
+                let _ = tx.blocking_send(DumpEvent::Done);
+                match vrx.blocking_recv() {
+                    Ok(Verdict::Kill) => {
+                        let _ = held.kill();
+                    }
+                    _ => {
+                        let _ = held.resume();
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(DumpEvent::Failed(engine::error_chain(&e)));
+            }
+        }
+    });
+    (rx, vtx)
+}
+
+/// A restore helper process being fed an image.
+pub struct Restoring {
+    pub child: tokio::process::Child,
+    /// Write the image here; drop it after the last chunk.
+    pub image: Option<pipe::Sender>,
+    status: BufReader<pipe::Receiver>,
+}
+
+impl Restoring {
+    /// Start `exe HELPER_ARGS...` (a binary whose hidden subcommand runs
+    /// [`crate::supervise::restore_helper`] on fds 3 and 4) with the given stdio.
+    pub fn start(exe: &Path, helper_args: &[&str], stdin: Stdio, stdout: Stdio, stderr: Stdio) -> io::Result<Restoring> {
+        let (image_r, image_w) = sys::pipe::create(1 << 20)?;
+        let (status_r, status_w) = sys::pipe::create(4096)?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(helper_args).args(["--image-fd", "3", "--status-fd", "4"]);
+        cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+        sys::process::pass_fds(&mut cmd, &[(image_r.as_raw_fd(), 3), (status_w.as_raw_fd(), 4)])?;
+        let child = tokio::process::Command::from(cmd).kill_on_drop(true).spawn()?;
+        drop(image_r);
+        drop(status_w);
+        Ok(Restoring {
+            child,
+            image: Some(pipe::Sender::from_owned_fd(image_w)?),
+            status: BufReader::new(pipe::Receiver::from_owned_fd(status_r)?),
+        })
+    }
+
+    /// Wait for the helper's verdict: the restored process's pid, or why it failed.
+    pub async fn outcome(&mut self) -> Result<i32, String> {
+        let mut line = String::new();
+        match self.status.read_line(&mut line).await {
+            Ok(0) | Err(_) => Err("the restore helper ended without a word".into()),
+            Ok(_) => {
+                let line = line.trim_end();
+                if let Some(pid) = line.strip_prefix("running ").and_then(|p| p.parse().ok()) {
+                    Ok(pid)
+                } else {
+                    Err(line.strip_prefix("error ").unwrap_or(line).to_string())
+                }
+            }
+        }
+    }
+}
