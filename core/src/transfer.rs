@@ -62,12 +62,12 @@ impl Write for ChunkWriter {
 
 /// Checkpoint `pid` on a thread of its own. Events arrive on the returned receiver; after
 /// `Done`, send the verdict. If the verdict sender is dropped, the process resumes.
-pub fn checkpoint_to_chunks(pid: Pid, level: i32) -> (mpsc::Receiver<DumpEvent>, oneshot::Sender<Verdict>) {
+pub fn checkpoint_to_chunks(pid: Pid, opts: engine::DumpOptions) -> (mpsc::Receiver<DumpEvent>, oneshot::Sender<Verdict>) {
     let (tx, rx) = mpsc::channel(8);
     let (vtx, vrx) = oneshot::channel();
     std::thread::spawn(move || {
         let mut writer = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
-        let dumped = engine::dump(pid, &mut writer, level).and_then(|held| {
+        let dumped = engine::dump(pid, &mut writer, &opts).and_then(|held| {
             writer.flush().map_err(|e| engine::EngineError::Os { what: "sending the image".into(), source: e })?;
             Ok(held)
         });

@@ -97,7 +97,7 @@ pub async fn run() -> Result<()> {
                     }
                 }
                 Some(Ok(Frame::Control(Control::Checkpoint))) => {
-                    let (events, verdict) = transfer::checkpoint_to_chunks(Pid::from_raw(proc_pid), mrun_core::image::DEFAULT_LEVEL);
+                    let (events, verdict) = transfer::checkpoint_to_chunks(Pid::from_raw(proc_pid), Default::default());
                     dump_events = Some(events);
                     leaving = Some(verdict);
                 }

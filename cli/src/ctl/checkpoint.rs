@@ -27,7 +27,7 @@ pub struct CheckpointArgs {
 }
 
 pub fn run(args: CheckpointArgs) -> ! {
-    let opts = DumpOptions { level: args.level, leave_running: args.leave_running };
+    let opts = DumpOptions { level: args.level, leave_running: args.leave_running, share_stdio_with: None };
     let pid = Pid::from_raw(args.pid);
     let to_stdout = args.output.as_os_str() == "-";
     let result = if to_stdout {

@@ -266,7 +266,10 @@ async fn move_between(
 async fn move_away(pid: i32, job: u32, node: &str) -> Result<Link> {
     let mut link = Link::connect(node).await?;
     link.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, tty: None })).await?;
-    let (mut events, verdict) = transfer::checkpoint_to_chunks(Pid::from_raw(pid), mrun_core::image::DEFAULT_LEVEL);
+    let (mut events, verdict) = transfer::checkpoint_to_chunks(
+        Pid::from_raw(pid),
+        mrun_core::engine::DumpOptions { share_stdio_with: Some(nix::unistd::getpid()), ..Default::default() },
+    );
     loop {
         match events.recv().await {
             Some(DumpEvent::Chunk(c)) => link.tx.send(Frame::Image(c)).await.context("sending the image")?,

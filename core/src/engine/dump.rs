@@ -22,11 +22,15 @@ pub struct DumpOptions {
     pub level: i32,
     /// Let the process continue after the checkpoint instead of ending it.
     pub leave_running: bool,
+    /// A process (mrun's deputy) whose stdin/stdout/stderr the checkpointed process shares:
+    /// those of its fds 0-2 that are the very same open files are carried as stdio streams,
+    /// so the restored copy writes through the deputy and a shared file offset stays shared.
+    pub share_stdio_with: Option<Pid>,
 }
 
 impl Default for DumpOptions {
     fn default() -> Self {
-        DumpOptions { level: crate::image::DEFAULT_LEVEL, leave_running: false }
+        DumpOptions { level: crate::image::DEFAULT_LEVEL, leave_running: false, share_stdio_with: None }
     }
 }
 
@@ -40,7 +44,7 @@ pub struct DumpStats {
 /// Checkpoint `pid` into `out`. On success the process has been killed (or, with
 /// `leave_running`, resumed); on any error it keeps running as if nothing happened.
 pub fn checkpoint<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<DumpStats> {
-    let held = dump(pid, out, opts.level)?;
+    let held = dump(pid, out, opts)?;
     let stats = held.stats.clone();
     if opts.leave_running {
         held.resume()?;
@@ -71,12 +75,12 @@ impl Checkpointed {
 
 /// Freeze `pid` and write its complete image into `out`, leaving it frozen. On any error the
 /// process keeps running as if nothing happened.
-pub fn dump<W: Write>(pid: Pid, out: W, level: i32) -> Result<Checkpointed> {
+pub fn dump<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<Checkpointed> {
     checks::preflight(pid)?;
     let mut frozen = Frozen::seize(pid)?;
     // Re-check now that the process cannot change under us.
     checks::preflight_frozen(pid)?;
-    let stats = capture(&mut frozen, out, level)?;
+    let stats = capture(&mut frozen, out, opts)?;
     Ok(Checkpointed { frozen, stats })
 }
 
@@ -90,7 +94,7 @@ fn trap_site(pid: Pid) -> Result<u64> {
         .ok_or_else(|| EngineError::Refused(format!("pid {pid} has no executable mapping to work with")))
 }
 
-fn capture<W: Write>(frozen: &mut Frozen, out: W, level: i32) -> Result<DumpStats> {
+fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions) -> Result<DumpStats> {
     let pid = frozen.pid();
     let regs = frozen.regs;
     let xstate = ptrace::get_xstate(pid).ctx(|| format!("reading the FPU/AVX state of pid {pid}"))?;
@@ -115,7 +119,7 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, level: i32) -> Result<DumpStat
     let ((sigactions, altstack), t) = injected?;
 
     let vmas = mem::capture_vmas(pid)?;
-    let fds = fds::capture(pid)?;
+    let fds = fds::capture(pid, opts.share_stdio_with)?;
     let procfs = Process::new(pid.as_raw())?;
     let status = procfs.status()?;
     let own_pid = status.nspid.as_ref().and_then(|v| v.last().copied()).unwrap_or(pid.as_raw());
@@ -158,7 +162,7 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, level: i32) -> Result<DumpStat
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         writer: format!("mrun {}", env!("CARGO_PKG_VERSION")),
     };
-    let mut writer = ImageWriter::new(out, &header, level)?;
+    let mut writer = ImageWriter::new(out, &header, opts.level)?;
     writer.write_state(&state)?;
     let pages = mem::dump_pages(pid, &state.vmas, &mut writer)?;
     writer.finish()?;

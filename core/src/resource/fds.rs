@@ -44,7 +44,7 @@ fn refuse(pid: Pid, fd: i32, what: &str) -> EngineError {
 }
 
 /// The fd table of `pid`, or a refusal naming the first descriptor that cannot be carried.
-pub fn capture(pid: Pid) -> Result<Vec<Fd>> {
+pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
     let dir = format!("/proc/{pid}/fd");
     let mut numbers: Vec<i32> = std::fs::read_dir(&dir)
         .ctx(|| format!("listing {dir}"))?
@@ -67,7 +67,9 @@ pub fn capture(pid: Pid) -> Result<Vec<Fd>> {
     // Pipes and terminals are allowed on stdio, and on other fds that share one of them.
     let mut stdio_targets: HashMap<String, u8> = HashMap::new();
     for (fd, target, _) in &links {
-        if (0..=2).contains(fd) && (target.starts_with("pipe:") || is_terminal_path(target)) {
+        let shared = share_stdio_with
+            .is_some_and(|deputy| crate::sys::kcmp::same_open_file(pid, *fd, deputy, *fd));
+        if (0..=2).contains(fd) && (shared || target.starts_with("pipe:") || is_terminal_path(target)) {
             stdio_targets.entry(target.clone()).or_insert(*fd as u8);
         }
     }

@@ -1,0 +1,147 @@
+//! One measurement each: a timed command, a checkpoint plus restore of a fresh victim, and the
+//! baseline copy of the same bytes.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::pattern::Contents;
+use crate::scratch::Scratch;
+use crate::sys::wait_timeout;
+use crate::victim::{field, Victim};
+
+/// A command that ran to its end.
+pub struct Timed {
+    /// Wall time from just before spawn to its reaping.
+    pub elapsed: Duration,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Timed {
+    /// The command's failure, in its own words.
+    fn failure(&self, what: &str) -> anyhow::Error {
+        let err = self.stderr.trim();
+        let err = if err.is_empty() { "(nothing on stderr)" } else { err };
+        anyhow::anyhow!("{what} failed ({}): {err}", self.status)
+    }
+}
+
+/// Runs `cmd` with stdout and stderr on files in `dir` (never pipes: a restored process must
+/// get a regular file) and times it. Fails if it does not end within `timeout`.
+pub fn run_timed(cmd: &mut Command, dir: &Scratch, tag: &str, timeout: Duration) -> anyhow::Result<Timed> {
+    let (out_path, err_path) = (dir.file(&format!("{tag}.out")), dir.file(&format!("{tag}.err")));
+    let out = File::create(&out_path).with_context(|| format!("cannot create {}", out_path.display()))?;
+    let err = File::create(&err_path).with_context(|| format!("cannot create {}", err_path.display()))?;
+    let start = Instant::now();
+    let mut child = cmd.stdout(out).stderr(err).spawn().with_context(|| format!("cannot run {cmd:?}"))?;
+    let Some(status) = wait_timeout(&mut child, timeout)? else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{cmd:?} did not end within {timeout:?}; killed");
+    };
+    let elapsed = start.elapsed();
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    Ok(Timed { elapsed, status, stdout, stderr })
+}
+
+/// What one checkpoint and restore of a victim took.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub checkpoint: Duration,
+    pub image_bytes: u64,
+    /// `mrunctl restore` from spawn to its exit, including the victim's verification and exit.
+    pub restore_raw: Duration,
+    /// The restored victim's checksum pass plus munmap, timed by itself.
+    pub verify: Duration,
+    /// The original victim's checksum pass (for comparison with `verify`).
+    pub original_check: Duration,
+}
+
+pub struct Setup<'a> {
+    pub mrunctl: &'a Path,
+    pub victim: &'a Path,
+    pub dir: &'a Scratch,
+    pub timeout: Duration,
+}
+
+/// Starts a victim, checkpoints it, restores the image and checks that the restored victim
+/// found its memory intact. `expected_sum` is the checksum of the baseline's bytes.
+pub fn checkpoint_restore(s: &Setup, mib: u64, contents: Contents, expected_sum: u64) -> anyhow::Result<Sample> {
+    let image = s.dir.file("image");
+    let victim = Victim::start(s.victim, mib, contents, &s.dir.file("victim.out"), &s.dir.file("victim.err"), s.timeout)?;
+    if victim.ready.sum != expected_sum {
+        bail!("the victim's checksum {:016x} differs from the baseline's {expected_sum:016x}: \
+               victim.c and pattern.rs disagree", victim.ready.sum);
+    }
+    let original_check = victim.ready.check;
+
+    let mut cmd = Command::new(s.mrunctl);
+    cmd.arg("checkpoint").arg(victim.pid().to_string()).arg("-o").arg(&image).stdin(Stdio::null());
+    let ckpt = run_timed(&mut cmd, s.dir, "checkpoint", s.timeout)?;
+    victim.end();
+    if !ckpt.status.success() {
+        return Err(ckpt.failure("mrunctl checkpoint"));
+    }
+    let image_bytes = std::fs::metadata(&image).with_context(|| format!("no image at {}", image.display()))?.len();
+
+    let mut cmd = Command::new(s.mrunctl);
+    cmd.arg("restore").arg(&image).stdin(Stdio::null());
+    let rst = run_timed(&mut cmd, s.dir, "restore", s.timeout);
+    let _ = std::fs::remove_file(&image);
+    let rst = rst?;
+    if !rst.status.success() {
+        let mut e = rst.failure("mrunctl restore");
+        if !rst.stdout.trim().is_empty() {
+            e = e.context(format!("restored victim said: {}", rst.stdout.trim()));
+        }
+        return Err(e);
+    }
+    let line = rst.stdout.lines().find(|l| l.starts_with("verified=")).unwrap_or_default();
+    let ns = |name| field(line, name).and_then(|v| v.parse::<u64>().ok());
+    let (Some("ok"), Some(check), Some(unmap)) = (field(line, "verified"), ns("check_ns"), ns("unmap_ns")) else {
+        bail!("mrunctl restore exited 0 but the victim did not report a verified memory: {:?}", rst.stdout);
+    };
+    Ok(Sample {
+        checkpoint: ckpt.elapsed,
+        image_bytes,
+        restore_raw: rst.elapsed,
+        verify: Duration::from_nanos(check + unmap),
+        original_check,
+    })
+}
+
+/// The baseline: `bytes` written raw to a file (no fsync) and read back into fresh memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Copy {
+    pub out: Duration,
+    pub back: Duration,
+}
+
+pub fn copy(bytes: &[u8], path: &Path) -> anyhow::Result<Copy> {
+    let start = Instant::now();
+    let mut f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    drop(f);
+    let out = start.elapsed();
+
+    let start = Instant::now();
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // Zeroed by the kernel on first touch (calloc of a large size is a fresh mapping), as the
+    // memory a restore fills is.
+    let mut back = vec![0u8; bytes.len()];
+    f.read_exact(&mut back).with_context(|| format!("cannot read {}", path.display()))?;
+    let back_time = start.elapsed();
+
+    drop(back);
+    std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+    Ok(Copy { out, back: back_time })
+}
