@@ -1,5 +1,5 @@
-//! A session with a node's agent: for the node named `local`, an `mrun-agent` subprocess on
-//! pipes; the handshake that opens every session.
+//! A session with a node's agent: over an SSH exec channel, or, for the node named `local`, an
+//! `mrun-agent` subprocess on pipes; the handshake that opens every session.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -7,37 +7,55 @@ use std::process::Stdio;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use mrun_core::wire::{Control, Frame, FrameCodec, Hello};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::process::Child;
 use tokio_util::codec::{FramedRead, FramedWrite};
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// What keeps the agent alive.
+enum Carrier {
+    Local(Child),
+    Ssh(super::ssh::Session),
+}
 
 pub struct Link {
     pub node: String,
-    pub rx: FramedRead<ChildStdout, FrameCodec>,
-    pub tx: FramedWrite<ChildStdin, FrameCodec>,
-    agent: Child,
+    pub rx: FramedRead<Reader, FrameCodec>,
+    pub tx: FramedWrite<Writer, FrameCodec>,
+    carrier: Carrier,
 }
 
 impl Link {
     pub async fn connect(node: &str) -> Result<Link> {
-        if node != "local" {
-            bail!("node {node:?} is not reachable: only the node named `local` is supported by this version (SSH nodes come next)");
-        }
-        let exe = agent_path()?;
-        let mut agent = tokio::process::Command::new(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
-        let (Some(stdin), Some(stdout)) = (agent.stdin.take(), agent.stdout.take()) else {
-            bail!("the agent's pipes are missing");
+        let (rx, tx, carrier): (Reader, Writer, Carrier) = if node == "local" {
+            let exe = agent_path()?;
+            let mut agent = tokio::process::Command::new(&exe)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting {}", exe.display()))?;
+            let (Some(stdin), Some(stdout)) = (agent.stdin.take(), agent.stdout.take()) else {
+                bail!("the agent's pipes are missing");
+            };
+            (Box::new(stdout), Box::new(stdin), Carrier::Local(agent))
+        } else {
+            let dest = super::ssh::resolve(node)?;
+            let session = super::ssh::connect(&dest).await?;
+            let command = super::ssh::agent_command(&session, &dest, &agent_path()?).await?;
+            let channel = session.channel_open_session().await.context("opening an SSH channel")?;
+            channel.exec(true, command).await.context("starting mrun-agent over SSH")?;
+            let (r, w) = tokio::io::split(channel.into_stream());
+            (Box::new(r), Box::new(w), Carrier::Ssh(session))
         };
         let mut link = Link {
             node: node.to_string(),
-            rx: FramedRead::new(stdout, FrameCodec::default()),
-            tx: FramedWrite::new(stdin, FrameCodec::default()),
-            agent,
+            rx: FramedRead::new(rx, FrameCodec::default()),
+            tx: FramedWrite::new(tx, FrameCodec::default()),
+            carrier,
         };
         let ours = Hello::ours();
         link.tx.send(Frame::Control(Control::Hello(ours.clone()))).await?;
@@ -56,9 +74,16 @@ impl Link {
     }
 
     /// Wait for the agent process to end (after the session is over).
-    pub async fn finish(mut self) {
+    pub async fn finish(self) {
         drop(self.tx);
-        let _ = self.agent.wait().await;
+        match self.carrier {
+            Carrier::Local(mut agent) => {
+                let _ = agent.wait().await;
+            }
+            Carrier::Ssh(session) => {
+                let _ = session.disconnect(russh::Disconnect::ByApplication, "", "").await;
+            }
+        }
     }
 }
 

@@ -4,4 +4,5 @@
 mod control;
 pub mod deputy;
 mod link;
+mod ssh;
 mod stdin;

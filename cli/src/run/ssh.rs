@@ -1,0 +1,257 @@
+//! Reaching a node over SSH with russh: `~/.ssh/config` (HostName, User, Port, IdentityFile),
+//! keys from ssh-agent and `~/.ssh`, host keys checked against `~/.ssh/known_hosts` with
+//! OpenSSH's meaning, and the node's `mrun-agent` found, or installed, and started.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+use russh::client::{self, Handle};
+use russh::keys::{self, PrivateKeyWithHashAlg};
+use russh::ChannelMsg;
+use sha2::Digest;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_files: Vec<PathBuf>,
+    /// `StrictHostKeyChecking accept-new` (or `no`): unknown hosts are learned.
+    pub accept_new_host: bool,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Resolve `name` (`[user@]host[:port]` or a `Host` alias of `~/.ssh/config`).
+pub fn resolve(name: &str) -> Result<Destination> {
+    let (user_part, rest) = match name.split_once('@') {
+        Some((u, r)) => (Some(u.to_string()), r),
+        None => (None, name),
+    };
+    let (alias, port_part) = match rest.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse::<u16>().ok()),
+        _ => (rest, None),
+    };
+    let config_path = home().join(".ssh/config");
+    let params = if config_path.exists() {
+        let file = std::fs::File::open(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+        let config = ssh2_config::SshConfig::default()
+            .parse(&mut std::io::BufReader::new(file), ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS)
+            .map_err(|e| anyhow!("cannot use {}: {e}", config_path.display()))?;
+        Some(config.query(alias))
+    } else {
+        None
+    };
+    let host = params.as_ref().and_then(|p| p.host_name.clone()).unwrap_or_else(|| alias.to_string());
+    let port = port_part.or(params.as_ref().and_then(|p| p.port)).unwrap_or(22);
+    let user = user_part
+        .or(params.as_ref().and_then(|p| p.user.clone()))
+        .or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name))
+        .ok_or_else(|| anyhow!("cannot tell which user to log in as on {name}; give it as user@{name}"))?;
+    let mut identity_files: Vec<PathBuf> = params.as_ref().and_then(|p| p.identity_file.clone()).unwrap_or_default();
+    for default in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+        identity_files.push(home().join(".ssh").join(default));
+    }
+    let accept_new_host = params
+        .as_ref()
+        .and_then(|p| p.unsupported_fields.get("stricthostkeychecking").cloned())
+        .and_then(|v| v.first().cloned())
+        .is_some_and(|v| v.eq_ignore_ascii_case("accept-new") || v.eq_ignore_ascii_case("no"))
+        || std::env::var("MRUN_ACCEPT_NEW_HOST_KEYS").is_ok_and(|v| v == "1");
+    Ok(Destination { name: name.to_string(), host, port, user, identity_files, accept_new_host })
+}
+
+/// Checks the server's key against known_hosts; remembers why it refused.
+pub struct HostCheck {
+    dest: Destination,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for HostCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, offered: &keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let d = &self.dest;
+        let keys::PublicKeyOrCertificate::PublicKey { key, .. } = offered else {
+            if let Ok(mut slot) = self.refusal.lock() {
+                *slot = Some(format!("node {} offered a host certificate; mrun checks plain host keys in known_hosts only", d.name));
+            }
+            return Ok(false);
+        };
+        let known = home().join(".ssh/known_hosts");
+        let verdict = match keys::check_known_hosts_path(&d.host, d.port, key, &known) {
+            Ok(true) => None,
+            Ok(false) if d.accept_new_host => {
+                match keys::known_hosts::learn_known_hosts_path(&d.host, d.port, key, &known) {
+                    Ok(()) => None,
+                    Err(e) => Some(format!("cannot record the host key of {} in {}: {e}", d.name, known.display())),
+                }
+            }
+            Ok(false) => Some(format!(
+                "the host key of {} ({}:{}) is not known (no entry in {}); connect once with `ssh -p {} {}@{}` to check and record it, or set StrictHostKeyChecking accept-new for it",
+                d.name, d.host, d.port, known.display(), d.port, d.user, d.host
+            )),
+            Err(keys::Error::KeyChanged { line }) => Some(format!(
+                "REMOTE HOST IDENTIFICATION HAS CHANGED for {} ({}:{}): its key does not match {} line {line}; someone could be eavesdropping, or the host key was replaced; refusing to connect",
+                d.name, d.host, d.port, known.display()
+            )),
+            Err(e) => Some(format!("cannot check the host key of {} against {}: {e}", d.name, known.display())),
+        };
+        let ok = verdict.is_none();
+        if let (Some(v), Ok(mut slot)) = (verdict, self.refusal.lock()) {
+            *slot = Some(v);
+        }
+        Ok(ok)
+    }
+}
+
+pub type Session = Handle<HostCheck>;
+
+/// Connect and authenticate.
+pub async fn connect(dest: &Destination) -> Result<Session> {
+    let config = Arc::new(client::Config {
+        inactivity_timeout: None,
+        keepalive_interval: Some(std::time::Duration::from_secs(15)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    });
+    let refusal = Arc::new(Mutex::new(None));
+    let check = HostCheck { dest: dest.clone(), refusal: refusal.clone() };
+    let addr = (dest.host.as_str(), dest.port);
+    let connected = tokio::time::timeout(std::time::Duration::from_secs(20), client::connect(config, addr, check)).await;
+    let mut session = match connected {
+        Err(_) => bail!("node {} ({}:{}) did not answer within 20 s", dest.name, dest.host, dest.port),
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            if let Some(why) = refusal.lock().ok().and_then(|mut r| r.take()) {
+                bail!(why);
+            }
+            bail!("cannot reach node {} ({}:{}): {e}", dest.name, dest.host, dest.port);
+        }
+    };
+    if authenticate(&mut session, dest).await? {
+        Ok(session)
+    } else {
+        bail!(
+            "node {} refused every key for user {} (tried ssh-agent and {}); add your public key to its ~/.ssh/authorized_keys",
+            dest.name,
+            dest.user,
+            dest.identity_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+async fn authenticate(session: &mut Session, dest: &Destination) -> Result<bool> {
+    let rsa_hash = session.best_supported_rsa_hash().await.ok().flatten().flatten();
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        if let Ok(mut agent) = keys::agent::client::AgentClient::connect_env().await {
+            for id in agent.request_identities().await.unwrap_or_default() {
+                let key = id.public_key().into_owned();
+                let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+                if let Ok(r) = session.authenticate_publickey_with(&dest.user, key, hash, &mut agent).await {
+                    if r.success() {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+    for path in &dest.identity_files {
+        if !path.exists() {
+            continue;
+        }
+        let Ok(key) = keys::load_secret_key(path, None) else { continue };
+        let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+        let r = session
+            .authenticate_publickey(&dest.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+            .with_context(|| format!("authenticating to {}", dest.name))?;
+        if r.success() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Output and exit status of a command run on the node.
+struct Ran {
+    stdout: String,
+    stderr: String,
+    status: Option<u32>,
+}
+
+async fn run(session: &Session, command: &str, input: Option<&[u8]>) -> Result<Ran> {
+    let mut ch = session.channel_open_session().await.context("opening an SSH channel")?;
+    ch.exec(true, command).await.context("running a command over SSH")?;
+    if let Some(data) = input {
+        ch.data(data).await.context("sending data over SSH")?;
+        ch.eof().await?;
+    }
+    let mut ran = Ran { stdout: String::new(), stderr: String::new(), status: None };
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => ran.stdout.push_str(&String::from_utf8_lossy(&data)),
+            ChannelMsg::ExtendedData { data, .. } => ran.stderr.push_str(&String::from_utf8_lossy(&data)),
+            ChannelMsg::ExitStatus { exit_status } => ran.status = Some(exit_status),
+            _ => {}
+        }
+    }
+    Ok(ran)
+}
+
+/// The command that starts `mrun-agent` on the node: `$MRUN_REMOTE_AGENT`, the node's PATH,
+/// our cached copy, or our own agent installed into `~/.cache/mrun/` (same architecture only).
+pub async fn agent_command(session: &Session, dest: &Destination, local_agent: &Path) -> Result<String> {
+    if let Ok(path) = std::env::var("MRUN_REMOTE_AGENT") {
+        return Ok(shell_quote(&path));
+    }
+    let binary = std::fs::read(local_agent).with_context(|| format!("reading {}", local_agent.display()))?;
+    let digest = hex(&sha2::Sha256::digest(&binary));
+    let cached = format!("mrun-agent-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]);
+    let probe = format!(
+        "uname -m; command -v mrun-agent || true; f=\"$HOME/.cache/mrun/{cached}\"; if [ -x \"$f\" ]; then echo \"$f\"; fi"
+    );
+    let ran = run(session, &probe, None).await?;
+    let mut lines = ran.stdout.lines();
+    let arch = lines.next().unwrap_or("").trim().to_string();
+    let found: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
+    if let Some(path) = found.first() {
+        return Ok(shell_quote(path));
+    }
+    if arch != std::env::consts::ARCH {
+        bail!(
+            "mrun-agent is not installed on {} and it cannot take this machine's agent ({} there, {} here); install mrun there",
+            dest.name,
+            if arch.is_empty() { "unknown architecture" } else { &arch },
+            std::env::consts::ARCH
+        );
+    }
+    let install = format!(
+        "d=\"$HOME/.cache/mrun\" && mkdir -p \"$d\" && chmod 700 \"$d\" && t=\"$d/.upload.$$\" && cat > \"$t\" && chmod 700 \"$t\" && \
+         s=$(sha256sum \"$t\" | cut -d' ' -f1) && if [ \"$s\" = {digest} ]; then mv \"$t\" \"$d/{cached}\" && echo \"$d/{cached}\"; else rm -f \"$t\"; echo \"checksum mismatch: $s\" >&2; exit 1; fi"
+    );
+    let ran = run(session, &install, Some(&binary)).await?;
+    let path = ran.stdout.trim();
+    if ran.status != Some(0) || path.is_empty() {
+        bail!(
+            "mrun-agent is not installed on {} and installing it into ~/.cache/mrun there failed: {}",
+            dest.name,
+            ran.stderr.trim().lines().last().unwrap_or("no reason given")
+        );
+    }
+    Ok(shell_quote(path))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
