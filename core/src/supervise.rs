@@ -72,8 +72,12 @@ pub fn end_like(ended: Ended) -> ! {
 /// restore the image read from `image_fd` with this process's stdio in place of the
 /// original's, report `running PID` (or `error MESSAGE`) as one line on `status_fd`, then
 /// supervise the process and end like it. Call it first thing in `main`, while the process is
-/// single-threaded.
+/// single-threaded. It dies with its parent (and the restored process with it, as the pid
+/// namespace's init goes): a copy nobody answers for must not run on.
 pub fn restore_helper(image_fd: i32, status_fd: i32) -> ! {
+    if crate::sys::process::die_with_parent().is_err() {
+        std::process::exit(crate::engine::HELPER_USAGE);
+    }
     use std::io::Write;
     let mut status = match crate::sys::process::inherited_fd(status_fd) {
         Ok(fd) => std::fs::File::from(fd),

@@ -17,10 +17,22 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 type Out = FramedWrite<tokio::io::Stdout, FrameCodec>;
 
+/// Fault injection for tests of what home does when an agent dies at each step of a
+/// migration: `MRUN_AGENT_FAULT=before-image|mid-image|after-image|before-running` makes the
+/// agent exit abruptly at that point. `MRUN_AGENT_PROTOCOL=N` makes it claim protocol N.
+fn fault(point: &str) {
+    if std::env::var("MRUN_AGENT_FAULT").is_ok_and(|f| f == point) {
+        std::process::exit(70);
+    }
+}
+
 pub async fn run() -> Result<()> {
     let mut input = FramedRead::new(tokio::io::stdin(), FrameCodec::default());
     let mut out: Out = FramedWrite::new(tokio::io::stdout(), FrameCodec::default());
-    let ours = Hello::ours();
+    let mut ours = Hello::ours();
+    if let Some(p) = std::env::var("MRUN_AGENT_PROTOCOL").ok().and_then(|v| v.parse().ok()) {
+        ours.protocol = p;
+    }
     out.send(Frame::Control(Control::Hello(ours.clone()))).await?;
     let peer = match input.next().await {
         Some(Ok(Frame::Control(Control::Hello(h)))) => h,
@@ -52,10 +64,16 @@ pub async fn run() -> Result<()> {
     let mut child_stdin = job.child.stdin.take();
 
     // Receive the image.
+    fault("before-image");
     let mut image = job.image.take();
+    let mut received = 0usize;
     loop {
         match input.next().await {
             Some(Ok(Frame::Image(chunk))) => {
+                received += chunk.len();
+                if received > (1 << 20) {
+                    fault("mid-image");
+                }
                 if let Some(w) = image.as_mut() {
                     if w.write_all(&chunk).await.is_err() {
                         image = None; // The helper gave up; its status line says why.
@@ -69,6 +87,7 @@ pub async fn run() -> Result<()> {
         }
     }
     drop(image);
+    fault("after-image");
     let proc_pid = match job.outcome().await {
         Ok(pid) => pid,
         Err(why) => {
@@ -76,6 +95,7 @@ pub async fn run() -> Result<()> {
             return Ok(());
         }
     };
+    fault("before-running");
     out.send(Frame::Control(Control::Running { pid: proc_pid })).await?;
 
     let mut leaving: Option<oneshot::Sender<Verdict>> = None;

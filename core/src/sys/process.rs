@@ -53,3 +53,18 @@ pub fn inherited_fd(fd: RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
     // process owns it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// Have the kernel SIGKILL this process when its parent dies (and die now if it already did).
+pub fn die_with_parent() -> std::io::Result<()> {
+    // SAFETY: getppid has no failure mode.
+    let parent = unsafe { libc::getppid() };
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } != parent {
+        std::process::exit(1);
+    }
+    Ok(())
+}
