@@ -1,12 +1,30 @@
 //! Where a running job can be reached: each `mrun` deputy listens on a Unix socket named after
 //! its job in a directory private to its user, and answers one-line requests.
 //!
-//! Requests: `migrate NODE` (NODE may be `home`), `where`. Answers: `ok TEXT` or `error TEXT`.
+//! Requests: `migrate NODE` (NODE may be `home`), `where`, `info` (answered with a JSON
+//! [`JobInfo`]). Answers: `ok TEXT` or `error TEXT`.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// What `mrunctl status` shows of a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub job: u32,
+    /// The process's pid (the same wherever it runs).
+    pub pid: u32,
+    pub command: String,
+    /// `home`, or the node's name.
+    pub place: String,
+    /// `running`, or `moving` while a migration is under way.
+    pub state: String,
+    pub started_unix: u64,
+    /// CPU seconds used so far, when known (at home).
+    pub cpu_seconds: Option<f64>,
+}
 
 /// The user's private directory for job sockets: `$XDG_RUNTIME_DIR/mrun`, else
 /// `/tmp/mrun-UID`. Created 0700; refused if someone else owns it or others can enter it.
@@ -46,4 +64,34 @@ pub fn ask(job: u32, request: &str) -> Result<String> {
         Some(("error", text)) => bail!("{text}"),
         _ => bail!("job {job} gave no answer"),
     }
+}
+
+/// The jobs of this user whose deputies answer; stale sockets are removed.
+pub fn list() -> Result<Vec<JobInfo>> {
+    let dir = socket_dir()?;
+    let mut jobs = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(job) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("job-")?.strip_suffix(".sock")?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        match ask(job, "info") {
+            Ok(text) => {
+                if let Ok(info) = serde_json::from_str::<JobInfo>(&text) {
+                    jobs.push(info);
+                }
+            }
+            Err(_) => {
+                if std::os::unix::net::UnixStream::connect(&path).is_err() {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+    jobs.sort_by_key(|j| j.job);
+    Ok(jobs)
 }

@@ -18,6 +18,8 @@ enum Command {
     Restore(ctl::restore::RestoreArgs),
     /// Move a running job to a node, or back home.
     Migrate(ctl::migrate::MigrateArgs),
+    /// List this user's jobs: where each runs, its age and CPU time.
+    Status(ctl::status::StatusArgs),
 }
 
 fn main() {
@@ -26,5 +28,6 @@ fn main() {
         Command::Checkpoint(a) => ctl::checkpoint::run(a),
         Command::Restore(a) => ctl::restore::run(a),
         Command::Migrate(a) => ctl::migrate::run(a),
+        Command::Status(a) => ctl::status::run(a),
     }
 }

@@ -3,3 +3,4 @@
 pub mod checkpoint;
 pub mod migrate;
 pub mod restore;
+pub mod status;

@@ -7,6 +7,7 @@ use tokio::net::{UnixListener, UnixStream};
 pub enum Request {
     Migrate(String),
     Where,
+    Info,
 }
 
 pub struct JobSocket {
@@ -40,6 +41,7 @@ impl JobSocket {
             let req = match line.split_once(' ') {
                 Some(("migrate", node)) => Request::Migrate(node.trim().to_string()),
                 None if line == "where" => Request::Where,
+                None if line == "info" => Request::Info,
                 _ => {
                     let _ = stream.write_all(format!("error unknown request {line:?}\n").as_bytes()).await;
                     continue;

@@ -59,6 +59,42 @@ pub fn run(command: Vec<OsString>) -> ! {
     }
 }
 
+/// What the deputy tells `mrunctl status` about its job.
+struct JobMeta {
+    job: u32,
+    command: String,
+    started_unix: u64,
+}
+
+impl JobMeta {
+    fn info(&self, place: &Place) -> crate::jobs::JobInfo {
+        let (where_, cpu) = match place {
+            Place::Home { pid, .. } => ("home".to_string(), cpu_seconds(*pid)),
+            Place::Away { link } => (link.node.clone(), None),
+        };
+        crate::jobs::JobInfo {
+            job: self.job,
+            pid: self.job,
+            command: self.command.clone(),
+            place: where_,
+            state: "running".into(),
+            started_unix: self.started_unix,
+            cpu_seconds: cpu,
+        }
+    }
+}
+
+/// User + system CPU seconds of a local process.
+fn cpu_seconds(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    Some((utime + stime) / hz)
+}
+
 /// What woke the deputy up.
 enum Event {
     Ended(Ended),
@@ -80,6 +116,14 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
         }
     };
     let job = child.id().unwrap_or(0);
+    let meta = JobMeta {
+        job,
+        command: command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
     let socket = JobSocket::bind(job).ok();
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
     let mut stdin_open = true;
@@ -142,7 +186,7 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
                 }
             }
             Event::Request(req, stream) => {
-                let (next, answer) = handle(req, place, job, &stdin_relay, &mut out, &mut err).await;
+                let (next, answer) = handle(req, place, &meta, &stdin_relay, &mut out, &mut err).await;
                 place = next;
                 control::answer(stream, answer).await;
             }
@@ -161,15 +205,20 @@ async fn next_request(socket: &Option<JobSocket>) -> Result<(Request, tokio::net
 async fn handle(
     req: Request,
     place: Place,
-    job: u32,
+    meta: &JobMeta,
     stdin: &StdinRelay,
     out: &mut tokio::io::Stdout,
     err: &mut tokio::io::Stderr,
 ) -> (Place, Result<String>) {
+    let job = meta.job;
     let target = match req {
         Request::Where => {
             let text = describe(&place);
             return (place, Ok(text));
+        }
+        Request::Info => {
+            let info = meta.info(&place);
+            return (place, serde_json::to_string(&info).map_err(anyhow::Error::from));
         }
         Request::Migrate(node) => node,
     };

@@ -1,0 +1,78 @@
+//! `mrunctl status`: this user's jobs, where they run, for how long.
+
+use clap::Args;
+
+use crate::exit;
+use crate::jobs::{self, JobInfo};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON (one array of jobs) for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: StatusArgs) -> ! {
+    let list = jobs::list().unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot list jobs: {e:#}"), exit::FAILURE));
+    if args.json {
+        match serde_json::to_string_pretty(&list) {
+            Ok(text) => println!("{text}"),
+            Err(e) => exit::fail("mrunctl", format!("cannot encode the job list: {e}"), exit::FAILURE),
+        }
+        std::process::exit(0);
+    }
+    print!("{}", table(&list, now()));
+    std::process::exit(0)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn age(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The job table as `mrunctl status` prints it.
+pub fn table(list: &[JobInfo], now: u64) -> String {
+    let mut out = format!("{:<8} {:<8} {:<16} {:<8} {:>8} {:>8}  {}\n", "JOB", "PID", "WHERE", "STATE", "AGE", "CPU", "COMMAND");
+    for j in list {
+        let cpu = j.cpu_seconds.map(|c| format!("{c:.1}s")).unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<8} {:<8} {:<16} {:<8} {:>8} {:>8}  {}\n",
+            j.job, j.pid, j.place, j.state, age(now.saturating_sub(j.started_unix)), cpu, j.command
+        ));
+    }
+    if list.is_empty() {
+        out.push_str("(no jobs)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_shows_each_job_on_a_line() {
+        let job = JobInfo {
+            job: 42,
+            pid: 42,
+            command: "gzip -9 big".into(),
+            place: "nodea".into(),
+            state: "running".into(),
+            started_unix: 1000,
+            cpu_seconds: Some(1.25),
+        };
+        let t = table(&[job], 1075);
+        let line = t.lines().nth(1).expect("a job line");
+        for part in ["42", "nodea", "running", "1m15s", "1.2s", "gzip -9 big"] {
+            assert!(line.contains(part), "{part} missing from {line:?}");
+        }
+        assert!(table(&[], 0).contains("(no jobs)"));
+    }
+}
