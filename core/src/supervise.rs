@@ -74,9 +74,15 @@ pub fn end_like(ended: Ended) -> ! {
 /// supervise the process and end like it. Call it first thing in `main`, while the process is
 /// single-threaded. It dies with its parent (and the restored process with it, as the pid
 /// namespace's init goes): a copy nobody answers for must not run on.
-pub fn restore_helper(image_fd: i32, status_fd: i32) -> ! {
+///
+/// With `own_terminal`, stdin is a fresh pty: the helper starts a session with it as the
+/// controlling terminal, so the process gets its job control signals and SIGWINCH.
+pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool) -> ! {
     if crate::sys::process::die_with_parent().is_err() {
         std::process::exit(crate::engine::HELPER_USAGE);
+    }
+    if own_terminal {
+        let _ = crate::sys::tty::take_as_controlling(0);
     }
     use std::io::Write;
     let mut status = match crate::sys::process::inherited_fd(status_fd) {

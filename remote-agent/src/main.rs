@@ -5,13 +5,15 @@
 
 #![forbid(unsafe_code)]
 
+mod pty;
 mod session;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // Hidden: the single-threaded process that restores one image and supervises it.
     if args.get(1).map(String::as_str) == Some("restore-helper") {
-        mrun_core::supervise::restore_helper(3, 4);
+        let terminal = args.iter().any(|a| a == "--terminal");
+        mrun_core::supervise::restore_helper(3, 4, terminal);
     }
     match args.get(1).map(String::as_str) {
         None => {}

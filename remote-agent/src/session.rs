@@ -8,6 +8,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mrun_core::transfer::{self, DumpEvent, Restoring, Verdict};
 use mrun_core::wire::{Control, Ended, Frame, FrameCodec, Hello};
+
+use crate::pty::Pty;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,21 +46,34 @@ pub async fn run() -> Result<()> {
         let _ = out.send(Frame::Control(Control::Error { message: problem.clone() })).await;
         bail!(problem);
     }
-    let (job_stdin, tty) = match input.next().await {
-        Some(Ok(Frame::Control(Control::Restore { stdin, tty, .. }))) => (stdin, tty),
+    let (job_stdin, terminal) = match input.next().await {
+        Some(Ok(Frame::Control(Control::Restore { stdin, terminal, .. }))) => (stdin, terminal),
         None => return Ok(()),
         Some(other) => bail!("expected a job to restore, got {other:?}"),
     };
-    let _ = tty; // Terminal jobs get a pty in a later version; their stdio is relayed as pipes.
     let exe = std::env::current_exe().context("finding mrun-agent's own path")?;
-    let stdin_cfg = if job_stdin { Stdio::piped() } else { Stdio::null() };
-    let (out_r, out_w) = mrun_core::sys::pipe::create(1 << 16).context("creating a pipe")?;
-    let (err_r, err_w) = mrun_core::sys::pipe::create(1 << 16).context("creating a pipe")?;
-    let mut job = Restoring::start(&exe, &["restore-helper"], stdin_cfg, Stdio::from(out_w), Stdio::from(err_w))
-        .context("starting the restore helper")?;
-    let mut outputs = Outputs {
-        stdout: Some(pipe::Receiver::from_owned_fd(out_r).context("watching stdout")?),
-        stderr: Some(pipe::Receiver::from_owned_fd(err_r).context("watching stderr")?),
+    let (mut job, mut outputs) = match &terminal {
+        // A terminal at home: a pty here, with the same size and modes.
+        Some(term) => {
+            let (pty, slave) = Pty::open(term)?;
+            let io = |fd: &std::os::fd::OwnedFd| fd.try_clone().map(Stdio::from).context("sharing the pty");
+            let job = Restoring::start(&exe, &["restore-helper", "--terminal"], io(&slave)?, io(&slave)?, io(&slave)?)
+                .context("starting the restore helper")?;
+            (job, Outputs { stdout: None, stderr: None, pty: Some(pty) })
+        }
+        None => {
+            let stdin_cfg = if job_stdin { Stdio::piped() } else { Stdio::null() };
+            let (out_r, out_w) = mrun_core::sys::pipe::create(1 << 16).context("creating a pipe")?;
+            let (err_r, err_w) = mrun_core::sys::pipe::create(1 << 16).context("creating a pipe")?;
+            let job = Restoring::start(&exe, &["restore-helper"], stdin_cfg, Stdio::from(out_w), Stdio::from(err_w))
+                .context("starting the restore helper")?;
+            let outputs = Outputs {
+                stdout: Some(pipe::Receiver::from_owned_fd(out_r).context("watching stdout")?),
+                stderr: Some(pipe::Receiver::from_owned_fd(err_r).context("watching stderr")?),
+                pty: None,
+            };
+            (job, outputs)
+        }
     };
     let helper = Pid::from_raw(job.child.id().map(|p| p as i32).unwrap_or(0));
     let mut child_stdin = job.child.stdin.take();
@@ -103,6 +118,11 @@ pub async fn run() -> Result<()> {
     loop {
         tokio::select! {
             frame = input.next() => match frame {
+                Some(Ok(Frame::Stdin(data))) if outputs.pty.is_some() => {
+                    if let Some(p) = outputs.pty.as_ref() {
+                        let _ = p.write_all(&data).await;
+                    }
+                }
                 Some(Ok(Frame::Stdin(data))) => {
                     if let Some(i) = child_stdin.as_mut() {
                         if i.write_all(&data).await.is_err() {
@@ -134,7 +154,11 @@ pub async fn run() -> Result<()> {
                         let _ = v.send(Verdict::Resume);
                     }
                 }
-                Some(Ok(Frame::Control(Control::Resize(_)))) => {}
+                Some(Ok(Frame::Control(Control::Resize(size)))) => {
+                    if let Some(p) = outputs.pty.as_ref() {
+                        p.resize(size);
+                    }
+                }
                 Some(Ok(other)) => bail!("unexpected frame from home: {other:?}"),
                 Some(Err(e)) => return Err(e).context("reading from home"),
                 None => {
@@ -182,20 +206,30 @@ async fn next_event(rx: &mut Option<mpsc::Receiver<DumpEvent>>) -> Option<DumpEv
     }
 }
 
-/// The restored process's stdout and stderr, as seen from here.
+/// The restored process's stdout and stderr (pipes), or its terminal (a pty), as seen from here.
 struct Outputs {
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
+    pty: Option<Pty>,
 }
 
 impl Outputs {
     fn closed(&self) -> bool {
-        self.stdout.is_none() && self.stderr.is_none()
+        self.stdout.is_none() && self.stderr.is_none() && self.pty.is_none()
     }
 
     /// The next chunk of output as a frame; None when a stream just ended.
     async fn next(&mut self) -> Option<Frame> {
         let (mut a, mut b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+        if let Some(p) = self.pty.as_ref() {
+            return match p.read(&mut a).await {
+                Some(n) => Some(Frame::Stdout(Bytes::copy_from_slice(&a[..n]))),
+                None => {
+                    self.pty = None;
+                    None
+                }
+            };
+        }
         tokio::select! {
             r = read_some(&mut self.stdout, &mut a) => r.map(|n| Frame::Stdout(Bytes::copy_from_slice(&a[..n]))),
             r = read_some(&mut self.stderr, &mut b) => r.map(|n| Frame::Stderr(Bytes::copy_from_slice(&b[..n]))),
@@ -206,6 +240,11 @@ impl Outputs {
     fn drain(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
+        if let Some(p) = self.pty.as_ref() {
+            while let Some(n) = p.read_now(&mut buf) {
+                frames.push(Frame::Stdout(Bytes::copy_from_slice(&buf[..n])));
+            }
+        }
         for (end, wrap) in [(&self.stdout, Frame::Stdout as fn(Bytes) -> Frame), (&self.stderr, Frame::Stderr)] {
             let Some(rx) = end else { continue };
             while let Ok(n) = rx.try_read(&mut buf) {

@@ -20,7 +20,7 @@ struct Cli {
 fn main() {
     // Hidden role: the single-threaded helper that restores a returning job at home.
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("restore-helper")) {
-        mrun_core::supervise::restore_helper(3, 4);
+        mrun_core::supervise::restore_helper(3, 4, false);
     }
     let cli = Cli::parse();
     mrun::run::deputy::run(cli.command)

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::control::{self, JobSocket, Request};
 use super::link::Link;
 use super::stdin::StdinRelay;
+use super::terminal::HomeTerminal;
 
 enum Place {
     /// `child` is the command itself, or the restore helper supervising it after a return;
@@ -126,6 +127,7 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
     };
     let socket = JobSocket::bind(job).ok();
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
+    let mut terminal = HomeTerminal::detect();
     let mut stdin_open = true;
     let mut place = Place::Home { child, pid: job as i32 };
     let mut out = tokio::io::stdout();
@@ -150,7 +152,10 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
             },
         };
         match event {
-            Event::Ended(ended) => return Ok(ended),
+            Event::Ended(ended) => {
+                terminal.home();
+                return Ok(ended);
+            }
             Event::Signal(sig) => match &mut place {
                 // A terminal's signals reached the process already (same process group).
                 Place::Home { child, .. } => {
@@ -161,7 +166,13 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
                     }
                 }
                 Place::Away { link } => {
-                    link.tx.send(Frame::Control(Control::Signal { signo: sig.signal as i32 })).await?;
+                    let size = (sig.signal == nix::sys::signal::Signal::SIGWINCH).then(|| terminal.size()).flatten();
+                    let control = match size {
+                        // The node's pty tells the job itself, as a terminal would.
+                        Some(size) => Control::Resize(size),
+                        None => Control::Signal { signo: sig.signal as i32 },
+                    };
+                    link.tx.send(Frame::Control(control)).await?;
                 }
             },
             Event::Output(frame) => match frame {
@@ -171,6 +182,7 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
                 other => eprintln!("mrun: unexpected message from {}: {other:?}", describe(&place)),
             },
             Event::Lost(why) => {
+                terminal.home();
                 eprintln!("mrun: lost the connection to node {} while the job ran there{why}; the job is lost", describe(&place));
                 return Ok(Ended::Exited(255));
             }
@@ -186,7 +198,7 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
                 }
             }
             Event::Request(req, stream) => {
-                let (next, answer) = handle(req, place, &meta, &stdin_relay, &mut out, &mut err).await;
+                let (next, answer) = handle(req, place, &meta, &stdin_relay, &mut terminal, &mut out, &mut err).await;
                 place = next;
                 control::answer(stream, answer).await;
             }
@@ -207,6 +219,7 @@ async fn handle(
     place: Place,
     meta: &JobMeta,
     stdin: &StdinRelay,
+    terminal: &mut HomeTerminal,
     out: &mut tokio::io::Stdout,
     err: &mut tokio::io::Stderr,
 ) -> (Place, Result<String>) {
@@ -224,8 +237,9 @@ async fn handle(
     };
     match place {
         Place::Home { .. } if target == "home" => (place, Ok("the job is already at home".into())),
-        Place::Home { child, pid } => match move_away(pid, job, &target).await {
+        Place::Home { child, pid } => match move_away(pid, job, &target, terminal.describe()).await {
             Ok(link) => {
+                terminal.away();
                 stdin.set_away(true);
                 // The home copy was killed; tokio reaps it.
                 drop(child);
@@ -238,6 +252,7 @@ async fn handle(
             stdin.set_away(false);
             match move_home(&mut link, out, err).await {
                 Ok((child, pid)) => {
+                    terminal.home();
                     link.finish().await;
                     (Place::Home { child, pid }, Ok(format!("job {job} is back home")))
                 }
@@ -247,7 +262,7 @@ async fn handle(
                 }
             }
         }
-        Place::Away { mut link } => match move_between(&mut link, job, &target, out, err).await {
+        Place::Away { mut link } => match move_between(&mut link, job, &target, terminal.describe(), out, err).await {
             Ok(next) => {
                 link.finish().await;
                 (Place::Away { link: next }, Ok(format!("job {job} now runs on {target}")))
@@ -269,11 +284,12 @@ async fn move_between(
     from: &mut Link,
     job: u32,
     node: &str,
+    term: Option<mrun_core::wire::Terminal>,
     out: &mut tokio::io::Stdout,
     err: &mut tokio::io::Stderr,
 ) -> Result<Link> {
     let mut to = Link::connect(node).await?;
-    to.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, tty: None })).await?;
+    to.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, terminal: term })).await?;
     from.tx.send(Frame::Control(Control::Checkpoint)).await?;
     let relayed = async {
         loop {
@@ -312,9 +328,9 @@ async fn move_between(
 
 /// Checkpoint the home process `pid` into the agent of `node`; end it once the restored copy
 /// runs there. On any failure it keeps running at home, untouched.
-async fn move_away(pid: i32, job: u32, node: &str) -> Result<Link> {
+async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::wire::Terminal>) -> Result<Link> {
     let mut link = Link::connect(node).await?;
-    link.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, tty: None })).await?;
+    link.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, terminal })).await?;
     let (mut events, verdict) = transfer::checkpoint_to_chunks(
         Pid::from_raw(pid),
         mrun_core::engine::DumpOptions { share_stdio_with: Some(nix::unistd::getpid()), ..Default::default() },

@@ -6,3 +6,4 @@ pub mod deputy;
 mod link;
 mod ssh;
 mod stdin;
+mod terminal;

@@ -9,6 +9,7 @@ pub mod pipe;
 pub mod process;
 pub mod ptrace;
 pub mod signals;
+pub mod tty;
 
 pub use nix::unistd::Pid;
 

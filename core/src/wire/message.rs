@@ -41,6 +41,24 @@ pub struct WinSize {
     pub cols: u16,
 }
 
+/// Terminal modes (termios flags and control characters), carried so that the node's pty
+/// behaves as the terminal the process had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermModes {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub cc: Vec<u8>,
+}
+
+/// The terminal a process had at home, to be reproduced as a pty on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terminal {
+    pub size: WinSize,
+    pub modes: TermModes,
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ended {
@@ -53,7 +71,8 @@ pub enum Control {
     Hello(Hello),
     /// home -> agent: restore the image that follows as `Image` frames up to `ImageEnd`.
     /// `stdin` tells whether the process has an open stdin to be fed with `Stdin` frames.
-    Restore { job: u64, stdin: bool, tty: Option<WinSize> },
+    /// `terminal`: the process had a terminal at home; give it a pty with these settings.
+    Restore { job: u64, stdin: bool, terminal: Option<Terminal> },
     /// Either direction: the image stream is complete.
     ImageEnd,
     /// agent -> home: the restored process runs (its pid on the node). Only now may the
