@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ctl;
+pub mod daemon;
 pub mod exit;
 pub mod jobs;
 pub mod run;

@@ -18,9 +18,12 @@ struct Cli {
 }
 
 fn main() {
-    // Hidden role: the single-threaded helper that restores a returning job at home.
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("restore-helper")) {
-        mrun_core::supervise::restore_helper(3, 4, false);
+    // Hidden roles, as options so that no command name is taken: the single-threaded helper
+    // that restores a returning job at home, and the home daemon.
+    match std::env::args_os().nth(1).as_deref().and_then(|a| a.to_str()) {
+        Some("--restore-helper") => mrun_core::supervise::restore_helper(3, 4, false),
+        Some("--daemon") => mrun::daemon::run(),
+        _ => {}
     }
     let cli = Cli::parse();
     mrun::run::deputy::run(cli.command)

@@ -359,7 +359,7 @@ async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::w
 async fn move_home(link: &mut Link, out: &mut tokio::io::Stdout, err: &mut tokio::io::Stderr) -> Result<(tokio::process::Child, i32)> {
     link.tx.send(Frame::Control(Control::Checkpoint)).await?;
     let exe = std::env::current_exe().context("finding mrun's own path")?;
-    let mut job = Restoring::start(&exe, &["restore-helper"], Stdio::inherit(), Stdio::inherit(), Stdio::inherit())?;
+    let mut job = Restoring::start(&exe, &["--restore-helper"], Stdio::inherit(), Stdio::inherit(), Stdio::inherit())?;
     let mut image = job.image.take();
     loop {
         match link.rx.next().await {

@@ -1,7 +1,6 @@
 //! A session with a node's agent: over an SSH exec channel, or, for the node named `local`, an
 //! `mrun-agent` subprocess on pipes; the handshake that opens every session.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -18,6 +17,8 @@ type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 enum Carrier {
     Local(Child),
     Ssh(super::ssh::Session),
+    /// A channel on the daemon's connection, spliced to our socket.
+    Daemon,
 }
 
 pub struct Link {
@@ -30,7 +31,7 @@ pub struct Link {
 impl Link {
     pub async fn connect(node: &str) -> Result<Link> {
         let (rx, tx, carrier): (Reader, Writer, Carrier) = if node == "local" {
-            let exe = agent_path()?;
+            let exe = super::agent_path()?;
             let mut agent = tokio::process::Command::new(&exe)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -42,10 +43,15 @@ impl Link {
                 bail!("the agent's pipes are missing");
             };
             (Box::new(stdout), Box::new(stdin), Carrier::Local(agent))
+        } else if std::env::var("MRUN_NO_DAEMON").as_deref() != Ok("1") {
+            // Through the daemon's connection to the node.
+            let stream = crate::daemon::open_agent(node).await?;
+            let (r, w) = tokio::io::split(stream);
+            (Box::new(r), Box::new(w), Carrier::Daemon)
         } else {
             let dest = super::ssh::resolve(node)?;
             let session = super::ssh::connect(&dest).await?;
-            let command = super::ssh::agent_command(&session, &dest, &agent_path()?).await?;
+            let command = super::ssh::agent_command(&session, &dest, &super::agent_path()?).await?;
             let channel = session.channel_open_session().await.context("opening an SSH channel")?;
             channel.exec(true, command).await.context("starting mrun-agent over SSH")?;
             let (r, w) = tokio::io::split(channel.into_stream());
@@ -83,21 +89,7 @@ impl Link {
             Carrier::Ssh(session) => {
                 let _ = session.disconnect(russh::Disconnect::ByApplication, "", "").await;
             }
+            Carrier::Daemon => {}
         }
     }
-}
-
-/// `mrun-agent` next to this program, or on PATH.
-fn agent_path() -> Result<PathBuf> {
-    if let Ok(me) = std::env::current_exe() {
-        if let Some(dir) = me.parent() {
-            let beside = dir.join("mrun-agent");
-            if beside.is_file() {
-                return Ok(beside);
-            }
-        }
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("mrun-agent")).find(|p| p.is_file()))
-        .ok_or_else(|| anyhow!("mrun-agent is not installed next to mrun or on PATH; install it with `cargo install --path remote-agent`"))
 }

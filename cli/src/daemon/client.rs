@@ -1,0 +1,70 @@
+//! Reaching the daemon from a deputy, starting it when it is not running.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+
+/// The daemon's socket. Its SSH configuration comes from `$HOME/.ssh`, so each HOME has its own
+/// daemon (the same user with another HOME gets another one).
+pub fn socket_path() -> Result<PathBuf> {
+    use sha2::Digest;
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    let digest = sha2::Sha256::digest(home.as_encoded_bytes());
+    let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    Ok(crate::jobs::socket_dir()?.join(format!("daemon-{tag}.sock")))
+}
+
+/// A byte stream to a fresh `mrun-agent` on `node`, through the daemon.
+pub async fn open_agent(node: &str) -> Result<UnixStream> {
+    let path = socket_path()?;
+    let mut stream = match UnixStream::connect(&path).await {
+        Ok(s) => s,
+        Err(_) => {
+            start_daemon()?;
+            let mut tries = 0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                match UnixStream::connect(&path).await {
+                    Ok(s) => break s,
+                    Err(e) if tries > 150 => return Err(e).context("the mrun daemon did not start"),
+                    Err(_) => tries += 1,
+                }
+            }
+        }
+    };
+    stream.write_all(format!("connect {node}\n").as_bytes()).await?;
+    // Read the answer byte by byte: what follows it belongs to the agent.
+    let mut answer = Vec::new();
+    loop {
+        let mut byte = [0u8; 1];
+        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut byte).await?;
+        if n == 0 || byte[0] == b'\n' {
+            break;
+        }
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    match answer.split_once(' ').map(|(a, b)| (a, b.to_string())).unwrap_or((answer.as_str(), String::new())) {
+        ("ok", _) => Ok(stream),
+        ("error", why) => bail!("{why}"),
+        _ => bail!("the mrun daemon gave no answer"),
+    }
+}
+
+fn start_daemon() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding mrun's own path")?;
+    std::process::Command::new(exe)
+        .arg("--daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting the mrun daemon")?;
+    Ok(())
+}
