@@ -41,7 +41,10 @@ pub fn socket_dir() -> Result<PathBuf> {
     }
     let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("checking {}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
-        bail!("{} is not a private directory of this user (it must be owned by uid {uid}, mode 0700); remove it", dir.display());
+        bail!(
+            "{} is not a private directory of this user (it must be owned by uid {uid} with mode 0700); if it is yours, fix or remove it, or set XDG_RUNTIME_DIR",
+            dir.display()
+        );
     }
     Ok(dir)
 }

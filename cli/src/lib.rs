@@ -7,4 +7,5 @@ pub mod ctl;
 pub mod daemon;
 pub mod exit;
 pub mod jobs;
+pub mod nodes;
 pub mod run;

@@ -48,6 +48,10 @@ pub async fn run() -> Result<()> {
     }
     let (job_stdin, terminal) = match input.next().await {
         Some(Ok(Frame::Control(Control::Restore { stdin, terminal, .. }))) => (stdin, terminal),
+        Some(Ok(Frame::Control(Control::Describe))) => {
+            out.send(Frame::Control(Control::Facts(mrun_core::wire::NodeFacts::here()))).await?;
+            return Ok(());
+        }
         None => return Ok(()),
         Some(other) => bail!("expected a job to restore, got {other:?}"),
     };

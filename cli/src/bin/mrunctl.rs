@@ -20,6 +20,8 @@ enum Command {
     Migrate(ctl::migrate::MigrateArgs),
     /// List this user's jobs: where each runs, its age and CPU time.
     Status(ctl::status::StatusArgs),
+    /// The configured nodes and what each reports (CPUs, load, free memory).
+    Nodes(ctl::nodes::NodesArgs),
 }
 
 fn main() {
@@ -29,5 +31,6 @@ fn main() {
         Command::Restore(a) => ctl::restore::run(a),
         Command::Migrate(a) => ctl::migrate::run(a),
         Command::Status(a) => ctl::status::run(a),
+        Command::Nodes(a) => ctl::nodes::run(a),
     }
 }

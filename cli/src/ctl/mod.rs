@@ -2,5 +2,6 @@
 
 pub mod checkpoint;
 pub mod migrate;
+pub mod nodes;
 pub mod restore;
 pub mod status;

@@ -58,8 +58,9 @@ pub async fn open_agent(node: &str) -> Result<UnixStream> {
 fn start_daemon() -> Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("finding mrun's own path")?;
-    std::process::Command::new(exe)
-        .arg("--daemon")
+    let mut cmd = std::process::Command::new(exe);
+    mrun_core::sys::process::unblock_signals_in_child(&mut cmd);
+    cmd.arg("--daemon")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

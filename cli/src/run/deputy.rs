@@ -31,7 +31,7 @@ enum Place {
 
 pub fn run(command: Vec<OsString>) -> ! {
     // Signals to pass on are taken by a thread of their own (set before any thread starts,
-    // so all inherit the mask; the command gets a clean mask from std::process).
+    // so all inherit the mask; every process we start gets an empty mask again).
     let mut set = SigSet::empty();
     for s in supervise::FORWARDED {
         set.add(s);
@@ -108,7 +108,10 @@ enum Event {
 
 async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -> Result<Ended> {
     let Some((program, args)) = command.split_first() else { bail!("no command given") };
-    let child = match tokio::process::Command::new(program).args(args).spawn() {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    mrun_core::sys::process::unblock_signals_in_child(&mut cmd);
+    let child = match tokio::process::Command::from(cmd).spawn() {
         Ok(c) => c,
         Err(e) => {
             let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };

@@ -32,7 +32,9 @@ impl Link {
     pub async fn connect(node: &str) -> Result<Link> {
         let (rx, tx, carrier): (Reader, Writer, Carrier) = if node == "local" {
             let exe = super::agent_path()?;
-            let mut agent = tokio::process::Command::new(&exe)
+            let mut cmd = std::process::Command::new(&exe);
+            mrun_core::sys::process::unblock_signals_in_child(&mut cmd);
+            let mut agent = tokio::process::Command::from(cmd)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

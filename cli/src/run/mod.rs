@@ -3,7 +3,7 @@
 
 mod control;
 pub mod deputy;
-mod link;
+pub(crate) mod link;
 pub(crate) mod ssh;
 mod stdin;
 mod terminal;

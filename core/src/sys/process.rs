@@ -68,3 +68,20 @@ pub fn die_with_parent() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Start `cmd`'s child with no signal blocked (std passes the parent's mask on, and mrun's
+/// deputy blocks the signals it relays).
+pub fn unblock_signals_in_child(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls sigemptyset
+    // and sigprocmask on a stack value, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -15,7 +15,7 @@ const TAG_STDOUT: u8 = 3;
 const TAG_STDERR: u8 = 4;
 const TAG_STDIN: u8 = 5;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     Control(Control),
     Image(Bytes),

@@ -59,6 +59,44 @@ pub struct Terminal {
     pub modes: TermModes,
 }
 
+/// What a node tells about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub arch: String,
+    pub kernel: String,
+    pub cpus: u32,
+    /// 1-minute load average divided by the number of CPUs.
+    pub load_per_cpu: f64,
+    pub mem_available: u64,
+}
+
+impl NodeFacts {
+    /// Facts about this machine, from /proc.
+    pub fn here() -> NodeFacts {
+        let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        let load1 = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+            .unwrap_or(0.0);
+        let mem_available = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("MemAvailable:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            })
+            .map(|kib| kib * 1024)
+            .unwrap_or(0);
+        NodeFacts {
+            arch: std::env::consts::ARCH.to_string(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default(),
+            cpus,
+            load_per_cpu: load1 / cpus as f64,
+            mem_available,
+        }
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ended {
@@ -66,7 +104,7 @@ pub enum Ended {
     Signaled(i32),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Control {
     Hello(Hello),
     /// home -> agent: restore the image that follows as `Image` frames up to `ImageEnd`.
@@ -90,6 +128,9 @@ pub enum Control {
     Checkpoint,
     Commit,
     Abort,
+    /// home -> agent, instead of `Restore`: describe this node (answered with `Facts`).
+    Describe,
+    Facts(NodeFacts),
     /// agent -> home: the process ended.
     Exited(Ended),
     /// Either direction: something failed; one sentence for the user.

@@ -6,26 +6,34 @@
 //! them) when their [`Proc`] is dropped, so a failing test leaves nothing running.
 //!
 //! It never touches the engine's code: it only runs the `mrunctl` binary, found next to the test
-//! binary (`target/release/mrunctl`) or at `$MRUNCTL`.
+//! binary (`target/release/mrunctl`) or at `$MRUNCTL`, and `mrun` (with `mrun-agent` beside it)
+//! likewise (`$MRUN`).
 #![allow(dead_code, unused_imports)]
 
 mod data;
+mod mrun;
 mod paths;
 mod process;
 mod procfs;
 mod sandbox;
 mod scenario;
+mod sshd;
 mod victims;
 
 pub use data::{text_file, MIB};
-pub use paths::mrunctl_path;
+pub use mrun::{write_atomically, Job, Mrun, Place, RuntimeDir};
+pub use paths::{agent_path, mrun_path, mrunctl_path};
 pub use process::{assert_same_bytes, pipe, Finished, Input, Output, Proc, TIMEOUT};
 pub use procfs::{
-    descendants, fd_offset, find_restored, ns_pids, process_state, status_field, tracer_pid,
-    wait_until, wait_until_sleeping,
+    children, descendants, fd_offset, find_restored, ns_pids, process_state, status_field,
+    tracer_pid, wait_until, wait_until_sleeping,
 };
-pub use sandbox::{Mrunctl, Sandbox, User};
+pub use sandbox::{Mrunctl, Sandbox, User, NOBODY};
 pub use scenario::{
     migrate_file_output, migrate_pipe_output, run_state_victim, Progress, StateRun,
+};
+pub use sshd::{
+    assert_at, keygen, locate, login_name, At, ClientHome, Node, NodeHome, NodeOptions,
+    RemoteAgent, SshMrun,
 };
 pub use victims::{victim, VICTIM_NAMES};

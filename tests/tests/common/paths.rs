@@ -45,3 +45,36 @@ pub fn mrunctl_path() -> PathBuf {
     );
     path
 }
+
+/// The `mrun` binary under test: `$MRUN`, else `mrun` next to the `deps/` dir holding this test
+/// binary (`cargo build --release -p mrun -p mrun-agent` puts it there). `mrun-agent` must be
+/// beside it (see [`agent_path`]).
+pub fn mrun_path() -> PathBuf {
+    let path = match std::env::var_os("MRUN") {
+        Some(p) => PathBuf::from(p),
+        None => profile_dir().join("mrun"),
+    };
+    assert!(
+        path.is_file(),
+        "mrun not found at {}: build it first with `cargo build --release -p mrun -p mrun-agent`, \
+         or point $MRUN at it",
+        path.display()
+    );
+    path
+}
+
+/// The `mrun-agent` that `mrun` starts for the node `local`: the one beside [`mrun_path`].
+pub fn agent_path() -> PathBuf {
+    let mrun = mrun_path();
+    let path = mrun
+        .parent()
+        .map(|d| d.join("mrun-agent"))
+        .unwrap_or_else(|| PathBuf::from("mrun-agent"));
+    assert!(
+        path.is_file(),
+        "mrun-agent not found at {} (beside mrun): build it with \
+         `cargo build --release -p mrun -p mrun-agent`",
+        path.display()
+    );
+    path
+}

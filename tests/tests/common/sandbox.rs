@@ -118,6 +118,12 @@ impl Sandbox {
         self.reachable(&victim(name), 0o755)
     }
 
+    /// A program the sandbox's user may run: `src` itself, or a copy in the sandbox's `bin/`
+    /// (all such copies share that directory, so programs found beside each other stay so).
+    pub fn program(&self, src: &Path) -> PathBuf {
+        self.reachable(src, 0o755)
+    }
+
     /// An input file readable by the sandbox's user.
     pub fn input(&self, path: &Path) -> PathBuf {
         self.reachable(path, 0o644)

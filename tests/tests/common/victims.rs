@@ -111,6 +111,11 @@ const SPECS: &[Spec] = &[
         source: "tracer.c",
         flags: &[],
     },
+    Spec {
+        name: "hopper",
+        source: "hopper.c",
+        flags: &[],
+    },
 ];
 
 /// Names accepted by [`victim`].
