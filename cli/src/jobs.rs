@@ -24,6 +24,9 @@ pub struct JobInfo {
     pub started_unix: u64,
     /// CPU seconds used so far, when known (at home).
     pub cpu_seconds: Option<f64>,
+    /// Why the last migration failed, if it did.
+    #[serde(default)]
+    pub last_problem: Option<String>,
 }
 
 /// The user's private directory for job sockets: `$XDG_RUNTIME_DIR/mrun`, else

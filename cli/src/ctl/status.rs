@@ -46,6 +46,9 @@ pub fn table(list: &[JobInfo], now: u64) -> String {
             "{:<8} {:<8} {:<16} {:<8} {:>8} {:>8}  {}\n",
             j.job, j.pid, j.place, j.state, age(now.saturating_sub(j.started_unix)), cpu, j.command
         ));
+        if let Some(p) = &j.last_problem {
+            out.push_str(&format!("{:<8} last migration failed: {p}\n", ""));
+        }
     }
     if list.is_empty() {
         out.push_str("(no jobs)\n");
@@ -67,12 +70,14 @@ mod tests {
             state: "running".into(),
             started_unix: 1000,
             cpu_seconds: Some(1.25),
+            last_problem: Some("pid 42 has 2 threads".into()),
         };
         let t = table(&[job], 1075);
         let line = t.lines().nth(1).expect("a job line");
         for part in ["42", "nodea", "running", "1m15s", "1.2s", "gzip -9 big"] {
             assert!(line.contains(part), "{part} missing from {line:?}");
         }
+        assert!(t.contains("last migration failed: pid 42 has 2 threads"));
         assert!(table(&[], 0).contains("(no jobs)"));
     }
 }

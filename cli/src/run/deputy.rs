@@ -65,6 +65,7 @@ struct JobMeta {
     job: u32,
     command: String,
     started_unix: u64,
+    last_problem: Option<String>,
 }
 
 impl JobMeta {
@@ -81,6 +82,7 @@ impl JobMeta {
             state: "running".into(),
             started_unix: self.started_unix,
             cpu_seconds: cpu,
+            last_problem: self.last_problem.clone(),
         }
     }
 }
@@ -120,13 +122,14 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
         }
     };
     let job = child.id().unwrap_or(0);
-    let meta = JobMeta {
+    let mut meta = JobMeta {
         job,
         command: command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
         started_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        last_problem: None,
     };
     let socket = JobSocket::bind(job).ok();
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
@@ -203,6 +206,9 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
             Event::Request(req, stream) => {
                 let (next, answer) = handle(req, place, &meta, &stdin_relay, &mut terminal, &mut out, &mut err).await;
                 place = next;
+                if let Err(e) = &answer {
+                    meta.last_problem = Some(format!("{e:#}"));
+                }
                 control::answer(stream, answer).await;
             }
         }

@@ -161,6 +161,7 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions) -> Result<
         comm,
         created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         writer: format!("mrun {}", env!("CARGO_PKG_VERSION")),
+        boot_id: crate::resource::boot_id(),
     };
     let mut writer = ImageWriter::new(out, &header, opts.level)?;
     writer.write_state(&state)?;

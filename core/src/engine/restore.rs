@@ -75,9 +75,10 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
     let state = reader.read_state()?;
 
     *stage = Stage::Spawn;
-    let prepared = fds::prepare(&state.fds, opts.stdio)?;
+    let same_machine = header.boot_id == crate::resource::boot_id();
+    let prepared = fds::prepare(&state.fds, opts.stdio, same_machine)?;
     let plan = ChildPlan {
-        exe: executable(&state)?,
+        exe: executable(&state, same_machine)?,
         cwd: cstring(&state.cwd)?,
         umask: state.umask,
         personality: state.personality,
@@ -130,7 +131,7 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
     move_specials(&inj, &present, &state.vmas, &taken)?;
 
     *stage = Stage::Memory;
-    check_file_identities(&state.vmas)?;
+    check_file_identities(&state.vmas, same_machine)?;
     mem::map_vmas(&inj, &scratch, &state.vmas)?;
     let mut buf = Vec::new();
     while let Some(addr) = reader.next_pages(&mut buf)? {
@@ -177,9 +178,9 @@ fn prepared_cloexec(state: &ProcessState) -> Vec<RawFd> {
 
 /// The executable to exec: the image's own if it is still the same file, so that
 /// `/proc/PID/exe` stays right; otherwise this program (its mappings are all replaced anyway).
-fn executable(state: &ProcessState) -> Result<CString> {
+fn executable(state: &ProcessState, same_machine: bool) -> Result<CString> {
     let same = std::fs::metadata(&state.exe)
-        .map(|m| crate::resource::identity_of(&m) == state.exe_identity)
+        .map(|m| crate::resource::same_file(&state.exe_identity, &m, same_machine, true))
         .unwrap_or(false);
     if same {
         return cstring(&state.exe);
@@ -188,12 +189,12 @@ fn executable(state: &ProcessState) -> Result<CString> {
     cstring(&me.to_string_lossy())
 }
 
-fn check_file_identities(vmas: &[Vma]) -> Result<()> {
+fn check_file_identities(vmas: &[Vma], same_machine: bool) -> Result<()> {
     for v in vmas {
         if let Backing::File { path, identity, .. } = &v.backing {
             let meta = std::fs::metadata(path)
                 .map_err(|e| EngineError::Unrestorable(format!("the mapped file {path} cannot be used: {e}")))?;
-            if crate::resource::identity_of(&meta) != *identity {
+            if !crate::resource::same_file(identity, &meta, same_machine, true) {
                 return Err(EngineError::Unrestorable(format!(
                     "the mapped file {path} changed since the checkpoint; restoring would run different code or data"
                 )));

@@ -36,6 +36,9 @@ pub struct Header {
     pub created_unix: u64,
     /// mrun version that wrote it.
     pub writer: String,
+    /// `/proc/sys/kernel/random/boot_id` of the source: on the same boot, files must be the
+    /// very same inodes; elsewhere they are matched by path, size and mtime.
+    pub boot_id: String,
 }
 
 /// x86_64 general registers in the layout of `struct user_regs_struct`.

@@ -40,6 +40,7 @@ fn header() -> Header {
         comm: "victim".into(),
         created_unix: 1_700_000_000,
         writer: "mrun 0.1.0".into(),
+        boot_id: "test-boot".into(),
     }
 }
 

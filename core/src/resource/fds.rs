@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
 use crate::engine::error::{Context, EngineError, Result};
 use crate::image::model::{Fd, FdKind};
@@ -148,7 +148,7 @@ pub struct Prepared {
 
 /// Open every file of the image in this process. `stdio[k]` is the fd that stands in for the
 /// original process's stdio slot k (pipes and terminals).
-pub fn prepare(fds: &[Fd], stdio: [RawFd; 3]) -> Result<Prepared> {
+pub fn prepare(fds: &[Fd], stdio: [RawFd; 3], same_machine: bool) -> Result<Prepared> {
     let mut p = Prepared { opened: Vec::new(), plan: Vec::new(), cloexec: Vec::new() };
     let mut pipes: HashMap<u64, (RawFd, RawFd)> = HashMap::new();
     for f in fds {
@@ -177,11 +177,7 @@ pub fn prepare(fds: &[Fd], stdio: [RawFd; 3]) -> Result<Prepared> {
                 // have grown by others' writes (a shared log, a shell's stderr), but must be the
                 // same file.
                 let reads_only = flags & libc::O_ACCMODE == libc::O_RDONLY && !meta.is_dir();
-                let same = if reads_only {
-                    super::identity_of(&meta) == *identity
-                } else {
-                    meta.dev() == identity.dev && meta.ino() == identity.ino
-                };
+                let same = super::same_file(identity, &meta, same_machine, reads_only);
                 if !same {
                     return Err(EngineError::Unrestorable(format!(
                         "{path} (fd {}) changed since the checkpoint; restoring would give wrong results",

@@ -18,3 +18,37 @@ pub(crate) fn identity_of(meta: &std::fs::Metadata) -> FileIdentity {
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
     }
 }
+
+/// Whether the file `meta` found at restore is the one the image recorded. On the machine
+/// that took the image (same boot) it must be the same inode; elsewhere (nodes share the
+/// filesystem by path) device and inode numbers mean nothing, so size and modification time
+/// decide. `content` asks for unchanged bytes too (size and mtime): for files the process
+/// reads or maps; a file it writes may have grown meanwhile.
+pub(crate) fn same_file(recorded: &FileIdentity, meta: &std::fs::Metadata, same_machine: bool, content: bool) -> bool {
+    let now = identity_of(meta);
+    let same_inode = !same_machine || (now.dev == recorded.dev && now.ino == recorded.ino);
+    same_inode && (!content || (now.size == recorded.size && now.mtime_ns == recorded.mtime_ns))
+}
+
+/// This boot of this machine (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_identity_rules() {
+        let meta = std::fs::metadata("/proc/self/exe").expect("stat our own binary");
+        let mut recorded = identity_of(&meta);
+        assert!(same_file(&recorded, &meta, true, true));
+        recorded.ino ^= 1;
+        assert!(!same_file(&recorded, &meta, true, false), "same machine: another inode is another file");
+        assert!(same_file(&recorded, &meta, false, true), "another machine: inode numbers mean nothing");
+        recorded.size += 1;
+        assert!(!same_file(&recorded, &meta, false, true), "content changed");
+        assert!(same_file(&recorded, &meta, false, false), "a written file may have grown");
+    }
+}
