@@ -76,11 +76,13 @@ impl Checkpointed {
 /// Freeze `pid` and write its complete image into `out`, leaving it frozen. On any error the
 /// process keeps running as if nothing happened.
 pub fn dump<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<Checkpointed> {
+    let mut trace = super::trace::Trace::new("checkpoint");
     checks::preflight(pid)?;
     let mut frozen = Frozen::seize(pid)?;
     // Re-check now that the process cannot change under us.
     checks::preflight_frozen(pid)?;
-    let stats = capture(&mut frozen, out, opts)?;
+    trace.mark("freeze");
+    let stats = capture(&mut frozen, out, opts, &mut trace)?;
     Ok(Checkpointed { frozen, stats })
 }
 
@@ -94,7 +96,7 @@ fn trap_site(pid: Pid) -> Result<u64> {
         .ok_or_else(|| EngineError::Refused(format!("pid {pid} has no executable mapping to work with")))
 }
 
-fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions) -> Result<DumpStats> {
+fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions, trace: &mut super::trace::Trace) -> Result<DumpStats> {
     let pid = frozen.pid();
     let regs = frozen.regs;
     let xstate = ptrace::get_xstate(pid).ctx(|| format!("reading the FPU/AVX state of pid {pid}"))?;
@@ -163,9 +165,12 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions) -> Result<
         writer: format!("mrun {}", env!("CARGO_PKG_VERSION")),
         boot_id: crate::resource::boot_id(),
     };
+    trace.mark("state");
     let mut writer = ImageWriter::new(out, &header, opts.level)?;
     writer.write_state(&state)?;
     let pages = mem::dump_pages(pid, &state.vmas, &mut writer)?;
+    trace.mark("pages");
     writer.finish()?;
+    trace.mark("finish");
     Ok(DumpStats { pages, vmas: state.vmas.len(), fds: state.fds.len() })
 }

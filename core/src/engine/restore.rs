@@ -69,11 +69,13 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
 }
 
 fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Restored> {
+    let mut trace = super::trace::Trace::new("restore");
     let (mut reader, header) = ImageReader::open(input)?;
     let here = compat::local(header.compat.xstate_size)?;
     compat::check(&header.compat, &here)?;
     let state = reader.read_state()?;
 
+    trace.mark(&format!("{stage:?}"));
     *stage = Stage::Spawn;
     let same_machine = header.boot_id == crate::resource::boot_id();
     let prepared = fds::prepare(&state.fds, opts.stdio, same_machine)?;
@@ -103,6 +105,7 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
         )));
     }
 
+    trace.mark(&format!("{stage:?}"));
     *stage = Stage::Clear;
     let start_regs = ptrace::get_regs(pid).ctx(|| "reading the fresh process's registers".into())?;
     let entry = arch::instruction_pointer(&start_regs);
@@ -126,10 +129,12 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
         }
     }
 
+    trace.mark(&format!("{stage:?}"));
     *stage = Stage::Specials;
     taken.push((tramp, tramp + TRAMPOLINE));
     move_specials(&inj, &present, &state.vmas, &taken)?;
 
+    trace.mark(&format!("{stage:?}"));
     *stage = Stage::Memory;
     check_file_identities(&state.vmas, same_machine)?;
     mem::map_vmas(&inj, &scratch, &state.vmas)?;
@@ -138,6 +143,7 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
         memory::write(pid, addr, &buf).ctx(|| format!("writing pages at {addr:#x}"))?;
     }
 
+    trace.mark(&format!("{stage:?}"));
     *stage = Stage::Kernel;
     // Nothing may be delivered while the restore still drives the process.
     ptrace::set_sigmask(pid, u64::MAX).ctx(|| "blocking signals".into())?;
@@ -151,6 +157,7 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
     let own_pid = if opts.original_pid { header.pid } else { pid.as_raw() };
     signals::apply_queued(&inj, &scratch, own_pid, &state.queued_signals)?;
 
+    trace.mark(&format!("{stage:?}"));
     *stage = Stage::Run;
     inj.call_last("munmap of the trampoline", libc::SYS_munmap, [tramp, TRAMPOLINE, 0, 0, 0, 0])?;
     ptrace::set_xstate(pid, &state.xstate).ctx(|| "setting the FPU/AVX state".into())?;
@@ -164,6 +171,7 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
             let _ = kill(pid, sig);
         }
     }
+    trace.mark("Run");
     let (pid, reaper) = child.release();
     Ok(Restored { pid, reaper, header })
 }
