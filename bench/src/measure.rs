@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::buf::PageBuf;
 use crate::pattern::Contents;
 use crate::scratch::Scratch;
 use crate::sys::wait_timeout;
@@ -32,8 +33,9 @@ impl Timed {
     }
 }
 
-/// Runs `cmd` with stdout and stderr on files in `dir` (never pipes: a restored process must
-/// get a regular file) and times it. Fails if it does not end within `timeout`.
+/// Runs `cmd` with stdout and stderr on files in `dir` (not pipes: nothing can block on a full
+/// pipe, and no reader thread runs while it is timed) and times it. Fails if it does not end
+/// within `timeout`.
 pub fn run_timed(cmd: &mut Command, dir: &Scratch, tag: &str, timeout: Duration) -> anyhow::Result<Timed> {
     let (out_path, err_path) = (dir.file(&format!("{tag}.out")), dir.file(&format!("{tag}.err")));
     let out = File::create(&out_path).with_context(|| format!("cannot create {}", out_path.display()))?;
@@ -62,6 +64,8 @@ pub struct Sample {
     pub restore_raw: Duration,
     /// The restored victim's checksum pass plus munmap, timed by itself.
     pub verify: Duration,
+    /// The checksum pass alone, of `verify`.
+    pub verify_check: Duration,
     /// The original victim's checksum pass (for comparison with `verify`).
     pub original_check: Duration,
 }
@@ -70,14 +74,21 @@ pub struct Setup<'a> {
     pub mrunctl: &'a Path,
     pub victim: &'a Path,
     pub dir: &'a Scratch,
-    pub timeout: Duration,
+}
+
+/// How long any one step with `mib` MiB may take before the bench gives up on it.
+fn timeout(mib: u64) -> Duration {
+    Duration::from_secs(30 + 30 * mib.div_ceil(1024))
 }
 
 /// Starts a victim, checkpoints it, restores the image and checks that the restored victim
 /// found its memory intact. `expected_sum` is the checksum of the baseline's bytes.
 pub fn checkpoint_restore(s: &Setup, mib: u64, contents: Contents, expected_sum: u64) -> anyhow::Result<Sample> {
     let image = s.dir.file("image");
-    let victim = Victim::start(s.victim, mib, contents, &s.dir.file("victim.out"), &s.dir.file("victim.err"), s.timeout)?;
+    let timeout = timeout(mib);
+    // Regular files: restore reopens them by path, so the restored victim reports into them too.
+    let (out, err) = (s.dir.file("victim.out"), s.dir.file("victim.err"));
+    let victim = Victim::start(s.victim, mib, contents, &out, &err, timeout)?;
     if victim.ready.sum != expected_sum {
         bail!("the victim's checksum {:016x} differs from the baseline's {expected_sum:016x}: \
                victim.c and pattern.rs disagree", victim.ready.sum);
@@ -86,7 +97,7 @@ pub fn checkpoint_restore(s: &Setup, mib: u64, contents: Contents, expected_sum:
 
     let mut cmd = Command::new(s.mrunctl);
     cmd.arg("checkpoint").arg(victim.pid().to_string()).arg("-o").arg(&image).stdin(Stdio::null());
-    let ckpt = run_timed(&mut cmd, s.dir, "checkpoint", s.timeout)?;
+    let ckpt = run_timed(&mut cmd, s.dir, "checkpoint", timeout)?;
     victim.end();
     if !ckpt.status.success() {
         return Err(ckpt.failure("mrunctl checkpoint"));
@@ -95,38 +106,43 @@ pub fn checkpoint_restore(s: &Setup, mib: u64, contents: Contents, expected_sum:
 
     let mut cmd = Command::new(s.mrunctl);
     cmd.arg("restore").arg(&image).stdin(Stdio::null());
-    let rst = run_timed(&mut cmd, s.dir, "restore", s.timeout);
+    let rst = run_timed(&mut cmd, s.dir, "restore", timeout);
     let _ = std::fs::remove_file(&image);
     let rst = rst?;
+    let said = std::fs::read_to_string(&out).unwrap_or_default();
+    let line = said.lines().find(|l| l.starts_with("verified=")).unwrap_or_default();
     if !rst.status.success() {
         let mut e = rst.failure("mrunctl restore");
-        if !rst.stdout.trim().is_empty() {
-            e = e.context(format!("restored victim said: {}", rst.stdout.trim()));
+        let victim_err = std::fs::read_to_string(&err).unwrap_or_default();
+        if !line.is_empty() || !victim_err.trim().is_empty() {
+            e = e.context(format!("the restored victim said: {line} {}", victim_err.trim()));
         }
         return Err(e);
     }
-    let line = rst.stdout.lines().find(|l| l.starts_with("verified=")).unwrap_or_default();
     let ns = |name| field(line, name).and_then(|v| v.parse::<u64>().ok());
     let (Some("ok"), Some(check), Some(unmap)) = (field(line, "verified"), ns("check_ns"), ns("unmap_ns")) else {
-        bail!("mrunctl restore exited 0 but the victim did not report a verified memory: {:?}", rst.stdout);
+        bail!("mrunctl restore exited 0 but the victim did not report a verified memory in {}: {said:?}",
+              out.display());
     };
     Ok(Sample {
         checkpoint: ckpt.elapsed,
         image_bytes,
         restore_raw: rst.elapsed,
         verify: Duration::from_nanos(check + unmap),
+        verify_check: Duration::from_nanos(check),
         original_check,
     })
 }
 
-/// The baseline: `bytes` written raw to a file (no fsync) and read back into fresh memory.
+/// The baseline: `bytes` written raw to a file (no fsync) and read back into fresh,
+/// page-aligned memory.
 #[derive(Debug, Clone, Copy)]
-pub struct Copy {
+pub struct CopyTimes {
     pub out: Duration,
     pub back: Duration,
 }
 
-pub fn copy(bytes: &[u8], path: &Path) -> anyhow::Result<Copy> {
+pub fn copy(bytes: &[u8], path: &Path) -> anyhow::Result<CopyTimes> {
     let start = Instant::now();
     let mut f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
@@ -135,13 +151,11 @@ pub fn copy(bytes: &[u8], path: &Path) -> anyhow::Result<Copy> {
 
     let start = Instant::now();
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // Zeroed by the kernel on first touch (calloc of a large size is a fresh mapping), as the
-    // memory a restore fills is.
-    let mut back = vec![0u8; bytes.len()];
-    f.read_exact(&mut back).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut back = PageBuf::zeroed(bytes.len());
+    f.read_exact(back.as_mut_slice()).with_context(|| format!("cannot read {}", path.display()))?;
     let back_time = start.elapsed();
 
     drop(back);
     std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
-    Ok(Copy { out, back: back_time })
+    Ok(CopyTimes { out, back: back_time })
 }

@@ -6,6 +6,8 @@ use std::fmt;
 
 use clap::ValueEnum;
 
+use crate::buf::PageBuf;
+
 /// What the victim fills its memory with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Contents {
@@ -58,8 +60,9 @@ impl Rng {
 }
 
 /// The victim's memory: `len` bytes (a multiple of 32) of `contents`.
-pub fn generate(contents: Contents, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
+pub fn generate(contents: Contents, len: usize) -> PageBuf {
+    let mut page_buf = PageBuf::zeroed(len);
+    let buf = page_buf.as_mut_slice();
     let mut rng = Rng::new();
     match contents {
         Contents::Random => {
@@ -67,9 +70,9 @@ pub fn generate(contents: Contents, len: usize) -> Vec<u8> {
                 word.copy_from_slice(&rng.next().to_le_bytes());
             }
         }
-        Contents::Text => fill_text(&mut buf, &mut rng),
+        Contents::Text => fill_text(buf, &mut rng),
     }
-    buf
+    page_buf
 }
 
 fn fill_text(buf: &mut [u8], rng: &mut Rng) {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::measure::{Copy, Sample};
+use crate::measure::{CopyTimes, Sample};
 use crate::pattern::Contents;
 
 /// The measurements of one size and contents, or why they stopped.
@@ -11,7 +11,7 @@ pub struct Row {
     pub mib: u64,
     pub contents: Contents,
     pub samples: Vec<Sample>,
-    pub copies: Vec<Copy>,
+    pub copies: Vec<CopyTimes>,
     pub failure: Option<String>,
 }
 
@@ -25,8 +25,9 @@ columns (each the median of the runs; GB = 1e9 bytes; touched = size in MiB * 2^
   verify s    that verification, as timed by the restored victim itself
   rst net s   rst raw s - verify s: the restore proper (plus process start and exit)
   rst GB/s    touched / rst net s
-  out s       BASELINE copy-out: write the same bytes raw to a file next to the image (no fsync)
-  in s        BASELINE copy-in: read that file back into fresh (never touched) memory
+  out s       BASELINE copy-out: write the same bytes raw to a file next to the image (no fsync),
+              from page-aligned memory, just before each checkpoint
+  in s        BASELINE copy-in: read that file back into fresh (never touched) page-aligned memory
   ckpt/out    ckpt s / out s;  rst/in = rst net s / in s";
 
 pub fn print_table(rows: &[Row]) {
@@ -74,16 +75,19 @@ fn print_row(row: &Row) {
     );
 }
 
-/// The original victim's checksum pass next to the restored one's verification, per row.
+/// The original victim's checksum pass next to the restored one's (same work on the same
+/// bytes: a slower one would mean the restored memory is slower to read), then the munmap.
 pub fn print_verify_detail(rows: &[Row]) {
-    println!("victim checksum pass: original (after filling) vs restored (checksum + munmap), median s");
+    println!("victim checksum pass, median s: original (after filling) vs restored; then the restored munmap");
     for row in rows.iter().filter(|r| !r.samples.is_empty()) {
+        let check = median(row.samples.iter().map(|s| s.verify_check));
         println!(
-            "  {:>5} MiB {:<6}  original {:.4}  restored {:.4}",
+            "  {:>5} MiB {:<6}  original {:.4}  restored {:.4}  munmap {:.4}",
             row.mib,
             row.contents.name(),
             median(row.samples.iter().map(|s| s.original_check)),
-            median(row.samples.iter().map(|s| s.verify)),
+            check,
+            median(row.samples.iter().map(|s| s.verify)) - check,
         );
     }
 }

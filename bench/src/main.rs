@@ -1,0 +1,161 @@
+//! `mrun-bench`: times `mrunctl checkpoint` and `mrunctl restore` of victims with a given amount
+//! of touched memory, random or text-like, against a plain copy of the same bytes measured in
+//! the same run. Uses the real CLI as a user would; never links the engine.
+
+mod buf;
+mod measure;
+mod pattern;
+mod report;
+mod scratch;
+mod sys;
+mod victim;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use measure::Setup;
+use pattern::Contents;
+use report::Row;
+use scratch::Scratch;
+
+#[derive(Debug, Parser)]
+#[command(name = "mrun-bench", about = "Checkpoint/restore throughput of mrunctl against a plain copy")]
+struct Args {
+    /// Touched memory of the victims, in MiB.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,512,2048",
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    sizes: Vec<u64>,
+    /// Memory contents of the victims.
+    #[arg(long, value_delimiter = ',', default_value = "random,text")]
+    contents: Vec<Contents>,
+    /// Runs per size and contents; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// The mrunctl to measure [default: mrunctl next to this binary].
+    #[arg(long, value_name = "PATH")]
+    mrunctl: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("mrun-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Ok(false) when some measurement failed (the failures are printed).
+fn run(args: &Args) -> anyhow::Result<bool> {
+    let mrunctl = match &args.mrunctl {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("cannot find this binary's path")?
+            .with_file_name("mrunctl"),
+    };
+    if !mrunctl.is_file() {
+        bail!("no mrunctl at {}: build it with `cargo build --release -p mrun`, or pass --mrunctl PATH",
+              mrunctl.display());
+    }
+    let dir = Scratch::new()?;
+    // A copy, so that a rebuild of the workspace during the run cannot swap the binary measured.
+    let snapshot = dir.file("mrunctl");
+    std::fs::copy(&mrunctl, &snapshot)
+        .with_context(|| format!("cannot copy {} to {}", mrunctl.display(), snapshot.display()))?;
+    let victim = victim::compile(dir.path())?;
+    let (version, start_cost) = version_and_start_cost(&snapshot, &dir)?;
+
+    print_header(args, &mrunctl, &version, start_cost, &dir);
+    let setup = Setup { mrunctl: &snapshot, victim: &victim, dir: &dir };
+    let mut rows = Vec::new();
+    for &mib in &args.sizes {
+        for &contents in &args.contents {
+            rows.push(measure_row(&setup, mib, contents, args.repeat)?);
+        }
+    }
+    println!();
+    report::print_table(&rows);
+    println!();
+    report::print_verify_detail(&rows);
+    report::print_failures(&rows);
+    println!("load average at the end: {}", loadavg());
+    Ok(rows.iter().all(|r| r.failure.is_none()))
+}
+
+/// All runs of one size and contents, each a baseline copy then a checkpoint and restore, so
+/// that both see the same conditions. A failing checkpoint or restore ends the row with the
+/// error; a failing baseline, the bench.
+fn measure_row(s: &Setup, mib: u64, contents: Contents, repeat: u32) -> anyhow::Result<Row> {
+    let len = usize::try_from(mib << 20).context("size too large")?;
+    let bytes = pattern::generate(contents, len);
+    let sum = pattern::checksum(bytes.as_slice());
+    let mut row = Row { mib, contents, samples: Vec::new(), copies: Vec::new(), failure: None };
+    for i in 1..=repeat {
+        eprintln!("mrun-bench: {mib} MiB {contents}: run {i}/{repeat}");
+        row.copies.push(measure::copy(bytes.as_slice(), &s.dir.file("baseline"))?);
+        match measure::checkpoint_restore(s, mib, contents, sum) {
+            Ok(sample) => row.samples.push(sample),
+            Err(e) => {
+                row.failure = Some(format!("{e:#}"));
+                break;
+            }
+        }
+    }
+    Ok(row)
+}
+
+/// `mrunctl --version` output and its median wall time over 5 runs (the fixed cost of starting it).
+fn version_and_start_cost(mrunctl: &std::path::Path, dir: &Scratch) -> anyhow::Result<(String, f64)> {
+    let mut times = Vec::new();
+    let mut version = String::new();
+    for _ in 0..5 {
+        let mut cmd = Command::new(mrunctl);
+        cmd.arg("--version").stdin(Stdio::null());
+        let t = measure::run_timed(&mut cmd, dir, "version", Duration::from_secs(10))?;
+        if !t.status.success() {
+            bail!("`{} --version` failed ({}): {}", mrunctl.display(), t.status, t.stderr.trim());
+        }
+        version = t.stdout.trim().to_string();
+        times.push(t.elapsed);
+    }
+    Ok((version, report::median(times.into_iter())))
+}
+
+fn print_header(args: &Args, mrunctl: &std::path::Path, version: &str, start_cost: f64, dir: &Scratch) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim()))
+        .unwrap_or("unknown");
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = mem.lines().find(|l| l.starts_with("MemTotal")).unwrap_or("MemTotal: unknown");
+    let contents: Vec<&str> = args.contents.iter().map(|c| c.name()).collect();
+
+    println!("mrun-bench: mrunctl checkpoint/restore against a plain copy of the same bytes");
+    println!("machine: nproc {nproc}, {model}, kernel {}, {}, THP {}", kernel.trim(),
+             mem.split_whitespace().collect::<Vec<_>>().join(" "), thp.trim());
+    println!("mrunctl: {} ({version}, run from a copy in the scratch directory); `mrunctl --version` \
+              wall time {:.2} ms (median of 5): the fixed cost of starting it", mrunctl.display(), start_cost * 1e3);
+    println!("load average at the start: {} (other work on the machine skews the numbers)", loadavg());
+    println!("images and baseline files in {} (tmpfs); sizes {:?} MiB; contents {}; median of {} runs",
+             dir.path().display(), args.sizes, contents.join(","), args.repeat);
+    println!("CRIU 4.2 reference (same machine kind, uncompressed images on tmpfs): ~1 MiB dump 60-90 ms, \
+              restore 30-40 ms; 64 MiB dump ~0.1 s, restore ~0.07 s; 512 MiB dump 0.35-0.5 s, restore 0.3-0.4 s");
+    println!("{}", report::LEGEND);
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
