@@ -7,5 +7,6 @@ pub mod image;
 pub mod resource;
 pub mod supervise;
 pub mod sys;
+pub mod trace;
 pub mod transfer;
 pub mod wire;

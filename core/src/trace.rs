@@ -1,4 +1,4 @@
-//! `MRUN_TRACE=1`: the time each stage of a checkpoint or restore took, on stderr.
+//! `MRUN_TRACE=1`: the time each stage of a checkpoint, restore or migration took, on stderr.
 
 use std::time::Instant;
 

@@ -9,11 +9,19 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
 /// The daemon's socket. Its SSH configuration comes from `$HOME/.ssh`, so each HOME has its own
-/// daemon (the same user with another HOME gets another one).
+/// daemon (the same user with another HOME gets another one); and each build of mrun has its
+/// own, so that after an upgrade no old daemon starts old agents for new deputies.
 pub fn socket_path() -> Result<PathBuf> {
     use sha2::Digest;
-    let home = std::env::var_os("HOME").unwrap_or_default();
-    let digest = sha2::Sha256::digest(home.as_encoded_bytes());
+    use std::os::unix::fs::MetadataExt;
+    let mut key = std::env::var_os("HOME").unwrap_or_default().into_encoded_bytes();
+    key.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    if let Ok(meta) = std::env::current_exe().and_then(std::fs::metadata) {
+        key.extend_from_slice(&meta.size().to_le_bytes());
+        key.extend_from_slice(&meta.mtime_nsec().to_le_bytes());
+        key.extend_from_slice(&meta.mtime().to_le_bytes());
+    }
+    let digest = sha2::Sha256::digest(&key);
     let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     Ok(crate::jobs::socket_dir()?.join(format!("daemon-{tag}.sock")))
 }

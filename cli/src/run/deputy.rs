@@ -338,7 +338,9 @@ async fn move_between(
 /// Checkpoint the home process `pid` into the agent of `node`; end it once the restored copy
 /// runs there. On any failure it keeps running at home, untouched.
 async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::wire::Terminal>) -> Result<Link> {
+    let mut trace = mrun_core::trace::Trace::new("migrate");
     let mut link = Link::connect(node).await?;
+    trace.mark("connect");
     link.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, terminal })).await?;
     let (mut events, verdict) = transfer::checkpoint_to_chunks(
         Pid::from_raw(pid),
@@ -360,6 +362,8 @@ async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::w
         Some(Err(e)) => return Err(anyhow!(e)).context(format!("the connection to {node} failed; the job stays at home")),
         None => bail!("the agent on {node} went away before confirming; the job stays at home"),
     }
+    // From the freeze to here the job ran nowhere: that is the migration's downtime.
+    trace.mark("downtime (freeze to running on the node)");
     verdict.send(Verdict::Kill).map_err(|_| anyhow!("the checkpoint thread is gone"))?;
     Ok(link)
 }

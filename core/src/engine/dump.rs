@@ -76,7 +76,7 @@ impl Checkpointed {
 /// Freeze `pid` and write its complete image into `out`, leaving it frozen. On any error the
 /// process keeps running as if nothing happened.
 pub fn dump<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<Checkpointed> {
-    let mut trace = super::trace::Trace::new("checkpoint");
+    let mut trace = crate::trace::Trace::new("checkpoint");
     checks::preflight(pid)?;
     let mut frozen = Frozen::seize(pid)?;
     // Re-check now that the process cannot change under us.
@@ -96,7 +96,7 @@ fn trap_site(pid: Pid) -> Result<u64> {
         .ok_or_else(|| EngineError::Refused(format!("pid {pid} has no executable mapping to work with")))
 }
 
-fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions, trace: &mut super::trace::Trace) -> Result<DumpStats> {
+fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions, trace: &mut crate::trace::Trace) -> Result<DumpStats> {
     let pid = frozen.pid();
     let regs = frozen.regs;
     let xstate = ptrace::get_xstate(pid).ctx(|| format!("reading the FPU/AVX state of pid {pid}"))?;

@@ -9,7 +9,6 @@ mod freeze;
 pub(crate) mod inject;
 mod restore;
 mod spawn;
-mod trace;
 
 pub use compat::{check as check_compat, local as local_compat};
 pub use dump::{checkpoint, dump, Checkpointed, DumpOptions, DumpStats};

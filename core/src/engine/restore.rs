@@ -69,7 +69,7 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
 }
 
 fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Restored> {
-    let mut trace = super::trace::Trace::new("restore");
+    let mut trace = crate::trace::Trace::new("restore");
     let (mut reader, header) = ImageReader::open(input)?;
     let here = compat::local(header.compat.xstate_size)?;
     compat::check(&header.compat, &here)?;
