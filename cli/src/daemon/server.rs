@@ -97,8 +97,14 @@ async fn serve_one(stream: UnixStream, nodes: Nodes) -> Result<()> {
         }
     };
     stream.write_all(b"ok\n").await?;
-    let mut channel = channel.into_stream();
-    let _ = tokio::io::copy_bidirectional(&mut stream, &mut channel).await;
+    // Splice until either side is done; then drop both, so the deputy sees the agent's end
+    // (and a dead deputy ends the agent) instead of a half-open pipe that blocks a writer.
+    let (mut from_deputy, mut to_deputy) = stream.into_split();
+    let (mut from_agent, mut to_agent) = tokio::io::split(channel.into_stream());
+    tokio::select! {
+        _ = tokio::io::copy(&mut from_deputy, &mut to_agent) => {}
+        _ = tokio::io::copy(&mut from_agent, &mut to_deputy) => {}
+    }
     Ok(())
 }
 

@@ -305,7 +305,7 @@ async fn move_between(
             match from.rx.next().await {
                 Some(Ok(Frame::Stdout(b))) => { out.write_all(&b).await?; out.flush().await?; }
                 Some(Ok(Frame::Stderr(b))) => { err.write_all(&b).await?; err.flush().await?; }
-                Some(Ok(Frame::Image(c))) => to.tx.send(Frame::Image(c)).await?,
+                Some(Ok(Frame::Image(c))) => to.send_watching(Frame::Image(c)).await?,
                 Some(Ok(Frame::Control(Control::ImageEnd))) => break,
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
                 Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", from.node),
@@ -348,7 +348,10 @@ async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::w
     );
     loop {
         match events.recv().await {
-            Some(DumpEvent::Chunk(c)) => link.tx.send(Frame::Image(c)).await.context("sending the image")?,
+            Some(DumpEvent::Chunk(c)) => link
+                .send_watching(Frame::Image(c))
+                .await
+                .context("the job stays at home")?,
             Some(DumpEvent::Done) => break,
             Some(DumpEvent::Failed(why)) => bail!("{why}"),
             None => bail!("the checkpoint ended without a result"),

@@ -81,6 +81,20 @@ impl Link {
         Ok(link)
     }
 
+    /// Send a frame while watching the agent: if it reports an error or goes away meanwhile
+    /// (a full SSH window would otherwise block the send forever), fail at once.
+    pub async fn send_watching(&mut self, frame: Frame) -> Result<()> {
+        tokio::select! {
+            sent = self.tx.send(frame) => sent.with_context(|| format!("sending to the agent on {}", self.node)),
+            heard = self.rx.next() => match heard {
+                Some(Ok(Frame::Control(Control::Error { message }))) => bail!("the agent on {}: {message}", self.node),
+                Some(Ok(other)) => bail!("the agent on {} sent {other:?} out of turn", self.node),
+                Some(Err(e)) => Err(anyhow!(e)).context(format!("the connection to {} failed", self.node)),
+                None => bail!("the agent on {} went away", self.node),
+            },
+        }
+    }
+
     /// Wait for the agent process to end (after the session is over).
     pub async fn finish(self) {
         drop(self.tx);

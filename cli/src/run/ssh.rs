@@ -55,7 +55,10 @@ pub fn resolve(name: &str) -> Result<Destination> {
         .ok_or_else(|| anyhow!("cannot tell which user to log in as on {name}; give it as user@{name}"))?;
     let mut identity_files: Vec<PathBuf> = params.as_ref().and_then(|p| p.identity_file.clone()).unwrap_or_default();
     for default in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-        identity_files.push(home().join(".ssh").join(default));
+        let path = home().join(".ssh").join(default);
+        if !identity_files.contains(&path) {
+            identity_files.push(path);
+        }
     }
     let accept_new_host = params
         .as_ref()
@@ -139,11 +142,25 @@ pub async fn connect(dest: &Destination) -> Result<Session> {
         Ok(session)
     } else {
         bail!(
-            "node {} refused every key for user {} (tried ssh-agent and {}); add your public key to its ~/.ssh/authorized_keys",
+            "node {} refused every key for user {} (tried {}); add your public key to its ~/.ssh/authorized_keys",
             dest.name,
             dest.user,
-            dest.identity_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            tried_keys(dest)
         )
+    }
+}
+
+/// The keys `authenticate` offers, for messages.
+fn tried_keys(dest: &Destination) -> String {
+    let mut tried: Vec<String> = Vec::new();
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        tried.push("ssh-agent".into());
+    }
+    tried.extend(dest.identity_files.iter().filter(|p| p.exists()).map(|p| p.display().to_string()));
+    if tried.is_empty() {
+        "no key: no ssh-agent and no key file".into()
+    } else {
+        tried.join(", ")
     }
 }
 
@@ -189,18 +206,45 @@ struct Ran {
 async fn run(session: &Session, command: &str, input: Option<&[u8]>) -> Result<Ran> {
     let mut ch = session.channel_open_session().await.context("opening an SSH channel")?;
     ch.exec(true, command).await.context("running a command over SSH")?;
-    if let Some(data) = input {
-        ch.data(data).await.context("sending data over SSH")?;
-        ch.eof().await?;
-    }
+    // Feed the input from a task of its own: if the command ends early (say it cannot write
+    // the file), nobody reads the rest and the send would wait for window space forever.
+    let feeder = input.map(|data| {
+        let data = data.to_vec();
+        let mut writer = ch.make_writer();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = writer.write_all(&data).await;
+            let _ = writer.shutdown().await;
+        })
+    });
     let mut ran = Ran { stdout: String::new(), stderr: String::new(), status: None };
-    while let Some(msg) = ch.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => ran.stdout.push_str(&String::from_utf8_lossy(&data)),
-            ChannelMsg::ExtendedData { data, .. } => ran.stderr.push_str(&String::from_utf8_lossy(&data)),
-            ChannelMsg::ExitStatus { exit_status } => ran.status = Some(exit_status),
-            _ => {}
+    let mut eof_sent = feeder.is_none();
+    let mut feeder = feeder;
+    loop {
+        tokio::select! {
+            msg = ch.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => ran.stdout.push_str(&String::from_utf8_lossy(&data)),
+                Some(ChannelMsg::ExtendedData { data, .. }) => ran.stderr.push_str(&String::from_utf8_lossy(&data)),
+                Some(ChannelMsg::ExitStatus { exit_status }) => ran.status = Some(exit_status),
+                Some(_) => {}
+                None => break,
+            },
+            _ = async {
+                match feeder.as_mut() {
+                    Some(f) => {
+                        let _ = f.await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }, if !eof_sent => {
+                eof_sent = true;
+                feeder = None;
+                let _ = ch.eof().await;
+            }
         }
+    }
+    if let Some(f) = feeder {
+        f.abort();
     }
     Ok(ran)
 }

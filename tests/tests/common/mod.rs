@@ -33,7 +33,7 @@ pub use scenario::{
     migrate_file_output, migrate_pipe_output, run_state_victim, Progress, StateRun,
 };
 pub use sshd::{
-    assert_at, keygen, locate, login_name, At, ClientHome, Node, NodeHome, NodeOptions,
-    RemoteAgent, SshMrun,
+    assert_at, daemons_for, keygen, locate, login_name, At, ClientHome, Node, NodeHome,
+    NodeOptions, RemoteAgent, SshMrun, Via,
 };
 pub use victims::{victim, VICTIM_NAMES};
