@@ -32,8 +32,10 @@ enum Place {
 pub fn run(command: Vec<OsString>) -> ! {
     // Signals to pass on are taken by a thread of their own (set before any thread starts,
     // so all inherit the mask; every process we start gets an empty mask again).
+    // SIGTSTP is left to its default: a terminal's ^Z stops mrun together with the job in its
+    // process group, so the shell gets the terminal back and `fg` continues both.
     let mut set = SigSet::empty();
-    for s in supervise::FORWARDED {
+    for s in supervise::FORWARDED.into_iter().filter(|s| *s != nix::sys::signal::Signal::SIGTSTP) {
         set.add(s);
     }
     if let Err(e) = set.thread_block() {
