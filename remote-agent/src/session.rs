@@ -195,7 +195,7 @@ pub async fn run() -> Result<()> {
             },
             status = job.child.wait(), if outputs.closed() => {
                 let status = status.context("waiting for the restore helper")?;
-                let ended = ended_of(status);
+                let ended = Ended::from(status);
                 out.send(Frame::Control(Control::Exited(ended))).await?;
                 return Ok(());
             }
@@ -271,14 +271,5 @@ async fn read_some(end: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> Option<u
             *end = None;
             None
         }
-    }
-}
-
-fn ended_of(status: std::process::ExitStatus) -> Ended {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Ended::Exited(code),
-        (None, Some(sig)) => Ended::Signaled(sig),
-        _ => Ended::Exited(1),
     }
 }

@@ -143,7 +143,7 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
     loop {
         let event = match &mut place {
             Place::Home { child, .. } => tokio::select! {
-                status = child.wait() => Event::Ended(ended_of(status.context("waiting for the command")?)),
+                status = child.wait() => Event::Ended(Ended::from(status.context("waiting for the command")?)),
                 Some(sig) = signals.recv() => Event::Signal(sig),
                 req = next_request(&socket) => { let (r, s) = req?; Event::Request(r, s) }
             },
@@ -407,14 +407,5 @@ async fn move_home(link: &mut Link, out: &mut tokio::io::Stdout, err: &mut tokio
             let _ = link.tx.send(Frame::Control(Control::Abort)).await;
             bail!("restore at home failed: {why}; the job stays on {}", link.node)
         }
-    }
-}
-
-fn ended_of(status: std::process::ExitStatus) -> Ended {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Ended::Exited(code),
-        (None, Some(sig)) => Ended::Signaled(sig),
-        _ => Ended::Exited(1),
     }
 }
