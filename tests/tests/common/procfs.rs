@@ -77,7 +77,12 @@ pub fn find_restored(restore_pid: i32, original_pid: i32) -> i32 {
     let ok = wait_until(TIMEOUT, || {
         found = descendants(restore_pid).into_iter().find(|&d| {
             let ns = ns_pids(d);
-            ns.len() >= 2 && ns.last() == Some(&original_pid) && tracer_pid(d) == Some(0)
+            // Untraced, and no longer the restorer's own fork (which has the pid but is not yet
+            // traced in the instant before PTRACE_TRACEME): restored and let go.
+            let restorer = std::fs::read_link(format!("/proc/{d}/exe"))
+                .map(|e| e.to_string_lossy().contains("mrunctl"))
+                .unwrap_or(true);
+            ns.len() >= 2 && ns.last() == Some(&original_pid) && tracer_pid(d) == Some(0) && !restorer
         });
         found.is_some()
     });
