@@ -135,3 +135,27 @@ impl Restoring {
         }
     }
 }
+
+/// The bytes waiting in a frozen process's stdin pipe, taken out so that they can be given to
+/// its next copy first (they would be lost with this one). Empty when stdin is not a pipe.
+pub fn unread_stdin(pid: Pid) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let path = format!("/proc/{pid}/fd/0");
+    let is_pipe = std::fs::metadata(&path).map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    if !is_pipe {
+        return Vec::new();
+    }
+    let Ok(mut end) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path) else {
+        return Vec::new();
+    };
+    let mut data = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    while let Ok(n) = end.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+    data
+}

@@ -180,6 +180,13 @@ pub async fn run() -> Result<()> {
                     for frame in outputs.drain() {
                         out.send(frame).await?;
                     }
+                    // Input it has not read yet goes back home, for its next copy.
+                    if outputs.pty.is_none() {
+                        let unread = transfer::unread_stdin(Pid::from_raw(proc_pid));
+                        if !unread.is_empty() {
+                            out.send(Frame::Stdin(Bytes::from(unread))).await?;
+                        }
+                    }
                     out.send(Frame::Control(Control::ImageEnd)).await?;
                 }
                 Some(DumpEvent::Failed(why)) => {

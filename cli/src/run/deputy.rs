@@ -24,8 +24,9 @@ use super::terminal::HomeTerminal;
 
 enum Place {
     /// `child` is the command itself, or the restore helper supervising it after a return;
-    /// `pid` is the process to checkpoint.
-    Home { child: tokio::process::Child, pid: i32 },
+    /// `pid` is the process to checkpoint. After a return its stdin may be a pipe we `feed`
+    /// (from our stdin, after the input it had not read yet where it was).
+    Home { child: tokio::process::Child, pid: i32, feed: Option<tokio::process::ChildStdin> },
     Away { link: Link },
 }
 
@@ -137,14 +138,15 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
     let mut terminal = HomeTerminal::detect();
     let mut stdin_open = true;
-    let mut place = Place::Home { child, pid: job as i32 };
+    let mut place = Place::Home { child, pid: job as i32, feed: None };
     let mut out = tokio::io::stdout();
     let mut err = tokio::io::stderr();
     loop {
         let event = match &mut place {
-            Place::Home { child, .. } => tokio::select! {
+            Place::Home { child, feed, .. } => tokio::select! {
                 status = child.wait() => Event::Ended(Ended::from(status.context("waiting for the command")?)),
                 Some(sig) = signals.recv() => Event::Signal(sig),
+                chunk = stdin_rx.recv(), if stdin_open && feed.is_some() => Event::Stdin(chunk.flatten()),
                 req = next_request(&socket) => { let (r, s) = req?; Event::Request(r, s) }
             },
             Place::Away { link } => tokio::select! {
@@ -195,7 +197,19 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
                 return Ok(Ended::Exited(255));
             }
             Event::Stdin(chunk) => {
-                if let Place::Away { link } = &mut place {
+                if let Place::Home { feed, .. } = &mut place {
+                    match (chunk, feed.as_mut()) {
+                        (Some(b), Some(pipe)) => {
+                            if pipe.write_all(&b).await.is_err() {
+                                *feed = None;
+                            }
+                        }
+                        _ => {
+                            stdin_open = false;
+                            *feed = None;
+                        }
+                    }
+                } else if let Place::Away { link } = &mut place {
                     match chunk {
                         Some(b) => link.tx.send(Frame::Stdin(b)).await?,
                         None => {
@@ -206,7 +220,7 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
                 }
             }
             Event::Request(req, stream) => {
-                let (next, answer) = handle(req, place, &meta, &stdin_relay, &mut terminal, &mut out, &mut err).await;
+                let (next, answer) = handle(req, place, &meta, &stdin_relay, stdin_open, &mut terminal, &mut out, &mut err).await;
                 place = next;
                 if let Err(e) = &answer {
                     meta.last_problem = Some(format!("{e:#}"));
@@ -230,6 +244,7 @@ async fn handle(
     place: Place,
     meta: &JobMeta,
     stdin: &StdinRelay,
+    stdin_open: bool,
     terminal: &mut HomeTerminal,
     out: &mut tokio::io::Stdout,
     err: &mut tokio::io::Stderr,
@@ -248,24 +263,33 @@ async fn handle(
     };
     match place {
         Place::Home { .. } if target == "home" => (place, Ok("the job is already at home".into())),
-        Place::Home { child, pid } => match move_away(pid, job, &target, terminal.describe()).await {
+        Place::Home { child, pid, feed } => match move_away(pid, job, &target, terminal.describe()).await {
             Ok(link) => {
                 terminal.away();
                 stdin.set_away(true);
                 // The home copy was killed; tokio reaps it.
-                drop(child);
+                drop((child, feed));
                 (Place::Away { link }, Ok(format!("job {job} now runs on {target}")))
             }
-            Err(e) => (Place::Home { child, pid }, Err(e)),
+            Err(e) => (Place::Home { child, pid, feed }, Err(e)),
         },
         Place::Away { link } if link.node == target => (Place::Away { link }, Ok(format!("the job already runs on {target}"))),
         Place::Away { mut link } if target == "home" => {
-            stdin.set_away(false);
-            match move_home(&mut link, out, err).await {
-                Ok((child, pid)) => {
+            // A terminal is the job's own again; any other input keeps coming through us,
+            // after what it had not read on the node.
+            let (stdin_cfg, feed) = if terminal.present() {
+                stdin.set_away(false);
+                (Stdio::inherit(), false)
+            } else if stdin_open {
+                (Stdio::piped(), true)
+            } else {
+                (Stdio::null(), false)
+            };
+            match move_home(&mut link, stdin_cfg, feed, out, err).await {
+                Ok((child, pid, feed)) => {
                     terminal.home();
                     link.finish().await;
-                    (Place::Home { child, pid }, Ok(format!("job {job} is back home")))
+                    (Place::Home { child, pid, feed }, Ok(format!("job {job} is back home")))
                 }
                 Err(e) => {
                     stdin.set_away(true);
@@ -280,6 +304,14 @@ async fn handle(
             }
             Err(e) => (Place::Away { link }, Err(e)),
         },
+    }
+}
+
+/// A move failed after the node handed back the input its copy had not read: that copy runs
+/// on, so the input goes back to it (its pipe was emptied, so it lands in front again).
+async fn give_back(link: &mut Link, unread: Vec<u8>) {
+    if !unread.is_empty() {
+        let _ = link.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await;
     }
 }
 
@@ -302,9 +334,11 @@ async fn move_between(
     let mut to = Link::connect(node).await?;
     to.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, terminal: term })).await?;
     from.tx.send(Frame::Control(Control::Checkpoint)).await?;
+    let mut unread = Vec::new();
     let relayed = async {
         loop {
             match from.rx.next().await {
+                Some(Ok(Frame::Stdin(b))) => unread.extend_from_slice(&b),
                 Some(Ok(Frame::Stdout(b))) => { out.write_all(&b).await?; out.flush().await?; }
                 Some(Ok(Frame::Stderr(b))) => { err.write_all(&b).await?; err.flush().await?; }
                 Some(Ok(Frame::Image(c))) => to.send_watching(Frame::Image(c)).await?,
@@ -328,10 +362,14 @@ async fn move_between(
     match relayed {
         Ok(()) => {
             from.tx.send(Frame::Control(Control::Commit)).await?;
+            if !unread.is_empty() {
+                to.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await?;
+            }
             Ok(to)
         }
         Err(e) => {
             let _ = from.tx.send(Frame::Control(Control::Abort)).await;
+            give_back(from, unread).await;
             Err(e.context(format!("the job stays on {}", from.node)))
         }
     }
@@ -369,18 +407,32 @@ async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::w
     }
     // From the freeze to here the job ran nowhere: that is the migration's downtime.
     trace.mark("downtime (freeze to running on the node)");
+    // Still frozen, and the node's copy runs: what waits in its stdin pipe goes there first.
+    // (Taken only now: had the move failed, it would have been lost to the home copy.)
+    let unread = transfer::unread_stdin(Pid::from_raw(pid));
     verdict.send(Verdict::Kill).map_err(|_| anyhow!("the checkpoint thread is gone"))?;
+    if !unread.is_empty() {
+        link.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await?;
+    }
     Ok(link)
 }
 
 /// Bring the job back from `link`'s node and restore it here with our stdio.
-async fn move_home(link: &mut Link, out: &mut tokio::io::Stdout, err: &mut tokio::io::Stderr) -> Result<(tokio::process::Child, i32)> {
+async fn move_home(
+    link: &mut Link,
+    stdin_cfg: Stdio,
+    feed: bool,
+    out: &mut tokio::io::Stdout,
+    err: &mut tokio::io::Stderr,
+) -> Result<(tokio::process::Child, i32, Option<tokio::process::ChildStdin>)> {
     link.tx.send(Frame::Control(Control::Checkpoint)).await?;
     let exe = std::env::current_exe().context("finding mrun's own path")?;
-    let mut job = Restoring::start(&exe, &["--restore-helper"], Stdio::inherit(), Stdio::inherit(), Stdio::inherit())?;
+    let mut job = Restoring::start(&exe, &["--restore-helper"], stdin_cfg, Stdio::inherit(), Stdio::inherit())?;
     let mut image = job.image.take();
+    let mut unread = Vec::new();
     loop {
         match link.rx.next().await {
+            Some(Ok(Frame::Stdin(b))) => unread.extend_from_slice(&b),
             Some(Ok(Frame::Stdout(b))) => { out.write_all(&b).await?; out.flush().await?; }
             Some(Ok(Frame::Stderr(b))) => { err.write_all(&b).await?; err.flush().await?; }
             Some(Ok(Frame::Image(c))) => {
@@ -401,10 +453,17 @@ async fn move_home(link: &mut Link, out: &mut tokio::io::Stdout, err: &mut tokio
     match job.outcome().await {
         Ok(pid) => {
             link.tx.send(Frame::Control(Control::Commit)).await?;
-            Ok((job.child, pid))
+            let mut pipe = if feed { job.child.stdin.take() } else { None };
+            if let Some(p) = pipe.as_mut() {
+                if p.write_all(&unread).await.is_err() {
+                    pipe = None;
+                }
+            }
+            Ok((job.child, pid, pipe))
         }
         Err(why) => {
             let _ = link.tx.send(Frame::Control(Control::Abort)).await;
+            give_back(link, unread).await;
             bail!("restore at home failed: {why}; the job stays on {}", link.node)
         }
     }

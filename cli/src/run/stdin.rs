@@ -29,15 +29,19 @@ impl StdinRelay {
                     Ok(false) => continue,
                     Err(_) => return,
                 }
-                let Ok(away) = flag.lock() else { return };
-                if !*away {
-                    drop(away);
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                    continue;
-                }
-                let chunk = match fdio::read(0, &mut buf) {
-                    Ok(0) | Err(_) => None,
-                    Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
+                let chunk = {
+                    // Only the read happens under the lock: the send below may wait for the
+                    // deputy, which may be waiting for this lock.
+                    let Ok(away) = flag.lock() else { return };
+                    if !*away {
+                        drop(away);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                    match fdio::read(0, &mut buf) {
+                        Ok(0) | Err(_) => None,
+                        Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
+                    }
                 };
                 let eof = chunk.is_none();
                 if tx.blocking_send(chunk).is_err() || eof {

@@ -17,6 +17,11 @@ impl HomeTerminal {
         HomeTerminal { present: tty::is_terminal(0), saved: None }
     }
 
+    /// Whether stdin is a terminal.
+    pub fn present(&self) -> bool {
+        self.present
+    }
+
     /// What the node's pty should look like, if the job has a terminal.
     pub fn describe(&self) -> Option<Terminal> {
         if !self.present {
