@@ -385,10 +385,13 @@ fn xz_to_file_two_hops() {
 /// returns once the job, at home, has read all but a pipe's worth of it), moves the job to
 /// `local`, feeds the rest (now relayed by mrun) and closes stdin; the output must be what the
 /// program prints for the whole input in one go.
-///
-/// Only ONE move (home -> local) while input arrives: bytes relayed to a node but not yet read
-/// by the job are lost when it leaves that node again (a known limitation of this version).
 fn stdin_across_move(name: &str, program: &Path, args: &[&str], envs: &[(&str, &str)]) {
+    stdin_across_moves(name, program, args, envs, &["local"]);
+}
+
+/// Like [`stdin_across_move`], with the input fed in parts between several moves (`home` among
+/// them): what a copy had not read yet when it left must reach the next copy, in order.
+fn stdin_across_moves(name: &str, program: &Path, args: &[&str], envs: &[(&str, &str)], hops: &[&str]) {
     let sb = Sandbox::new(name);
     let mrun = Mrun::new(&sb);
     let input = text_file(6 * MIB);
@@ -404,10 +407,17 @@ fn stdin_across_move(name: &str, program: &Path, args: &[&str], envs: &[(&str, &
         Input::Stdio(read_end.into()),
         Output::Pipe,
     );
-    let half = data.len() / 2;
-    feed(&mut job, &mut write_end, &data[..half], "the first half");
-    send_away(&mrun, &job);
-    feed(&mut job, &mut write_end, &data[half..], "the second half");
+    let part = data.len() / (hops.len() + 1);
+    feed(&mut job, &mut write_end, &data[..part], "the first part");
+    for (i, hop) in hops.iter().enumerate() {
+        if *hop == "local" {
+            send_away(&mrun, &job);
+        } else {
+            mrun.migrate_ok(&job, hop);
+        }
+        let end = if i + 1 == hops.len() { data.len() } else { part * (i + 2) };
+        feed(&mut job, &mut write_end, &data[part * (i + 1)..end], &format!("part {} (after moving to {hop})", i + 2));
+    }
     drop(write_end);
     let done = job.finish();
     done.assert_success();
@@ -417,6 +427,28 @@ fn stdin_across_move(name: &str, program: &Path, args: &[&str], envs: &[(&str, &
         done.describe()
     );
     assert_same_bytes(name, &done.stdout, &want);
+}
+
+#[test]
+fn stdin_sha256sum_many_hops() {
+    stdin_across_moves(
+        "mig-stdin-sha256-hops",
+        Path::new("/usr/bin/sha256sum"),
+        &["-"],
+        &[],
+        &["local", "home", "local", "home"],
+    );
+}
+
+#[test]
+fn stdin_python_line_counter_many_hops() {
+    stdin_across_moves(
+        "mig-stdin-python-hops",
+        &python3(),
+        &["-c", PYTHON_LINE_COUNTER],
+        &[("PYTHONHASHSEED", "0")],
+        &["local", "home", "local"],
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ pub enum Request {
 }
 
 pub struct JobSocket {
-    listener: UnixListener,
+    requests: tokio::sync::mpsc::Receiver<(Request, UnixStream)>,
     path: std::path::PathBuf,
 }
 
@@ -20,36 +20,47 @@ impl JobSocket {
         let path = crate::jobs::job_socket(job)?;
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
-        Ok(JobSocket { listener, path })
+        // Accepting and reading the request line happen in a task of their own: the deputy
+        // waits for requests among other events, and a request half-read when another event
+        // won would be dropped on the floor.
+        let (tx, requests) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                if let Some(req) = read_request(stream).await {
+                    if tx.send(req).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(JobSocket { requests, path })
     }
 
     /// The next request from a process of this same user (others are turned away).
-    pub async fn next(&self) -> Result<(Request, UnixStream)> {
-        loop {
-            let (mut stream, _) = self.listener.accept().await?;
-            let me = nix::unistd::getuid().as_raw();
-            match stream.peer_cred() {
-                Ok(c) if c.uid() == me => {}
-                _ => {
-                    let _ = stream.write_all(b"error this job belongs to another user\n").await;
-                    continue;
-                }
-            }
-            let mut line = String::new();
-            BufReader::new(&mut stream).read_line(&mut line).await?;
-            let line = line.trim();
-            let req = match line.split_once(' ') {
-                Some(("migrate", node)) => Request::Migrate(node.trim().to_string()),
-                None if line == "where" => Request::Where,
-                None if line == "info" => Request::Info,
-                _ => {
-                    let _ = stream.write_all(format!("error unknown request {line:?}\n").as_bytes()).await;
-                    continue;
-                }
-            };
-            return Ok((req, stream));
-        }
+    pub async fn next(&mut self) -> Option<(Request, UnixStream)> {
+        self.requests.recv().await
     }
+}
+
+async fn read_request(mut stream: UnixStream) -> Option<(Request, UnixStream)> {
+    let me = nix::unistd::getuid().as_raw();
+    if !stream.peer_cred().is_ok_and(|c| c.uid() == me) {
+        let _ = stream.write_all(b"error this job belongs to another user\n").await;
+        return None;
+    }
+    let mut line = String::new();
+    BufReader::new(&mut stream).read_line(&mut line).await.ok()?;
+    let line = line.trim();
+    let req = match line.split_once(' ') {
+        Some(("migrate", node)) => Request::Migrate(node.trim().to_string()),
+        None if line == "where" => Request::Where,
+        None if line == "info" => Request::Info,
+        _ => {
+            let _ = stream.write_all(format!("error unknown request {line:?}\n").as_bytes()).await;
+            return None;
+        }
+    };
+    Some((req, stream))
 }
 
 impl Drop for JobSocket {

@@ -134,7 +134,7 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
             .unwrap_or(0),
         last_problem: None,
     };
-    let socket = JobSocket::bind(job).ok();
+    let mut socket = JobSocket::bind(job).ok();
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
     let mut terminal = HomeTerminal::detect();
     let mut stdin_open = true;
@@ -147,7 +147,7 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
                 status = child.wait() => Event::Ended(Ended::from(status.context("waiting for the command")?)),
                 Some(sig) = signals.recv() => Event::Signal(sig),
                 chunk = stdin_rx.recv(), if stdin_open && feed.is_some() => Event::Stdin(chunk.flatten()),
-                req = next_request(&socket) => { let (r, s) = req?; Event::Request(r, s) }
+                (r, s) = next_request(&mut socket) => Event::Request(r, s),
             },
             Place::Away { link } => tokio::select! {
                 frame = link.rx.next() => match frame {
@@ -158,7 +158,7 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
                 },
                 Some(sig) = signals.recv() => Event::Signal(sig),
                 chunk = stdin_rx.recv(), if stdin_open => Event::Stdin(chunk.flatten()),
-                req = next_request(&socket) => { let (r, s) = req?; Event::Request(r, s) }
+                (r, s) = next_request(&mut socket) => Event::Request(r, s),
             },
         };
         match event {
@@ -231,11 +231,13 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
     }
 }
 
-async fn next_request(socket: &Option<JobSocket>) -> Result<(Request, tokio::net::UnixStream)> {
-    match socket {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
+async fn next_request(socket: &mut Option<JobSocket>) -> (Request, tokio::net::UnixStream) {
+    if let Some(s) = socket.as_mut() {
+        if let Some(req) = s.next().await {
+            return req;
+        }
     }
+    std::future::pending().await
 }
 
 /// Carry out a request; the job's new place (unchanged on failure) and the answer.
