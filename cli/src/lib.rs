@@ -7,5 +7,6 @@ pub mod ctl;
 pub mod daemon;
 pub mod exit;
 pub mod jobs;
+pub mod log;
 pub mod nodes;
 pub mod run;

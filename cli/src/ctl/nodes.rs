@@ -17,21 +17,24 @@ pub struct NodesArgs {
 }
 
 #[derive(Debug, serde::Serialize)]
-struct NodeReport {
-    node: String,
-    reachable: bool,
-    facts: Option<NodeFacts>,
-    problem: Option<String>,
+pub struct NodeReport {
+    pub node: String,
+    pub reachable: bool,
+    pub facts: Option<NodeFacts>,
+    pub problem: Option<String>,
 }
 
-pub fn run(args: NodesArgs) -> ! {
-    let nodes = crate::nodes::configured(args.nodes.as_deref())
-        .unwrap_or_else(|e| exit::fail("mrunctl", format!("{e:#}"), exit::FAILURE));
+/// What each configured node reports (it is asked through its agent).
+pub fn reports(flag: Option<&str>) -> Vec<NodeReport> {
+    let nodes = crate::nodes::configured(flag).unwrap_or_else(|e| exit::fail("mrunctl", format!("{e:#}"), exit::FAILURE));
+    if nodes.is_empty() {
+        return Vec::new();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot start: {e}"), exit::FAILURE));
-    let reports: Vec<NodeReport> = runtime.block_on(async {
+    runtime.block_on(async {
         let mut out = Vec::new();
         for node in nodes {
             out.push(match describe(&node).await {
@@ -40,7 +43,33 @@ pub fn run(args: NodesArgs) -> ! {
             });
         }
         out
-    });
+    })
+}
+
+/// The node table; `jobs` gives each node's count of this user's jobs.
+pub fn table(reports: &[NodeReport], jobs: &[crate::jobs::JobInfo]) -> String {
+    let mut out = format!(
+        "{:<20} {:<10} {:>4} {:>9} {:>10} {:>5}  {}\n",
+        "NODE", "REACHABLE", "CPUS", "LOAD/CPU", "MEM FREE", "JOBS", "ARCH / PROBLEM"
+    );
+    for r in reports {
+        let here = jobs.iter().filter(|j| j.place == r.node).count();
+        out.push_str(&match &r.facts {
+            Some(f) => format!(
+                "{:<20} {:<10} {:>4} {:>9.2} {:>9.1}G {:>5}  {} {}\n",
+                r.node, "yes", f.cpus, f.load_per_cpu, f.mem_available as f64 / (1u64 << 30) as f64, here, f.arch, f.kernel
+            ),
+            None => format!(
+                "{:<20} {:<10} {:>4} {:>9} {:>10} {:>5}  {}\n",
+                r.node, "no", "-", "-", "-", here, r.problem.as_deref().unwrap_or("")
+            ),
+        });
+    }
+    out
+}
+
+pub fn run(args: NodesArgs) -> ! {
+    let reports = reports(args.nodes.as_deref());
     if args.json {
         match serde_json::to_string_pretty(&reports) {
             Ok(t) => println!("{t}"),
@@ -52,16 +81,8 @@ pub fn run(args: NodesArgs) -> ! {
         println!("no nodes configured: use --nodes, MRUN_NODES or {}", crate::nodes::config_path().display());
         std::process::exit(0);
     }
-    println!("{:<20} {:<10} {:>4} {:>9} {:>10}  {}", "NODE", "REACHABLE", "CPUS", "LOAD/CPU", "MEM FREE", "ARCH / PROBLEM");
-    for r in &reports {
-        match &r.facts {
-            Some(f) => println!(
-                "{:<20} {:<10} {:>4} {:>9.2} {:>9.1}G  {} {}",
-                r.node, "yes", f.cpus, f.load_per_cpu, f.mem_available as f64 / (1u64 << 30) as f64, f.arch, f.kernel
-            ),
-            None => println!("{:<20} {:<10} {:>4} {:>9} {:>10}  {}", r.node, "no", "-", "-", "-", r.problem.as_deref().unwrap_or("")),
-        }
-    }
+    let jobs = crate::jobs::list().unwrap_or_default();
+    print!("{}", table(&reports, &jobs));
     std::process::exit(0)
 }
 

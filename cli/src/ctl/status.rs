@@ -7,21 +7,30 @@ use crate::jobs::{self, JobInfo};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print JSON (one array of jobs) for scripts.
+    /// Print JSON (`{"jobs": [...], "nodes": [...]}`) for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml.
+    #[arg(long, value_name = "NODES")]
+    pub nodes: Option<String>,
 }
 
 pub fn run(args: StatusArgs) -> ! {
     let list = jobs::list().unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot list jobs: {e:#}"), exit::FAILURE));
+    let nodes = crate::ctl::nodes::reports(args.nodes.as_deref());
     if args.json {
-        match serde_json::to_string_pretty(&list) {
+        let doc = serde_json::json!({ "jobs": list, "nodes": nodes });
+        match serde_json::to_string_pretty(&doc) {
             Ok(text) => println!("{text}"),
-            Err(e) => exit::fail("mrunctl", format!("cannot encode the job list: {e}"), exit::FAILURE),
+            Err(e) => exit::fail("mrunctl", format!("cannot encode the status: {e}"), exit::FAILURE),
         }
         std::process::exit(0);
     }
     print!("{}", table(&list, now()));
+    if !nodes.is_empty() {
+        println!();
+        print!("{}", crate::ctl::nodes::table(&nodes, &list));
+    }
     std::process::exit(0)
 }
 

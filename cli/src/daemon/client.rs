@@ -16,7 +16,7 @@ pub fn socket_path() -> Result<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let mut key = std::env::var_os("HOME").unwrap_or_default().into_encoded_bytes();
     key.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-    if let Ok(meta) = std::env::current_exe().and_then(std::fs::metadata) {
+    if let Ok(meta) = mrun_binary().and_then(|p| std::fs::metadata(p).map_err(Into::into)) {
         key.extend_from_slice(&meta.size().to_le_bytes());
         key.extend_from_slice(&meta.mtime_nsec().to_le_bytes());
         key.extend_from_slice(&meta.mtime().to_le_bytes());
@@ -65,8 +65,7 @@ pub async fn open_agent(node: &str) -> Result<UnixStream> {
 
 fn start_daemon() -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().context("finding mrun's own path")?;
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = std::process::Command::new(mrun_binary()?);
     mrun_core::sys::process::unblock_signals_in_child(&mut cmd);
     cmd.arg("--daemon")
         .stdin(Stdio::null())
@@ -76,4 +75,19 @@ fn start_daemon() -> Result<()> {
         .spawn()
         .context("starting the mrun daemon")?;
     Ok(())
+}
+
+/// The `mrun` binary (the daemon is one of its roles): this program if it is mrun, else the
+/// `mrun` beside it (mrunctl asks nodes through the daemon too), else on PATH.
+fn mrun_binary() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("finding this program's path")?;
+    if me.file_name().is_some_and(|n| n == "mrun") {
+        return Ok(me);
+    }
+    if let Some(beside) = me.parent().map(|d| d.join("mrun")).filter(|p| p.is_file()) {
+        return Ok(beside);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("mrun")).find(|p| p.is_file()))
+        .ok_or_else(|| anyhow::anyhow!("mrun is not installed beside {} or on PATH", me.display()))
 }

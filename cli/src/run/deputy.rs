@@ -220,10 +220,17 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
                 }
             }
             Event::Request(req, stream) => {
+                let is_move = matches!(req, Request::Migrate(_));
                 let (next, answer) = handle(req, place, &meta, &stdin_relay, stdin_open, &mut terminal, &mut out, &mut err).await;
                 place = next;
-                if let Err(e) = &answer {
-                    meta.last_problem = Some(format!("{e:#}"));
+                match &answer {
+                    Ok(text) if is_move => crate::log::line(&format!("job {job} ({}): {text}", meta.command)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let why = format!("{e:#}");
+                        crate::log::line(&format!("job {job} ({}): migration failed: {why}", meta.command));
+                        meta.last_problem = Some(why);
+                    }
                 }
                 control::answer(stream, answer).await;
             }
