@@ -2,14 +2,6 @@
 //! of touched memory, random or text-like, against a plain copy of the same bytes measured in
 //! the same run. Uses the real CLI as a user would; never links the engine.
 
-mod buf;
-mod measure;
-mod pattern;
-mod report;
-mod scratch;
-mod sys;
-mod victim;
-
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
@@ -17,10 +9,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use measure::Setup;
-use pattern::Contents;
-use report::Row;
-use scratch::Scratch;
+use mrun_bench::measure::{self, Setup};
+use mrun_bench::pattern::{self, Contents};
+use mrun_bench::report::{self, Row};
+use mrun_bench::scratch::Scratch;
+use mrun_bench::victim;
 
 #[derive(Debug, Parser)]
 #[command(name = "mrun-bench", about = "Checkpoint/restore throughput of mrunctl against a plain copy")]
@@ -85,7 +78,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     println!();
     report::print_verify_detail(&rows);
     report::print_failures(&rows);
-    println!("load average at the end: {}", loadavg());
+    println!("load average at the end: {}", report::loadavg());
     Ok(rows.iter().all(|r| r.failure.is_none()))
 }
 
@@ -129,24 +122,13 @@ fn version_and_start_cost(mrunctl: &std::path::Path, dir: &Scratch) -> anyhow::R
 }
 
 fn print_header(args: &Args, mrunctl: &std::path::Path, version: &str, start_cost: f64, dir: &Scratch) {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim()))
-        .unwrap_or("unknown");
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem = mem.lines().find(|l| l.starts_with("MemTotal")).unwrap_or("MemTotal: unknown");
     let contents: Vec<&str> = args.contents.iter().map(|c| c.name()).collect();
 
     println!("mrun-bench: mrunctl checkpoint/restore against a plain copy of the same bytes");
-    println!("machine: nproc {nproc}, {model}, kernel {}, {}, THP {}", kernel.trim(),
-             mem.split_whitespace().collect::<Vec<_>>().join(" "), thp.trim());
+    println!("machine: {}", report::machine());
     println!("mrunctl: {} ({version}, run from a copy in the scratch directory); `mrunctl --version` \
               wall time {:.2} ms (median of 5): the fixed cost of starting it", mrunctl.display(), start_cost * 1e3);
-    println!("load average at the start: {} (other work on the machine skews the numbers)", loadavg());
+    println!("load average at the start: {} (other work on the machine skews the numbers)", report::loadavg());
     println!("images and baseline files in {} (tmpfs); sizes {:?} MiB; contents {}; median of {} runs",
              dir.path().display(), args.sizes, contents.join(","), args.repeat);
     println!("CRIU 4.2 reference (same machine kind, uncompressed images on tmpfs): ~1 MiB dump 60-90 ms, \
@@ -154,8 +136,3 @@ fn print_header(args: &Args, mrunctl: &std::path::Path, version: &str, start_cos
     println!("{}", report::LEGEND);
 }
 
-/// The 1, 5 and 15 minute load averages.
-fn loadavg() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}

@@ -26,7 +26,7 @@ pub struct Timed {
 
 impl Timed {
     /// The command's failure, in its own words.
-    fn failure(&self, what: &str) -> anyhow::Error {
+    pub fn failure(&self, what: &str) -> anyhow::Error {
         let err = self.stderr.trim();
         let err = if err.is_empty() { "(nothing on stderr)" } else { err };
         anyhow::anyhow!("{what} failed ({}): {err}", self.status)

@@ -1,5 +1,5 @@
 //! The printed result: medians of the samples, one table row per size and contents, and the
-//! failures in the words of the command that failed.
+//! failures in the words of the command that failed; the machine the numbers come from.
 
 use std::time::Duration;
 
@@ -115,4 +115,26 @@ fn median_u64(values: impl Iterator<Item = u64>) -> u64 {
     let mut v: Vec<u64> = values.collect();
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// CPUs, model, kernel, memory and THP setting of this machine, on one line.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim()))
+        .unwrap_or("unknown");
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = mem.lines().find(|l| l.starts_with("MemTotal")).unwrap_or("MemTotal: unknown");
+    format!("nproc {nproc}, {model}, kernel {}, {}, THP {}", kernel.trim(),
+            mem.split_whitespace().collect::<Vec<_>>().join(" "), thp.trim())
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }

@@ -1,6 +1,7 @@
 //! The bench's only unsafe code: waiting for a child process with a deadline through a pidfd,
 //! so that a hung `mrunctl` fails the row instead of the whole run, and the wait itself adds no
-//! polling delay to the time measured.
+//! polling delay to the time measured; keeping inherited fds from the processes the bench
+//! starts; tying a server's life to the bench's.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -42,5 +43,49 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Opti
         if left.is_zero() {
             return Ok(None);
         }
+    }
+}
+
+/// Marks every fd from 3 up close-on-exec, so that nothing this process inherited reaches the
+/// processes it starts (a job holding a stray fd, e.g. a socket, cannot be checkpointed).
+/// Call it first thing in `main`, before any thread starts.
+pub fn cloexec_inherited_fds() -> anyhow::Result<()> {
+    // SAFETY: close_range takes two fd numbers and a flags word; with CLOSE_RANGE_CLOEXEC it
+    // only sets a flag on open fds and touches no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: one fd at a time (collected first: the listing holds an fd itself).
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .context("listing /proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= 3)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on an fd number only changes its flags; a closed fd gives EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+/// Has `cmd`'s process get SIGTERM when this one ends, however it ends (a server the bench
+/// started must not outlive a killed bench).
+pub fn terminate_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl and getppid, both
+    // async-signal-safe.
+    unsafe {
+        let parent = libc::getpid();
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then nobody would send the signal.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the bench ended while starting a child"));
+            }
+            Ok(())
+        });
     }
 }

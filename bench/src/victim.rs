@@ -110,7 +110,8 @@ impl Drop for Victim {
     }
 }
 
-fn parse_ready(text: &str) -> anyhow::Result<Ready> {
+/// The two lines the victim prints once filled (`ready`, then its `sum=` report).
+pub fn parse_ready(text: &str) -> anyhow::Result<Ready> {
     let mut lines = text.lines();
     if lines.next() != Some("ready") {
         bail!("unexpected victim output: {text:?}");

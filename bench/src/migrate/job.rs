@@ -1,0 +1,261 @@
+//! `mrun`, `mrunctl` and `mrun-agent` as measured: copied into the scratch directory, run with
+//! the node's client HOME and a private runtime directory (so the bench gets a daemon of its
+//! own); and one migration of a victim job, timed by mrun's own `MRUN_TRACE` lines.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mrun_bench::measure::run_timed;
+use mrun_bench::pattern::Contents;
+use mrun_bench::scratch::Scratch;
+use mrun_bench::sys::wait_timeout;
+use mrun_bench::victim::{field, parse_ready};
+
+/// The copies of the binaries and the environment they run in.
+pub struct Mrun {
+    pub mrun: PathBuf,
+    pub mrunctl: PathBuf,
+    pub agent: PathBuf,
+    home: PathBuf,
+    runtime_dir: PathBuf,
+}
+
+impl Mrun {
+    /// Copies the three binaries from `bin_dir` into `dir` (a rebuild of the workspace during
+    /// the run then changes nothing) and makes a fresh runtime directory there.
+    pub fn install(bin_dir: &Path, dir: &Scratch, home: &Path) -> anyhow::Result<Mrun> {
+        let copy = |name: &str| -> anyhow::Result<PathBuf> {
+            let from = bin_dir.join(name);
+            if !from.is_file() {
+                bail!("no {name} in {}: build it with `cargo build --release -p mrun -p mrun-agent`, \
+                       or pass --bin-dir DIR", bin_dir.display());
+            }
+            let to = dir.file(name);
+            std::fs::copy(&from, &to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+            Ok(to)
+        };
+        let (mrun, mrunctl, agent) = (copy("mrun")?, copy("mrunctl")?, copy("mrun-agent")?);
+        let runtime_dir = dir.file("runtime");
+        std::fs::DirBuilder::new().mode(0o700).create(&runtime_dir)
+            .with_context(|| format!("cannot create {}", runtime_dir.display()))?;
+        Ok(Mrun { mrun, mrunctl, agent, home: home.to_path_buf(), runtime_dir })
+    }
+
+    /// `program` (one of ours, or anything else) in mrun's environment.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("HOME", &self.home)
+            .env("XDG_RUNTIME_DIR", &self.runtime_dir)
+            // The node is this machine: its agent is ours, by absolute path.
+            .env("MRUN_REMOTE_AGENT", &self.agent)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("MRUN_NODES")
+            .env_remove("MRUN_NO_DAEMON")
+            .env_remove("MRUN_TRACE");
+        cmd
+    }
+
+    /// `mrun VERSION` as it reports itself.
+    pub fn version(&self) -> String {
+        let out = self.command(&self.mrunctl).arg("--version").stdin(Stdio::null()).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    }
+
+    /// Ends the home daemon our `mrun` started (found by its command line: our copy of mrun
+    /// with `--daemon`), and waits up to 5 s for it to go. Without this it would idle for two
+    /// minutes with its SSH connection open.
+    fn stop_daemon(&self) {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let mut args = cmdline.split(|&b| b == 0);
+            if args.next() == Some(self.mrun.as_os_str().as_encoded_bytes()) && args.next() == Some(b"--daemon") {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+                    pids.push(pid);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|&p| nix::sys::signal::kill(p, None).is_ok()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Mrun {
+    fn drop(&mut self) {
+        self.stop_daemon();
+    }
+}
+
+/// One migration, as mrun traced it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// `migrate connect`: a channel to a fresh agent on the node, and the handshake.
+    pub connect: Duration,
+    /// `migrate downtime`: from freezing the process at home to the node confirming that the
+    /// restored copy runs.
+    pub downtime: Duration,
+    /// The checkpoint's stages at home, inside the downtime: freeze + state, pages, finish.
+    pub freeze_state: Duration,
+    pub pages: Duration,
+    pub finish: Duration,
+    /// Wall time of `mrunctl migrate`.
+    pub ctl: Duration,
+}
+
+/// How long any one step with `mib` MiB may take before the bench gives up on it.
+pub fn timeout(mib: u64) -> Duration {
+    Duration::from_secs(60 + 60 * mib.div_ceil(1024))
+}
+
+/// Starts `victim` with `mib` MiB of `contents` under `mrun` (MRUN_TRACE=1), migrates it to
+/// `node` with `mrunctl migrate`, then closes its stdin: the job checks its memory on the node
+/// and exits, and `mrun` must exit 0. `expected_sum` is the checksum of the baseline's bytes.
+pub fn migrate(m: &Mrun, dir: &Scratch, victim: &Path, node: &str, mib: u64, contents: Contents,
+               expected_sum: Option<u64>) -> anyhow::Result<Sample> {
+    let timeout = timeout(mib);
+    let (out, err) = (dir.file("job.out"), dir.file("job.err"));
+    let out_file = File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let err_file = File::create(&err).with_context(|| format!("cannot create {}", err.display()))?;
+    let child = m.command(&m.mrun)
+        .env("MRUN_TRACE", "1")
+        .arg(victim)
+        .arg(mib.to_string())
+        .arg(contents.name())
+        // A pipe whose write end we hold: the victim blocks reading it, wherever it runs.
+        .stdin(Stdio::piped())
+        .stdout(out_file)
+        .stderr(err_file)
+        .spawn()
+        .with_context(|| format!("cannot run {}", m.mrun.display()))?;
+    let mut job = Job::new(child);
+    let said = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let failed = |what: String| {
+        anyhow::anyhow!("{what}; mrun's stdout: {:?}; its stderr: {}", said(&out), said(&err).trim())
+    };
+
+    let deadline = Instant::now() + timeout;
+    let ready = loop {
+        let text = said(&out);
+        if text.lines().count() >= 2 && text.ends_with('\n') {
+            break parse_ready(&text)?;
+        }
+        if let Some(status) = job.child.try_wait().context("waitpid on mrun")? {
+            return Err(failed(format!("mrun ended before its job was ready ({status})")));
+        }
+        if Instant::now() > deadline {
+            return Err(failed(format!("the job was not ready after {timeout:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    if expected_sum.is_some_and(|s| s != ready.sum) {
+        bail!("the victim's checksum {:016x} differs from the baseline's: victim.c and pattern.rs disagree", ready.sum);
+    }
+    let pid = job_pid(&job.child, &m.runtime_dir)?;
+
+    let mut cmd = m.command(&m.mrunctl);
+    cmd.args(["migrate", &pid.to_string(), node]).stdin(Stdio::null());
+    let ctl = run_timed(&mut cmd, dir, "migrate", timeout)?;
+    if !ctl.status.success() {
+        return Err(failed(format!("{:#}", ctl.failure("mrunctl migrate"))));
+    }
+    let trace = Trace::parse(&said(&err));
+    let (Some(connect), Some(downtime)) = (trace.get("migrate connect"), trace.get("migrate downtime")) else {
+        return Err(failed("mrunctl migrate succeeded but mrun printed no `migrate connect` and \
+                           `migrate downtime` trace lines".into()));
+    };
+    let stage = |name| trace.get(name).unwrap_or_default();
+
+    // End of input: the job checks its memory where it now runs, and ends.
+    job.stdin = None;
+    let status = wait_timeout(&mut job.child, timeout)?
+        .ok_or_else(|| failed(format!("mrun did not end within {timeout:?} of closing the job's stdin")))?;
+    let text = said(&out);
+    let line = text.lines().find(|l| l.starts_with("verified=")).unwrap_or_default();
+    if !status.success() || field(line, "verified") != Some("ok") {
+        return Err(failed(format!("the migrated job did not verify its memory (mrun {status})")));
+    }
+    Ok(Sample {
+        connect,
+        downtime,
+        freeze_state: stage("checkpoint freeze") + stage("checkpoint state"),
+        pages: stage("checkpoint pages"),
+        finish: stage("checkpoint finish"),
+        ctl: ctl.elapsed,
+    })
+}
+
+/// A running `mrun` and the write end of its stdin. Dropping it closes the stdin (a victim
+/// still at home checks its memory and exits), gives mrun 10 s to end, then kills it.
+struct Job {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Job {
+    fn new(mut child: Child) -> Job {
+        let stdin = child.stdin.take();
+        Job { child, stdin }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.stdin = None;
+        if !matches!(wait_timeout(&mut self.child, Duration::from_secs(10)), Ok(Some(_))) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The job's id: the pid of mrun's child, once its job socket listens (mrun binds it right
+/// after starting the command).
+fn job_pid(mrun: &Child, runtime_dir: &Path) -> anyhow::Result<u32> {
+    let children = format!("/proc/{0}/task/{0}/children", mrun.id());
+    let text = std::fs::read_to_string(&children).with_context(|| format!("cannot read {children}"))?;
+    let pid: u32 = match text.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [one] => one.parse().with_context(|| format!("bad pid {one:?} in {children}"))?,
+        other => bail!("mrun has {} children, not 1: {other:?}", other.len()),
+    };
+    let socket = runtime_dir.join("mrun").join(format!("job-{pid}.sock"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            bail!("mrun does not listen on {} after 10 s", socket.display());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(pid)
+}
+
+/// `mrun trace: WHAT STAGE: N ms` lines.
+struct Trace(Vec<(String, Duration)>);
+
+impl Trace {
+    fn parse(stderr: &str) -> Trace {
+        Trace(stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("mrun trace: "))
+            .filter_map(|l| l.rsplit_once(": "))
+            .filter_map(|(key, value)| {
+                let ms: f64 = value.strip_suffix(" ms")?.parse().ok()?;
+                Some((key.to_string(), Duration::from_secs_f64(ms / 1e3)))
+            })
+            .collect())
+    }
+
+    /// The first stage whose name starts with `prefix` ("migrate downtime" matches
+    /// "migrate downtime (freeze to running on the node)").
+    fn get(&self, prefix: &str) -> Option<Duration> {
+        self.0.iter().find(|(k, _)| k.starts_with(prefix)).map(|(_, d)| *d)
+    }
+}

@@ -1,0 +1,174 @@
+//! `mrun-bench-migrate`: the downtime of `mrunctl migrate` over SSH for jobs with a given
+//! amount of touched memory, random or text-like, against pushing the same bytes through an
+//! OpenSSH channel in the same run; and what `mrun` adds to starting a command. The node is
+//! this machine, behind a private OpenSSH sshd on 127.0.0.1. Uses the real CLI as a user
+//! would; never links the engine.
+
+mod job;
+mod node;
+mod spawn;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use mrun_bench::pattern::{self, Contents};
+use mrun_bench::report::{self, median};
+use mrun_bench::scratch::Scratch;
+use mrun_bench::{sys, victim};
+
+use job::Mrun;
+use node::{Node, Push};
+use table::Row;
+
+/// The node's name in the client's `.ssh/config`.
+const NODE: &str = "nodea";
+
+#[derive(Debug, Parser)]
+#[command(name = "mrun-bench-migrate",
+          about = "Migration downtime over loopback SSH against a plain SSH transfer; mrun's start cost")]
+struct Args {
+    /// Touched memory of the migrated jobs, in MiB.
+    #[arg(long, value_delimiter = ',', default_value = "64,512,2048",
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    sizes: Vec<u64>,
+    /// Memory contents of the jobs.
+    #[arg(long, value_delimiter = ',', default_value = "text,random")]
+    contents: Vec<Contents>,
+    /// Migrations per size and contents below 1 GiB; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Migrations per size and contents from 1 GiB up.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat_large: u32,
+    /// Runs each of `true` and `mrun true` (0: skip).
+    #[arg(long, default_value_t = 50)]
+    spawn_runs: u32,
+    /// Runs each of `/bin/sleep 0.1` and `mrun /bin/sleep 0.1` (0: skip).
+    #[arg(long, default_value_t = 10)]
+    sleep_runs: u32,
+    /// Where mrun, mrunctl and mrun-agent are [default: next to this binary].
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = sys::cloexec_inherited_fds() {
+        eprintln!("mrun-bench-migrate: {e:#}");
+        return ExitCode::from(2);
+    }
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("mrun-bench-migrate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Ok(false) when some migration failed (the failures are printed).
+fn run(args: &Args) -> anyhow::Result<bool> {
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("cannot find this binary's path")?
+            .parent()
+            .context("this binary has no directory")?
+            .to_path_buf(),
+    };
+    // Dropped in reverse: the daemon (with Mrun), then sshd, then the directory.
+    let dir = Scratch::new()?;
+    let node = Node::start(dir.path(), NODE)?;
+    let mrun = Mrun::install(&bin_dir, &dir, &node.home)?;
+    let victim = victim::compile(dir.path())?;
+
+    print_header(args, &bin_dir, &mrun, &node, &dir);
+    eprintln!("mrun-bench-migrate: first migration (connecting)");
+    let first = job::migrate(&mrun, &dir, &victim, NODE, 1, Contents::Random, None)
+        .context("the first migration (1 MiB, connecting) failed")?;
+
+    let mut rows = Vec::new();
+    for &mib in &args.sizes {
+        for &contents in &args.contents {
+            let repeat = if mib >= 1024 { args.repeat_large } else { args.repeat };
+            rows.push(measure_row(&mrun, &node, &dir, &victim, mib, contents, repeat)?);
+        }
+    }
+    let mut spawns = Vec::new();
+    for (argv, runs) in [(&["true"][..], args.spawn_runs), (&["/bin/sleep", "0.1"][..], args.sleep_runs)] {
+        if runs > 0 {
+            eprintln!("mrun-bench-migrate: {} and mrun {}: {runs} runs each", argv.join(" "), argv.join(" "));
+            spawns.push(spawn::compare(&mrun, argv, runs)?);
+        }
+    }
+
+    println!();
+    let setups: Vec<Duration> = rows.iter().flat_map(|r| r.pushes.iter().map(|p| p.setup)).collect();
+    println!("first migration after the daemon started (1 MiB random): conn {:.1} ms (starting the daemon, \
+              TCP, SSH key exchange and login, the agent, the handshake), down {:.1} ms, ctl {:.1} ms",
+             ms(first.connect), ms(first.downtime), ms(first.ctl));
+    println!("  BASELINE OpenSSH `ssh {NODE} CMD` from its start to CMD's first output: {:.1} ms (median of {} runs)",
+             median(setups.iter().copied()) * 1e3, setups.len());
+    println!();
+    println!("{}", table::LEGEND);
+    table::print_migrations(&rows);
+    if !spawns.is_empty() {
+        println!();
+        println!("{}", table::SPAWN_LEGEND);
+        table::print_spawns(&spawns);
+    }
+    println!();
+    table::print_failures(&rows);
+    println!("load average at the end: {}", report::loadavg());
+    Ok(rows.iter().all(|r| r.failure.is_none()))
+}
+
+/// All runs of one size and contents, each a baseline push then a migration, so that both
+/// see the same conditions. A failing migration ends the row with the error; a failing
+/// baseline, the bench.
+fn measure_row(m: &Mrun, node: &Node, dir: &Scratch, victim: &Path, mib: u64, contents: Contents, repeat: u32)
+    -> anyhow::Result<Row> {
+    let len = usize::try_from(mib << 20).context("size too large")?;
+    let bytes = pattern::generate(contents, len);
+    let sum = pattern::checksum(bytes.as_slice());
+    let mut row = Row { mib, contents, samples: Vec::new(), pushes: Vec::new(), failure: None };
+    for i in 1..=repeat {
+        eprintln!("mrun-bench-migrate: {mib} MiB {contents}: run {i}/{repeat}");
+        let push: Push = node.push(bytes.as_slice(), &dir.file("push.err"), job::timeout(mib))?;
+        row.pushes.push(push);
+        match job::migrate(m, dir, victim, NODE, mib, contents, Some(sum)) {
+            Ok(sample) => row.samples.push(sample),
+            Err(e) => {
+                row.failure = Some(format!("{e:#}"));
+                break;
+            }
+        }
+    }
+    Ok(row)
+}
+
+fn print_header(args: &Args, bin_dir: &Path, mrun: &Mrun, node: &Node, dir: &Scratch) {
+    let contents: Vec<&str> = args.contents.iter().map(|c| c.name()).collect();
+    println!("mrun-bench-migrate: `mrunctl migrate` downtime over loopback SSH against a plain SSH transfer \
+              of the same bytes; mrun's start cost");
+    println!("machine: {}", report::machine());
+    println!("mrun, mrunctl, mrun-agent: from {} ({}), run from copies in {} (tmpfs)",
+             bin_dir.display(), mrun.version(), dir.path().display());
+    println!("node {NODE}: OpenSSH sshd on 127.0.0.1:{} (this machine; the agent is MRUN_REMOTE_AGENT={}); \
+              cipher of the OpenSSH client: {}; mrun speaks SSH with russh (first choice chacha20-poly1305, \
+              no compression)",
+             node.port, mrun.agent.display(), node.openssh_cipher());
+    println!("load average at the start: {} (other work on the machine skews the numbers)", report::loadavg());
+    println!("sizes {:?} MiB; contents {}; median of {} runs ({} from 1 GiB up)",
+             args.sizes, contents.join(","), args.repeat, args.repeat_large);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

@@ -1,0 +1,267 @@
+//! The node: a private OpenSSH `sshd` on 127.0.0.1 (this machine plays the node), and the client
+//! side that `mrun` and `ssh` read: a HOME holding `.ssh/config`, the key and `known_hosts`.
+//! Also the baseline: the same bytes pushed through an OpenSSH channel to `cat > /dev/null`.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mrun_bench::sys::{terminate_with_parent, wait_timeout};
+
+const SSHD: &str = "/usr/sbin/sshd";
+const SSH: &str = "/usr/bin/ssh";
+const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
+
+/// A running sshd and the client configuration that reaches it as `name`.
+pub struct Node {
+    pub name: &'static str,
+    pub port: u16,
+    /// The client's HOME (`.ssh/config`, `.ssh/id_ed25519`, `.ssh/known_hosts`).
+    pub home: PathBuf,
+    sshd: Child,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Sets up the server in `dir/sshd` and the client in `dir/home`, starts the server and
+    /// checks that `ssh` logs in.
+    pub fn start(dir: &Path, name: &'static str) -> anyhow::Result<Node> {
+        for tool in [SSHD, SSH, SSH_KEYGEN] {
+            if !Path::new(tool).is_file() {
+                bail!("{tool} is missing: install openssh-server and openssh-client");
+            }
+        }
+        let server = dir.join("sshd");
+        let home = dir.join("home");
+        let dot_ssh = home.join(".ssh");
+        for d in [&server, &home, &dot_ssh] {
+            std::fs::DirBuilder::new().mode(0o700).recursive(true).create(d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        // sshd refuses to start without its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").context("cannot create /run/sshd")?;
+
+        let host_key = keygen(&server.join("host_key"))?;
+        let client_key = keygen(&dot_ssh.join("id_ed25519"))?;
+        let authorized = server.join("authorized_keys");
+        write_private(&authorized, &format!("{client_key}\n"))?;
+
+        let port = free_port()?;
+        let config = server.join("sshd_config");
+        let log = server.join("log");
+        write_private(&config, &format!(
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+             UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nStrictModes no\nLogLevel ERROR\n",
+            server.join("host_key").display(), authorized.display(), server.join("sshd.pid").display()))?;
+
+        let mut cmd = Command::new(SSHD);
+        cmd.arg("-D").arg("-f").arg(&config).arg("-E").arg(&log)
+            .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        terminate_with_parent(&mut cmd);
+        let sshd = cmd.spawn().with_context(|| format!("cannot start {SSHD}"))?;
+
+        let user = login_name()?;
+        write_private(&dot_ssh.join("config"), &format!(
+            "Host {name}\n    HostName 127.0.0.1\n    Port {port}\n    User {user}\n    IdentityFile {}\n",
+            dot_ssh.join("id_ed25519").display()))?;
+        write_private(&dot_ssh.join("known_hosts"), &format!("[127.0.0.1]:{port} {host_key}\n"))?;
+
+        let mut node = Node { name, port, home, sshd, log };
+        node.wait_listening()?;
+        let out = node.ssh().arg("true").stdin(Stdio::null()).output().context("cannot run ssh")?;
+        if !out.status.success() {
+            bail!("`ssh {name} true` failed ({}): {} {}", out.status,
+                  String::from_utf8_lossy(&out.stderr).trim(), node.log_text());
+        }
+        Ok(node)
+    }
+
+    fn wait_listening(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.sshd.try_wait().context("waitpid on sshd")? {
+                bail!("sshd ended at start ({status}): {}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("sshd does not listen on 127.0.0.1:{} after 10 s: {}", self.port, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if text.trim().is_empty() { "(sshd logged nothing)".into() } else { format!("sshd log: {}", text.trim()) }
+    }
+
+    /// `ssh NODE` with the client configuration, never asking anything, without ssh-agent.
+    pub fn ssh(&self) -> Command {
+        self.ssh_logging("ERROR")
+    }
+
+    fn ssh_logging(&self, level: &str) -> Command {
+        let ssh = self.home.join(".ssh");
+        let mut cmd = Command::new(SSH);
+        // OpenSSH takes `~` from the password database, not HOME: name every file.
+        cmd.arg("-F").arg(ssh.join("config"))
+            .arg("-o").arg(format!("UserKnownHostsFile={}", ssh.join("known_hosts").display()))
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o"])
+            .arg(format!("LogLevel={level}"))
+            .arg(self.name)
+            .env("HOME", &self.home)
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
+    }
+
+    /// The cipher OpenSSH's client negotiates with this server (as `ssh -v` tells).
+    pub fn openssh_cipher(&self) -> String {
+        let out = self.ssh_logging("DEBUG1").arg("true").stdin(Stdio::null()).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.split_once("kex: client->server cipher: ").map(|(_, c)| c.trim().to_string()))
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    /// The baseline: `bytes` from memory through `ssh NODE 'cat > /dev/null'`. The clock starts
+    /// once the remote command runs (it prints a line first), so `push` is the transfer alone,
+    /// through to cat's end and ssh's exit; `setup` is connecting, authenticating and starting
+    /// the command.
+    pub fn push(&self, bytes: &[u8], err: &Path, timeout: Duration) -> anyhow::Result<Push> {
+        let deadline = Instant::now() + timeout;
+        let err_file = File::create(err).with_context(|| format!("cannot create {}", err.display()))?;
+        let start = Instant::now();
+        let mut child = self.ssh()
+            .arg("echo go; exec cat > /dev/null")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err_file)
+            .spawn()
+            .context("cannot run ssh")?;
+        let watchdog = Watchdog::arm(child.id(), timeout);
+        let mut said = Vec::new();
+        if let Some(mut out) = child.stdout.take() {
+            let mut byte = [0u8; 1];
+            while !said.ends_with(b"\n") && matches!(out.read(&mut byte), Ok(1)) {
+                said.push(byte[0]);
+            }
+        }
+        let setup = start.elapsed();
+        let started = Instant::now();
+        let wrote = match (said.as_slice(), child.stdin.take()) {
+            (b"go\n", Some(mut stdin)) => stdin.write_all(bytes).map_err(anyhow::Error::from),
+            _ => Err(anyhow::anyhow!("the remote command did not start (it said {:?})", String::from_utf8_lossy(&said))),
+        };
+        let fired = watchdog.disarm();
+        let status = wait_timeout(&mut child, deadline.saturating_duration_since(Instant::now()))?;
+        let push = started.elapsed();
+        let Some(status) = status.filter(|_| !fired) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("ssh {} 'cat > /dev/null' of {} bytes did not end within {timeout:?}; killed", self.name, bytes.len());
+        };
+        if wrote.is_err() || !status.success() {
+            let why = wrote.err().map_or_else(|| status.to_string(), |e| format!("{e:#}; ssh {status}"));
+            let msg = std::fs::read_to_string(err).unwrap_or_default();
+            bail!("ssh {} 'cat > /dev/null' failed ({why}): {} {}", self.name, msg.trim(), self.log_text());
+        }
+        Ok(Push { setup, push })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SIGTERM: sshd removes its pid file and leaves.
+        if let Ok(pid) = i32::try_from(self.sshd.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        if !matches!(wait_timeout(&mut self.sshd, Duration::from_secs(5)), Ok(Some(_))) {
+            let _ = self.sshd.kill();
+            let _ = self.sshd.wait();
+        }
+    }
+}
+
+/// One baseline transfer.
+#[derive(Debug, Clone, Copy)]
+pub struct Push {
+    /// From starting `ssh` to the remote command's first output.
+    pub setup: Duration,
+    /// From the first byte written to ssh's exit.
+    pub push: Duration,
+}
+
+/// Kills a process that is still at it when the time is up (for blocking reads and writes on
+/// its pipes). Disarm it before reaping the process, so that it can never hit a reused pid.
+struct Watchdog {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn arm(pid: u32, timeout: Duration) -> Watchdog {
+        let (stop, rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || match rx.recv_timeout(timeout) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+                true
+            }
+            _ => false,
+        });
+        Watchdog { stop, thread }
+    }
+
+    /// Whether it fired.
+    fn disarm(self) -> bool {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap_or(true)
+    }
+}
+
+/// `ssh-keygen -q -t ed25519 -N '' -f PATH`; the public key's "TYPE BASE64".
+fn keygen(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new(SSH_KEYGEN)
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "mrun-bench", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run ssh-keygen")?;
+    if !out.status.success() {
+        bail!("ssh-keygen -f {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let public = PathBuf::from(format!("{}.pub", path.display()));
+    let text = std::fs::read_to_string(&public).with_context(|| format!("cannot read {}", public.display()))?;
+    Ok(text.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot chmod {}", path.display()))
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).context("cannot bind 127.0.0.1:0")?;
+    Ok(l.local_addr().context("local_addr")?.port())
+}
+
+/// The name of the user running the bench (whom the node logs in).
+fn login_name() -> anyhow::Result<String> {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => Ok(u.name),
+        _ => bail!("no passwd entry for uid {uid}"),
+    }
+}
