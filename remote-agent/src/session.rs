@@ -196,10 +196,11 @@ pub async fn run() -> Result<()> {
                 }
                 None => dump_events = None,
             },
-            data = outputs.next() => match data {
-                Some(frame) => out.send(frame).await?,
-                None => {}
-            },
+            data = outputs.next() => {
+                if let Some(frame) = data {
+                    out.send(frame).await?;
+                }
+            }
             status = job.child.wait(), if outputs.closed() => {
                 let status = status.context("waiting for the restore helper")?;
                 let ended = Ended::from(status);

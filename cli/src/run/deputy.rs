@@ -27,7 +27,7 @@ enum Place {
     /// `pid` is the process to checkpoint. After a return its stdin may be a pipe we `feed`
     /// (from our stdin, after the input it had not read yet where it was).
     Home { child: tokio::process::Child, pid: i32, feed: Option<tokio::process::ChildStdin> },
-    Away { link: Link },
+    Away { link: Box<Link> },
 }
 
 pub fn run(command: Vec<OsString>) -> ! {
@@ -278,7 +278,7 @@ async fn handle(
                 stdin.set_away(true);
                 // The home copy was killed; tokio reaps it.
                 drop((child, feed));
-                (Place::Away { link }, Ok(format!("job {job} now runs on {target}")))
+                (Place::Away { link: Box::new(link) }, Ok(format!("job {job} now runs on {target}")))
             }
             Err(e) => (Place::Home { child, pid, feed }, Err(e)),
         },
@@ -309,7 +309,7 @@ async fn handle(
         Place::Away { mut link } => match move_between(&mut link, job, &target, terminal.describe(), out, err).await {
             Ok(next) => {
                 link.finish().await;
-                (Place::Away { link: next }, Ok(format!("job {job} now runs on {target}")))
+                (Place::Away { link: Box::new(next) }, Ok(format!("job {job} now runs on {target}")))
             }
             Err(e) => (Place::Away { link }, Err(e)),
         },

@@ -38,18 +38,12 @@ impl Frozen {
         let mut pending = Vec::new();
         let frozen = (|| {
             ptrace::interrupt(pid).ctx(|| format!("PTRACE_INTERRUPT of pid {pid}"))?;
-            loop {
-                match ptrace::wait(pid).ctx(|| format!("waiting for pid {pid} to stop"))? {
-                    Stop::Event(_) => break,
-                    Stop::Syscall => break,
-                    Stop::Signal(s) => {
-                        // A signal was about to be delivered: keep it for later and stop here.
-                        pending.push(s);
-                        break;
-                    }
-                    Stop::Exited(_) | Stop::Killed(_) => {
-                        return Err(EngineError::Died { pid: pid.as_raw(), stage: "freeze" })
-                    }
+            match ptrace::wait(pid).ctx(|| format!("waiting for pid {pid} to stop"))? {
+                Stop::Event(_) | Stop::Syscall => {}
+                // A signal was about to be delivered: keep it for later; it is stopped here.
+                Stop::Signal(s) => pending.push(s),
+                Stop::Exited(_) | Stop::Killed(_) => {
+                    return Err(EngineError::Died { pid: pid.as_raw(), stage: "freeze" })
                 }
             }
             ptrace::get_regs(pid).ctx(|| format!("reading registers of pid {pid}"))
