@@ -18,53 +18,12 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{mpsc, OnceLock};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// The python3 to run: /usr/bin/python3, else the real interpreter behind `python3` on PATH
-/// (a pyenv shim is a bash script that would fork).
-fn python3() -> PathBuf {
-    let system = PathBuf::from("/usr/bin/python3");
-    if system.exists() {
-        return system;
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is not installed");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-fn file_len(p: &Path) -> usize {
-    std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0)
-}
-
-fn read(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
-/// Runs `program args...` to the end outside mrun (the uninterrupted reference) and returns its
-/// stdout, asserting it succeeded.
-fn reference<S: AsRef<OsStr>>(
-    label: &str,
-    program: impl AsRef<OsStr>,
-    args: &[S],
-    envs: &[(&str, &str)],
-    stdin: Input,
-) -> Vec<u8> {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let done = Proc::spawn(format!("{label} (uninterrupted)"), cmd, stdin, Output::Pipe).finish();
-    done.assert_success();
-    done.stdout
-}
 
 /// The input of the gzip tests (readable by every user) and its uninterrupted `gzip -9 -n -c`
 /// (`-n`: no name or time stamp in the header, so copies of the input compress the same).

@@ -1,0 +1,48 @@
+//! Helpers shared by the migration tests: the reference run and small file utilities.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::process::{Input, Output, Proc};
+
+/// The python3 to run: /usr/bin/python3, else the real interpreter behind `python3` on PATH
+/// (a pyenv shim is a bash script that would fork).
+pub fn python3() -> PathBuf {
+    let system = PathBuf::from("/usr/bin/python3");
+    if system.exists() {
+        return system;
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is not installed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+pub fn file_len(p: &Path) -> usize {
+    std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0)
+}
+
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// Runs `program args...` to the end outside mrun (the uninterrupted reference) and returns its
+/// stdout, asserting it succeeded.
+pub fn reference<S: AsRef<OsStr>>(
+    label: &str,
+    program: impl AsRef<OsStr>,
+    args: &[S],
+    envs: &[(&str, &str)],
+    stdin: Input,
+) -> Vec<u8> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let done = Proc::spawn(format!("{label} (uninterrupted)"), cmd, stdin, Output::Pipe).finish();
+    done.assert_success();
+    done.stdout
+}
