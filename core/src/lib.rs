@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod engine;
+pub mod policy;
 pub mod image;
 pub mod resource;
 pub mod supervise;
