@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod ctl;
 pub mod daemon;
 pub mod exit;

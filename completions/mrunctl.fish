@@ -1,0 +1,53 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_mrunctl_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_mrunctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_mrunctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_mrunctl_using_subcommand
+    set -l cmd (__fish_mrunctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -s V -l version -d 'Print version'
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "checkpoint" -d 'Freeze a process, write its image, then end it (it lives on in the image)'
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "restore" -d 'Bring an image back to life in the foreground, with this command\'s stdio'
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "migrate" -d 'Move a running job to a node, or back home'
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "status" -d 'List this user\'s jobs (where each runs, its age and CPU time) and the nodes'
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "nodes" -d 'The configured nodes and what each reports (CPUs, load, free memory)'
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -s o -l output -d 'Where to write the image; `-` writes it to standard output' -r -F
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l level -d 'zstd compression level of the page data (1 is fast; 19 is small)' -r
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l leave-running -d 'Let the process go on running after the checkpoint instead of ending it'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand restore" -l new-pid -d 'Do not give the process its original pid (no new pid namespace). glibc\'s cached thread id is then stale; use only where user namespaces are disabled'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand restore" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand migrate" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l nodes -d 'Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml' -r
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l json -d 'Print JSON (`{"jobs": [...], "nodes": [...]}`) for scripts'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -l nodes -d 'Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml' -r
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -l json -d 'Print JSON for scripts'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "checkpoint" -d 'Freeze a process, write its image, then end it (it lives on in the image)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "restore" -d 'Bring an image back to life in the foreground, with this command\'s stdio'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "migrate" -d 'Move a running job to a node, or back home'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "status" -d 'List this user\'s jobs (where each runs, its age and CPU time) and the nodes'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "nodes" -d 'The configured nodes and what each reports (CPUs, load, free memory)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
