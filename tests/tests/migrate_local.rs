@@ -18,39 +18,13 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, OnceLock};
+use std::sync::mpsc;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
 
-/// The input of the gzip tests (readable by every user) and its uninterrupted `gzip -9 -n -c`
-/// (`-n`: no name or time stamp in the header, so copies of the input compress the same).
-const GZIP_ARGS: [&str; 3] = ["-9", "-n", "-c"];
-
-fn gzip_input() -> PathBuf {
-    text_file(24 * MIB)
-}
-
-fn gzip_reference() -> &'static [u8] {
-    static REFERENCE: OnceLock<Vec<u8>> = OnceLock::new();
-    REFERENCE.get_or_init(|| {
-        let input = gzip_input();
-        let mut args: Vec<&OsStr> = GZIP_ARGS.iter().map(OsStr::new).collect();
-        args.push(input.as_os_str());
-        reference("gzip -9 -n -c", "gzip", &args, &[], Input::Null)
-    })
-}
-
-/// Where the job's stdout goes in an output-comparing test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sink {
-    /// A regular file (the job writes it itself, at home or away).
-    File,
-    /// A pipe read by the test (away, the output is relayed through mrun).
-    Pipe,
-}
 
 /// Starts `mrun PROGRAM ARGS...` with stdout to `sink`, moves it to each of `nodes` in turn,
 /// each time once its output has passed the next fraction of `want` (1/(n+2), 2/(n+2)...) and

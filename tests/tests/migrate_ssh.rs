@@ -28,7 +28,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, OnceLock};
+use std::sync::mpsc;
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------------
@@ -51,31 +51,6 @@ fn one_node(sb: &Sandbox) -> (Node, ClientHome) {
     (a, client)
 }
 
-const GZIP_ARGS: [&str; 3] = ["-9", "-n", "-c"];
-
-fn gzip_input() -> PathBuf {
-    text_file(24 * MIB)
-}
-
-/// The uninterrupted `gzip -9 -n -c` of [`gzip_input`].
-fn gzip_reference() -> &'static [u8] {
-    static REFERENCE: OnceLock<Vec<u8>> = OnceLock::new();
-    REFERENCE.get_or_init(|| {
-        let input = gzip_input();
-        let mut args: Vec<&OsStr> = GZIP_ARGS.iter().map(OsStr::new).collect();
-        args.push(input.as_os_str());
-        reference("gzip -9 -n -c", "gzip", &args, &[], Input::Null)
-    })
-}
-
-/// Where the job's stdout goes in an output-comparing test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sink {
-    /// A regular file opened by the test.
-    File,
-    /// A pipe read by the test (away, the output is relayed through mrun).
-    Pipe,
-}
 
 /// What `migrate_ok` expects a node name to be found as.
 fn at_of(node: &str) -> At {

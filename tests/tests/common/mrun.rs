@@ -125,6 +125,12 @@ impl<'a> Mrun<'a> {
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        self.spawn_job(label, cmd, stdin, stdout)
+    }
+
+    /// Starts the prepared `mrun ...` command and waits until its job exists and the job's
+    /// socket is there to migrate it (shared by every way of starting a job).
+    pub fn spawn_job(&self, label: &str, cmd: Command, stdin: Input, stdout: Output) -> Job {
         let mut proc = Proc::spawn(format!("mrun {label}"), cmd, stdin, stdout);
         let pid = proc.pid();
         let mut child = None;

@@ -46,3 +46,32 @@ pub fn reference<S: AsRef<OsStr>>(
     done.assert_success();
     done.stdout
 }
+
+/// The arguments of the gzip tests: `-n` (no name or time stamp in the header) so that copies
+/// of the input compress the same.
+pub const GZIP_ARGS: [&str; 3] = ["-9", "-n", "-c"];
+
+/// The input of the gzip tests (readable by every user).
+pub fn gzip_input() -> PathBuf {
+    super::data::text_file(24 * super::data::MIB)
+}
+
+/// The uninterrupted `gzip -9 -n -c` of [`gzip_input`].
+pub fn gzip_reference() -> &'static [u8] {
+    static REFERENCE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let input = gzip_input();
+        let mut args: Vec<&OsStr> = GZIP_ARGS.iter().map(OsStr::new).collect();
+        args.push(input.as_os_str());
+        reference("gzip -9 -n -c", "gzip", &args, &[], Input::Null)
+    })
+}
+
+/// Where the job's stdout goes in an output-comparing test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sink {
+    /// A regular file (the job writes it itself, at home or away).
+    File,
+    /// A pipe read by the test (away, the output is relayed through mrun).
+    Pipe,
+}

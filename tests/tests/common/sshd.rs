@@ -613,41 +613,7 @@ impl<'a> SshMrun<'a> {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
-        let mut proc = Proc::spawn(format!("mrun {label}"), cmd, stdin, stdout);
-        let pid = proc.pid();
-        let mut child = None;
-        let ok = wait_until(TIMEOUT, || {
-            child = children(pid).first().copied();
-            child.is_some() || proc.try_status().is_some()
-        });
-        let id = match child {
-            Some(c) if ok => c as u32,
-            _ => {
-                proc.kill();
-                panic!(
-                    "mrun {label} (pid {pid}) never started its command: {:?}; stderr: {}",
-                    proc.try_status(),
-                    proc.stderr_text()
-                )
-            }
-        };
-        let socket = self.mrun.socket_path(id);
-        if !wait_until(TIMEOUT, || socket.exists() || proc.try_status().is_some())
-            || !socket.exists()
-        {
-            proc.kill();
-            panic!(
-                "mrun {label} (pid {pid}, job {id}) never created {}: {:?}; stderr: {}",
-                socket.display(),
-                proc.try_status(),
-                proc.stderr_text()
-            );
-        }
-        Job {
-            label: label.to_string(),
-            id,
-            mrun: proc,
-        }
+        self.mrun.spawn_job(label, cmd, stdin, stdout)
     }
 }
 
