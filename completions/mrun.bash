@@ -23,7 +23,7 @@ _mrun() {
 
     case "${cmd}" in
         mrun)
-            opts="-h -V --help --version"
+            opts="-h -V --home --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

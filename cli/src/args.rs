@@ -15,6 +15,9 @@ use crate::ctl;
     trailing_var_arg = true
 )]
 pub struct MrunCli {
+    /// Keep this job at home: the balancer never moves it (mrunctl migrate still can).
+    #[arg(long)]
+    pub home: bool,
     /// The command and its arguments (everything from the first non-option word on).
     #[arg(required = true, allow_hyphen_values = true, value_name = "COMMAND", value_hint = clap::ValueHint::CommandWithArguments)]
     pub command: Vec<OsString>,

@@ -27,6 +27,19 @@ pub struct JobInfo {
     /// Why the last migration failed, if it did.
     #[serde(default)]
     pub last_problem: Option<String>,
+    /// The pid of the job's `mrun` deputy (the process its user started).
+    #[serde(default)]
+    pub deputy: u32,
+    /// Started with `mrun --home` (or a command listed in `home_commands`): never moved by
+    /// the balancer.
+    #[serde(default)]
+    pub pinned_home: bool,
+    /// When the job last arrived where it is (its start if it never moved).
+    #[serde(default)]
+    pub arrived_unix_ms: u64,
+    /// Touched memory, bytes: what a move carries (measured at home, or at the last move).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// The user's private directory for job sockets: `$XDG_RUNTIME_DIR/mrun`, else

@@ -1,5 +1,6 @@
-//! Which nodes this user has: `--nodes a,b,c`, else `MRUN_NODES`, else the `nodes` list of
-//! `~/.config/mrun/config.toml`. A node is `local` or an SSH destination (a Host alias of
+//! The user's configuration: which nodes they have (`--nodes a,b,c`, else `MRUN_NODES`, else
+//! the `nodes` list of `~/.config/mrun/config.toml`), which commands always stay home, and the
+//! balancer's settings. A node is `local` or an SSH destination (a Host alias of
 //! `~/.ssh/config`, or `[user@]host[:port]`).
 
 use anyhow::{Context, Result};
@@ -7,9 +8,80 @@ use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ConfigFile {
+pub struct ConfigFile {
     #[serde(default)]
-    nodes: Vec<String>,
+    pub nodes: Vec<String>,
+    /// Programs (by name, like `vim`, or by path) whose jobs never leave home, as with
+    /// `mrun --home`.
+    #[serde(default)]
+    pub home_commands: Vec<String>,
+    #[serde(default)]
+    pub balance: BalanceConfig,
+}
+
+/// `[balance]` in config.toml: whether mrun moves jobs by itself, and the policy's knobs
+/// (see docs/policy.md); each missing knob keeps its default.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceConfig {
+    /// `false`: jobs move only when asked (`mrunctl migrate`). Also `MRUN_BALANCE=off`.
+    pub enabled: Option<bool>,
+    /// Seconds between two decisions.
+    pub interval: Option<f64>,
+    pub fixed_cost: Option<f64>,
+    pub min_age: Option<f64>,
+    pub min_load_gap: Option<f64>,
+    pub stay_factor: Option<f64>,
+    pub min_stay: Option<f64>,
+    pub mem_margin: Option<f64>,
+    pub max_moves: Option<usize>,
+}
+
+impl BalanceConfig {
+    pub fn enabled(&self) -> bool {
+        match std::env::var("MRUN_BALANCE").as_deref() {
+            Ok("off" | "0" | "no" | "false") => false,
+            Ok(_) => true,
+            Err(_) => self.enabled.unwrap_or(true),
+        }
+    }
+
+    pub fn knobs(&self) -> mrun_core::policy::Knobs {
+        let mut k = mrun_core::policy::Knobs::default();
+        let set = |v: Option<f64>, into: &mut f64| {
+            if let Some(v) = v {
+                *into = v;
+            }
+        };
+        set(self.fixed_cost, &mut k.fixed_cost);
+        set(self.min_age, &mut k.min_age);
+        set(self.min_load_gap, &mut k.min_load_gap);
+        set(self.stay_factor, &mut k.stay_factor);
+        set(self.min_stay, &mut k.min_stay);
+        set(self.mem_margin, &mut k.mem_margin);
+        if let Some(m) = self.max_moves {
+            k.max_moves = m;
+        }
+        k
+    }
+}
+
+/// The configuration file, or the defaults when there is none.
+pub fn config() -> Result<ConfigFile> {
+    let path = config_path();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+        Err(_) => Ok(ConfigFile::default()),
+    }
+}
+
+/// Whether jobs of `program` stay home by configuration.
+pub fn stays_home(cfg: &ConfigFile, program: &std::ffi::OsStr) -> bool {
+    let path = std::path::Path::new(program);
+    cfg.home_commands.iter().any(|c| {
+        let c = std::path::Path::new(c);
+        c == path || (c.components().count() == 1 && path.file_name() == Some(c.as_os_str()))
+    })
 }
 
 pub fn config_path() -> std::path::PathBuf {
@@ -27,14 +99,7 @@ pub fn configured(flag: Option<&str>) -> Result<Vec<String>> {
     if let Ok(list) = std::env::var("MRUN_NODES") {
         return Ok(split(&list));
     }
-    let path = config_path();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let cfg: ConfigFile = toml::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
-            Ok(cfg.nodes)
-        }
-        Err(_) => Ok(Vec::new()),
-    }
+    Ok(config()?.nodes)
 }
 
 fn split(list: &str) -> Vec<String> {
@@ -55,5 +120,25 @@ mod tests {
         let cfg: ConfigFile = toml::from_str("nodes = [\"local\", \"alice@box:2222\"]\n").expect("parse");
         assert_eq!(cfg.nodes, vec!["local", "alice@box:2222"]);
         assert!(toml::from_str::<ConfigFile>("nodez = []\n").is_err(), "typos are reported");
+    }
+
+    #[test]
+    fn balance_knobs_override_defaults_one_by_one() {
+        let cfg: ConfigFile = toml::from_str("[balance]\nmin_age = 1.5\nmax_moves = 4\n").expect("parse");
+        let k = cfg.balance.knobs();
+        let d = mrun_core::policy::Knobs::default();
+        assert_eq!((k.min_age, k.max_moves), (1.5, 4));
+        assert_eq!(k.min_stay, d.min_stay);
+        assert!(toml::from_str::<ConfigFile>("[balance]\nmin_agee = 1\n").is_err());
+    }
+
+    #[test]
+    fn home_commands_match_by_name_or_path() {
+        let cfg: ConfigFile = toml::from_str("home_commands = [\"vim\", \"/opt/x/run\"]\n").expect("parse");
+        assert!(stays_home(&cfg, std::ffi::OsStr::new("vim")));
+        assert!(stays_home(&cfg, std::ffi::OsStr::new("/usr/bin/vim")));
+        assert!(stays_home(&cfg, std::ffi::OsStr::new("/opt/x/run")));
+        assert!(!stays_home(&cfg, std::ffi::OsStr::new("run")));
+        assert!(!stays_home(&cfg, std::ffi::OsStr::new("gzip")));
     }
 }

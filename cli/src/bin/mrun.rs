@@ -11,5 +11,13 @@ fn main() {
         _ => {}
     }
     let cli = mrun::args::MrunCli::parse();
-    mrun::run::deputy::run(cli.command)
+    let pinned = cli.home
+        || match mrun::nodes::config() {
+            Ok(cfg) => cli.command.first().is_some_and(|p| mrun::nodes::stays_home(&cfg, p)),
+            Err(e) => {
+                eprintln!("mrun: warning: {e:#}");
+                false
+            }
+        };
+    mrun::run::deputy::run(cli.command, pinned)
 }

@@ -80,6 +80,10 @@ mod tests {
             started_unix: 1000,
             cpu_seconds: Some(1.25),
             last_problem: Some("pid 42 has 2 threads".into()),
+            deputy: 41,
+            pinned_home: false,
+            arrived_unix_ms: 1_000_000,
+            bytes: 1 << 20,
         };
         let t = table(&[job], 1075);
         let line = t.lines().nth(1).expect("a job line");

@@ -30,7 +30,7 @@ enum Place {
     Away { link: Box<Link> },
 }
 
-pub fn run(command: Vec<OsString>) -> ! {
+pub fn run(command: Vec<OsString>, pinned_home: bool) -> ! {
     // Signals to pass on are taken by a thread of their own (set before any thread starts,
     // so all inherit the mask; every process we start gets an empty mask again).
     // SIGTSTP is left to its default: a terminal's ^Z stops mrun together with the job in its
@@ -57,7 +57,7 @@ pub fn run(command: Vec<OsString>) -> ! {
             Err(_) => return,
         }
     });
-    match runtime.block_on(deputy(command, sig_rx)) {
+    match runtime.block_on(deputy(command, pinned_home, sig_rx)) {
         Ok(ended) => supervise::end_like(ended),
         Err(e) => crate::exit::fail("mrun", format!("{e:#}"), 1),
     }
@@ -69,13 +69,17 @@ struct JobMeta {
     command: String,
     started_unix: u64,
     last_problem: Option<String>,
+    pinned_home: bool,
+    arrived_unix_ms: u64,
+    /// Touched memory at the last move (away, it cannot be read from here).
+    bytes_at_move: u64,
 }
 
 impl JobMeta {
     fn info(&self, place: &Place) -> crate::jobs::JobInfo {
-        let (where_, cpu) = match place {
-            Place::Home { pid, .. } => ("home".to_string(), cpu_seconds(*pid)),
-            Place::Away { link } => (link.node.clone(), None),
+        let (where_, cpu, bytes) = match place {
+            Place::Home { pid, .. } => ("home".to_string(), cpu_seconds(*pid), touched_bytes(*pid)),
+            Place::Away { link } => (link.node.clone(), None, self.bytes_at_move),
         };
         crate::jobs::JobInfo {
             job: self.job,
@@ -86,8 +90,24 @@ impl JobMeta {
             started_unix: self.started_unix,
             cpu_seconds: cpu,
             last_problem: self.last_problem.clone(),
+            deputy: std::process::id(),
+            pinned_home: self.pinned_home,
+            arrived_unix_ms: self.arrived_unix_ms,
+            bytes,
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Resident memory of a local process, bytes: what a checkpoint would carry.
+fn touched_bytes(pid: i32) -> u64 {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.statm())
+        .map(|m| m.resident * procfs::page_size())
+        .unwrap_or(0)
 }
 
 /// User + system CPU seconds of a local process.
@@ -111,7 +131,7 @@ enum Event {
     Stdin(Option<bytes::Bytes>),
 }
 
-async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -> Result<Ended> {
+async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Receiver<Received>) -> Result<Ended> {
     let Some((program, args)) = command.split_first() else { bail!("no command given") };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
@@ -133,6 +153,9 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
             .map(|d| d.as_secs())
             .unwrap_or(0),
         last_problem: None,
+        pinned_home,
+        arrived_unix_ms: now_ms(),
+        bytes_at_move: 0,
     };
     let mut socket = JobSocket::bind(job).ok();
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
@@ -221,8 +244,14 @@ async fn deputy(command: Vec<OsString>, mut signals: mpsc::Receiver<Received>) -
             }
             Event::Request(req, stream) => {
                 let is_move = matches!(req, Request::Migrate(_));
+                let before = describe(&place);
+                let bytes_before = meta.info(&place).bytes;
                 let (next, answer) = handle(req, place, &meta, &stdin_relay, stdin_open, &mut terminal, &mut out, &mut err).await;
                 place = next;
+                if describe(&place) != before {
+                    meta.arrived_unix_ms = now_ms();
+                    meta.bytes_at_move = bytes_before;
+                }
                 match &answer {
                     Ok(text) if is_move => crate::log::line(&format!("job {job} ({}): {text}", meta.command)),
                     Ok(_) => {}
