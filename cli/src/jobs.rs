@@ -71,10 +71,16 @@ pub fn job_socket(job: u32) -> Result<PathBuf> {
 
 /// Ask the deputy of `job` something; its answer's text, or its error.
 pub fn ask(job: u32, request: &str) -> Result<String> {
+    ask_within(job, request, None)
+}
+
+/// [`ask`], giving up after `limit` (a deputy busy moving its job answers only after).
+pub fn ask_within(job: u32, request: &str, limit: Option<std::time::Duration>) -> Result<String> {
     use std::io::{BufRead, BufReader, Write};
     let path = job_socket(job)?;
     let mut stream = std::os::unix::net::UnixStream::connect(&path)
         .with_context(|| format!("no mrun job {job} is running for this user"))?;
+    stream.set_read_timeout(limit)?;
     stream.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
@@ -87,6 +93,11 @@ pub fn ask(job: u32, request: &str) -> Result<String> {
 
 /// The jobs of this user whose deputies answer; stale sockets are removed.
 pub fn list() -> Result<Vec<JobInfo>> {
+    list_within(std::time::Duration::from_secs(5))
+}
+
+/// [`list`], skipping deputies that do not answer within `limit` (busy moving their job).
+pub fn list_within(limit: std::time::Duration) -> Result<Vec<JobInfo>> {
     let dir = socket_dir()?;
     let mut jobs = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -98,7 +109,7 @@ pub fn list() -> Result<Vec<JobInfo>> {
         else {
             continue;
         };
-        match ask(job, "info") {
+        match ask_within(job, "info", Some(limit)) {
             Ok(text) => {
                 if let Ok(info) = serde_json::from_str::<JobInfo>(&text) {
                     jobs.push(info);

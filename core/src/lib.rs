@@ -5,6 +5,7 @@ pub mod arch;
 pub mod engine;
 pub mod policy;
 pub mod image;
+pub mod load;
 pub mod resource;
 pub mod supervise;
 pub mod sys;

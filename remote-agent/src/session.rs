@@ -49,9 +49,15 @@ pub async fn run() -> Result<()> {
     let (job_stdin, terminal) = match input.next().await {
         Some(Ok(Frame::Control(Control::Restore { stdin, terminal, .. }))) => (stdin, terminal),
         Some(Ok(Frame::Control(Control::Describe))) => {
-            out.send(Frame::Control(Control::Facts(mrun_core::wire::NodeFacts::here()))).await?;
+            let mut meter = mrun_core::load::Meter::new();
+            for _ in 0..3 {
+                meter.sample();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            out.send(Frame::Control(Control::Facts(meter.facts()))).await?;
             return Ok(());
         }
+        Some(Ok(Frame::Control(Control::Watch { interval_ms }))) => return watch(&mut input, &mut out, interval_ms).await,
         None => return Ok(()),
         Some(other) => bail!("expected a job to restore, got {other:?}"),
     };
@@ -278,6 +284,25 @@ async fn read_some(end: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> Option<u
         _ => {
             *end = None;
             None
+        }
+    }
+}
+
+/// Report this node's facts every `interval_ms` until home closes the session.
+async fn watch(input: &mut FramedRead<tokio::io::Stdin, FrameCodec>, out: &mut Out, interval_ms: u32) -> Result<()> {
+    let mut meter = mrun_core::load::Meter::new();
+    let report_every = std::time::Duration::from_millis(u64::from(interval_ms.max(100)));
+    let mut sample = tokio::time::interval(mrun_core::load::SAMPLE_EVERY);
+    let mut report = tokio::time::interval(report_every);
+    loop {
+        tokio::select! {
+            _ = sample.tick() => meter.sample(),
+            _ = report.tick() => out.send(Frame::Control(Control::Facts(meter.facts()))).await?,
+            heard = input.next() => match heard {
+                None => return Ok(()),
+                Some(Ok(other)) => bail!("unexpected message while reporting load: {other:?}"),
+                Some(Err(e)) => return Err(e).context("reading from home"),
+            },
         }
     }
 }

@@ -50,14 +50,14 @@ pub fn reports(flag: Option<&str>) -> Vec<NodeReport> {
 pub fn table(reports: &[NodeReport], jobs: &[crate::jobs::JobInfo]) -> String {
     let mut out = format!(
         "{:<20} {:<10} {:>4} {:>9} {:>10} {:>5}  {}\n",
-        "NODE", "REACHABLE", "CPUS", "LOAD/CPU", "MEM FREE", "JOBS", "ARCH / PROBLEM"
+        "NODE", "REACHABLE", "CPUS", "LOAD/CPU", "MEM FREE", "JOBS", "SPEED / ARCH / PROBLEM"
     );
     for r in reports {
         let here = jobs.iter().filter(|j| j.place == r.node).count();
         out.push_str(&match &r.facts {
             Some(f) => format!(
-                "{:<20} {:<10} {:>4} {:>9.2} {:>9.1}G {:>5}  {} {}\n",
-                r.node, "yes", f.cpus, f.load_per_cpu, f.mem_available as f64 / (1u64 << 30) as f64, here, f.arch, f.kernel
+                "{:<20} {:<10} {:>4} {:>9.2} {:>9.1}G {:>5}  {:.0} {} {}\n",
+                r.node, "yes", f.cpus, f.load_per_cpu, f.mem_available as f64 / (1u64 << 30) as f64, here, f.speed, f.arch, f.kernel
             ),
             None => format!(
                 "{:<20} {:<10} {:>4} {:>9} {:>10} {:>5}  {}\n",

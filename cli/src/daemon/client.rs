@@ -28,39 +28,64 @@ pub fn socket_path() -> Result<PathBuf> {
 
 /// A byte stream to a fresh `mrun-agent` on `node`, through the daemon.
 pub async fn open_agent(node: &str) -> Result<UnixStream> {
-    let path = socket_path()?;
-    let mut stream = match UnixStream::connect(&path).await {
-        Ok(s) => s,
-        Err(_) => {
-            start_daemon()?;
-            let mut tries = 0;
-            loop {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                match UnixStream::connect(&path).await {
-                    Ok(s) => break s,
-                    Err(e) if tries > 150 => return Err(e).context("the mrun daemon did not start"),
-                    Err(_) => tries += 1,
-                }
-            }
-        }
-    };
+    let mut stream = reach().await?;
     stream.write_all(format!("connect {node}\n").as_bytes()).await?;
-    // Read the answer byte by byte: what follows it belongs to the agent.
-    let mut answer = Vec::new();
-    loop {
-        let mut byte = [0u8; 1];
-        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut byte).await?;
-        if n == 0 || byte[0] == b'\n' {
-            break;
-        }
-        answer.push(byte[0]);
-    }
-    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let answer = read_line(&mut stream).await?;
     match answer.split_once(' ').map(|(a, b)| (a, b.to_string())).unwrap_or((answer.as_str(), String::new())) {
         ("ok", _) => Ok(stream),
         ("error", why) => bail!("{why}"),
         _ => bail!("the mrun daemon gave no answer"),
     }
+}
+
+/// Make sure the daemon runs (starting it if not), so that the balancer sees this user's jobs.
+pub async fn ensure_running() -> Result<()> {
+    let mut stream = reach().await?;
+    stream.write_all(b"hello\n").await?;
+    match read_line(&mut stream).await?.as_str() {
+        "ok" => Ok(()),
+        other => bail!("the mrun daemon answered {other:?}"),
+    }
+}
+
+/// The daemon's view of the cluster, if a daemon runs (none is started for it).
+pub async fn cluster_report() -> Result<super::cluster::ClusterReport> {
+    let mut stream = UnixStream::connect(socket_path()?).await.context("no mrun daemon runs")?;
+    stream.write_all(b"facts\n").await?;
+    let line = read_line(&mut stream).await?;
+    serde_json::from_str(&line).context("reading the daemon's report")
+}
+
+/// A connection to the daemon, started if needed.
+async fn reach() -> Result<UnixStream> {
+    let path = socket_path()?;
+    if let Ok(s) = UnixStream::connect(&path).await {
+        return Ok(s);
+    }
+    start_daemon()?;
+    let mut tries = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match UnixStream::connect(&path).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tries > 150 => return Err(e).context("the mrun daemon did not start"),
+            Err(_) => tries += 1,
+        }
+    }
+}
+
+/// One answer line. Read byte by byte: what follows it belongs to the agent.
+async fn read_line(stream: &mut UnixStream) -> Result<String> {
+    let mut answer = Vec::new();
+    loop {
+        let mut byte = [0u8; 1];
+        let n = tokio::io::AsyncReadExt::read(stream, &mut byte).await?;
+        if n == 0 || byte[0] == b'\n' {
+            break;
+        }
+        answer.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
 fn start_daemon() -> Result<()> {

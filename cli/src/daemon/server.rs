@@ -1,5 +1,7 @@
-//! The daemon's socket server: `connect NODE` turns the connection into a byte pipe to a new
-//! `mrun-agent` on NODE, over the node's one SSH connection.
+//! The daemon's socket server. Requests (one line): `connect NODE` turns the connection into a
+//! byte pipe to a new `mrun-agent` on NODE, over the node's one SSH connection; `facts` is
+//! answered with one JSON line, the daemon's view of the cluster; `hello` with `ok` (a deputy
+//! making sure the daemon, and so the balancer, runs).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,12 +15,12 @@ use tokio::sync::Mutex;
 use crate::run::ssh;
 
 /// A node's connection, or when to try again after a failure.
-enum NodeState {
+pub(super) enum NodeState {
     Up { session: Arc<ssh::Session>, agent: String },
     Down { retry_at: Instant, backoff: Duration, why: String },
 }
 
-type Nodes = Arc<Mutex<HashMap<String, NodeState>>>;
+pub(super) type Nodes = Arc<Mutex<HashMap<String, NodeState>>>;
 
 /// The daemon leaves after this long with no session to carry and no request.
 const IDLE_SECS: u64 = 120;
@@ -45,6 +47,10 @@ async fn serve() -> Result<()> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
     let nodes: Nodes = Arc::new(Mutex::new(HashMap::new()));
+    let cluster: super::cluster::Cluster = Default::default();
+    super::cluster::measure_home(cluster.clone());
+    let jobs_alive = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(super::balance::run(cluster.clone(), nodes.clone(), jobs_alive.clone()));
     let me = nix::unistd::getuid().as_raw();
     let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let idle_limit = Duration::from_secs(
@@ -55,7 +61,7 @@ async fn serve() -> Result<()> {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if busy.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                if busy.load(std::sync::atomic::Ordering::SeqCst) > 0 || jobs_alive.load(std::sync::atomic::Ordering::SeqCst) {
                     last_active = Instant::now();
                 } else if last_active.elapsed() > idle_limit {
                     // Nothing to carry and nobody asked for a while: leave.
@@ -71,20 +77,34 @@ async fn serve() -> Result<()> {
             continue; // Another user: not even an answer.
         }
         let nodes = nodes.clone();
+        let cluster = cluster.clone();
         let busy = busy.clone();
         busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
-            let _ = serve_one(stream, nodes).await;
+            let _ = serve_one(stream, nodes, cluster).await;
             busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         });
     }
 }
 
-async fn serve_one(stream: UnixStream, nodes: Nodes) -> Result<()> {
+async fn serve_one(stream: UnixStream, nodes: Nodes, cluster: super::cluster::Cluster) -> Result<()> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     let mut stream = reader.into_inner();
+    match line.trim() {
+        "hello" => {
+            stream.write_all(b"ok\n").await?;
+            return Ok(());
+        }
+        "facts" => {
+            let balancing = super::balance::BALANCING.load(std::sync::atomic::Ordering::SeqCst);
+            let report = super::cluster::report(&cluster, balancing);
+            stream.write_all(format!("{}\n", serde_json::to_string(&report)?).as_bytes()).await?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let Some(node) = line.trim().strip_prefix("connect ").map(str::to_string) else {
         stream.write_all(b"error unknown request\n").await?;
         return Ok(());
@@ -110,7 +130,7 @@ async fn serve_one(stream: UnixStream, nodes: Nodes) -> Result<()> {
 
 /// A new channel running the agent on `node`, over its cached connection; reconnects (with
 /// backoff) when there is none or it died.
-async fn open_channel(nodes: &Nodes, node: &str) -> Result<russh::Channel<russh::client::Msg>> {
+pub(super) async fn open_channel(nodes: &Nodes, node: &str) -> Result<russh::Channel<russh::client::Msg>> {
     let mut map = nodes.lock().await;
     for attempt in 0..2 {
         let (session, agent) = match map.get(node) {

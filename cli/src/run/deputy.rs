@@ -158,6 +158,9 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
         bytes_at_move: 0,
     };
     let mut socket = JobSocket::bind(job).ok();
+    if !pinned_home {
+        tokio::spawn(wake_balancer());
+    }
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
     let mut terminal = HomeTerminal::detect();
     let mut stdin_open = true;
@@ -263,6 +266,20 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
                 }
                 control::answer(stream, answer).await;
             }
+        }
+    }
+}
+
+/// Once the job is old enough to be worth moving, make sure the daemon (whose balancer finds
+/// jobs by their sockets) runs, if there are nodes to balance onto. Jobs that end sooner
+/// never touch the daemon.
+async fn wake_balancer() {
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let wanted = crate::nodes::config().is_ok_and(|c| c.balance.enabled())
+        && crate::nodes::configured(None).is_ok_and(|n| n.iter().any(|n| n != "local"));
+    if wanted {
+        if let Err(e) = crate::daemon::ensure_running().await {
+            crate::log::line(&format!("cannot start the daemon for balancing: {e:#}"));
         }
     }
 }

@@ -59,6 +59,19 @@ impl Link {
             let (r, w) = tokio::io::split(channel.into_stream());
             (Box::new(r), Box::new(w), Carrier::Ssh(session))
         };
+        Link::handshake(node, rx, tx, carrier).await
+    }
+
+    /// A session over a stream already connected to an agent (the daemon's own channels).
+    pub async fn over<S>(node: &str, stream: S) -> Result<Link>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (r, w) = tokio::io::split(stream);
+        Link::handshake(node, Box::new(r), Box::new(w), Carrier::Daemon).await
+    }
+
+    async fn handshake(node: &str, rx: Reader, tx: Writer, carrier: Carrier) -> Result<Link> {
         let mut link = Link {
             node: node.to_string(),
             rx: FramedRead::new(rx, FrameCodec::default()),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to frames or control messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// First message in each direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,42 +59,22 @@ pub struct Terminal {
     pub modes: TermModes,
 }
 
-/// What a node tells about itself.
+/// What a machine tells about itself (measured by [`crate::load::Meter`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeFacts {
     pub arch: String,
     pub kernel: String,
+    /// CPU capacity (affinity and cgroup quota taken into account).
     pub cpus: u32,
-    /// 1-minute load average divided by the number of CPUs.
+    /// Speed of one CPU: loop iterations per CPU-microsecond on a fixed integer loop.
+    pub speed: f64,
+    /// Runnable tasks (the run queue), averaged over the last second.
+    pub runnable: f64,
+    /// `runnable / cpus`.
     pub load_per_cpu: f64,
     pub mem_available: u64,
-}
-
-impl NodeFacts {
-    /// Facts about this machine, from /proc.
-    pub fn here() -> NodeFacts {
-        let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-        let load1 = std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
-            .unwrap_or(0.0);
-        let mem_available = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("MemAvailable:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-            })
-            .map(|kib| kib * 1024)
-            .unwrap_or(0);
-        NodeFacts {
-            arch: std::env::consts::ARCH.to_string(),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default(),
-            cpus,
-            load_per_cpu: load1 / cpus as f64,
-            mem_available,
-        }
-    }
+    /// mrun jobs of this user restored on this machine.
+    pub jobs: u32,
 }
 
 /// How a process ended.
@@ -146,4 +126,7 @@ pub enum Control {
     Exited(Ended),
     /// Either direction: something failed; one sentence for the user.
     Error { message: String },
+    /// home -> agent, instead of `Restore`: send `Facts` every `interval_ms` until home
+    /// closes the session (the balancer's view of this node).
+    Watch { interval_ms: u32 },
 }

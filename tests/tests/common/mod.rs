@@ -10,6 +10,7 @@
 //! likewise (`$MRUN`).
 #![allow(dead_code, unused_imports)]
 
+mod cgroup;
 mod data;
 mod mrun;
 mod paths;
@@ -21,6 +22,7 @@ mod scenario;
 mod sshd;
 mod victims;
 
+pub use cgroup::CpuSlice;
 pub use data::{text_file, MIB};
 pub use mrun::{write_atomically, Job, Mrun, Place, RuntimeDir};
 pub use paths::{agent_path, mrun_path, mrunctl_path};

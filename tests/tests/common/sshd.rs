@@ -109,6 +109,8 @@ pub struct NodeOptions {
     pub home: NodeHome,
     /// `PATH` of its sessions.
     pub path: String,
+    /// Run sshd (and so everything of its sessions) in this cgroup (its `cgroup.procs`).
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -116,6 +118,7 @@ impl Default for NodeOptions {
         NodeOptions {
             home: NodeHome::Own,
             path: "/usr/bin:/bin".to_string(),
+            cgroup_procs: None,
         }
     }
 }
@@ -200,6 +203,9 @@ impl Node {
             std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
             let mut cmd = Command::new(SSHD);
             cmd.arg("-D").arg("-f").arg(&config).arg("-E").arg(&log);
+            if let Some(procs) = &opts.cgroup_procs {
+                cmd = super::cgroup::enter(procs, cmd);
+            }
             let mut sshd = Proc::spawn(
                 format!("sshd of node {name}"),
                 cmd,
@@ -531,6 +537,7 @@ pub struct SshMrun<'a> {
     agent: RemoteAgent,
     via: Via,
     envs: Vec<(String, String)>,
+    cgroup_procs: Option<PathBuf>,
 }
 
 impl<'a> SshMrun<'a> {
@@ -541,6 +548,7 @@ impl<'a> SshMrun<'a> {
             agent,
             via: Via::Daemon,
             envs: Vec::new(),
+            cgroup_procs: None,
         }
     }
 
@@ -570,6 +578,13 @@ impl<'a> SshMrun<'a> {
         proc.finish()
     }
 
+    /// Start `mrun` (and so the job, and the daemon it starts) in the cgroup whose
+    /// `cgroup.procs` file this is.
+    pub fn in_cgroup(mut self, procs: PathBuf) -> SshMrun<'a> {
+        self.cgroup_procs = Some(procs);
+        self
+    }
+
     /// Adds `KEY=VALUE` to mrun's (and so the job's) environment.
     pub fn env(mut self, key: &str, value: &str) -> SshMrun<'a> {
         self.envs.push((key.to_string(), value.to_string()));
@@ -586,6 +601,18 @@ impl<'a> SshMrun<'a> {
         stdin: Input,
         stdout: Output,
     ) -> Job {
+        let cmd = self.command(program, args);
+        self.mrun.spawn_job(label, cmd, stdin, stdout)
+    }
+
+    /// Runs `mrun PROGRAM ARGS...` to its end (for jobs too short to catch while they run).
+    pub fn run<S: AsRef<OsStr>>(&self, label: &str, program: impl AsRef<OsStr>, args: &[S]) -> Finished {
+        let cmd = self.command(program, args);
+        Proc::spawn(format!("mrun {label}"), cmd, Input::Null, Output::Pipe).finish()
+    }
+
+    /// `mrun PROGRAM ARGS...` as this client, not started.
+    fn command<S: AsRef<OsStr>>(&self, program: impl AsRef<OsStr>, args: &[S]) -> Command {
         let mut cmd = self.mrun.command(program, args);
         cmd.env("HOME", &self.home)
             .env_remove("SSH_AUTH_SOCK")
@@ -613,7 +640,10 @@ impl<'a> SshMrun<'a> {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
-        self.mrun.spawn_job(label, cmd, stdin, stdout)
+        if let Some(procs) = &self.cgroup_procs {
+            cmd = super::cgroup::enter(procs, cmd);
+        }
+        cmd
     }
 }
 

@@ -1,0 +1,242 @@
+//! Automatic load balancing against real sshd nodes on loopback. Home and each node are CPU
+//! slices of this host (cgroups with one CPU of quota each, see `common/cgroup.rs`): mrun
+//! measures each machine's run queue within its slice, so the three see separate loads as
+//! separate machines would. Nobody calls `mrunctl migrate` here: the daemon's balancer moves
+//! jobs by itself, and each move is read back from `~/.local/state/mrun/mrun.log`.
+//!
+//! What must hold: CPU-bound jobs started at a loaded home spread to the nodes, with
+//! byte-exact output; short young jobs never move; a job whose node gets loaded moves away; a
+//! node that goes down takes only its own jobs with it, each reported lost in one clear line.
+//!
+//! The tests run one at a time (they measure load; running them side by side would only make
+//! them slower). Runs as root (sshd, cgroups). Build first:
+//! `cargo build --release -p mrun -p mrun-agent`.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Home and nodes `a` and `b`, one CPU each, and a client home configured to balance onto
+/// both with the given `[balance]` settings.
+struct Cluster {
+    // Nodes before slices: sshd ends first, then whatever is left in the slices is killed.
+    a: Node,
+    b: Node,
+    client: ClientHome,
+    home_slice: CpuSlice,
+    a_slice: CpuSlice,
+    b_slice: CpuSlice,
+    runtime: PathBuf,
+}
+
+impl Cluster {
+    fn start(sb: &Sandbox, tag: &str, balance: &str) -> Cluster {
+        let home_slice = CpuSlice::new(&format!("{tag}-home"), 1.0);
+        let a_slice = CpuSlice::new(&format!("{tag}-a"), 1.0);
+        let b_slice = CpuSlice::new(&format!("{tag}-b"), 1.0);
+        let in_slice = |s: &CpuSlice| NodeOptions { cgroup_procs: Some(s.procs_file()), ..NodeOptions::default() };
+        let a = Node::start_with(sb, "a", in_slice(&a_slice));
+        let b = Node::start_with(sb, "b", in_slice(&b_slice));
+        let client = ClientHome::for_nodes(sb, &[("a", &a), ("b", &b)]);
+        let config = client.home().join(".config/mrun/config.toml");
+        std::fs::create_dir_all(config.parent().expect("a parent")).expect("mkdir .config/mrun");
+        std::fs::write(&config, format!("nodes = [\"a\", \"b\"]\n\n[balance]\n{balance}"))
+            .expect("writing config.toml");
+        // Job sockets (and the daemon's) private to this test: the balancer sees only its jobs.
+        let runtime = sb.mkdir("runtime");
+        Cluster { a, b, client, home_slice, a_slice, b_slice, runtime }
+    }
+
+    /// `mrun` as the client, started in the home slice.
+    fn mrun<'a>(&self, sb: &'a Sandbox) -> SshMrun<'a> {
+        let mut m = SshMrun::new(sb, &self.client, RemoteAgent::Built).in_cgroup(self.home_slice.procs_file());
+        m.mrun = m.mrun.with_runtime_dir(RuntimeDir::At(self.runtime.clone()));
+        m
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.client.home().join(".local/state/mrun/mrun.log")).unwrap_or_default()
+    }
+
+    /// The balancer's moves so far (lines of the log).
+    fn moves(&self) -> Vec<String> {
+        self.log().lines().filter(|l| l.contains("balancer: job") && !l.contains("failed")).map(str::to_string).collect()
+    }
+
+    fn moves_of(&self, job: &Job) -> Vec<String> {
+        let tag = format!("balancer: job {} ", job.id);
+        self.moves().into_iter().filter(|l| l.contains(&tag)).collect()
+    }
+}
+
+/// A CPU-bound job with known output: `gzip -9` of the shared text fixture (about 2 s of one
+/// CPU here), to a pipe.
+fn start_gzip(m: &SshMrun, label: &str) -> Job {
+    start_gzip_of(m, label, &gzip_input())
+}
+
+fn start_gzip_of(m: &SshMrun, label: &str, input: &std::path::Path) -> Job {
+    let mut args: Vec<&OsStr> = GZIP_ARGS.iter().map(OsStr::new).collect();
+    args.push(input.as_os_str());
+    m.start(label, "gzip", &args, Input::Null, Output::Pipe)
+}
+
+/// A longer job's input: about 6 s of gzip -9 on one CPU here, long enough to move twice.
+fn long_input() -> PathBuf {
+    text_file(80 * MIB)
+}
+
+fn long_reference() -> &'static [u8] {
+    static REFERENCE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let input = long_input();
+        let mut args: Vec<&OsStr> = GZIP_ARGS.iter().map(OsStr::new).collect();
+        args.push(input.as_os_str());
+        reference("gzip -9 -n -c (long)", "gzip", &args, &[], Input::Null)
+    })
+}
+
+fn finish_exact(job: Job) {
+    assert_exact(&job.finish(), gzip_reference());
+}
+
+fn assert_exact(done: &Finished, want: &[u8]) {
+    done.assert_success();
+    assert!(
+        done.stdout == want,
+        "{}: output differs from an uninterrupted gzip ({} vs {} bytes); stderr: {}",
+        done.label,
+        done.stdout.len(),
+        want.len(),
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+/// Starts `n` busy loops (not mrun jobs) in `slice`: other work on that machine.
+fn burners(slice: &CpuSlice, n: usize) -> Vec<Proc> {
+    (0..n)
+        .map(|i| {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.args(["-c", "while :; do :; done"]);
+            Proc::spawn(format!("burner {i}"), slice.wrap(cmd), Input::Null, Output::Null)
+        })
+        .collect()
+}
+
+const FAST: &str = "min_age = 1.0\nmin_stay = 2.0\nstay_factor = 1.0\n";
+const LONG: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn six_cpu_bound_jobs_spread_to_the_nodes_by_themselves() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_six");
+    let c = Cluster::start(&sb, "six", FAST);
+    let m = c.mrun(&sb);
+    gzip_reference();
+    let jobs: Vec<Job> = (0..6).map(|i| start_gzip(&m, &format!("gzip {i}"))).collect();
+    let spread = wait_until(LONG, || {
+        let moves = c.moves();
+        moves.iter().any(|l| l.contains("home -> a")) && moves.iter().any(|l| l.contains("home -> b"))
+    });
+    assert!(spread, "no moves to both nodes; the log:\n{}", c.log());
+    for j in jobs {
+        finish_exact(j);
+    }
+    eprintln!("moves:\n{}", c.moves().join("\n"));
+}
+
+#[test]
+fn young_short_jobs_never_move() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_young");
+    let c = Cluster::start(&sb, "young", "");
+    let m = c.mrun(&sb);
+    // Home is loaded, the nodes idle: moving would pay for an old job, never for these.
+    let _load = burners(&c.home_slice, 3);
+    for i in 0..5 {
+        for (program, args) in [("true", vec![]), ("sleep", vec!["0.1"])] {
+            let done = m.run(&format!("{program} {i}"), program, &args);
+            done.assert_success();
+            assert!(done.stderr.is_empty(), "{}", done.describe());
+        }
+    }
+    assert!(c.moves().is_empty(), "young jobs were moved:\n{}", c.log());
+}
+
+#[test]
+fn a_job_whose_node_gets_loaded_moves_away() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_loaded");
+    let c = Cluster::start(&sb, "loaded", FAST);
+    let m = c.mrun(&sb);
+    long_reference();
+    let jobs: Vec<Job> = (0..2).map(|i| start_gzip_of(&m, &format!("gzip {i}"), &long_input())).collect();
+    // Two jobs on one CPU: one of them goes to a node.
+    let mut moved = None;
+    let went = wait_until(LONG, || {
+        moved = jobs.iter().find_map(|j| {
+            c.moves_of(j).iter().find_map(|l| {
+                ["a", "b"].into_iter().find(|n| l.contains(&format!("home -> {n} "))).map(|n| (j.id, n))
+            })
+        });
+        moved.is_some()
+    });
+    assert!(went, "no job left home; the log:\n{}", c.log());
+    let (id, node) = moved.expect("a moved job");
+    let slice = if node == "a" { &c.a_slice } else { &c.b_slice };
+    let _load = burners(slice, 3);
+    let job = jobs.iter().find(|j| j.id == id).expect("the moved job");
+    let away = wait_until(LONG, || c.moves_of(job).iter().any(|l| l.contains(&format!("{node} -> "))));
+    assert!(away, "job {id} stayed on the loaded node {node}; the log:\n{}", c.log());
+    drop(_load);
+    for j in jobs {
+        assert_exact(&j.finish(), long_reference());
+    }
+}
+
+#[test]
+fn a_node_going_down_loses_only_its_own_jobs() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_down");
+    let c = Cluster::start(&sb, "down", FAST);
+    let m = c.mrun(&sb);
+    gzip_reference();
+    let jobs: Vec<Job> = (0..4).map(|i| start_gzip(&m, &format!("gzip {i}"))).collect();
+    let spread = wait_until(LONG, || {
+        let moves = c.moves();
+        moves.iter().any(|l| l.contains("home -> a")) && moves.iter().any(|l| l.contains("home -> b"))
+    });
+    assert!(spread, "jobs did not spread to both nodes; the log:\n{}", c.log());
+    // Where each job is now, then node a goes down (every process in its slice killed).
+    let places: Vec<At> = jobs.iter().map(|j| locate(j, &[&c.a, &c.b]).1).collect();
+    assert!(places.contains(&At::Node("a".into())), "no job on a: {places:?}");
+    c.a_slice.kill_all();
+    let mut lost = 0;
+    for (job, at) in jobs.into_iter().zip(places) {
+        // A move to a that ended just as a went down would make a job found elsewhere a's.
+        let went_to_a = at == At::Node("a".into()) || c.moves_of(&job).iter().any(|l| l.contains("-> a "));
+        let done = job.finish();
+        if done.status.code() == Some(255) {
+            let err = String::from_utf8_lossy(&done.stderr);
+            assert!(went_to_a, "a job that was not on a ended: {}", done.describe());
+            assert!(
+                err.contains("lost the connection to node a") && err.contains("the job is lost"),
+                "{}",
+                done.describe()
+            );
+            lost += 1;
+        } else {
+            assert!(at != At::Node("a".into()), "a job on a survived a going down: {}", done.describe());
+            assert_exact(&done, gzip_reference());
+        }
+    }
+    assert!(lost >= 1, "no job was lost with a");
+}
