@@ -8,11 +8,15 @@ use common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 
+/// The directory `mrun` and `mrunctl` get as `XDG_RUNTIME_DIR` (job sockets below it).
+fn runtime_dir(sb: &Sandbox) -> std::path::PathBuf {
+    sb.mkdir("runtime")
+}
+
 /// `mrun --each ARGS...` prepared in `sb`: HOME is the sandbox (no configuration file), no
 /// MRUN_NODES, job sockets in the sandbox.
 fn each_command(sb: &Sandbox, args: &[&str]) -> std::process::Command {
-    let runtime = sb.mkdir("runtime");
-    let mrun = Mrun::new(sb).with_runtime_dir(RuntimeDir::At(runtime));
+    let mrun = Mrun::new(sb).with_runtime_dir(RuntimeDir::At(runtime_dir(sb)));
     let mut cmd = mrun.command("--each", args);
     cmd.env("HOME", sb.dir())
         .env_remove("MRUN_NODES")
@@ -231,4 +235,43 @@ fn sigterm_stops_the_batch() {
         "{}",
         out.describe()
     );
+}
+
+/// `--home` reaches every job: each runs as a deputy that is our child (the pid the progress
+/// display matches places by) and is pinned home.
+#[test]
+fn home_pins_every_job_and_jobs_are_our_children() {
+    let sb = Sandbox::new("each-home");
+    let log = sb.path("markers");
+    let script = format!("echo start $0 >> {}; exec sleep 60", log.display());
+    let cmd = each_command(&sb, &["--home", "-j", "2", "sh", "-c", &script, ":::", "a", "b"]);
+    let proc = Proc::spawn("mrun --each --home", cmd, Input::Null, Output::Pipe);
+    let mut status = std::process::Command::new(mrunctl_path());
+    status
+        .args(["status", "--json"])
+        .env("XDG_RUNTIME_DIR", runtime_dir(&sb))
+        .env("HOME", sb.dir())
+        .env_remove("MRUN_NODES")
+        .env_remove("XDG_CONFIG_HOME");
+    let mut jobs = Vec::new();
+    let listed = wait_until(TIMEOUT, || {
+        let out = status.output().expect("run mrunctl status --json");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        jobs = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("\"deputy\": "))
+            .map(|v| v.trim_end_matches(',').parse::<i32>().unwrap_or(0))
+            .collect();
+        jobs.len() == 2 && text.matches("\"pinned_home\": true").count() == 2
+    });
+    let deputies = children(proc.pid());
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(proc.pid(), libc::SIGTERM) };
+    let out = proc.finish();
+    assert!(listed, "mrunctl status never showed two pinned jobs: {}", out.describe());
+    jobs.sort();
+    let mut deputies = deputies;
+    deputies.sort();
+    assert_eq!(jobs, deputies, "the jobs' deputies are not mrun --each's children: {}", out.describe());
+    out.assert_exit_code(143);
 }

@@ -1,6 +1,8 @@
 //! One job of `mrun --each`: an ordinary `mrun` deputy (`mrun [--home] -- COMMAND ARG`) run as
 //! our child, so it migrates, takes signals and ends like any job. Its stdin is /dev/null; its
-//! output is collected whole, to be shown in one piece when it ends.
+//! output is collected whole, to be shown in one piece when it ends. A job has ended once its
+//! deputy exited and both its output pipes closed: a process it left running in the background
+//! with those pipes open holds the job (and its output) until that process closes them.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;

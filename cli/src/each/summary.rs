@@ -45,7 +45,7 @@ impl Tally {
     pub fn exit_status(&self) -> i32 {
         match self.stopped_by {
             Some(signo) => 128 + signo,
-            None => (self.failed.len().min(MAX_FAILED_STATUS as usize)) as i32,
+            None => self.failed.len().min(MAX_FAILED_STATUS as usize) as i32,
         }
     }
 }
