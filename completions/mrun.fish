@@ -1,3 +1,6 @@
-complete -c mrun -l home -d 'Keep this job at home: the balancer never moves it (mrunctl migrate still can)'
+complete -c mrun -s j -l jobs -d 'With --each: how many jobs run at once (default: the CPUs of this machine and of every reachable configured node together)' -r
+complete -c mrun -l joblog -d 'With --each: write GNU parallel\'s job log to FILE (one tab-separated line per job)' -r -F
+complete -c mrun -l home -d 'Keep this job at home: the balancer never moves it (mrunctl migrate still can). With --each, every job stays home'
+complete -c mrun -l each -d 'Run COMMAND once per argument, up to --jobs at once: `mrun --each COMMAND ARG...` runs `COMMAND ARG` for each ARG; `mrun --each COMMAND FIXED... ::: ARG...` runs `COMMAND FIXED... ARG`; with no ARG, one argument per line of stdin'
 complete -c mrun -s h -l help -d 'Print help'
 complete -c mrun -s V -l version -d 'Print version'

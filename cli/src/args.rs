@@ -12,12 +12,32 @@ use crate::ctl;
     name = "mrun",
     version,
     about = "Run a command that can migrate to other machines while it runs",
+    after_help = "With --each, one job per argument, like GNU parallel:\n  \
+        mrun --each gzip a.txt b.txt            jobs: gzip a.txt, gzip b.txt\n  \
+        mrun --each gzip -9 ::: a.txt b.txt     jobs: gzip -9 a.txt, gzip -9 b.txt\n  \
+        find . -name '*.log' | mrun --each gzip  one job per line of stdin\n\
+        Each job's output is shown in one piece when it ends. Exit status of --each: 0 when \
+        every job succeeded, else the number of failed jobs (at most 101); 128+N when \
+        stopped by signal N.",
     trailing_var_arg = true
 )]
 pub struct MrunCli {
     /// Keep this job at home: the balancer never moves it (mrunctl migrate still can).
+    /// With --each, every job stays home.
     #[arg(long)]
     pub home: bool,
+    /// Run COMMAND once per argument, up to --jobs at once: `mrun --each COMMAND ARG...` runs
+    /// `COMMAND ARG` for each ARG; `mrun --each COMMAND FIXED... ::: ARG...` runs
+    /// `COMMAND FIXED... ARG`; with no ARG, one argument per line of stdin.
+    #[arg(long)]
+    pub each: bool,
+    /// With --each: how many jobs run at once (default: the CPUs of this machine and of every
+    /// reachable configured node together).
+    #[arg(short = 'j', long = "jobs", value_name = "N", requires = "each", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// With --each: write GNU parallel's job log to FILE (one tab-separated line per job).
+    #[arg(long, value_name = "FILE", requires = "each", value_hint = clap::ValueHint::FilePath)]
+    pub joblog: Option<std::path::PathBuf>,
     /// The command and its arguments (everything from the first non-option word on).
     #[arg(required = true, allow_hyphen_values = true, value_name = "COMMAND", value_hint = clap::ValueHint::CommandWithArguments)]
     pub command: Vec<OsString>,

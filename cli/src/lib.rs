@@ -6,6 +6,7 @@
 pub mod args;
 pub mod ctl;
 pub mod daemon;
+pub mod each;
 pub mod exit;
 pub mod jobs;
 pub mod log;

@@ -1,4 +1,5 @@
-//! `mrun COMMAND [ARGS]...`: run COMMAND as a job that can move between machines.
+//! `mrun COMMAND [ARGS]...`: run COMMAND as a job that can move between machines;
+//! `mrun --each COMMAND ...`: a batch of such jobs, one per argument.
 
 use clap::Parser;
 
@@ -11,6 +12,10 @@ fn main() {
         _ => {}
     }
     let cli = mrun::args::MrunCli::parse();
+    if cli.each {
+        let options = mrun::each::EachOptions { jobs: cli.jobs, joblog: cli.joblog, home: cli.home };
+        mrun::each::run(cli.command, options)
+    }
     let pinned = cli.home
         || match mrun::nodes::config() {
             Ok(cfg) => cli.command.first().is_some_and(|p| mrun::nodes::stays_home(&cfg, p)),

@@ -1,0 +1,92 @@
+//! What `mrun --each` shows while it runs: on a terminal, a progress bar (done/total, where
+//! the running jobs are, ETA); otherwise one plain line per finished job. Job output passes
+//! through here too, so that it is never drawn over.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::outcome::Outcome;
+
+pub enum Progress {
+    Bar(ProgressBar),
+    Lines { done: usize, total: usize },
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal, plain lines otherwise.
+    pub fn new(total: usize) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines { done: 0, total };
+        }
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("mrun: {bar:30} {pos}/{len} · {msg} · ETA {eta}") {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_secs(1));
+        Progress::Bar(bar)
+    }
+
+    /// Where the running jobs are now (`home 2 · nodea 3`).
+    pub fn running(&self, tally: String) {
+        if let Progress::Bar(bar) = self {
+            bar.set_message(if tally.is_empty() { "starting".to_string() } else { tally });
+        }
+    }
+
+    /// A job ended: its output in one piece (stdout, then stderr), then its progress line (on
+    /// a terminal only for a failure: the bar shows the rest).
+    pub fn finished(&mut self, job: &Outcome) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.suspend(|| {
+                    write_output(job);
+                    if !job.succeeded() {
+                        eprintln!("mrun: failed {} ({}, on {})", job.spec.display(), job.how(), job.place);
+                    }
+                });
+                bar.inc(1);
+            }
+            Progress::Lines { done, total } => {
+                *done += 1;
+                write_output(job);
+                let verb = if job.succeeded() { "done" } else { "failed" };
+                eprintln!(
+                    "mrun: [{done}/{total}] {verb} {} ({}, {:.1} s, on {})",
+                    job.spec.display(),
+                    job.how(),
+                    job.runtime.as_secs_f64(),
+                    job.place
+                );
+            }
+        }
+    }
+
+    /// A line of our own (a warning) that must not be drawn over.
+    pub fn say(&self, text: &str) {
+        match self {
+            Progress::Bar(bar) => bar.suspend(|| eprintln!("{text}")),
+            Progress::Lines { .. } => eprintln!("{text}"),
+        }
+    }
+
+    /// Removes the bar before the summary.
+    pub fn clear(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// A job's captured output, stdout to our stdout and stderr to our stderr, each in one write.
+/// A closed stdout must not stop the batch: a write that fails loses that output, nothing else.
+fn write_output(job: &Outcome) {
+    if !job.stdout.is_empty() {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&job.stdout).and_then(|_| out.flush());
+    }
+    if !job.stderr.is_empty() {
+        let _ = std::io::stderr().lock().write_all(&job.stderr);
+    }
+}

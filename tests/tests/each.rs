@@ -1,0 +1,277 @@
+//! `mrun --each`: a batch of ordinary jobs, one per argument, like GNU parallel: grouped
+//! output, the exit status counting failures, the job log, progress lines, arguments from
+//! stdin, the limit on jobs at once and stopping on a signal. No nodes: every job runs at home.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The directory `mrun` and `mrunctl` get as `XDG_RUNTIME_DIR` (job sockets below it).
+fn runtime_dir(sb: &Sandbox) -> std::path::PathBuf {
+    sb.mkdir("runtime")
+}
+
+/// `mrun --each ARGS...` prepared in `sb`: HOME is the sandbox (no configuration file), no
+/// MRUN_NODES, job sockets in the sandbox.
+fn each_command(sb: &Sandbox, args: &[&str]) -> std::process::Command {
+    let mrun = Mrun::new(sb).with_runtime_dir(RuntimeDir::At(runtime_dir(sb)));
+    let mut cmd = mrun.command("--each", args);
+    cmd.env("HOME", sb.dir())
+        .env_remove("MRUN_NODES")
+        .env_remove("XDG_CONFIG_HOME");
+    cmd
+}
+
+/// Runs `mrun --each ARGS...` to its end.
+fn each(sb: &Sandbox, args: &[&str], stdin: Input) -> Finished {
+    let cmd = each_command(sb, args);
+    Proc::spawn(format!("mrun --each {}", args.join(" ")), cmd, stdin, Output::Pipe).finish()
+}
+
+/// The lines of `text` that jobs wrote (not mrun's own `mrun: ` lines).
+fn job_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.starts_with("mrun: ")).collect()
+}
+
+/// Asserts `lines` are the blocks `"{arg} {stream} 1..=3"`, one per arg of `args`, each in one
+/// piece and in order inside, in any order between them.
+fn assert_grouped(what: &str, lines: &[&str], stream: &str, args: &[&str], out: &Finished) {
+    assert_eq!(lines.len(), 3 * args.len(), "{what}: {}", out.describe());
+    let mut seen = BTreeSet::new();
+    for block in lines.chunks(3) {
+        let arg = block[0].split(' ').next().unwrap_or_default();
+        let want: Vec<String> = (1..=3).map(|i| format!("{arg} {stream} {i}")).collect();
+        assert_eq!(block, want.as_slice(), "{what}: a job's output is split up: {}", out.describe());
+        seen.insert(arg.to_string());
+    }
+    let want: BTreeSet<String> = args.iter().map(|a| a.to_string()).collect();
+    assert_eq!(seen, want, "{what}: {}", out.describe());
+}
+
+/// Every job succeeds: exit 0, and each job's stdout and stderr come in one piece even though
+/// the jobs run at the same time and write a line at a time.
+#[test]
+fn outputs_are_grouped_per_job_and_success_exits_zero() {
+    let sb = Sandbox::new("each-grouped");
+    let script = "for i in 1 2 3; do echo $0 out $i; echo $0 err $i >&2; sleep 0.1; done";
+    let args = ["a", "b", "c"];
+    let mut words = vec!["-j", "3", "sh", "-c", script, ":::"];
+    words.extend(args);
+    let out = each(&sb, &words, Input::Null);
+    out.assert_success();
+    let stdout = out.stdout_text();
+    let stderr = out.stderr_text();
+    assert_grouped("stdout", &job_lines(&stdout), "out", &args, &out);
+    assert_grouped("stderr", &job_lines(&stderr), "err", &args, &out);
+    assert_eq!(
+        stderr.lines().last(),
+        Some("mrun: 3 jobs: 3 succeeded"),
+        "{}",
+        out.describe()
+    );
+}
+
+/// The exit status is the number of failed jobs, and the summary names them.
+#[test]
+fn failed_jobs_are_counted_in_the_exit_status_and_named() {
+    let sb = Sandbox::new("each-failed");
+    let out = each(&sb, &["sh", "-c", "exit $0", ":::", "0", "3", "0", "5"], Input::Null);
+    out.assert_exit_code(2);
+    let summary = out.stderr_text().lines().last().unwrap_or_default().to_string();
+    assert!(
+        summary.starts_with("mrun: 4 jobs: 2 succeeded, 2 failed: ")
+            && summary.contains("sh -c exit $0 3 (exit 3)")
+            && summary.contains("sh -c exit $0 5 (exit 5)"),
+        "summary {summary:?} in {}",
+        out.describe()
+    );
+}
+
+/// `--joblog` writes GNU parallel's format: the header, then one line of 9 tab-separated fields
+/// per job, with the exit value and the signal in their columns.
+#[test]
+fn joblog_has_gnu_parallels_format() {
+    let sb = Sandbox::new("each-joblog");
+    let log = sb.path("jobs.log");
+    let log_arg = log.to_str().expect("a UTF-8 sandbox path");
+    let script = "case $0 in kill) kill -9 $$;; esac; exit $0";
+    let out = each(
+        &sb,
+        &["--joblog", log_arg, "sh", "-c", script, ":::", "0", "3", "kill"],
+        Input::Null,
+    );
+    out.assert_exit_code(2);
+    let text = std::fs::read_to_string(&log).expect("the job log was written");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"),
+        "{text}"
+    );
+    let mut rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 3, "one line per job: {text}");
+    rows.sort_by_key(|r| r[0].parse::<u32>().unwrap_or(0));
+    for (i, (row, arg)) in rows.iter().zip(["0", "3", "kill"]).enumerate() {
+        assert_eq!(row.len(), 9, "9 fields: {row:?}");
+        assert_eq!(row[0], (i + 1).to_string(), "Seq in argument order: {text}");
+        assert_eq!(row[1], "home", "Host: {text}");
+        let (secs, millis) = row[2].split_once('.').expect("Starttime has decimals");
+        assert!(
+            secs.parse::<u64>().is_ok() && millis.len() == 3 && millis.parse::<u32>().is_ok(),
+            "Starttime {:?} is unix seconds with 3 decimals",
+            row[2]
+        );
+        assert!(
+            row[3].len() >= 10 && row[3].trim_start().parse::<f64>().is_ok() && row[3].split_once('.').map(|(_, d)| d.len()) == Some(3),
+            "JobRuntime {:?} is %10.3f",
+            row[3]
+        );
+        assert_eq!((row[4], row[5]), ("0", "0"), "Send and Receive: {text}");
+        assert_eq!(row[8], format!("sh -c {script} {arg}"), "Command: {text}");
+    }
+    let status: Vec<(&str, &str)> = rows.iter().map(|r| (r[6], r[7])).collect();
+    assert_eq!(status, [("0", "0"), ("3", "0"), ("0", "9")], "Exitval and Signal: {text}");
+}
+
+/// With stderr not a terminal: one plain progress line per job, then the summary, and no
+/// terminal control sequences.
+#[test]
+fn progress_off_a_terminal_is_one_plain_line_per_job() {
+    let sb = Sandbox::new("each-progress");
+    let out = each(&sb, &["echo", "x", "y", "z"], Input::Null);
+    out.assert_success();
+    let stderr = out.stderr_text();
+    assert!(!stderr.contains('\x1b') && !stderr.contains('\r'), "{}", out.describe());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.describe());
+    let mut jobs = BTreeSet::new();
+    for (i, line) in lines[..3].iter().enumerate() {
+        let prefix = format!("mrun: [{}/3] done echo ", i + 1);
+        let rest = line.strip_prefix(&prefix).unwrap_or_else(|| panic!("{line:?} does not start with {prefix:?}"));
+        let (arg, how) = rest.split_once(' ').expect("the job's argument, then how it ended");
+        assert!(how.starts_with("(exit 0, ") && how.ends_with(" s, on home)"), "{line:?}");
+        jobs.insert(arg.to_string());
+    }
+    assert_eq!(jobs, BTreeSet::from(["x".to_string(), "y".to_string(), "z".to_string()]));
+    assert_eq!(lines[3], "mrun: 3 jobs: 3 succeeded");
+    let mut stdout: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+    stdout.sort();
+    assert_eq!(stdout, ["x", "y", "z"]);
+}
+
+/// With no argument after the command (and only then), each non-empty line of stdin is one
+/// job's argument.
+#[test]
+fn arguments_come_from_stdin_one_per_line() {
+    let sb = Sandbox::new("each-stdin");
+    let input = sb.path("args");
+    std::fs::write(&input, "first\n\nsecond word\nthird\n").expect("write the arguments");
+    let out = each(&sb, &["echo", "got"], Input::File(input));
+    // A word after the command is a job's argument: stdin is not read.
+    out.assert_success();
+    assert_eq!(out.stdout_text(), "got\n", "{}", out.describe());
+
+    let input = sb.path("args");
+    let out = each(&sb, &["echo"], Input::File(input));
+    out.assert_success();
+    let mut stdout: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+    stdout.sort();
+    assert_eq!(stdout, ["first", "second word", "third"], "{}", out.describe());
+    assert_eq!(out.stderr_text().lines().last(), Some("mrun: 3 jobs: 3 succeeded"));
+}
+
+/// Reads the start/end markers the jobs appended to `log`.
+fn markers(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_else(|e| panic!("read {}: {e}", log.display()))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `-j 1` runs one job at a time, in argument order: each job's end marker comes before the
+/// next job's start marker.
+#[test]
+fn one_job_at_a_time_never_overlaps() {
+    let sb = Sandbox::new("each-j1");
+    let log = sb.path("markers");
+    let script = format!("echo start $0 >> {0}; sleep 0.2; echo end $0 >> {0}", log.display());
+    let out = each(&sb, &["-j", "1", "sh", "-c", &script, ":::", "a", "b", "c", "d"], Input::Null);
+    out.assert_success();
+    let want: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .flat_map(|x| [format!("start {x}"), format!("end {x}")])
+        .collect();
+    assert_eq!(markers(&log), want, "{}", out.describe());
+}
+
+/// SIGTERM to `mrun --each`: the running job gets it, no further job starts, and the exit
+/// status is 128 + 15.
+#[test]
+fn sigterm_stops_the_batch() {
+    let sb = Sandbox::new("each-sigterm");
+    let log = sb.path("markers");
+    let script = format!("echo start $0 >> {}; exec sleep 60", log.display());
+    let cmd = each_command(&sb, &["-j", "1", "sh", "-c", &script, ":::", "a", "b", "c"]);
+    let proc = Proc::spawn("mrun --each (SIGTERM)", cmd, Input::Null, Output::Pipe);
+    assert!(
+        wait_until(TIMEOUT, || log.exists() && markers(&log) == ["start a"]),
+        "the first job never started: {}",
+        proc.stderr_text()
+    );
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(proc.pid(), libc::SIGTERM) };
+    let out = proc.finish();
+    out.assert_exit_code(143);
+    assert_eq!(markers(&log), ["start a"], "a job started after SIGTERM: {}", out.describe());
+    let summary = out.stderr_text().lines().last().unwrap_or_default().to_string();
+    assert_eq!(
+        summary,
+        "mrun: 3 jobs: 0 succeeded, 2 not started (stopped by SIGTERM), 1 failed: sh -c ".to_string()
+            + &script
+            + " a (killed by SIGTERM)",
+        "{}",
+        out.describe()
+    );
+}
+
+/// `--home` reaches every job: each runs as a deputy that is our child (the pid the progress
+/// display matches places by) and is pinned home.
+#[test]
+fn home_pins_every_job_and_jobs_are_our_children() {
+    let sb = Sandbox::new("each-home");
+    let log = sb.path("markers");
+    let script = format!("echo start $0 >> {}; exec sleep 60", log.display());
+    let cmd = each_command(&sb, &["--home", "-j", "2", "sh", "-c", &script, ":::", "a", "b"]);
+    let proc = Proc::spawn("mrun --each --home", cmd, Input::Null, Output::Pipe);
+    let mut status = std::process::Command::new(mrunctl_path());
+    status
+        .args(["status", "--json"])
+        .env("XDG_RUNTIME_DIR", runtime_dir(&sb))
+        .env("HOME", sb.dir())
+        .env_remove("MRUN_NODES")
+        .env_remove("XDG_CONFIG_HOME");
+    let mut jobs = Vec::new();
+    let listed = wait_until(TIMEOUT, || {
+        let out = status.output().expect("run mrunctl status --json");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        jobs = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("\"deputy\": "))
+            .map(|v| v.trim_end_matches(',').parse::<i32>().unwrap_or(0))
+            .collect();
+        jobs.len() == 2 && text.matches("\"pinned_home\": true").count() == 2
+    });
+    let deputies = children(proc.pid());
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(proc.pid(), libc::SIGTERM) };
+    let out = proc.finish();
+    assert!(listed, "mrunctl status never showed two pinned jobs: {}", out.describe());
+    jobs.sort();
+    let mut deputies = deputies;
+    deputies.sort();
+    assert_eq!(jobs, deputies, "the jobs' deputies are not mrun --each's children: {}", out.describe());
+    out.assert_exit_code(143);
+}
