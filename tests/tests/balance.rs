@@ -147,6 +147,20 @@ fn six_cpu_bound_jobs_spread_to_the_nodes_by_themselves() {
         moves.iter().any(|l| l.contains("home -> a")) && moves.iter().any(|l| l.contains("home -> b"))
     });
     assert!(spread, "no moves to both nodes; the log:\n{}", c.log());
+    // The live view shows the three machines, the jobs, and the moves.
+    let mut cmd = m.mrun.mrunctl_command(&["status", "--watch", "--interval", "0.3"]);
+    cmd.env("HOME", c.client.home());
+    let mut view = Proc::spawn("mrunctl status --watch", cmd, Input::Null, Output::Pipe);
+    let frames = wait_until(TIMEOUT, || view.stdout_text().matches("MACHINE").count() >= 2);
+    view.kill();
+    let text = view.stdout_text();
+    assert!(frames, "mrunctl status --watch showed fewer than 2 frames: {text}");
+    let first = text.split("\n\n\n").next().unwrap_or_default().to_string();
+    for want in ["home ", "\na ", "\nb ", "balancing on", "recent moves", "gzip -9"] {
+        assert!(text.contains(want), "{want:?} missing from the live view:\n{first}");
+    }
+    assert!(!text.contains('\x1b'), "escape sequences in a piped live view:\n{first}");
+    eprintln!("the live view:\n{first}");
     for j in jobs {
         finish_exact(j);
     }

@@ -5,3 +5,4 @@ pub mod migrate;
 pub mod nodes;
 pub mod restore;
 pub mod status;
+pub mod watch;

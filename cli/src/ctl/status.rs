@@ -13,9 +13,19 @@ pub struct StatusArgs {
     /// Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml.
     #[arg(long, value_name = "NODES")]
     pub nodes: Option<String>,
+    /// Keep showing: a live view of the machines' loads, the jobs and the balancer's moves,
+    /// redrawn every interval (like mosmon/mtop). Ctrl-C ends it.
+    #[arg(long, short = 'w', conflicts_with = "json")]
+    pub watch: bool,
+    /// Seconds between two redraws of --watch.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS", requires = "watch")]
+    pub interval: f64,
 }
 
 pub fn run(args: StatusArgs) -> ! {
+    if args.watch {
+        crate::ctl::watch::run(args.interval)
+    }
     let list = jobs::list().unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot list jobs: {e:#}"), exit::FAILURE));
     let nodes = crate::ctl::nodes::reports(args.nodes.as_deref());
     if args.json {
@@ -34,7 +44,7 @@ pub fn run(args: StatusArgs) -> ! {
     std::process::exit(0)
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

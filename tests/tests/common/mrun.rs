@@ -170,9 +170,7 @@ impl<'a> Mrun<'a> {
 
     /// `mrunctl ARGS...` run to the end.
     pub fn mrunctl<S: AsRef<OsStr>>(&self, args: &[S]) -> Finished {
-        let mut cmd = self.sb.command(&self.mrunctl);
-        cmd.args(args);
-        self.apply_env(&mut cmd);
+        let cmd = self.mrunctl_command(args);
         let label = format!(
             "mrunctl {}",
             args.iter()
@@ -181,6 +179,14 @@ impl<'a> Mrun<'a> {
                 .join(" ")
         );
         Proc::spawn(label, cmd, Input::Null, Output::Pipe).finish()
+    }
+
+    /// `mrunctl ARGS...` as a command (not started).
+    pub fn mrunctl_command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = self.sb.command(&self.mrunctl);
+        cmd.args(args);
+        self.apply_env(&mut cmd);
+        cmd
     }
 
     /// `mrunctl migrate JOB NODE`, run to the end.
