@@ -1,22 +1,47 @@
 //! How many jobs `mrun --each` runs at once when `-j` is not given: the CPUs of the whole
 //! cluster, this machine's and those of every configured node that answers.
 
-/// This machine's CPUs plus each reachable configured node's. With no nodes configured, no
-/// connection is tried; nodes that cannot be reached count for nothing.
+use std::time::{Duration, Instant};
+
+/// How long to wait for the daemon's first report of every node.
+const FIRST_REPORTS: Duration = Duration::from_secs(3);
+
+/// This machine's CPU capacity (affinity and cgroup quota counted, as the balancer counts
+/// them) plus each reachable configured node's, as the daemon sees them (it is started if it
+/// is not running: the batch needs it to balance anyway). With no nodes configured, nothing is
+/// started; nodes that cannot be reached count for nothing.
 pub fn cluster_cpus() -> usize {
-    let local = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    match crate::nodes::configured(None) {
-        Ok(nodes) if nodes.is_empty() => local,
-        Ok(_) => {
-            let remote: usize = crate::ctl::nodes::reports(None)
-                .iter()
-                .filter_map(|r| r.facts.as_ref())
-                .map(|f| f.cpus as usize)
-                .sum();
-            local + remote
-        }
+    let local = mrun_core::load::scope::Scope::detect().cpus().round().max(1.0) as usize;
+    let nodes = match crate::nodes::configured(None) {
+        Ok(nodes) => nodes,
         Err(e) => {
             eprintln!("mrun: warning: {e:#}; running as many jobs at once as this machine has CPUs");
+            return local;
+        }
+    };
+    // `local` is an agent on this very machine: no CPUs of its own.
+    let remote: Vec<String> = nodes.into_iter().filter(|n| n != "local").collect();
+    if remote.is_empty() {
+        return local;
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return local };
+    let counted = runtime.block_on(async {
+        crate::daemon::ensure_running().await?;
+        let since = Instant::now();
+        loop {
+            let report = crate::daemon::cluster_report().await?;
+            let known = |n: &String| report.nodes.iter().any(|e| &e.node == n && (e.facts.is_some() || e.problem.is_some()));
+            if remote.iter().all(known) || since.elapsed() > FIRST_REPORTS {
+                let cpus: u32 = report.nodes.iter().filter_map(|e| e.facts.as_ref()).map(|f| f.cpus).sum();
+                return anyhow::Ok(cpus as usize);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    match counted {
+        Ok(cpus) => local + cpus,
+        Err(e) => {
+            eprintln!("mrun: warning: cannot learn the nodes' CPUs ({e:#}); running as many jobs at once as this machine has CPUs");
             local
         }
     }
