@@ -93,13 +93,7 @@ fn long_input() -> PathBuf {
 }
 
 fn long_reference() -> &'static [u8] {
-    static REFERENCE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    REFERENCE.get_or_init(|| {
-        let input = long_input();
-        let mut args: Vec<&OsStr> = GZIP_ARGS.iter().map(OsStr::new).collect();
-        args.push(input.as_os_str());
-        reference("gzip -9 -n -c (long)", "gzip", &args, &[], Input::Null)
-    })
+    gzip_reference_of(&long_input())
 }
 
 fn finish_exact(job: Job) {
@@ -129,6 +123,18 @@ fn burners(slice: &CpuSlice, n: usize) -> Vec<Proc> {
         .collect()
 }
 
+/// Starts `n` gzip jobs at home and waits until the balancer moved some to each node.
+fn start_and_spread(c: &Cluster, m: &SshMrun, n: usize) -> Vec<Job> {
+    gzip_reference();
+    let jobs: Vec<Job> = (0..n).map(|i| start_gzip(m, &format!("gzip {i}"))).collect();
+    let spread = wait_until(LONG, || {
+        let moves = c.moves();
+        moves.iter().any(|l| l.contains("home -> a ")) && moves.iter().any(|l| l.contains("home -> b "))
+    });
+    assert!(spread, "jobs did not spread to both nodes by themselves; the log:\n{}", c.log());
+    jobs
+}
+
 const FAST: &str = "min_age = 1.0\nmin_stay = 2.0\nstay_factor = 1.0\n";
 const LONG: Duration = Duration::from_secs(120);
 
@@ -140,13 +146,7 @@ fn six_cpu_bound_jobs_spread_to_the_nodes_by_themselves() {
     let sb = Sandbox::new("balance_six");
     let c = Cluster::start(&sb, "six", FAST);
     let m = c.mrun(&sb);
-    gzip_reference();
-    let jobs: Vec<Job> = (0..6).map(|i| start_gzip(&m, &format!("gzip {i}"))).collect();
-    let spread = wait_until(LONG, || {
-        let moves = c.moves();
-        moves.iter().any(|l| l.contains("home -> a")) && moves.iter().any(|l| l.contains("home -> b"))
-    });
-    assert!(spread, "no moves to both nodes; the log:\n{}", c.log());
+    let jobs = start_and_spread(&c, &m, 6);
     // The live view shows the three machines, the jobs, and the moves.
     let mut cmd = m.mrun.mrunctl_command(&["status", "--watch", "--interval", "0.3"]);
     cmd.env("HOME", c.client.home());
@@ -222,13 +222,7 @@ fn a_node_going_down_loses_only_its_own_jobs() {
     let sb = Sandbox::new("balance_down");
     let c = Cluster::start(&sb, "down", FAST);
     let m = c.mrun(&sb);
-    gzip_reference();
-    let jobs: Vec<Job> = (0..4).map(|i| start_gzip(&m, &format!("gzip {i}"))).collect();
-    let spread = wait_until(LONG, || {
-        let moves = c.moves();
-        moves.iter().any(|l| l.contains("home -> a")) && moves.iter().any(|l| l.contains("home -> b"))
-    });
-    assert!(spread, "jobs did not spread to both nodes; the log:\n{}", c.log());
+    let jobs = start_and_spread(&c, &m, 4);
     // Where each job is now, then node a goes down (every process in its slice killed).
     let places: Vec<At> = jobs.iter().map(|j| locate(j, &[&c.a, &c.b]).1).collect();
     assert!(places.contains(&At::Node("a".into())), "no job on a: {places:?}");

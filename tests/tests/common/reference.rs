@@ -58,13 +58,21 @@ pub fn gzip_input() -> PathBuf {
 
 /// The uninterrupted `gzip -9 -n -c` of [`gzip_input`].
 pub fn gzip_reference() -> &'static [u8] {
-    static REFERENCE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    REFERENCE.get_or_init(|| {
-        let input = gzip_input();
-        let mut args: Vec<&OsStr> = GZIP_ARGS.iter().map(OsStr::new).collect();
-        args.push(input.as_os_str());
-        reference("gzip -9 -n -c", "gzip", &args, &[], Input::Null)
-    })
+    gzip_reference_of(&gzip_input())
+}
+
+/// The uninterrupted `gzip -9 -n -c` of `input`, computed once per test process.
+pub fn gzip_reference_of(input: &Path) -> &'static [u8] {
+    static REFERENCES: std::sync::Mutex<Vec<(PathBuf, &'static [u8])>> = std::sync::Mutex::new(Vec::new());
+    let mut known = REFERENCES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, out)) = known.iter().find(|(p, _)| p == input) {
+        return out;
+    }
+    let mut args: Vec<&OsStr> = GZIP_ARGS.iter().map(OsStr::new).collect();
+    args.push(input.as_os_str());
+    let out: &'static [u8] = reference("gzip -9 -n -c", "gzip", &args, &[], Input::Null).leak();
+    known.push((input.to_path_buf(), out));
+    out
 }
 
 /// Where the job's stdout goes in an output-comparing test.
