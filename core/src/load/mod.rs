@@ -121,9 +121,15 @@ pub fn runnable_now(scope: &Scope) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Free memory: the kernel's estimate of what can be allocated without swapping, or less if
+/// a memory cgroup limit leaves less.
 fn mem_available() -> u64 {
     use procfs::Current;
-    procfs::Meminfo::current().ok().and_then(|m| m.mem_available).unwrap_or(0)
+    let machine = procfs::Meminfo::current().ok().and_then(|m| m.mem_available).unwrap_or(0);
+    match scope::memory_headroom() {
+        Some(headroom) => machine.min(headroom),
+        None => machine,
+    }
 }
 
 /// mrun jobs restored on this machine for this user: processes of ours running

@@ -87,37 +87,60 @@ fn affinity() -> Vec<usize> {
     }
 }
 
-/// The nearest cgroup, ours or an ancestor, with a CPU quota (v2 `cpu.max`, v1
-/// `cpu.cfs_quota_us`).
-fn limited_cgroup() -> Option<LimitedCgroup> {
+/// Our cgroup directory for `controller` and its ancestors up to the hierarchy's root, nearest
+/// first, and whether the hierarchy is v2.
+fn cgroup_chain(controller: &str) -> Option<(Vec<PathBuf>, bool)> {
     let me = procfs::process::Process::myself().ok()?;
     let groups = me.cgroups().ok()?;
     let mounts = me.mountinfo().ok()?;
-    for group in groups.0 {
-        let v2 = group.hierarchy == 0 && group.controllers.is_empty();
-        let mount = mounts.0.iter().find(|m| {
-            if v2 {
-                m.fs_type == "cgroup2"
-            } else {
-                m.fs_type == "cgroup" && group.controllers.iter().any(|c| c == "cpu") && m.super_options.contains_key("cpu")
-            }
-        });
-        let Some(mount) = mount else { continue };
-        // The mount may show a subtree of the hierarchy (in a container): strip its root.
-        let rel = group.pathname.strip_prefix(mount.root.as_str()).unwrap_or(&group.pathname);
-        let mut dir = mount.mount_point.join(rel.trim_start_matches('/'));
-        loop {
-            let quota = if v2 { quota_v2(&dir) } else { quota_v1(&dir) };
-            if let Some(cpus) = quota {
-                let threads_file = if v2 { "cgroup.threads" } else { "tasks" };
-                return Some(LimitedCgroup { dir, threads_file, cpus });
-            }
-            if dir == mount.mount_point || !dir.pop() {
-                break;
-            }
+    // A v1 hierarchy with the controller wins; else the v2 hierarchy (where every controller is).
+    let v1 = groups.0.iter().find(|g| g.hierarchy != 0 && g.controllers.iter().any(|c| c == controller));
+    let (group, v2) = match v1 {
+        Some(g) => (g, false),
+        None => (groups.0.iter().find(|g| g.hierarchy == 0)?, true),
+    };
+    let mount = mounts.0.iter().find(|m| {
+        if v2 {
+            m.fs_type == "cgroup2"
+        } else {
+            m.fs_type == "cgroup" && m.super_options.contains_key(controller)
         }
+    })?;
+    // The mount may show a subtree of the hierarchy (in a container): strip its root.
+    let rel = group.pathname.strip_prefix(mount.root.as_str()).unwrap_or(&group.pathname);
+    let mut dir = mount.mount_point.join(rel.trim_start_matches('/'));
+    let mut chain = vec![dir.clone()];
+    while dir != mount.mount_point && dir.pop() {
+        chain.push(dir.clone());
     }
-    None
+    Some((chain, v2))
+}
+
+/// The nearest cgroup, ours or an ancestor, with a CPU quota (v2 `cpu.max`, v1
+/// `cpu.cfs_quota_us`).
+fn limited_cgroup() -> Option<LimitedCgroup> {
+    let (chain, v2) = cgroup_chain("cpu")?;
+    chain.into_iter().find_map(|dir| {
+        let cpus = if v2 { quota_v2(&dir) } else { quota_v1(&dir) }?;
+        let threads_file = if v2 { "cgroup.threads" } else { "tasks" };
+        Some(LimitedCgroup { dir, threads_file, cpus })
+    })
+}
+
+/// Memory our cgroups still allow (the tightest limit less its usage, over our cgroup and
+/// its ancestors), or None when no memory limit applies.
+pub fn memory_headroom() -> Option<u64> {
+    let (chain, v2) = cgroup_chain("memory")?;
+    let (limit_file, usage_file) = if v2 { ("memory.max", "memory.current") } else { ("memory.limit_in_bytes", "memory.usage_in_bytes") };
+    let read = |dir: &Path, f: &str| std::fs::read_to_string(dir.join(f)).ok()?.trim().parse::<u64>().ok();
+    chain
+        .iter()
+        .filter_map(|dir| {
+            let limit = read(dir, limit_file)?; // "max" does not parse: no limit
+            // v1 writes "no limit" as a huge page-rounded number.
+            (limit < 1 << 60).then(|| limit.saturating_sub(read(dir, usage_file).unwrap_or(0)))
+        })
+        .min()
 }
 
 fn quota_v2(dir: &Path) -> Option<f64> {
