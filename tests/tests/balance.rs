@@ -5,7 +5,8 @@
 //! jobs by itself, and each move is read back from `~/.local/state/mrun/mrun.log`.
 //!
 //! What must hold: CPU-bound jobs started at a loaded home spread to the nodes, with
-//! byte-exact output; short young jobs never move; a job whose node gets loaded moves away; a
+//! byte-exact output (and `mrunctl status --watch` shows it live); jobs started with
+//! `mrun --home` stay; short young jobs never move; a job whose node gets loaded moves away; a
 //! node that goes down takes only its own jobs with it, each reported lost in one clear line.
 //!
 //! The tests run one at a time (they measure load; running them side by side would only make
@@ -165,6 +166,31 @@ fn six_cpu_bound_jobs_spread_to_the_nodes_by_themselves() {
         finish_exact(j);
     }
     eprintln!("moves:\n{}", c.moves().join("\n"));
+}
+
+#[test]
+fn jobs_started_with_home_are_never_moved() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_pinned");
+    let c = Cluster::start(&sb, "pinned", FAST);
+    let m = c.mrun(&sb);
+    gzip_reference();
+    let input = gzip_input();
+    let mut args: Vec<&OsStr> = vec![OsStr::new("gzip")];
+    args.extend(GZIP_ARGS.iter().map(OsStr::new));
+    args.push(input.as_os_str());
+    // The oldest job, so the first the balancer would pick were it not pinned.
+    let pinned = m.start("mrun --home gzip", "--home", &args, Input::Null, Output::Pipe);
+    let others: Vec<Job> = (0..3).map(|i| start_gzip(&m, &format!("gzip {i}"))).collect();
+    let moved = wait_until(LONG, || others.iter().any(|j| !c.moves_of(j).is_empty()));
+    assert!(moved, "no job moved at all; the log:\n{}", c.log());
+    let tag = format!("balancer: job {} ", pinned.id);
+    finish_exact(pinned);
+    for j in others {
+        finish_exact(j);
+    }
+    let log = c.log();
+    assert!(!log.contains(&tag), "the job started with --home was moved (or tried):\n{log}");
 }
 
 #[test]
