@@ -40,6 +40,10 @@ pub struct JobInfo {
     /// Touched memory, bytes: what a move carries (measured at home, or at the last move).
     #[serde(default)]
     pub bytes: u64,
+    /// Fraction of the time since the previous `info` the job ran or waited to run (at home;
+    /// unknown away).
+    #[serde(default)]
+    pub cpu_demand: Option<f64>,
 }
 
 /// The user's private directory for job sockets: `$XDG_RUNTIME_DIR/mrun`, else

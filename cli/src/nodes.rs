@@ -35,6 +35,7 @@ pub struct BalanceConfig {
     pub min_stay: Option<f64>,
     pub mem_margin: Option<f64>,
     pub max_moves: Option<usize>,
+    pub min_cpu_demand: Option<f64>,
 }
 
 impl BalanceConfig {
@@ -59,6 +60,7 @@ impl BalanceConfig {
         set(self.stay_factor, &mut k.stay_factor);
         set(self.min_stay, &mut k.min_stay);
         set(self.mem_margin, &mut k.mem_margin);
+        set(self.min_cpu_demand, &mut k.min_cpu_demand);
         if let Some(m) = self.max_moves {
             k.max_moves = m;
         }

@@ -124,10 +124,11 @@ fn burners(slice: &CpuSlice, n: usize) -> Vec<Proc> {
         .collect()
 }
 
-/// Starts `n` gzip jobs at home and waits until the balancer moved some to each node.
-fn start_and_spread(c: &Cluster, m: &SshMrun, n: usize) -> Vec<Job> {
-    gzip_reference();
-    let jobs: Vec<Job> = (0..n).map(|i| start_gzip(m, &format!("gzip {i}"))).collect();
+/// Starts `n` gzip jobs of `input` at home and waits until the balancer moved some to each
+/// node.
+fn start_and_spread(c: &Cluster, m: &SshMrun, n: usize, input: &std::path::Path) -> Vec<Job> {
+    gzip_reference_of(input);
+    let jobs: Vec<Job> = (0..n).map(|i| start_gzip_of(m, &format!("gzip {i}"), input)).collect();
     let spread = wait_until(LONG, || {
         let moves = c.moves();
         moves.iter().any(|l| l.contains("home -> a ")) && moves.iter().any(|l| l.contains("home -> b "))
@@ -147,7 +148,7 @@ fn six_cpu_bound_jobs_spread_to_the_nodes_by_themselves() {
     let sb = Sandbox::new("balance_six");
     let c = Cluster::start(&sb, "six", FAST);
     let m = c.mrun(&sb);
-    let jobs = start_and_spread(&c, &m, 6);
+    let jobs = start_and_spread(&c, &m, 6, &gzip_input());
     // The live view shows the three machines, the jobs, and the moves.
     let mut cmd = m.mrun.mrunctl_command(&["status", "--watch", "--interval", "0.3"]);
     cmd.env("HOME", c.client.home());
@@ -212,6 +213,20 @@ fn young_short_jobs_never_move() {
 }
 
 #[test]
+fn idle_jobs_stay_however_old() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_idle");
+    let c = Cluster::start(&sb, "idle", FAST);
+    let m = c.mrun(&sb);
+    // Home is loaded and the nodes idle, but a sleeping job frees no CPU by leaving: it is
+    // old enough to move (min_age 1 s) for the whole of its 5 s, and never does.
+    let _load = burners(&c.home_slice, 3);
+    let done = m.run("sleep 5", "sleep", &["5"]);
+    done.assert_success();
+    assert!(c.moves().is_empty(), "an idle job was moved:\n{}", c.log());
+}
+
+#[test]
 fn a_job_whose_node_gets_loaded_moves_away() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sb = Sandbox::new("balance_loaded");
@@ -248,7 +263,8 @@ fn a_node_going_down_loses_only_its_own_jobs() {
     let sb = Sandbox::new("balance_down");
     let c = Cluster::start(&sb, "down", FAST);
     let m = c.mrun(&sb);
-    let jobs = start_and_spread(&c, &m, 4);
+    // Long jobs: none may end on its own between finding where it is and the node's end.
+    let jobs = start_and_spread(&c, &m, 4, &long_input());
     // Where each job is now, then node a goes down (every process in its slice killed).
     let places: Vec<At> = jobs.iter().map(|j| locate(j, &[&c.a, &c.b]).1).collect();
     assert!(places.contains(&At::Node("a".into())), "no job on a: {places:?}");
@@ -269,7 +285,7 @@ fn a_node_going_down_loses_only_its_own_jobs() {
             lost += 1;
         } else {
             assert!(at != At::Node("a".into()), "a job on a survived a going down: {}", done.describe());
-            assert_exact(&done, gzip_reference());
+            assert_exact(&done, long_reference());
         }
     }
     assert!(lost >= 1, "no job was lost with a");

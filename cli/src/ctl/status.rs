@@ -94,6 +94,7 @@ mod tests {
             pinned_home: false,
             arrived_unix_ms: 1_000_000,
             bytes: 1 << 20,
+            cpu_demand: Some(0.9),
         };
         let t = table(&[job], 1075);
         let line = t.lines().nth(1).expect("a job line");

@@ -124,6 +124,7 @@ fn policy_job(j: &JobInfo, now_ms: u64) -> Job {
         bytes: j.bytes,
         since_move,
         pinned_home: j.pinned_home,
+        cpu_demand: j.cpu_demand.unwrap_or(1.0),
     }
 }
 
@@ -167,8 +168,10 @@ mod tests {
             pinned_home: true,
             arrived_unix_ms: 150_000,
             bytes: 10,
+            cpu_demand: None,
         };
         let p = policy_job(&j, 160_000);
         assert_eq!((p.age, p.since_move, p.place.as_deref(), p.pinned_home), (60.0, 10.0, Some("a"), true));
+        assert_eq!(p.cpu_demand, 1.0, "a job of unknown CPU use counts as busy");
     }
 }

@@ -73,6 +73,10 @@ struct JobMeta {
     arrived_unix_ms: u64,
     /// Touched memory at the last move (away, it cannot be read from here).
     bytes_at_move: u64,
+    /// When the job arrived where it is, for its CPU share until two samples exist.
+    arrived: std::time::Instant,
+    /// The last CPU sample at home (when, CPU seconds) and the share it gave.
+    cpu_sample: std::cell::Cell<Option<(std::time::Instant, f64, f64)>>,
 }
 
 impl JobMeta {
@@ -80,6 +84,10 @@ impl JobMeta {
         let (where_, cpu, bytes) = match place {
             Place::Home { pid, .. } => ("home".to_string(), cpu_seconds(*pid), touched_bytes(*pid)),
             Place::Away { link } => (link.node.clone(), None, self.bytes_at_move),
+        };
+        let cpu_demand = match place {
+            Place::Home { pid, .. } => cpu_wanted_seconds(*pid).map(|c| self.cpu_demand(c)),
+            Place::Away { .. } => None,
         };
         crate::jobs::JobInfo {
             job: self.job,
@@ -94,12 +102,41 @@ impl JobMeta {
             pinned_home: self.pinned_home,
             arrived_unix_ms: self.arrived_unix_ms,
             bytes,
+            cpu_demand,
         }
+    }
+
+    /// The fraction of the time the job ran or waited to run since the previous sample (at
+    /// least 300 ms back; a sooner asker gets the last figure), or since arrival for the first.
+    fn cpu_demand(&self, cpu_now: f64) -> f64 {
+        let now = std::time::Instant::now();
+        let share = match self.cpu_sample.get() {
+            Some((at, _, share)) if now.duration_since(at).as_secs_f64() < 0.3 => return share,
+            Some((at, cpu, _)) => (cpu_now - cpu) / now.duration_since(at).as_secs_f64(),
+            None => cpu_now / now.duration_since(self.arrived).as_secs_f64().max(0.01),
+        };
+        let share = share.clamp(0.0, 1.0);
+        self.cpu_sample.set(Some((now, cpu_now, share)));
+        share
+    }
+
+    /// The job arrived somewhere new: its CPU use starts over.
+    fn arrived_now(&mut self, bytes: u64) {
+        self.arrived_unix_ms = now_ms();
+        self.arrived = std::time::Instant::now();
+        self.bytes_at_move = bytes;
+        self.cpu_sample.set(None);
     }
 }
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Seconds a local process has run plus waited in the run queue (`/proc/PID/schedstat`).
+fn cpu_wanted_seconds(pid: i32) -> Option<f64> {
+    let s = procfs::process::Process::new(pid).ok()?.schedstat().ok()?;
+    Some((s.sum_exec_runtime + s.run_delay) as f64 * 1e-9)
 }
 
 /// Resident memory of a local process, bytes: what a checkpoint would carry.
@@ -156,6 +193,8 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
         pinned_home,
         arrived_unix_ms: now_ms(),
         bytes_at_move: 0,
+        arrived: std::time::Instant::now(),
+        cpu_sample: std::cell::Cell::new(None),
     };
     let mut socket = JobSocket::bind(job).ok();
     if !pinned_home {
@@ -208,7 +247,9 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
                         Some(size) => Control::Resize(size),
                         None => Control::Signal { signo: sig.signal as i32 },
                     };
-                    link.tx.send(Frame::Control(control)).await?;
+                    if let Err(e) = link.tx.send(Frame::Control(control)).await {
+                        return Ok(job_lost(&mut terminal, &place, &format!(": {e}")));
+                    }
                 }
             },
             Event::Output(frame) => match frame {
@@ -217,11 +258,7 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
                 Frame::Control(Control::Error { message }) => eprintln!("mrun: {}: {message}", describe(&place)),
                 other => eprintln!("mrun: unexpected message from {}: {other:?}", describe(&place)),
             },
-            Event::Lost(why) => {
-                terminal.home();
-                eprintln!("mrun: lost the connection to node {} while the job ran there{why}; the job is lost", describe(&place));
-                return Ok(Ended::Exited(255));
-            }
+            Event::Lost(why) => return Ok(job_lost(&mut terminal, &place, &why)),
             Event::Stdin(chunk) => {
                 if let Place::Home { feed, .. } = &mut place {
                     match (chunk, feed.as_mut()) {
@@ -236,12 +273,15 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
                         }
                     }
                 } else if let Place::Away { link } = &mut place {
-                    match chunk {
-                        Some(b) => link.tx.send(Frame::Stdin(b)).await?,
+                    let frame = match chunk {
+                        Some(b) => Frame::Stdin(b),
                         None => {
                             stdin_open = false;
-                            link.tx.send(Frame::Control(Control::StdinEof)).await?;
+                            Frame::Control(Control::StdinEof)
                         }
+                    };
+                    if let Err(e) = link.tx.send(frame).await {
+                        return Ok(job_lost(&mut terminal, &place, &format!(": {e}")));
                     }
                 }
             }
@@ -252,8 +292,7 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
                 let (next, answer) = handle(req, place, &meta, &stdin_relay, stdin_open, &mut terminal, &mut out, &mut err).await;
                 place = next;
                 if describe(&place) != before {
-                    meta.arrived_unix_ms = now_ms();
-                    meta.bytes_at_move = bytes_before;
+                    meta.arrived_now(bytes_before);
                 }
                 match &answer {
                     Ok(text) if is_move => crate::log::line(&format!("job {job} ({}): {text}", meta.command)),
@@ -282,6 +321,14 @@ async fn wake_balancer() {
             crate::log::line(&format!("cannot start the daemon for balancing: {e:#}"));
         }
     }
+}
+
+/// The connection to the job's node is gone, and the job with it (its agent ends it when home
+/// goes away): say so, and end like a lost ssh session (255).
+fn job_lost(terminal: &mut HomeTerminal, place: &Place, why: &str) -> Ended {
+    terminal.home();
+    eprintln!("mrun: lost the connection to node {} while the job ran there{why}; the job is lost", describe(place));
+    Ended::Exited(255)
 }
 
 async fn next_request(socket: &mut Option<JobSocket>) -> (Request, tokio::net::UnixStream) {
@@ -416,9 +463,11 @@ async fn move_between(
     .await;
     match relayed {
         Ok(()) => {
-            from.tx.send(Frame::Control(Control::Commit)).await?;
+            // The job runs on `to` now: failed sends past this point cannot undo that (the old
+            // agent ends its frozen copy when it loses home; a dead `to` is seen next).
+            let _ = from.tx.send(Frame::Control(Control::Commit)).await;
             if !unread.is_empty() {
-                to.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await?;
+                let _ = to.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await;
             }
             Ok(to)
         }
@@ -466,8 +515,10 @@ async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::w
     // (Taken only now: had the move failed, it would have been lost to the home copy.)
     let unread = transfer::unread_stdin(Pid::from_raw(pid));
     verdict.send(Verdict::Kill).map_err(|_| anyhow!("the checkpoint thread is gone"))?;
+    // The home copy is gone: the job lives on the node now, whatever happens next. A failed
+    // send means the connection died, which the deputy sees (and reports) right after.
     if !unread.is_empty() {
-        link.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await?;
+        let _ = link.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await;
     }
     Ok(link)
 }
@@ -507,7 +558,9 @@ async fn move_home(
     drop(image);
     match job.outcome().await {
         Ok(pid) => {
-            link.tx.send(Frame::Control(Control::Commit)).await?;
+            // The job runs here now. Should Commit not get through, the node's agent loses
+            // home and ends its frozen copy all the same.
+            let _ = link.tx.send(Frame::Control(Control::Commit)).await;
             let mut pipe = if feed { job.child.stdin.take() } else { None };
             if let Some(p) = pipe.as_mut() {
                 if p.write_all(&unread).await.is_err() {

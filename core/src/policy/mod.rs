@@ -44,6 +44,10 @@ pub struct Job {
     pub since_move: f64,
     /// Started with `mrun --home`: stays home.
     pub pinned_home: bool,
+    /// Fraction of the time lately it was running or waiting to run (1.0 when unknown): a
+    /// job that sleeps or waits for input gains nothing by moving and frees no CPU. (Not the
+    /// CPU it got: at an overloaded home a busy job gets little.)
+    pub cpu_demand: f64,
 }
 
 /// The policy's knobs (defaults in [`Knobs::default`]).
@@ -63,6 +67,9 @@ pub struct Knobs {
     pub mem_margin: f64,
     /// At most this many moves per decision round.
     pub max_moves: usize,
+    /// Jobs that wanted a CPU less of the time than this lately (waiting for input,
+    /// sleeping) never move.
+    pub min_cpu_demand: f64,
 }
 
 impl Default for Knobs {
@@ -75,6 +82,7 @@ impl Default for Knobs {
             min_stay: 10.0,
             mem_margin: 0.1,
             max_moves: 2,
+            min_cpu_demand: 0.5,
         }
     }
 }
@@ -105,7 +113,10 @@ pub fn decide(machines: &[Machine], jobs: &[Job], knobs: &Knobs) -> Vec<Move> {
     let index = |p: &Place| machines.iter().position(|m| &m.name == p);
     let mut moves = Vec::new();
     // Oldest first: they have the longest expected remaining life, so they gain most.
-    let mut order: Vec<&Job> = jobs.iter().filter(|j| !j.pinned_home && j.age >= knobs.min_age).collect();
+    let mut order: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| !j.pinned_home && j.age >= knobs.min_age && j.cpu_demand >= knobs.min_cpu_demand)
+        .collect();
     order.sort_by(|a, b| b.age.total_cmp(&a.age));
     for job in order {
         if moves.len() >= knobs.max_moves {

@@ -14,7 +14,7 @@ fn machine(name: Option<&str>, cpus: u32, runnable: f64) -> Machine {
 }
 
 fn job(id: u32, place: Option<&str>, age: f64) -> Job {
-    Job { id, place: place.map(str::to_string), age, bytes: 64 << 20, since_move: age, pinned_home: false }
+    Job { id, place: place.map(str::to_string), age, bytes: 64 << 20, since_move: age, pinned_home: false, cpu_demand: 1.0 }
 }
 
 #[test]
@@ -23,6 +23,17 @@ fn an_old_job_leaves_an_overloaded_home_for_an_idle_node() {
     let moves = decide(&m, &[job(1, None, 30.0)], &Knobs::default());
     assert_eq!(moves.len(), 1);
     assert_eq!(moves[0].to.as_deref(), Some("a"));
+}
+
+#[test]
+fn idle_jobs_never_move() {
+    // An editor waiting for keys at an overloaded home: moving it frees no CPU.
+    let m = [machine(None, 1, 8.0), machine(Some("a"), 4, 0.0)];
+    let mut idle = job(1, None, 300.0);
+    idle.cpu_demand = 0.02;
+    assert!(decide(&m, &[idle.clone()], &Knobs::default()).is_empty());
+    idle.cpu_demand = 0.95;
+    assert_eq!(decide(&m, &[idle], &Knobs::default()).len(), 1);
 }
 
 #[test]
