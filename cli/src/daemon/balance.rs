@@ -47,7 +47,8 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
         let machines = machines(&home, &usable);
         let now_ms = now_ms();
         let policy_jobs: Vec<Job> = jobs.iter().filter(|j| j.state == "running").map(|j| policy_job(j, now_ms)).collect();
-        let moves = policy::decide(&machines, &policy_jobs, &cfg.balance.knobs());
+        let knobs = cfg.balance.knobs();
+        let moves = policy::decide(&machines, &policy_jobs, &knobs);
         if moves.is_empty() {
             continue;
         }
@@ -57,6 +58,7 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
             let to = m.to.clone().unwrap_or_else(|| "home".to_string());
             let from = m.from.clone().unwrap_or_else(|| "home".to_string());
             let cluster = cluster.clone();
+            let fixed = knobs.fixed_cost;
             running.push(tokio::spawn(async move {
                 let started = Instant::now();
                 let request = format!("migrate {to}");
@@ -66,7 +68,7 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
                 let line = match answer {
                     Ok(Ok(_)) => {
                         let link = if to == "home" { &from } else { &to };
-                        cluster::record_throughput(&cluster, link, info.bytes, seconds);
+                        cluster::record_throughput(&cluster, link, info.bytes, seconds, fixed);
                         format!("job {job} ({}) {from} -> {to} in {seconds:.2} s: {}", info.command, m.reason)
                     }
                     Ok(Err(e)) => format!("job {job} ({}) {from} -> {to} failed: {e:#}", info.command),

@@ -151,12 +151,14 @@ async fn watch_once(cluster: &Cluster, channels: &Nodes, node: &str) -> anyhow::
     }
 }
 
-/// Record a move's measured throughput for `node`'s link.
-pub fn record_throughput(cluster: &Cluster, node: &str, bytes: u64, seconds: f64) {
+/// Record a move's measured throughput for `node`'s link: `bytes` in `seconds`, of which
+/// `fixed` are the policy's fixed cost of any move (so that the cost model, fixed + bytes /
+/// throughput, does not count it twice).
+pub fn record_throughput(cluster: &Cluster, node: &str, bytes: u64, seconds: f64, fixed: f64) {
     if bytes < (1 << 20) || seconds <= 0.0 {
         return; // Too small to say anything about the link.
     }
-    let sample = bytes as f64 / seconds;
+    let sample = bytes as f64 / (seconds - fixed).max(seconds / 4.0);
     if let Some(view) = lock(cluster).nodes.get_mut(node) {
         view.throughput = Some(match view.throughput {
             Some(old) => 0.7 * old + 0.3 * sample,
