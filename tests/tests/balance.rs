@@ -195,6 +195,39 @@ fn jobs_started_with_home_are_never_moved() {
 }
 
 #[test]
+fn a_batch_spreads_and_its_joblog_names_the_nodes() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_each");
+    let c = Cluster::start(&sb, "each", FAST);
+    let m = c.mrun(&sb);
+    let want = gzip_reference();
+    let inputs: Vec<PathBuf> = (0..4)
+        .map(|i| {
+            let p = sb.path(&format!("part{i}.txt"));
+            std::fs::copy(gzip_input(), &p).unwrap_or_else(|e| panic!("copying to {}: {e}", p.display()));
+            p
+        })
+        .collect();
+    let joblog = sb.path("jobs.log");
+    let mut args: Vec<&OsStr> = ["-j", "4", "--joblog"].into_iter().map(OsStr::new).collect();
+    args.push(joblog.as_os_str());
+    args.extend(["gzip", "-9", "-n", ":::"].into_iter().map(OsStr::new));
+    args.extend(inputs.iter().map(|p| p.as_os_str()));
+    let done = m.run("mrun --each gzip", "--each", &args);
+    done.assert_success();
+    for p in &inputs {
+        let gz = p.with_extension("txt.gz");
+        assert!(read(&gz) == want, "{} differs from an uninterrupted gzip", gz.display());
+    }
+    let log = std::fs::read_to_string(&joblog).expect("the job log");
+    let hosts: Vec<&str> = log.lines().skip(1).filter_map(|l| l.split('\t').nth(1)).collect();
+    assert_eq!(hosts.len(), 4, "{log}");
+    assert!(hosts.iter().any(|h| *h == "a" || *h == "b"), "no job ended on a node:\n{log}\nmoves:\n{}", c.log());
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(err.contains("4 jobs: 4 succeeded"), "{}", done.describe());
+}
+
+#[test]
 fn young_short_jobs_never_move() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sb = Sandbox::new("balance_young");
