@@ -37,6 +37,9 @@ pub struct JobInfo {
     /// When the job last arrived where it is (its start if it never moved).
     #[serde(default)]
     pub arrived_unix_ms: u64,
+    /// How many times it moved.
+    #[serde(default)]
+    pub moves: u32,
     /// Touched memory, bytes: what a move carries (measured at home, or at the last move).
     #[serde(default)]
     pub bytes: u64,

@@ -93,6 +93,7 @@ mod tests {
             deputy: 41,
             pinned_home: false,
             arrived_unix_ms: 1_000_000,
+            moves: 1,
             bytes: 1 << 20,
             cpu_demand: Some(0.9),
         };

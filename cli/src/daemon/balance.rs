@@ -118,7 +118,7 @@ fn machines(home: &mrun_core::wire::NodeFacts, nodes: &[(String, mrun_core::wire
 
 fn policy_job(j: &JobInfo, now_ms: u64) -> Job {
     let age = now_ms.saturating_sub(j.started_unix * 1000) as f64 / 1000.0;
-    let since_move = if j.arrived_unix_ms == 0 { age } else { now_ms.saturating_sub(j.arrived_unix_ms) as f64 / 1000.0 };
+    let since_move = (j.moves > 0).then(|| now_ms.saturating_sub(j.arrived_unix_ms) as f64 / 1000.0);
     Job {
         id: j.job,
         place: (j.place != "home").then(|| j.place.clone()),
@@ -169,11 +169,12 @@ mod tests {
             deputy: 6,
             pinned_home: true,
             arrived_unix_ms: 150_000,
+            moves: 1,
             bytes: 10,
             cpu_demand: None,
         };
         let p = policy_job(&j, 160_000);
-        assert_eq!((p.age, p.since_move, p.place.as_deref(), p.pinned_home), (60.0, 10.0, Some("a"), true));
+        assert_eq!((p.age, p.since_move, p.place.as_deref(), p.pinned_home), (60.0, Some(10.0), Some("a"), true));
         assert_eq!(p.cpu_demand, 1.0, "a job of unknown CPU use counts as busy");
     }
 }

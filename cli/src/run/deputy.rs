@@ -73,9 +73,11 @@ struct JobMeta {
     arrived_unix_ms: u64,
     /// Touched memory at the last move (away, it cannot be read from here).
     bytes_at_move: u64,
-    /// When the job arrived where it is, for its CPU share until two samples exist.
+    /// How many times the job moved (the balancer's stay rule applies only after a move).
+    moves: u32,
+    /// When the job arrived where it is, for its CPU demand until two samples exist.
     arrived: std::time::Instant,
-    /// The last CPU sample at home (when, CPU seconds) and the share it gave.
+    /// The last sample at home (when, seconds run or waiting to run) and the demand it gave.
     cpu_sample: std::cell::Cell<Option<(std::time::Instant, f64, f64)>>,
 }
 
@@ -101,6 +103,7 @@ impl JobMeta {
             deputy: std::process::id(),
             pinned_home: self.pinned_home,
             arrived_unix_ms: self.arrived_unix_ms,
+            moves: self.moves,
             bytes,
             cpu_demand,
         }
@@ -123,6 +126,7 @@ impl JobMeta {
     /// The job arrived somewhere new: its CPU use starts over.
     fn arrived_now(&mut self, bytes: u64) {
         self.arrived_unix_ms = now_ms();
+        self.moves += 1;
         self.arrived = std::time::Instant::now();
         self.bytes_at_move = bytes;
         self.cpu_sample.set(None);
@@ -193,6 +197,7 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
         pinned_home,
         arrived_unix_ms: now_ms(),
         bytes_at_move: 0,
+        moves: 0,
         arrived: std::time::Instant::now(),
         cpu_sample: std::cell::Cell::new(None),
     };

@@ -40,8 +40,9 @@ pub struct Job {
     pub age: f64,
     /// Touched memory: what a move carries.
     pub bytes: u64,
-    /// Seconds since it last moved (its age if it never did).
-    pub since_move: f64,
+    /// Seconds since it last moved; `None` if it never did (the stay rule, against ping-pong,
+    /// is about moves made, so a job's first move waits only for `min_age`).
+    pub since_move: Option<f64>,
     /// Started with `mrun --home`: stays home.
     pub pinned_home: bool,
     /// Fraction of the time lately it was running or waiting to run (1.0 when unknown): a
@@ -131,7 +132,7 @@ pub fn decide(machines: &[Machine], jobs: &[Job], knobs: &Knobs) -> Vec<Move> {
             // The link a move uses: the remote end's (home <-> node, or node -> node via home).
             let via = if m.name.is_none() { &machines[from] } else { m };
             let c = cost(knobs, job, via);
-            if job.since_move < (knobs.stay_factor * c).max(knobs.min_stay) {
+            if job.since_move.is_some_and(|t| t < (knobs.stay_factor * c).max(knobs.min_stay)) {
                 continue; // hysteresis: it moved too recently
             }
             if (mem[to] as f64) * (1.0 - knobs.mem_margin) < job.bytes as f64 {

@@ -14,7 +14,7 @@ fn machine(name: Option<&str>, cpus: u32, runnable: f64) -> Machine {
 }
 
 fn job(id: u32, place: Option<&str>, age: f64) -> Job {
-    Job { id, place: place.map(str::to_string), age, bytes: 64 << 20, since_move: age, pinned_home: false, cpu_demand: 1.0 }
+    Job { id, place: place.map(str::to_string), age, bytes: 64 << 20, since_move: None, pinned_home: false, cpu_demand: 1.0 }
 }
 
 #[test]
@@ -52,7 +52,6 @@ fn the_age_criterion_weighs_the_cost() {
     big.bytes = 2 << 30;
     assert!(decide(&m, &[big.clone()], &Knobs::default()).is_empty());
     big.age = 1000.0;
-    big.since_move = 1000.0;
     assert_eq!(decide(&m, &[big], &Knobs::default()).len(), 1);
 }
 
@@ -67,10 +66,18 @@ fn no_ping_pong_right_after_a_move() {
     // Just arrived on a; a is now busier than b, but the job stays put for a while.
     let m = [machine(None, 1, 1.0), machine(Some("a"), 1, 3.0), machine(Some("b"), 1, 0.0)];
     let mut j = job(1, Some("a"), 100.0);
-    j.since_move = 1.0;
+    j.since_move = Some(1.0);
     assert!(decide(&m, &[j.clone()], &Knobs::default()).is_empty());
-    j.since_move = 60.0;
+    j.since_move = Some(60.0);
     assert_eq!(decide(&m, &[j], &Knobs::default()).len(), 1);
+}
+
+#[test]
+fn a_first_move_waits_only_for_min_age() {
+    // Never moved: old enough is enough, however long the minimum stay after a move.
+    let m = [machine(None, 1, 4.0), machine(Some("a"), 1, 0.0)];
+    let knobs = Knobs { min_stay: 30.0, ..Knobs::default() };
+    assert_eq!(decide(&m, &[job(1, None, 3.0)], &knobs).len(), 1);
 }
 
 #[test]
