@@ -163,7 +163,7 @@ fn print_header(args: &Args, setup: &Setup, bin_dir: &Path, config: &str, nodes:
               restored there inherit it)",
              setup.node.port, args.node_cpus);
     println!("mrun's config.toml (knobs not named keep the defaults of docs/policy.md): {}",
-             config.trim().replace('\n', "; "));
+             config.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; "));
     println!("`mrunctl nodes` before the runs (daemon started and connected, untimed):");
     for line in nodes.lines() {
         println!("  {line}");
