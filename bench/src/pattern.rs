@@ -46,9 +46,17 @@ const WORDS: [&str; 64] = [
 /// xorshift64*, seeded as in `victim.c`.
 struct Rng(u64);
 
+/// The seed of `victim.c`.
+const VICTIM_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
 impl Rng {
     fn new() -> Rng {
-        Rng(0x9E37_79B9_7F4A_7C15)
+        Rng::seeded(VICTIM_SEED)
+    }
+
+    /// xorshift never leaves zero: a zero seed becomes the victim's.
+    fn seeded(seed: u64) -> Rng {
+        Rng(if seed == 0 { VICTIM_SEED } else { seed })
     }
 
     fn next(&mut self) -> u64 {
@@ -73,6 +81,14 @@ pub fn generate(contents: Contents, len: usize) -> PageBuf {
         Contents::Text => fill_text(buf, &mut rng),
     }
     page_buf
+}
+
+/// `len` bytes of text as [`Contents::Text`], from another seed (files that differ from each
+/// other and from the victim's memory, each the same in every run).
+pub fn text_seeded(len: usize, seed: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    fill_text(&mut buf, &mut Rng::seeded(seed));
+    buf
 }
 
 fn fill_text(buf: &mut [u8], rng: &mut Rng) {

@@ -1,99 +1,17 @@
-//! `mrun`, `mrunctl` and `mrun-agent` as measured: copied into the scratch directory, run with
-//! the node's client HOME and a private runtime directory (so the bench gets a daemon of its
-//! own); and one migration of a victim job, timed by mrun's own `MRUN_TRACE` lines.
+//! One migration of a victim job under `mrun`, timed by mrun's own `MRUN_TRACE` lines.
 
-use std::ffi::OsStr;
 use std::fs::File;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mrun_bench::measure::run_timed;
+use mrun_bench::mrun::Mrun;
 use mrun_bench::pattern::Contents;
 use mrun_bench::scratch::Scratch;
 use mrun_bench::sys::wait_timeout;
 use mrun_bench::victim::{field, parse_ready};
-
-/// The copies of the binaries and the environment they run in.
-pub struct Mrun {
-    pub mrun: PathBuf,
-    pub mrunctl: PathBuf,
-    pub agent: PathBuf,
-    home: PathBuf,
-    runtime_dir: PathBuf,
-}
-
-impl Mrun {
-    /// Copies the three binaries from `bin_dir` into `dir` (a rebuild of the workspace during
-    /// the run then changes nothing) and makes a fresh runtime directory there.
-    pub fn install(bin_dir: &Path, dir: &Scratch, home: &Path) -> anyhow::Result<Mrun> {
-        let copy = |name: &str| -> anyhow::Result<PathBuf> {
-            let from = bin_dir.join(name);
-            if !from.is_file() {
-                bail!("no {name} in {}: build it with `cargo build --release -p mrun -p mrun-agent`, \
-                       or pass --bin-dir DIR", bin_dir.display());
-            }
-            let to = dir.file(name);
-            std::fs::copy(&from, &to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
-            Ok(to)
-        };
-        let (mrun, mrunctl, agent) = (copy("mrun")?, copy("mrunctl")?, copy("mrun-agent")?);
-        let runtime_dir = dir.file("runtime");
-        std::fs::DirBuilder::new().mode(0o700).create(&runtime_dir)
-            .with_context(|| format!("cannot create {}", runtime_dir.display()))?;
-        Ok(Mrun { mrun, mrunctl, agent, home: home.to_path_buf(), runtime_dir })
-    }
-
-    /// `program` (one of ours, or anything else) in mrun's environment.
-    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.env("HOME", &self.home)
-            .env("XDG_RUNTIME_DIR", &self.runtime_dir)
-            // The node is this machine: its agent is ours, by absolute path.
-            .env("MRUN_REMOTE_AGENT", &self.agent)
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("MRUN_NODES")
-            .env_remove("MRUN_NO_DAEMON")
-            .env_remove("MRUN_TRACE");
-        cmd
-    }
-
-    /// `mrun VERSION` as it reports itself.
-    pub fn version(&self) -> String {
-        let out = self.command(&self.mrunctl).arg("--version").stdin(Stdio::null()).output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
-    }
-
-    /// Ends the home daemon our `mrun` started (found by its command line: our copy of mrun
-    /// with `--daemon`), and waits up to 5 s for it to go. Without this it would idle for two
-    /// minutes with its SSH connection open.
-    fn stop_daemon(&self) {
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-            let mut args = cmdline.split(|&b| b == 0);
-            if args.next() == Some(self.mrun.as_os_str().as_encoded_bytes()) && args.next() == Some(b"--daemon") {
-                let pid = nix::unistd::Pid::from_raw(pid);
-                if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
-                    pids.push(pid);
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pids.iter().any(|&p| nix::sys::signal::kill(p, None).is_ok()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Mrun {
-    fn drop(&mut self) {
-        self.stop_daemon();
-    }
-}
 
 /// One migration, as mrun traced it.
 #[derive(Debug, Clone, Copy)]

@@ -5,7 +5,6 @@
 //! would; never links the engine.
 
 mod job;
-mod node;
 mod spawn;
 mod table;
 
@@ -17,12 +16,12 @@ use anyhow::Context;
 use clap::Parser;
 
 use mrun_bench::pattern::{self, Contents};
+use mrun_bench::mrun::Mrun;
+use mrun_bench::node::{Node, Push};
 use mrun_bench::report::{self, median};
 use mrun_bench::scratch::Scratch;
 use mrun_bench::{sys, victim};
 
-use job::Mrun;
-use node::{Node, Push};
 use table::Row;
 
 /// The node's name in the client's `.ssh/config`.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mrun_bench::sys::wait_timeout;
 
-use crate::job::Mrun;
+use mrun_bench::mrun::Mrun;
 
 /// The wall times of `runs` runs each of a command alone and under mrun.
 pub struct Spawns {

@@ -7,7 +7,7 @@ use mrun_bench::pattern::Contents;
 use mrun_bench::report::median;
 
 use crate::job::Sample;
-use crate::node::Push;
+use mrun_bench::node::Push;
 use crate::spawn::Spawns;
 
 /// The measurements of one size and contents, or why they stopped.

@@ -12,9 +12,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mrun_bench::sys::{terminate_with_parent, wait_timeout};
+use crate::sys::{terminate_with_parent, wait_timeout};
 
 const SSHD: &str = "/usr/sbin/sshd";
+const TASKSET: &str = "/usr/bin/taskset";
 const SSH: &str = "/usr/bin/ssh";
 const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
 
@@ -32,6 +33,14 @@ impl Node {
     /// Sets up the server in `dir/sshd` and the client in `dir/home`, starts the server and
     /// checks that `ssh` logs in.
     pub fn start(dir: &Path, name: &'static str) -> anyhow::Result<Node> {
+        Node::start_on_cpus(dir, name, None)
+    }
+
+    /// As [`Node::start`], with the server pinned to `cpus` (a `taskset -c` list) when given:
+    /// everything its sessions run (the agent, the jobs restored there) inherits that
+    /// affinity, and mrun's agent measures the load of the tasks on those CPUs. This is how
+    /// one host plays a separate machine.
+    pub fn start_on_cpus(dir: &Path, name: &'static str, cpus: Option<&str>) -> anyhow::Result<Node> {
         for tool in [SSHD, SSH, SSH_KEYGEN] {
             if !Path::new(tool).is_file() {
                 bail!("{tool} is missing: install openssh-server and openssh-client");
@@ -61,7 +70,18 @@ impl Node {
              PermitRootLogin prohibit-password\nStrictModes no\nLogLevel ERROR\n",
             server.join("host_key").display(), authorized.display(), server.join("sshd.pid").display()))?;
 
-        let mut cmd = Command::new(SSHD);
+        let mut cmd = match cpus {
+            Some(list) => {
+                if !Path::new(TASKSET).is_file() {
+                    bail!("{TASKSET} is missing: install util-linux");
+                }
+                // taskset sets the affinity and execs sshd in the same process.
+                let mut c = Command::new(TASKSET);
+                c.arg("-c").arg(list).arg(SSHD);
+                c
+            }
+            None => Command::new(SSHD),
+        };
         cmd.arg("-D").arg("-f").arg(&config).arg("-E").arg(&log)
             .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         terminate_with_parent(&mut cmd);
@@ -110,17 +130,35 @@ impl Node {
     }
 
     fn ssh_logging(&self, level: &str) -> Command {
-        let ssh = self.home.join(".ssh");
         let mut cmd = Command::new(SSH);
-        // OpenSSH takes `~` from the password database, not HOME: name every file.
-        cmd.arg("-F").arg(ssh.join("config"))
-            .arg("-o").arg(format!("UserKnownHostsFile={}", ssh.join("known_hosts").display()))
-            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o"])
-            .arg(format!("LogLevel={level}"))
+        cmd.args(self.ssh_options(level))
             .arg(self.name)
             .env("HOME", &self.home)
             .env_remove("SSH_AUTH_SOCK");
         cmd
+    }
+
+    /// The `ssh` command line, without the destination, for programs that run ssh themselves
+    /// (GNU parallel's `--ssh`). The paths are the bench's own and hold no spaces.
+    pub fn ssh_command_line(&self) -> String {
+        std::iter::once(SSH.to_string()).chain(self.ssh_options("ERROR")).collect::<Vec<_>>().join(" ")
+    }
+
+    /// OpenSSH takes `~` from the password database, not HOME: every file is named.
+    fn ssh_options(&self, level: &str) -> Vec<String> {
+        let ssh = self.home.join(".ssh");
+        vec![
+            "-F".into(),
+            ssh.join("config").display().to_string(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", ssh.join("known_hosts").display()),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            format!("LogLevel={level}"),
+        ]
     }
 
     /// The cipher OpenSSH's client negotiates with this server (as `ssh -v` tells).
