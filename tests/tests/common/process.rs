@@ -162,7 +162,10 @@ impl Proc {
         // The test binary may have inherited fds without close-on-exec (cargo's jobserver
         // pipe, for one); a process under test must not hold them, or the engine rightly
         // refuses it for an unknown pipe.
-        // SAFETY: the closure only makes one async-signal-safe system call.
+        // Likewise, SIGINT and SIGQUIT come ignored when the tests run from a background job of
+        // a non-interactive shell (as some CI runners start them), and an ignored disposition
+        // survives exec: the signal tests need them as a user's terminal has them.
+        // SAFETY: the closure only makes async-signal-safe system calls.
         unsafe {
             cmd.pre_exec(|| {
                 libc::syscall(
@@ -171,6 +174,8 @@ impl Proc {
                     u32::MAX,
                     libc::CLOSE_RANGE_CLOEXEC,
                 );
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
                 Ok(())
             });
         }
