@@ -35,14 +35,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("mrun-bench: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    mrun_bench::entry::run("mrun-bench", || run(&args))
 }
 
 /// Ok(false) when some measurement failed (the failures are printed).

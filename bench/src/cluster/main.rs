@@ -21,7 +21,6 @@ use mrun_bench::mrun::Mrun;
 use mrun_bench::node::Node;
 use mrun_bench::report;
 use mrun_bench::scratch::Scratch;
-use mrun_bench::sys;
 
 use inputs::Inputs;
 use moves::MoveLog;
@@ -60,18 +59,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = sys::cloexec_inherited_fds() {
-        eprintln!("mrun-bench-cluster: {e:#}");
-        return ExitCode::from(2);
-    }
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mrun-bench-cluster: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    mrun_bench::entry::run("mrun-bench-cluster", || run(&args).map(|()| true))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ use mrun_bench::mrun::Mrun;
 use mrun_bench::node::{Node, Push};
 use mrun_bench::report::{self, median};
 use mrun_bench::scratch::Scratch;
-use mrun_bench::{sys, victim};
+use mrun_bench::victim;
 
 use table::Row;
 
@@ -56,19 +56,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = sys::cloexec_inherited_fds() {
-        eprintln!("mrun-bench-migrate: {e:#}");
-        return ExitCode::from(2);
-    }
     let args = Args::parse();
-    match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("mrun-bench-migrate: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    mrun_bench::entry::run("mrun-bench-migrate", || run(&args))
 }
 
 /// Ok(false) when some migration failed (the failures are printed).
