@@ -1,6 +1,6 @@
 //! The balancer's moves during one run of mrun, read back from the client HOME's
 //! `~/.local/state/mrun/mrun.log` (lines `balancer: job N (CMD) FROM -> TO in S s: REASON`, or
-//! `... failed: WHY`).
+//! `... failed: WHY`; `... ended before it could move to TO` is neither).
 
 use std::path::{Path, PathBuf};
 

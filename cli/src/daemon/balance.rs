@@ -74,6 +74,10 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
                         cluster::record_throughput(&cluster, link, info.bytes, seconds, fixed);
                         format!("job {job} ({}) {from} -> {to} in {seconds:.2} s: {}", info.command, m.reason)
                     }
+                    // Between the listing and the move the job may simply have ended.
+                    Ok(Err(_)) if !crate::jobs::job_socket(job).is_ok_and(|p| p.exists()) => {
+                        format!("job {job} ({}) ended before it could move to {to}", info.command)
+                    }
                     Ok(Err(e)) => format!("job {job} ({}) {from} -> {to} failed: {e:#}", info.command),
                     Err(e) => format!("job {job} ({}) {from} -> {to} failed: {e}", info.command),
                 };
