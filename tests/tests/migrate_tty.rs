@@ -73,3 +73,100 @@ fn terminal_job_keeps_its_terminal_on_the_node() {
     }
     assert!(out.contains("got <typed at home> tty=TrueTrue"), "the typed line did not reach the job on the node:\n{out}");
 }
+
+const COUNTER: &str = r#"
+import os, sys, time
+for i in range(600):
+    print(f"count {i}", flush=True)
+    if os.path.exists(sys.argv[1]):
+        break
+    time.sleep(0.05)
+line = sys.stdin.readline()
+print(f"got <{line.strip()}>", flush=True)
+"#;
+
+/// Python processes running `script_path` (the job: at home, or restored below an agent; not
+/// the mrun that started it) and their states.
+fn job_states(script_path: &std::path::Path) -> Vec<(i32, Option<char>)> {
+    let needle = script_path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                        .is_ok_and(|c| {
+                            c.split('\0').next().is_some_and(|argv0| argv0.ends_with("python3"))
+                                && c.split('\0').any(|a| a == needle)
+                        })
+                })
+                .map(|p| (p, process_state(p)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// In an interactive shell with job control, ^Z typed while the job runs away stops it there
+/// and gives the shell its terminal back, as for a job at home; `fg` resumes it on the node,
+/// with the terminal the job's again.
+#[test]
+fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
+    let sb = Sandbox::new("tty-ctrl-z");
+    let mrun = Mrun::new(&sb);
+    let prog = sb.path("counter.py");
+    std::fs::write(&prog, COUNTER).expect("write the program");
+    let stop = sb.path("stop");
+    let mrun_exe = sb.program(&mrun_path());
+    let mut cmd = sb.command("script");
+    cmd.args(["-qfec", "bash --norc --noprofile -i", "/dev/null"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TERM", "dumb");
+    let mut term = Proc::spawn("script bash -i", cmd, Input::Pipe, Output::Pipe);
+    // A prompt of our own, to wait for (the echo of this line shows it quoted, not bare).
+    term.write_stdin(b"PS1='shell''$ '\r");
+    term.wait_for_stdout("shell$ ");
+    term.write_stdin(format!("{} {} {} {}\r", mrun_exe.display(), python(), prog.display(), stop.display()).as_bytes());
+    term.wait_for_stdout("count 3\r\n");
+    let job = job_states(&prog).first().map(|(p, _)| *p).expect("the job under the shell");
+    let moved = mrun.migrate(job as u32, "local");
+    assert!(moved.status.success(), "migration failed: {}", moved.describe());
+    let before = term.stdout_len();
+    assert!(wait_until(TIMEOUT, || term.stdout_len() > before + 40), "no output from the job on the node");
+
+    // Keys reach the node's pty (it echoes them), then ^Z.
+    term.write_stdin(b"xyzzy");
+    term.wait_for_stdout("xyzzy");
+    term.write_stdin(b"\x1a");
+    let shown = wait_until(TIMEOUT, || term.stdout_text().contains("Stopped"));
+    assert!(
+        shown,
+        "the shell never showed the job stopped; the job's processes (pid, state): {:?}\n{}",
+        job_states(&prog),
+        term.stdout_text()
+    );
+    let stopped = wait_until(TIMEOUT, || job_states(&prog).iter().any(|(_, s)| *s == Some('T')));
+    assert!(stopped, "the job on the node did not stop: {:?}\n{}", job_states(&prog), term.stdout_text());
+    let prompt = wait_until(TIMEOUT, || term.stdout_text().rsplit_once("Stopped").is_some_and(|(_, after)| after.contains("shell$ ")));
+    assert!(prompt, "no prompt after the stop:\n{}", term.stdout_text());
+
+    let at_stop = term.stdout_len();
+    term.write_stdin(b"fg\r");
+    let resumed = wait_until(TIMEOUT, || {
+        let out = term.stdout_bytes();
+        String::from_utf8_lossy(&out[at_stop.min(out.len())..]).contains("count ")
+    });
+    assert!(resumed, "fg did not resume the job: {:?}\n{}", job_states(&prog), term.stdout_text());
+    std::fs::write(&stop, "").expect("stop file");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    term.write_stdin(b"typed after fg\r");
+    term.wait_for_stdout("got <typed after fg>");
+    // The shell's prompt after the job ended (typed ahead of it, `exit` could reach the job).
+    let prompt = wait_until(TIMEOUT, || {
+        let out = term.stdout_text();
+        out.rsplit_once("got <typed after fg>").is_some_and(|(_, after)| after.contains("shell$ "))
+    });
+    assert!(prompt, "no prompt after the job ended:\n{}", term.stdout_text());
+    term.write_stdin(b"exit\r");
+    let done = term.finish();
+    assert!(done.status.success(), "{}", done.describe());
+}

@@ -246,6 +246,11 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
                     }
                 }
                 Place::Away { link } => {
+                    if sig.signal == nix::sys::signal::Signal::SIGCONT {
+                        // `fg` after a ^Z: the terminal is the job's again (raw, keys to the
+                        // node). After `bg` it is not ours: leave it alone.
+                        terminal.resume_if_foreground();
+                    }
                     let size = (sig.signal == nix::sys::signal::Signal::SIGWINCH).then(|| terminal.size()).flatten();
                     let control = match size {
                         // The node's pty tells the job itself, as a terminal would.
@@ -261,6 +266,15 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
                 Frame::Stdout(b) => { out.write_all(&b).await?; out.flush().await?; }
                 Frame::Stderr(b) => { err.write_all(&b).await?; err.flush().await?; }
                 Frame::Control(Control::Error { message }) => eprintln!("mrun: {}: {message}", describe(&place)),
+                Frame::Control(Control::Stopped) => {
+                    // A ^Z reached the job's pty on the node. Stop like a job stopped at home
+                    // would, so the shell takes the terminal back (in its modes); the shell's
+                    // SIGCONT wakes us and goes on to the job.
+                    if terminal.present() {
+                        terminal.home();
+                        let _ = kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTSTP);
+                    }
+                }
                 other => eprintln!("mrun: unexpected message from {}: {other:?}", describe(&place)),
             },
             Event::Lost(why) => return Ok(job_lost(&mut terminal, &place, &why)),

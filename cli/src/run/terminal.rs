@@ -55,6 +55,19 @@ impl HomeTerminal {
         }
     }
 
+    /// Continued after a stop while the job is away: raw mode again, if the terminal is ours
+    /// (we are in its foreground process group; after `bg` we are not, and changing its modes
+    /// would only stop us again with SIGTTOU).
+    pub fn resume_if_foreground(&mut self) {
+        if !self.present || self.saved.is_some() {
+            return;
+        }
+        let ours = nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg == nix::unistd::getpgrp());
+        if ours {
+            self.away();
+        }
+    }
+
     /// The job is back (or gone): the modes it had.
     pub fn home(&mut self) {
         if let Some(saved) = self.saved.take() {

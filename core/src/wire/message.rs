@@ -129,4 +129,8 @@ pub enum Control {
     /// home -> agent, instead of `Restore`: send `Facts` every `interval_ms` until home
     /// closes the session (the balancer's view of this node).
     Watch { interval_ms: u32 },
+    /// agent -> home: the process (which has a pty here) was stopped by job control, e.g. the
+    /// ^Z typed at home reached its pty. Home stops too, so the user's shell gets the terminal
+    /// back; its `fg` reaches the process as a `Signal` of SIGCONT.
+    Stopped,
 }
