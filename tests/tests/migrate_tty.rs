@@ -170,3 +170,39 @@ fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
     let done = term.finish();
     assert!(done.status.success(), "{}", done.describe());
 }
+
+/// ^C typed while the job runs away ends it there, and the shell sees it end by SIGINT (130),
+/// as for a job at home.
+#[test]
+fn ctrl_c_while_away_ends_the_job_by_sigint() {
+    let sb = Sandbox::new("tty-ctrl-c");
+    let mrun = Mrun::new(&sb);
+    let prog = sb.path("counter.py");
+    std::fs::write(&prog, COUNTER).expect("write the program");
+    let stop = sb.path("stop");
+    let mrun_exe = sb.program(&mrun_path());
+    let mut cmd = sb.command("script");
+    cmd.args(["-qfec", "bash --norc --noprofile -i", "/dev/null"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TERM", "dumb");
+    let mut term = Proc::spawn("script bash -i", cmd, Input::Pipe, Output::Pipe);
+    term.write_stdin(b"PS1='shell''$ '\r");
+    term.wait_for_stdout("shell$ ");
+    term.write_stdin(format!("{} {} {} {}\r", mrun_exe.display(), python(), prog.display(), stop.display()).as_bytes());
+    term.wait_for_stdout("count 3\r\n");
+    let job = job_states(&prog).first().map(|(p, _)| *p).expect("the job under the shell");
+    let moved = mrun.migrate(job as u32, "local");
+    assert!(moved.status.success(), "migration failed: {}", moved.describe());
+    let before = term.stdout_len();
+    assert!(wait_until(TIMEOUT, || term.stdout_len() > before + 40), "no output from the job on the node");
+    term.write_stdin(b"\x03");
+    let ended = wait_until(TIMEOUT, || job_states(&prog).is_empty());
+    assert!(ended, "^C did not end the job on the node: {:?}\n{}", job_states(&prog), term.stdout_text());
+    let prompt = wait_until(TIMEOUT, || term.stdout_text().rsplit_once("^C").is_some_and(|(_, after)| after.contains("shell$ ")));
+    assert!(prompt, "no prompt after ^C:\n{}", term.stdout_text());
+    term.write_stdin(b"echo status=$?\r");
+    term.wait_for_stdout("status=130");
+    term.write_stdin(b"exit\r");
+    let done = term.finish();
+    assert!(done.status.success(), "{}", done.describe());
+}
