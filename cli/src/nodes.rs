@@ -17,6 +17,11 @@ pub struct ConfigFile {
     pub home_commands: Vec<String>,
     #[serde(default)]
     pub balance: BalanceConfig,
+    /// Per node, the command line that starts `mrun-agent` there (`[agents]`, e.g.
+    /// `build1 = "/opt/mrun/bin/mrun-agent"`), when it is neither on the node's PATH nor to be
+    /// installed into its `~/.cache/mrun`.
+    #[serde(default)]
+    pub agents: std::collections::BTreeMap<String, String>,
 }
 
 /// `[balance]` in config.toml: whether mrun moves jobs by itself, and the policy's knobs
@@ -132,6 +137,13 @@ mod tests {
         assert_eq!((k.min_age, k.max_moves), (1.5, 4));
         assert_eq!(k.min_stay, d.min_stay);
         assert!(toml::from_str::<ConfigFile>("[balance]\nmin_agee = 1\n").is_err());
+    }
+
+    #[test]
+    fn agents_are_given_per_node() {
+        let cfg: ConfigFile = toml::from_str("[agents]\nbuild1 = \"/opt/mrun/bin/mrun-agent\"\n").expect("parse");
+        assert_eq!(cfg.agents.get("build1").map(String::as_str), Some("/opt/mrun/bin/mrun-agent"));
+        assert!(!cfg.agents.contains_key("other"));
     }
 
     #[test]

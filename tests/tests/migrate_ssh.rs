@@ -917,6 +917,41 @@ fn agent_installed_on_node(name: &str, via: Via) {
     assert!(done.stderr.is_empty(), "{}", done.describe());
 }
 
+/// An agent named for the node in `[agents]` of config.toml is the one started there: nothing
+/// is installed, and the agent running the job is that file.
+#[test]
+fn agent_given_per_node_in_the_config() {
+    let sb = Sandbox::new("ssh-agent-config");
+    let opts = NodeOptions::default();
+    assert_no_agent_on_path(&opts.path);
+    let a = Node::start_with(&sb, "a", opts);
+    let client = ClientHome::for_nodes(&sb, &[("a", &a)]);
+    // A copy of its own, so the running agent's file tells which command started it.
+    let elsewhere = sb.mkdir("opt-mrun").join("mrun-agent");
+    std::fs::copy(agent_path(), &elsewhere).expect("copying the agent");
+    let config = client.home().join(".config/mrun/config.toml");
+    std::fs::create_dir_all(config.parent().expect("a parent")).expect("mkdir .config/mrun");
+    std::fs::write(&config, format!("[agents]\na = \"{}\"\n", elsewhere.display())).expect("writing config.toml");
+    let m = SshMrun::new(&sb, &client, RemoteAgent::Unset);
+
+    let mut job = start_hopper(&m, "handle");
+    hopper_step(&sb, &mut job, 1);
+    m.mrun.migrate_ok(&job, "a");
+    assert_at(&job, &[&a], At::Node("a".into()));
+    hopper_step(&sb, &mut job, 2);
+    let agents = a.agent_processes();
+    assert!(
+        agents.iter().any(|&p| std::fs::read_link(format!("/proc/{p}/exe")).ok().as_deref() == Some(elsewhere.as_path())),
+        "no mrun-agent on node a runs {}: {:?}",
+        elsewhere.display(),
+        agents.iter().map(|&p| std::fs::read_link(format!("/proc/{p}/exe"))).collect::<Vec<_>>()
+    );
+    assert!(!a.home().join(".cache/mrun").exists(), "an agent was installed although the config names one");
+    hopper_end(&sb, "exit 0");
+    let done = job.finish();
+    done.assert_success();
+}
+
 #[test]
 fn agent_installed_on_node_daemon() {
     agent_installed_on_node("ssh-install", Via::Daemon);

@@ -249,11 +249,15 @@ async fn run(session: &Session, command: &str, input: Option<&[u8]>) -> Result<R
     Ok(ran)
 }
 
-/// The command that starts `mrun-agent` on the node: `$MRUN_REMOTE_AGENT`, the node's PATH,
-/// our cached copy, or our own agent installed into `~/.cache/mrun/` (same architecture only).
+/// The command that starts `mrun-agent` on the node: `$MRUN_REMOTE_AGENT` (every node), the
+/// node's entry in `[agents]` of config.toml, the node's PATH, our cached copy, or our own
+/// agent installed into `~/.cache/mrun/` (same architecture only).
 pub async fn agent_command(session: &Session, dest: &Destination, local_agent: &Path) -> Result<String> {
     if let Ok(command) = std::env::var("MRUN_REMOTE_AGENT") {
         // A command line for the node's shell, used as given.
+        return Ok(command);
+    }
+    if let Some(command) = crate::nodes::config().ok().and_then(|c| c.agents.get(&dest.name).cloned()) {
         return Ok(command);
     }
     let binary = std::fs::read(local_agent).with_context(|| format!("reading {}", local_agent.display()))?;
