@@ -106,13 +106,11 @@ fn job_states(script_path: &std::path::Path) -> Vec<(i32, Option<char>)> {
         .unwrap_or_default()
 }
 
-/// In an interactive shell with job control, ^Z typed while the job runs away stops it there
-/// and gives the shell its terminal back, as for a job at home; `fg` resumes it on the node,
-/// with the terminal the job's again.
-#[test]
-fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
-    let sb = Sandbox::new("tty-ctrl-z");
-    let mrun = Mrun::new(&sb);
+/// An interactive bash (job control on) in a pty made by `script`, which has run the counter
+/// under mrun and whose job was then moved to the node `local` and prints there. Returns the
+/// terminal, the counter's path and its stop file.
+fn counter_away_from_a_shell(sb: &Sandbox) -> (Proc, std::path::PathBuf, std::path::PathBuf) {
+    let mrun = Mrun::new(sb);
     let prog = sb.path("counter.py");
     std::fs::write(&prog, COUNTER).expect("write the program");
     let stop = sb.path("stop");
@@ -132,6 +130,16 @@ fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
     assert!(moved.status.success(), "migration failed: {}", moved.describe());
     let before = term.stdout_len();
     assert!(wait_until(TIMEOUT, || term.stdout_len() > before + 40), "no output from the job on the node");
+    (term, prog, stop)
+}
+
+/// In an interactive shell with job control, ^Z typed while the job runs away stops it there
+/// and gives the shell its terminal back, as for a job at home; `fg` resumes it on the node,
+/// with the terminal the job's again.
+#[test]
+fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
+    let sb = Sandbox::new("tty-ctrl-z");
+    let (mut term, prog, stop) = counter_away_from_a_shell(&sb);
 
     // Keys reach the node's pty (it echoes them), then ^Z.
     term.write_stdin(b"xyzzy");
@@ -176,25 +184,7 @@ fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
 #[test]
 fn ctrl_c_while_away_ends_the_job_by_sigint() {
     let sb = Sandbox::new("tty-ctrl-c");
-    let mrun = Mrun::new(&sb);
-    let prog = sb.path("counter.py");
-    std::fs::write(&prog, COUNTER).expect("write the program");
-    let stop = sb.path("stop");
-    let mrun_exe = sb.program(&mrun_path());
-    let mut cmd = sb.command("script");
-    cmd.args(["-qfec", "bash --norc --noprofile -i", "/dev/null"])
-        .env_remove("XDG_RUNTIME_DIR")
-        .env("TERM", "dumb");
-    let mut term = Proc::spawn("script bash -i", cmd, Input::Pipe, Output::Pipe);
-    term.write_stdin(b"PS1='shell''$ '\r");
-    term.wait_for_stdout("shell$ ");
-    term.write_stdin(format!("{} {} {} {}\r", mrun_exe.display(), python(), prog.display(), stop.display()).as_bytes());
-    term.wait_for_stdout("count 3\r\n");
-    let job = job_states(&prog).first().map(|(p, _)| *p).expect("the job under the shell");
-    let moved = mrun.migrate(job as u32, "local");
-    assert!(moved.status.success(), "migration failed: {}", moved.describe());
-    let before = term.stdout_len();
-    assert!(wait_until(TIMEOUT, || term.stdout_len() > before + 40), "no output from the job on the node");
+    let (mut term, prog, _stop) = counter_away_from_a_shell(&sb);
     term.write_stdin(b"\x03");
     let ended = wait_until(TIMEOUT, || job_states(&prog).is_empty());
     assert!(ended, "^C did not end the job on the node: {:?}\n{}", job_states(&prog), term.stdout_text());
