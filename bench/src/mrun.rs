@@ -13,6 +13,18 @@ use anyhow::{bail, Context};
 
 use crate::scratch::Scratch;
 
+/// Where the binaries under test are: `given` (`--bin-dir`), else beside this bench binary.
+pub fn bin_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(d) => Ok(d.to_path_buf()),
+        None => Ok(std::env::current_exe()
+            .context("cannot find this binary's path")?
+            .parent()
+            .context("this binary has no directory")?
+            .to_path_buf()),
+    }
+}
+
 /// The copies of the binaries and the environment they run in.
 pub struct Mrun {
     pub mrun: PathBuf,

@@ -64,14 +64,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .context("cannot find this binary's path")?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = mrun_bench::mrun::bin_dir(args.bin_dir.as_deref())?;
     for tool in ["/usr/bin/taskset", "/usr/bin/parallel", "/usr/bin/xargs"] {
         if !Path::new(tool).is_file() {
             bail!("{tool} is missing: run scripts/install-deps (packages util-linux, parallel, findutils)");

@@ -62,14 +62,7 @@ fn main() -> ExitCode {
 
 /// Ok(false) when some migration failed (the failures are printed).
 fn run(args: &Args) -> anyhow::Result<bool> {
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .context("cannot find this binary's path")?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = mrun_bench::mrun::bin_dir(args.bin_dir.as_deref())?;
     // Dropped in reverse: the daemon (with Mrun), then sshd, then the directory.
     let dir = Scratch::new()?;
     let node = Node::start(dir.path(), NODE)?;
