@@ -101,11 +101,17 @@ pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool) -> ! {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => fail(format!("no image descriptor: {e}")),
     };
-    let opts = crate::engine::RestoreOptions { stdio: [0, 1, 2], original_pid: true };
+    let opts = crate::engine::RestoreOptions { stdio: [0, 1, 2], original_pid: true, own_process_group: own_terminal };
     let restored = match crate::engine::restore(std::io::BufReader::with_capacity(1 << 20, image), &opts) {
         Ok(r) => r,
         Err(e) => fail(crate::engine::error_chain(&e)),
     };
+    // Its terminal's keys (^C, ^Z) go to it, as they did at home.
+    if own_terminal {
+        if let Err(e) = crate::sys::tty::set_foreground(0, restored.pid) {
+            fail(format!("cannot give the process its terminal: {e}"));
+        }
+    }
     let _ = writeln!(status, "running {}", restored.pid);
     drop(status);
     let ended = supervise(restored.pid, &waited);

@@ -56,13 +56,6 @@ impl Pty {
         Ok(())
     }
 
-    /// The character that suspends the foreground job (^Z), if the pty's modes make one.
-    pub fn suspend_char(&self) -> Option<u8> {
-        let t: libc::termios = nix::sys::termios::tcgetattr(self.master.get_ref()).ok()?.into();
-        let c = t.c_cc[libc::VSUSP];
-        (t.c_lflag & libc::ISIG != 0 && c != 0).then_some(c)
-    }
-
     pub fn resize(&self, size: mrun_core::wire::WinSize) {
         let _ = tty::set_window_size(std::os::fd::AsRawFd::as_raw_fd(self.master.get_ref()), size);
     }

@@ -141,9 +141,6 @@ pub async fn run() -> Result<()> {
                 Some(Ok(Frame::Stdin(data))) if outputs.pty.is_some() => {
                     if let Some(p) = outputs.pty.as_ref() {
                         let _ = p.write_all(&data).await;
-                        if p.suspend_char().is_some_and(|c| data.contains(&c)) {
-                            suspend(proc_pid);
-                        }
                     }
                 }
                 Some(Ok(Frame::Stdin(data))) => {
@@ -323,16 +320,4 @@ async fn watch(input: &mut FramedRead<tokio::io::Stdin, FrameCodec>, out: &mut O
 /// Whether the process is stopped by a job-control signal (state `T`; a ptrace stop is `t`).
 fn job_control_stopped(pid: i32) -> bool {
     procfs::process::Process::new(pid).and_then(|p| p.stat()).is_ok_and(|st| st.state == 'T')
-}
-
-/// ^Z reached the process's pty. The pty's own SIGTSTP is lost: the process group, whose
-/// session leader is the restore helper, has no parent outside it in the session, so the
-/// kernel discards stop signals for it as for an orphaned group. Stop it ourselves: SIGTSTP
-/// if it handles that (an editor restores the screen first), else SIGSTOP.
-fn suspend(pid: i32) {
-    let handles_tstp = procfs::process::Process::new(pid)
-        .and_then(|p| p.status())
-        .is_ok_and(|st| st.sigcgt & (1 << (libc::SIGTSTP - 1)) != 0);
-    let sig = if handles_tstp { Signal::SIGTSTP } else { Signal::SIGSTOP };
-    let _ = kill(Pid::from_raw(pid), sig);
 }

@@ -49,7 +49,7 @@ pub fn run(args: RestoreArgs) -> ! {
         });
         (Box::new(f), 0)
     };
-    let opts = RestoreOptions { stdio: [stdin_fd, 1, 2], original_pid: !args.new_pid };
+    let opts = RestoreOptions { stdio: [stdin_fd, 1, 2], original_pid: !args.new_pid, own_process_group: false };
     let restored = match engine::restore(BufReader::with_capacity(1 << 20, input), &opts) {
         Ok(r) => r,
         Err(e) => exit::fail("mrunctl", format!("cannot restore {}: {}", args.image.display(), exit::chain(&e)), exit::code_for(&e)),

@@ -30,6 +30,11 @@ pub struct RestoreOptions {
     /// Give the process its original pid, in a new pid namespace. Unprivileged callers must
     /// have called [`crate::sys::ns::enter_user_namespace`] first, while single-threaded.
     pub original_pid: bool,
+    /// Give the process a process group of its own, for the caller to make its terminal's
+    /// foreground group. Without it, a restorer that leads the terminal's session shares its
+    /// group with the process, a group the kernel counts as orphaned (no parent in another
+    /// group of the session), and drops the terminal's ^Z for.
+    pub own_process_group: bool,
 }
 
 /// A restored, running process (a child of the caller) and its pid namespace's init.
@@ -85,6 +90,7 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
         umask: state.umask,
         personality: state.personality,
         fds: prepared.plan.clone(),
+        own_process_group: opts.own_process_group,
     };
     // Threads first: none can be created once the pid namespace is unshared.
     reader.start_workers()?;

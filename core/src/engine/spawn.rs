@@ -18,6 +18,8 @@ pub struct ChildPlan {
     pub personality: u32,
     /// `(target fd, source fd in the restorer)`.
     pub fds: Vec<(RawFd, RawFd)>,
+    /// Put the process in a process group of its own (see [`super::RestoreOptions`]).
+    pub own_process_group: bool,
 }
 
 /// The fresh process and its namespace's init. Dropping it kills both, unless released.
@@ -95,7 +97,8 @@ fn fork() -> std::io::Result<Option<Pid>> {
     }
 }
 
-/// Runs in the forked child: install fds, cwd, umask, personality, then exec stopped.
+/// Runs in the forked child: install fds, cwd, umask, personality, process group, then exec
+/// stopped.
 /// Exits with the errno of the step that failed.
 fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: only async-signal-safe syscalls on values prepared before the fork.
@@ -129,6 +132,9 @@ fn child_main(plan: &ChildPlan) -> ! {
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::personality(plan.personality as libc::c_ulong);
+        if plan.own_process_group && libc::setpgid(0, 0) != 0 {
+            fail("setpgid");
+        }
         if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
             fail("traceme");
         }

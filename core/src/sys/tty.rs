@@ -46,6 +46,15 @@ pub fn take_as_controlling(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Make process group `pgrp` the foreground group of the terminal `fd` (our controlling
+/// terminal; we are in its foreground group).
+pub fn set_foreground(fd: RawFd, pgrp: nix::unistd::Pid) -> io::Result<()> {
+    // SAFETY: `fd` is only borrowed for the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::unistd::tcsetpgrp(fd, pgrp)?;
+    Ok(())
+}
+
 /// The modes of the terminal `fd`, for the wire.
 pub fn modes(fd: impl AsFd) -> io::Result<(Termios, TermModes)> {
     let t = termios::tcgetattr(fd)?;
