@@ -49,6 +49,11 @@ pub struct JobInfo {
     pub cpu_demand: Option<f64>,
 }
 
+/// Time since the Unix epoch (the clock job times are given in).
+pub fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
 /// The user's private directory for job sockets: `$XDG_RUNTIME_DIR/mrun`, else
 /// `/tmp/mrun-UID`. Created 0700; refused if someone else owns it or others can enter it.
 pub fn socket_dir() -> Result<PathBuf> {

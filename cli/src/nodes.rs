@@ -100,13 +100,26 @@ pub fn config_path() -> std::path::PathBuf {
 }
 
 pub fn configured(flag: Option<&str>) -> Result<Vec<String>> {
-    if let Some(list) = flag {
-        return Ok(split(list));
+    match flag {
+        Some(list) => Ok(split(list)),
+        None => Ok(config()?.node_list()),
     }
-    if let Ok(list) = std::env::var("MRUN_NODES") {
-        return Ok(split(&list));
+}
+
+impl ConfigFile {
+    /// The nodes: `MRUN_NODES` if set, else this file's list.
+    pub fn node_list(&self) -> Vec<String> {
+        match std::env::var("MRUN_NODES") {
+            Ok(list) => split(&list),
+            Err(_) => self.nodes.clone(),
+        }
     }
-    Ok(config()?.nodes)
+
+    /// Whether the balancer has anything to do: it is on, and some node is another machine
+    /// (`local` is an agent on this one).
+    pub fn balances(&self) -> bool {
+        self.balance.enabled() && self.node_list().iter().any(|n| n != "local")
+    }
 }
 
 fn split(list: &str) -> Vec<String> {

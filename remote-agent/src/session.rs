@@ -54,7 +54,7 @@ pub async fn run() -> Result<()> {
                 meter.sample();
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            out.send(Frame::Control(Control::Facts(meter.facts()))).await?;
+            out.send(Frame::Control(Control::Facts(node_facts(&mut meter)))).await?;
             return Ok(());
         }
         Some(Ok(Frame::Control(Control::Watch { interval_ms }))) => return watch(&mut input, &mut out, interval_ms).await,
@@ -307,7 +307,7 @@ async fn watch(input: &mut FramedRead<tokio::io::Stdin, FrameCodec>, out: &mut O
     loop {
         tokio::select! {
             _ = sample.tick() => meter.sample(),
-            _ = report.tick() => out.send(Frame::Control(Control::Facts(meter.facts()))).await?,
+            _ = report.tick() => out.send(Frame::Control(Control::Facts(node_facts(&mut meter)))).await?,
             heard = input.next() => match heard {
                 None => return Ok(()),
                 Some(Ok(other)) => bail!("unexpected message while reporting load: {other:?}"),
@@ -320,4 +320,11 @@ async fn watch(input: &mut FramedRead<tokio::io::Stdin, FrameCodec>, out: &mut O
 /// Whether the process is stopped by a job-control signal (state `T`; a ptrace stop is `t`).
 fn job_control_stopped(pid: i32) -> bool {
     procfs::process::Process::new(pid).and_then(|p| p.stat()).is_ok_and(|st| st.state == 'T')
+}
+
+/// This node's facts for home, with the jobs it hosts counted.
+fn node_facts(meter: &mut mrun_core::load::Meter) -> mrun_core::wire::NodeFacts {
+    let mut facts = meter.facts();
+    facts.jobs = meter.hosted_jobs();
+    facts
 }

@@ -16,13 +16,11 @@ fn main() {
         let options = mrun::each::EachOptions { jobs: cli.jobs, joblog: cli.joblog, home: cli.home };
         mrun::each::run(cli.command, options)
     }
-    let pinned = cli.home
-        || match mrun::nodes::config() {
-            Ok(cfg) => cli.command.first().is_some_and(|p| mrun::nodes::stays_home(&cfg, p)),
-            Err(e) => {
-                eprintln!("mrun: warning: {e:#}");
-                false
-            }
-        };
-    mrun::run::deputy::run(cli.command, pinned)
+    let cfg = mrun::nodes::config().unwrap_or_else(|e| {
+        eprintln!("mrun: warning: {e:#}");
+        mrun::nodes::ConfigFile::default()
+    });
+    let pinned = cli.home || cli.command.first().is_some_and(|p| mrun::nodes::stays_home(&cfg, p));
+    let balanced = !pinned && cfg.balances();
+    mrun::run::deputy::run(cli.command, pinned, balanced)
 }

@@ -45,7 +45,7 @@ pub fn run(args: StatusArgs) -> ! {
 }
 
 pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    crate::jobs::unix_now().as_secs()
 }
 
 fn age(seconds: u64) -> String {

@@ -31,7 +31,7 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
             crate::nodes::ConfigFile::default()
         });
         let interval = cfg.balance.interval.unwrap_or(DEFAULT_INTERVAL).clamp(0.2, 60.0);
-        let nodes = crate::nodes::configured(None).unwrap_or_default();
+        let nodes = cfg.node_list();
         cluster::sync_watchers(&cluster, &channels, &nodes);
         tokio::time::sleep(Duration::from_secs_f64(interval)).await;
         let jobs = tokio::task::spawn_blocking(|| crate::jobs::list_within(Duration::from_millis(500)))
@@ -48,8 +48,8 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
         let Some(home) = cluster::lock(&cluster).home.clone() else { continue };
         let usable = cluster::usable_nodes(&cluster);
         let machines = machines(&home, &usable);
-        let now_ms = now_ms();
-        let policy_jobs: Vec<Job> = jobs.iter().filter(|j| j.state == "running").map(|j| policy_job(j, now_ms)).collect();
+        let now_ms = crate::jobs::unix_now().as_millis() as u64;
+        let policy_jobs: Vec<Job> = jobs.iter().map(|j| policy_job(j, now_ms)).collect();
         let knobs = cfg.balance.knobs();
         let moves = policy::decide(&machines, &policy_jobs, &knobs);
         if moves.is_empty() {
@@ -90,10 +90,6 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
         }
         settle_until = Instant::now() + SETTLE;
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Home first, then each node with fresh facts; speeds relative to home's.

@@ -7,7 +7,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -28,7 +28,7 @@ pub struct Started {
 /// Starts `spec` through the `mrun` binary `exe`. When it cannot start, the future yields that
 /// failure at once.
 pub fn start(exe: &Path, home: bool, spec: JobSpec) -> Started {
-    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let started_unix = crate::jobs::unix_now().as_secs_f64();
     let started = Instant::now();
     let mut cmd = std::process::Command::new(exe);
     if home {

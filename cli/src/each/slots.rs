@@ -12,8 +12,8 @@ const FIRST_REPORTS: Duration = Duration::from_secs(3);
 /// started; nodes that cannot be reached count for nothing.
 pub fn cluster_cpus() -> usize {
     let local = mrun_core::load::scope::Scope::detect().cpus().round().max(1.0) as usize;
-    let nodes = match crate::nodes::configured(None) {
-        Ok(nodes) => nodes,
+    let nodes = match crate::nodes::config() {
+        Ok(cfg) => cfg.node_list(),
         Err(e) => {
             eprintln!("mrun: warning: {e:#}; running as many jobs at once as this machine has CPUs");
             return local;

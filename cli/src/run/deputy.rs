@@ -30,7 +30,9 @@ enum Place {
     Away { link: Box<Link> },
 }
 
-pub fn run(command: Vec<OsString>, pinned_home: bool) -> ! {
+/// `pinned_home`: the balancer leaves the job at home. `balanced`: the balancer may move it
+/// (nodes are configured and balancing is on), so wake the daemon once the job is old enough.
+pub fn run(command: Vec<OsString>, pinned_home: bool, balanced: bool) -> ! {
     // Signals to pass on are taken by a thread of their own (set before any thread starts,
     // so all inherit the mask; every process we start gets an empty mask again).
     // SIGTSTP is left to its default: a terminal's ^Z stops mrun together with the job in its
@@ -57,7 +59,7 @@ pub fn run(command: Vec<OsString>, pinned_home: bool) -> ! {
             Err(_) => return,
         }
     });
-    match runtime.block_on(deputy(command, pinned_home, sig_rx)) {
+    match runtime.block_on(deputy(command, pinned_home, balanced, sig_rx)) {
         Ok(ended) => supervise::end_like(ended),
         Err(e) => crate::exit::fail("mrun", format!("{e:#}"), 1),
     }
@@ -70,32 +72,27 @@ struct JobMeta {
     started_unix: u64,
     last_problem: Option<String>,
     pinned_home: bool,
+    /// When the job arrived where it is (its start if it never moved).
     arrived_unix_ms: u64,
     /// Touched memory at the last move (away, it cannot be read from here).
     bytes_at_move: u64,
     /// How many times the job moved (the balancer's stay rule applies only after a move).
     moves: u32,
-    /// When the job arrived where it is, for its CPU demand until two samples exist.
-    arrived: std::time::Instant,
     /// The last sample at home (when, seconds run or waiting to run) and the demand it gave.
     cpu_sample: std::cell::Cell<Option<(std::time::Instant, f64, f64)>>,
 }
 
 impl JobMeta {
     fn info(&self, place: &Place) -> crate::jobs::JobInfo {
-        let (where_, cpu, bytes) = match place {
-            Place::Home { pid, .. } => ("home".to_string(), cpu_seconds(*pid), touched_bytes(*pid)),
-            Place::Away { link } => (link.node.clone(), None, self.bytes_at_move),
-        };
-        let cpu_demand = match place {
-            Place::Home { pid, .. } => cpu_wanted_seconds(*pid).map(|c| self.cpu_demand(c)),
-            Place::Away { .. } => None,
+        let (cpu, cpu_demand) = match place {
+            Place::Home { pid, .. } => (cpu_seconds(*pid), cpu_wanted_seconds(*pid).map(|c| self.cpu_demand(c))),
+            Place::Away { .. } => (None, None),
         };
         crate::jobs::JobInfo {
             job: self.job,
             pid: self.job,
             command: self.command.clone(),
-            place: where_,
+            place: place_name(place),
             state: "running".into(),
             started_unix: self.started_unix,
             cpu_seconds: cpu,
@@ -104,8 +101,16 @@ impl JobMeta {
             pinned_home: self.pinned_home,
             arrived_unix_ms: self.arrived_unix_ms,
             moves: self.moves,
-            bytes,
+            bytes: self.bytes(place),
             cpu_demand,
+        }
+    }
+
+    /// Touched memory: measured at home; away, what it was at the last move.
+    fn bytes(&self, place: &Place) -> u64 {
+        match place {
+            Place::Home { pid, .. } => touched_bytes(*pid),
+            Place::Away { .. } => self.bytes_at_move,
         }
     }
 
@@ -116,7 +121,7 @@ impl JobMeta {
         let share = match self.cpu_sample.get() {
             Some((at, _, share)) if now.duration_since(at).as_secs_f64() < 0.3 => return share,
             Some((at, cpu, _)) => (cpu_now - cpu) / now.duration_since(at).as_secs_f64(),
-            None => cpu_now / now.duration_since(self.arrived).as_secs_f64().max(0.01),
+            None => cpu_now / (now_ms().saturating_sub(self.arrived_unix_ms) as f64 / 1000.0).max(0.01),
         };
         let share = share.clamp(0.0, 1.0);
         self.cpu_sample.set(Some((now, cpu_now, share)));
@@ -127,14 +132,13 @@ impl JobMeta {
     fn arrived_now(&mut self, bytes: u64) {
         self.arrived_unix_ms = now_ms();
         self.moves += 1;
-        self.arrived = std::time::Instant::now();
         self.bytes_at_move = bytes;
         self.cpu_sample.set(None);
     }
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    crate::jobs::unix_now().as_millis() as u64
 }
 
 /// Seconds a local process has run plus waited in the run queue (`/proc/PID/schedstat`).
@@ -172,7 +176,7 @@ enum Event {
     Stdin(Option<bytes::Bytes>),
 }
 
-async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Receiver<Received>) -> Result<Ended> {
+async fn deputy(command: Vec<OsString>, pinned_home: bool, balanced: bool, mut signals: mpsc::Receiver<Received>) -> Result<Ended> {
     let Some((program, args)) = command.split_first() else { bail!("no command given") };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
@@ -189,20 +193,16 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
     let mut meta = JobMeta {
         job,
         command: command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        started_unix: crate::jobs::unix_now().as_secs(),
         last_problem: None,
         pinned_home,
         arrived_unix_ms: now_ms(),
         bytes_at_move: 0,
         moves: 0,
-        arrived: std::time::Instant::now(),
         cpu_sample: std::cell::Cell::new(None),
     };
     let mut socket = JobSocket::bind(job).ok();
-    if !pinned_home {
+    if balanced {
         tokio::spawn(wake_balancer());
     }
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
@@ -306,12 +306,12 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
             }
             Event::Request(req, stream) => {
                 let is_move = matches!(req, Request::Migrate(_));
-                let before = describe(&place);
-                let bytes_before = meta.info(&place).bytes;
+                // What a move carries, read before it (once away, it cannot be read from here).
+                let before = is_move.then(|| (place_name(&place), meta.bytes(&place)));
                 let (next, answer) = handle(req, place, &meta, &stdin_relay, stdin_open, &mut terminal, &mut out, &mut err).await;
                 place = next;
-                if describe(&place) != before {
-                    meta.arrived_now(bytes_before);
+                if let Some((_, bytes)) = before.filter(|(from, _)| *from != place_name(&place)) {
+                    meta.arrived_now(bytes);
                 }
                 match &answer {
                     Ok(text) if is_move => crate::log::line(&format!("job {job} ({}): {text}", meta.command)),
@@ -329,16 +329,11 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, mut signals: mpsc::Re
 }
 
 /// Once the job is old enough to be worth moving, make sure the daemon (whose balancer finds
-/// jobs by their sockets) runs, if there are nodes to balance onto. Jobs that end sooner
-/// never touch the daemon.
+/// jobs by their sockets) runs. Jobs that end sooner never touch the daemon.
 async fn wake_balancer() {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let wanted = crate::nodes::config().is_ok_and(|c| c.balance.enabled())
-        && crate::nodes::configured(None).is_ok_and(|n| n.iter().any(|n| n != "local"));
-    if wanted {
-        if let Err(e) = crate::daemon::ensure_running().await {
-            crate::log::line(&format!("cannot start the daemon for balancing: {e:#}"));
-        }
+    if let Err(e) = crate::daemon::ensure_running().await {
+        crate::log::line(&format!("cannot start the daemon for balancing: {e:#}"));
     }
 }
 
@@ -433,6 +428,14 @@ async fn handle(
 async fn give_back(link: &mut Link, unread: Vec<u8>) {
     if !unread.is_empty() {
         let _ = link.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await;
+    }
+}
+
+/// `home`, or the node's name.
+fn place_name(place: &Place) -> String {
+    match place {
+        Place::Home { .. } => "home".to_string(),
+        Place::Away { link } => link.node.clone(),
     }
 }
 

@@ -55,7 +55,8 @@ impl Meter {
         self.samples.iter().map(|(_, r)| r).sum::<f64>() / self.samples.len().max(1) as f64
     }
 
-    /// This machine's facts, with the run queue averaged over the window.
+    /// This machine's facts, with the run queue averaged over the window. `jobs` is left at 0:
+    /// only a node hosts jobs, and counting them scans every process ([`Meter::hosted_jobs`]).
     pub fn facts(&mut self) -> NodeFacts {
         let runnable = self.runnable();
         let cpus = self.scope.cpus();
@@ -67,8 +68,14 @@ impl Meter {
             runnable,
             load_per_cpu: runnable / cpus,
             mem_available: mem_available(),
-            jobs: hosted_jobs(&self.scope),
+            jobs: 0,
         }
+    }
+
+    /// mrun jobs of this user restored on this machine: processes of ours running
+    /// `mrun-agent restore-helper` (each supervises one job), within the scope.
+    pub fn hosted_jobs(&self) -> u32 {
+        hosted_jobs(&self.scope)
     }
 }
 
@@ -132,8 +139,6 @@ fn mem_available() -> u64 {
     }
 }
 
-/// mrun jobs restored on this machine for this user: processes of ours running
-/// `mrun-agent restore-helper` (each supervises one job), within the scope.
 fn hosted_jobs(scope: &Scope) -> u32 {
     let me = nix::unistd::getuid().as_raw();
     let candidates: Vec<i32> = match scope.cgroup_processes() {
