@@ -16,7 +16,10 @@ use mrun_bench::scratch::Scratch;
 use mrun_bench::victim;
 
 #[derive(Debug, Parser)]
-#[command(name = "mrun-bench", about = "Checkpoint/restore throughput of mrunctl against a plain copy")]
+#[command(
+    name = "mrun-bench",
+    about = "Checkpoint/restore throughput of mrunctl against a plain copy"
+)]
 struct Args {
     /// Touched memory of the victims, in MiB.
     #[arg(long, value_delimiter = ',', default_value = "1,64,512,2048",
@@ -53,13 +56,22 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let dir = Scratch::new()?;
     // A copy, so that a rebuild of the workspace during the run cannot swap the binary measured.
     let snapshot = dir.file("mrunctl");
-    std::fs::copy(&mrunctl, &snapshot)
-        .with_context(|| format!("cannot copy {} to {}", mrunctl.display(), snapshot.display()))?;
+    std::fs::copy(&mrunctl, &snapshot).with_context(|| {
+        format!(
+            "cannot copy {} to {}",
+            mrunctl.display(),
+            snapshot.display()
+        )
+    })?;
     let victim = victim::compile(dir.path())?;
     let (version, start_cost) = version_and_start_cost(&snapshot, &dir)?;
 
     print_header(args, &mrunctl, &version, start_cost, &dir);
-    let setup = Setup { mrunctl: &snapshot, victim: &victim, dir: &dir };
+    let setup = Setup {
+        mrunctl: &snapshot,
+        victim: &victim,
+        dir: &dir,
+    };
     let mut rows = Vec::new();
     for &mib in &args.sizes {
         for &contents in &args.contents {
@@ -82,10 +94,17 @@ fn measure_row(s: &Setup, mib: u64, contents: Contents, repeat: u32) -> anyhow::
     let len = usize::try_from(mib << 20).context("size too large")?;
     let bytes = pattern::generate(contents, len);
     let sum = pattern::checksum(bytes.as_slice());
-    let mut row = Row { mib, contents, samples: Vec::new(), copies: Vec::new(), failure: None };
+    let mut row = Row {
+        mib,
+        contents,
+        samples: Vec::new(),
+        copies: Vec::new(),
+        failure: None,
+    };
     for i in 1..=repeat {
         eprintln!("mrun-bench: {mib} MiB {contents}: run {i}/{repeat}");
-        row.copies.push(measure::copy(bytes.as_slice(), &s.dir.file("baseline"))?);
+        row.copies
+            .push(measure::copy(bytes.as_slice(), &s.dir.file("baseline"))?);
         match measure::checkpoint_restore(s, mib, contents, sum) {
             Ok(sample) => row.samples.push(sample),
             Err(e) => {
@@ -98,7 +117,10 @@ fn measure_row(s: &Setup, mib: u64, contents: Contents, repeat: u32) -> anyhow::
 }
 
 /// `mrunctl --version` output and its median wall time over 5 runs (the fixed cost of starting it).
-fn version_and_start_cost(mrunctl: &std::path::Path, dir: &Scratch) -> anyhow::Result<(String, f64)> {
+fn version_and_start_cost(
+    mrunctl: &std::path::Path,
+    dir: &Scratch,
+) -> anyhow::Result<(String, f64)> {
     let mut times = Vec::new();
     let mut version = String::new();
     for _ in 0..5 {
@@ -106,7 +128,12 @@ fn version_and_start_cost(mrunctl: &std::path::Path, dir: &Scratch) -> anyhow::R
         cmd.arg("--version").stdin(Stdio::null());
         let t = measure::run_timed(&mut cmd, dir, "version", Duration::from_secs(10))?;
         if !t.status.success() {
-            bail!("`{} --version` failed ({}): {}", mrunctl.display(), t.status, t.stderr.trim());
+            bail!(
+                "`{} --version` failed ({}): {}",
+                mrunctl.display(),
+                t.status,
+                t.stderr.trim()
+            );
         }
         version = t.stdout.trim().to_string();
         times.push(t.elapsed);
@@ -114,18 +141,35 @@ fn version_and_start_cost(mrunctl: &std::path::Path, dir: &Scratch) -> anyhow::R
     Ok((version, report::median(times.into_iter())))
 }
 
-fn print_header(args: &Args, mrunctl: &std::path::Path, version: &str, start_cost: f64, dir: &Scratch) {
+fn print_header(
+    args: &Args,
+    mrunctl: &std::path::Path,
+    version: &str,
+    start_cost: f64,
+    dir: &Scratch,
+) {
     let contents: Vec<&str> = args.contents.iter().map(|c| c.name()).collect();
 
     println!("mrun-bench: mrunctl checkpoint/restore against a plain copy of the same bytes");
     println!("machine: {}", report::machine());
-    println!("mrunctl: {} ({version}, run from a copy in the scratch directory); `mrunctl --version` \
-              wall time {:.2} ms (median of 5): the fixed cost of starting it", mrunctl.display(), start_cost * 1e3);
-    println!("load average at the start: {} (other work on the machine skews the numbers)", report::loadavg());
-    println!("images and baseline files in {} (tmpfs); sizes {:?} MiB; contents {}; median of {} runs",
-             dir.path().display(), args.sizes, contents.join(","), args.repeat);
+    println!(
+        "mrunctl: {} ({version}, run from a copy in the scratch directory); `mrunctl --version` \
+              wall time {:.2} ms (median of 5): the fixed cost of starting it",
+        mrunctl.display(),
+        start_cost * 1e3
+    );
+    println!(
+        "load average at the start: {} (other work on the machine skews the numbers)",
+        report::loadavg()
+    );
+    println!(
+        "images and baseline files in {} (tmpfs); sizes {:?} MiB; contents {}; median of {} runs",
+        dir.path().display(),
+        args.sizes,
+        contents.join(","),
+        args.repeat
+    );
     println!("CRIU 4.2 reference (same machine kind, uncompressed images on tmpfs): ~1 MiB dump 60-90 ms, \
               restore 30-40 ms; 64 MiB dump ~0.1 s, restore ~0.07 s; 512 MiB dump 0.35-0.5 s, restore 0.3-0.4 s");
     println!("{}", report::LEGEND);
 }
-

@@ -28,7 +28,11 @@ impl Timed {
     /// The command's failure, in its own words.
     pub fn failure(&self, what: &str) -> anyhow::Error {
         let err = self.stderr.trim();
-        let err = if err.is_empty() { "(nothing on stderr)" } else { err };
+        let err = if err.is_empty() {
+            "(nothing on stderr)"
+        } else {
+            err
+        };
         anyhow::anyhow!("{what} failed ({}): {err}", self.status)
     }
 }
@@ -36,12 +40,26 @@ impl Timed {
 /// Runs `cmd` with stdout and stderr on files in `dir` (not pipes: nothing can block on a full
 /// pipe, and no reader thread runs while it is timed) and times it. Fails if it does not end
 /// within `timeout`.
-pub fn run_timed(cmd: &mut Command, dir: &Scratch, tag: &str, timeout: Duration) -> anyhow::Result<Timed> {
-    let (out_path, err_path) = (dir.file(&format!("{tag}.out")), dir.file(&format!("{tag}.err")));
-    let out = File::create(&out_path).with_context(|| format!("cannot create {}", out_path.display()))?;
-    let err = File::create(&err_path).with_context(|| format!("cannot create {}", err_path.display()))?;
+pub fn run_timed(
+    cmd: &mut Command,
+    dir: &Scratch,
+    tag: &str,
+    timeout: Duration,
+) -> anyhow::Result<Timed> {
+    let (out_path, err_path) = (
+        dir.file(&format!("{tag}.out")),
+        dir.file(&format!("{tag}.err")),
+    );
+    let out =
+        File::create(&out_path).with_context(|| format!("cannot create {}", out_path.display()))?;
+    let err =
+        File::create(&err_path).with_context(|| format!("cannot create {}", err_path.display()))?;
     let start = Instant::now();
-    let mut child = cmd.stdout(out).stderr(err).spawn().with_context(|| format!("cannot run {cmd:?}"))?;
+    let mut child = cmd
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     let Some(status) = wait_timeout(&mut child, timeout)? else {
         let _ = child.kill();
         let _ = child.wait();
@@ -52,7 +70,12 @@ pub fn run_timed(cmd: &mut Command, dir: &Scratch, tag: &str, timeout: Duration)
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let _ = std::fs::remove_file(&out_path);
     let _ = std::fs::remove_file(&err_path);
-    Ok(Timed { elapsed, status, stdout, stderr })
+    Ok(Timed {
+        elapsed,
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// What one checkpoint and restore of a victim took.
@@ -83,26 +106,40 @@ fn timeout(mib: u64) -> Duration {
 
 /// Starts a victim, checkpoints it, restores the image and checks that the restored victim
 /// found its memory intact. `expected_sum` is the checksum of the baseline's bytes.
-pub fn checkpoint_restore(s: &Setup, mib: u64, contents: Contents, expected_sum: u64) -> anyhow::Result<Sample> {
+pub fn checkpoint_restore(
+    s: &Setup,
+    mib: u64,
+    contents: Contents,
+    expected_sum: u64,
+) -> anyhow::Result<Sample> {
     let image = s.dir.file("image");
     let timeout = timeout(mib);
     // Regular files: restore reopens them by path, so the restored victim reports into them too.
     let (out, err) = (s.dir.file("victim.out"), s.dir.file("victim.err"));
     let victim = Victim::start(s.victim, mib, contents, &out, &err, timeout)?;
     if victim.ready.sum != expected_sum {
-        bail!("the victim's checksum {:016x} differs from the baseline's {expected_sum:016x}: \
-               victim.c and pattern.rs disagree", victim.ready.sum);
+        bail!(
+            "the victim's checksum {:016x} differs from the baseline's {expected_sum:016x}: \
+               victim.c and pattern.rs disagree",
+            victim.ready.sum
+        );
     }
     let original_check = victim.ready.check;
 
     let mut cmd = Command::new(s.mrunctl);
-    cmd.arg("checkpoint").arg(victim.pid().to_string()).arg("-o").arg(&image).stdin(Stdio::null());
+    cmd.arg("checkpoint")
+        .arg(victim.pid().to_string())
+        .arg("-o")
+        .arg(&image)
+        .stdin(Stdio::null());
     let ckpt = run_timed(&mut cmd, s.dir, "checkpoint", timeout)?;
     victim.end();
     if !ckpt.status.success() {
         return Err(ckpt.failure("mrunctl checkpoint"));
     }
-    let image_bytes = std::fs::metadata(&image).with_context(|| format!("no image at {}", image.display()))?.len();
+    let image_bytes = std::fs::metadata(&image)
+        .with_context(|| format!("no image at {}", image.display()))?
+        .len();
 
     let mut cmd = Command::new(s.mrunctl);
     cmd.arg("restore").arg(&image).stdin(Stdio::null());
@@ -110,17 +147,25 @@ pub fn checkpoint_restore(s: &Setup, mib: u64, contents: Contents, expected_sum:
     let _ = std::fs::remove_file(&image);
     let rst = rst?;
     let said = std::fs::read_to_string(&out).unwrap_or_default();
-    let line = said.lines().find(|l| l.starts_with("verified=")).unwrap_or_default();
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("verified="))
+        .unwrap_or_default();
     if !rst.status.success() {
         let mut e = rst.failure("mrunctl restore");
         let victim_err = std::fs::read_to_string(&err).unwrap_or_default();
         if !line.is_empty() || !victim_err.trim().is_empty() {
-            e = e.context(format!("the restored victim said: {line} {}", victim_err.trim()));
+            e = e.context(format!(
+                "the restored victim said: {line} {}",
+                victim_err.trim()
+            ));
         }
         return Err(e);
     }
     let ns = |name| field(line, name).and_then(|v| v.parse::<u64>().ok());
-    let (Some("ok"), Some(check), Some(unmap)) = (field(line, "verified"), ns("check_ns"), ns("unmap_ns")) else {
+    let (Some("ok"), Some(check), Some(unmap)) =
+        (field(line, "verified"), ns("check_ns"), ns("unmap_ns"))
+    else {
         bail!("mrunctl restore exited 0 but the victim did not report a verified memory in {}: {said:?}",
               out.display());
     };
@@ -145,17 +190,22 @@ pub struct CopyTimes {
 pub fn copy(bytes: &[u8], path: &Path) -> anyhow::Result<CopyTimes> {
     let start = Instant::now();
     let mut f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     drop(f);
     let out = start.elapsed();
 
     let start = Instant::now();
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut back = PageBuf::zeroed(bytes.len());
-    f.read_exact(back.as_mut_slice()).with_context(|| format!("cannot read {}", path.display()))?;
+    f.read_exact(back.as_mut_slice())
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let back_time = start.elapsed();
 
     drop(back);
     std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
-    Ok(CopyTimes { out, back: back_time })
+    Ok(CopyTimes {
+        out,
+        back: back_time,
+    })
 }

@@ -46,14 +46,23 @@ impl Mrun {
                        or pass --bin-dir DIR", bin_dir.display());
             }
             let to = dir.file(name);
-            std::fs::copy(&from, &to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
             Ok(to)
         };
         let (mrun, mrunctl, agent) = (copy("mrun")?, copy("mrunctl")?, copy("mrun-agent")?);
         let runtime_dir = dir.file("runtime");
-        std::fs::DirBuilder::new().mode(0o700).create(&runtime_dir)
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&runtime_dir)
             .with_context(|| format!("cannot create {}", runtime_dir.display()))?;
-        Ok(Mrun { mrun, mrunctl, agent, home: home.to_path_buf(), runtime_dir })
+        Ok(Mrun {
+            mrun,
+            mrunctl,
+            agent,
+            home: home.to_path_buf(),
+            runtime_dir,
+        })
     }
 
     /// `program` (one of ours, or anything else) in mrun's environment.
@@ -72,8 +81,13 @@ impl Mrun {
 
     /// `mrun VERSION` as it reports itself.
     pub fn version(&self) -> String {
-        let out = self.command(&self.mrunctl).arg("--version").stdin(Stdio::null()).output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+        let out = self
+            .command(&self.mrunctl)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
     }
 
     /// Ends the home daemon our `mrun` started (found by its command line: our copy of mrun
@@ -82,10 +96,20 @@ impl Mrun {
     fn stop_daemon(&self) {
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
             let mut args = cmdline.split(|&b| b == 0);
-            if args.next() == Some(self.mrun.as_os_str().as_encoded_bytes()) && args.next() == Some(b"--daemon") {
+            if args.next() == Some(self.mrun.as_os_str().as_encoded_bytes())
+                && args.next() == Some(b"--daemon")
+            {
                 let pid = nix::unistd::Pid::from_raw(pid);
                 if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
                     pids.push(pid);
@@ -93,7 +117,11 @@ impl Mrun {
             }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while pids.iter().any(|&p| nix::sys::signal::kill(p, None).is_ok()) && Instant::now() < deadline {
+        while pids
+            .iter()
+            .any(|&p| nix::sys::signal::kill(p, None).is_ok())
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
     }

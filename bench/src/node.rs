@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use crate::sys::{terminate_with_parent, wait_timeout};
+use anyhow::{bail, Context};
 
 const SSHD: &str = "/usr/sbin/sshd";
 const TASKSET: &str = "/usr/bin/taskset";
@@ -40,7 +40,11 @@ impl Node {
     /// everything its sessions run (the agent, the jobs restored there) inherits that
     /// affinity, and mrun's agent measures the load of the tasks on those CPUs. This is how
     /// one host plays a separate machine.
-    pub fn start_on_cpus(dir: &Path, name: &'static str, cpus: Option<&str>) -> anyhow::Result<Node> {
+    pub fn start_on_cpus(
+        dir: &Path,
+        name: &'static str,
+        cpus: Option<&str>,
+    ) -> anyhow::Result<Node> {
         for tool in [SSHD, SSH, SSH_KEYGEN] {
             if !Path::new(tool).is_file() {
                 bail!("{tool} is missing: install openssh-server and openssh-client");
@@ -50,7 +54,10 @@ impl Node {
         let home = dir.join("home");
         let dot_ssh = home.join(".ssh");
         for d in [&server, &home, &dot_ssh] {
-            std::fs::DirBuilder::new().mode(0o700).recursive(true).create(d)
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(d)
                 .with_context(|| format!("cannot create {}", d.display()))?;
         }
         // sshd refuses to start without its privilege separation directory.
@@ -82,23 +89,49 @@ impl Node {
             }
             None => Command::new(SSHD),
         };
-        cmd.arg("-D").arg("-f").arg(&config).arg("-E").arg(&log)
-            .stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg("-D")
+            .arg("-f")
+            .arg(&config)
+            .arg("-E")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         terminate_with_parent(&mut cmd);
-        let sshd = cmd.spawn().with_context(|| format!("cannot start {SSHD}"))?;
+        let sshd = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {SSHD}"))?;
 
         let user = login_name()?;
         write_private(&dot_ssh.join("config"), &format!(
             "Host {name}\n    HostName 127.0.0.1\n    Port {port}\n    User {user}\n    IdentityFile {}\n",
             dot_ssh.join("id_ed25519").display()))?;
-        write_private(&dot_ssh.join("known_hosts"), &format!("[127.0.0.1]:{port} {host_key}\n"))?;
+        write_private(
+            &dot_ssh.join("known_hosts"),
+            &format!("[127.0.0.1]:{port} {host_key}\n"),
+        )?;
 
-        let mut node = Node { name, port, home, sshd, log };
+        let mut node = Node {
+            name,
+            port,
+            home,
+            sshd,
+            log,
+        };
         node.wait_listening()?;
-        let out = node.ssh().arg("true").stdin(Stdio::null()).output().context("cannot run ssh")?;
+        let out = node
+            .ssh()
+            .arg("true")
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run ssh")?;
         if !out.status.success() {
-            bail!("`ssh {name} true` failed ({}): {} {}", out.status,
-                  String::from_utf8_lossy(&out.stderr).trim(), node.log_text());
+            bail!(
+                "`ssh {name} true` failed ({}): {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                node.log_text()
+            );
         }
         Ok(node)
     }
@@ -113,7 +146,11 @@ impl Node {
                 bail!("sshd ended at start ({status}): {}", self.log_text());
             }
             if Instant::now() > deadline {
-                bail!("sshd does not listen on 127.0.0.1:{} after 10 s: {}", self.port, self.log_text());
+                bail!(
+                    "sshd does not listen on 127.0.0.1:{} after 10 s: {}",
+                    self.port,
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -121,7 +158,11 @@ impl Node {
 
     fn log_text(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        if text.trim().is_empty() { "(sshd logged nothing)".into() } else { format!("sshd log: {}", text.trim()) }
+        if text.trim().is_empty() {
+            "(sshd logged nothing)".into()
+        } else {
+            format!("sshd log: {}", text.trim())
+        }
     }
 
     /// `ssh NODE` with the client configuration, never asking anything, without ssh-agent.
@@ -141,7 +182,10 @@ impl Node {
     /// The `ssh` command line, without the destination, for programs that run ssh themselves
     /// (GNU parallel's `--ssh`). The paths are the bench's own and hold no spaces.
     pub fn ssh_command_line(&self) -> String {
-        std::iter::once(SSH.to_string()).chain(self.ssh_options("ERROR")).collect::<Vec<_>>().join(" ")
+        std::iter::once(SSH.to_string())
+            .chain(self.ssh_options("ERROR"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// OpenSSH takes `~` from the password database, not HOME: every file is named.
@@ -163,10 +207,19 @@ impl Node {
 
     /// The cipher OpenSSH's client negotiates with this server (as `ssh -v` tells).
     pub fn openssh_cipher(&self) -> String {
-        let out = self.ssh_logging("DEBUG1").arg("true").stdin(Stdio::null()).output();
-        let text = out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
+        let out = self
+            .ssh_logging("DEBUG1")
+            .arg("true")
+            .stdin(Stdio::null())
+            .output();
+        let text = out
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default();
         text.lines()
-            .find_map(|l| l.split_once("kex: client->server cipher: ").map(|(_, c)| c.trim().to_string()))
+            .find_map(|l| {
+                l.split_once("kex: client->server cipher: ")
+                    .map(|(_, c)| c.trim().to_string())
+            })
             .unwrap_or_else(|| "unknown".into())
     }
 
@@ -176,9 +229,11 @@ impl Node {
     /// the command.
     pub fn push(&self, bytes: &[u8], err: &Path, timeout: Duration) -> anyhow::Result<Push> {
         let deadline = Instant::now() + timeout;
-        let err_file = File::create(err).with_context(|| format!("cannot create {}", err.display()))?;
+        let err_file =
+            File::create(err).with_context(|| format!("cannot create {}", err.display()))?;
         let start = Instant::now();
-        let mut child = self.ssh()
+        let mut child = self
+            .ssh()
             .arg("echo go; exec cat > /dev/null")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -197,20 +252,37 @@ impl Node {
         let started = Instant::now();
         let wrote = match (said.as_slice(), child.stdin.take()) {
             (b"go\n", Some(mut stdin)) => stdin.write_all(bytes).map_err(anyhow::Error::from),
-            _ => Err(anyhow::anyhow!("the remote command did not start (it said {:?})", String::from_utf8_lossy(&said))),
+            _ => Err(anyhow::anyhow!(
+                "the remote command did not start (it said {:?})",
+                String::from_utf8_lossy(&said)
+            )),
         };
         let fired = watchdog.disarm();
-        let status = wait_timeout(&mut child, deadline.saturating_duration_since(Instant::now()))?;
+        let status = wait_timeout(
+            &mut child,
+            deadline.saturating_duration_since(Instant::now()),
+        )?;
         let push = started.elapsed();
         let Some(status) = status.filter(|_| !fired) else {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("ssh {} 'cat > /dev/null' of {} bytes did not end within {timeout:?}; killed", self.name, bytes.len());
+            bail!(
+                "ssh {} 'cat > /dev/null' of {} bytes did not end within {timeout:?}; killed",
+                self.name,
+                bytes.len()
+            );
         };
         if wrote.is_err() || !status.success() {
-            let why = wrote.err().map_or_else(|| status.to_string(), |e| format!("{e:#}; ssh {status}"));
+            let why = wrote
+                .err()
+                .map_or_else(|| status.to_string(), |e| format!("{e:#}; ssh {status}"));
             let msg = std::fs::read_to_string(err).unwrap_or_default();
-            bail!("ssh {} 'cat > /dev/null' failed ({why}): {} {}", self.name, msg.trim(), self.log_text());
+            bail!(
+                "ssh {} 'cat > /dev/null' failed ({why}): {} {}",
+                self.name,
+                msg.trim(),
+                self.log_text()
+            );
         }
         Ok(Push { setup, push })
     }
@@ -220,9 +292,15 @@ impl Drop for Node {
     fn drop(&mut self) {
         // SIGTERM: sshd removes its pid file and leaves.
         if let Ok(pid) = i32::try_from(self.sshd.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
-        if !matches!(wait_timeout(&mut self.sshd, Duration::from_secs(5)), Ok(Some(_))) {
+        if !matches!(
+            wait_timeout(&mut self.sshd, Duration::from_secs(5)),
+            Ok(Some(_))
+        ) {
             let _ = self.sshd.kill();
             let _ = self.sshd.wait();
         }
@@ -251,7 +329,10 @@ impl Watchdog {
         let thread = std::thread::spawn(move || match rx.recv_timeout(timeout) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Ok(pid) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
                 true
             }
@@ -276,11 +357,20 @@ fn keygen(path: &Path) -> anyhow::Result<String> {
         .output()
         .context("cannot run ssh-keygen")?;
     if !out.status.success() {
-        bail!("ssh-keygen -f {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ssh-keygen -f {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let public = PathBuf::from(format!("{}.pub", path.display()));
-    let text = std::fs::read_to_string(&public).with_context(|| format!("cannot read {}", public.display()))?;
-    Ok(text.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+    let text = std::fs::read_to_string(&public)
+        .with_context(|| format!("cannot read {}", public.display()))?;
+    Ok(text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" "))
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -291,7 +381,8 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).context("cannot bind 127.0.0.1:0")?;
+    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .context("cannot bind 127.0.0.1:0")?;
     Ok(l.local_addr().context("local_addr")?.port())
 }
 

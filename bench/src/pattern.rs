@@ -33,14 +33,70 @@ impl fmt::Display for Contents {
 }
 
 const WORDS: [&str; 64] = [
-    "the", "of", "and", "to", "in", "a", "is", "that",
-    "for", "it", "as", "was", "with", "be", "by", "on",
-    "not", "he", "this", "are", "or", "his", "from", "at",
-    "which", "but", "have", "an", "had", "they", "you", "were",
-    "their", "one", "all", "we", "can", "her", "has", "there",
-    "been", "if", "more", "when", "will", "would", "who", "so",
-    "process", "memory", "image", "page", "restore", "checkpoint", "kernel", "signal",
-    "file", "machine", "network", "thread", "migrate", "register", "window", "system",
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "had",
+    "they",
+    "you",
+    "were",
+    "their",
+    "one",
+    "all",
+    "we",
+    "can",
+    "her",
+    "has",
+    "there",
+    "been",
+    "if",
+    "more",
+    "when",
+    "will",
+    "would",
+    "who",
+    "so",
+    "process",
+    "memory",
+    "image",
+    "page",
+    "restore",
+    "checkpoint",
+    "kernel",
+    "signal",
+    "file",
+    "machine",
+    "network",
+    "thread",
+    "migrate",
+    "register",
+    "window",
+    "system",
 ];
 
 /// xorshift64*, seeded as in `victim.c`.
@@ -126,7 +182,9 @@ pub fn checksum(buf: &[u8]) -> u64 {
         for (lane, word) in h.iter_mut().zip(block.chunks_exact(8)) {
             let mut w = [0u8; 8];
             w.copy_from_slice(word);
-            *lane = (*lane ^ u64::from_le_bytes(w)).rotate_left(23).wrapping_mul(K);
+            *lane = (*lane ^ u64::from_le_bytes(w))
+                .rotate_left(23)
+                .wrapping_mul(K);
         }
     }
     h[0] ^ h[1].rotate_left(16) ^ h[2].rotate_left(32) ^ h[3].rotate_left(48)

@@ -33,8 +33,20 @@ columns (each the median of the runs; GB = 1e9 bytes; touched = size in MiB * 2^
 pub fn print_table(rows: &[Row]) {
     println!(
         "{:>6} {:<8} {:>8} {:>9} {:>12} {:>7} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "size", "contents", "ckpt s", "ckpt GB/s", "image B", "img/tch", "rst raw s", "verify s",
-        "rst net s", "rst GB/s", "out s", "in s", "ckpt/out", "rst/in"
+        "size",
+        "contents",
+        "ckpt s",
+        "ckpt GB/s",
+        "image B",
+        "img/tch",
+        "rst raw s",
+        "verify s",
+        "rst net s",
+        "rst GB/s",
+        "out s",
+        "in s",
+        "ckpt/out",
+        "rst/in"
     );
     for row in rows {
         print_row(row);
@@ -56,14 +68,25 @@ fn print_row(row: &Row) {
     let ckpt = median(row.samples.iter().map(|s| s.checkpoint));
     let raw = median(row.samples.iter().map(|s| s.restore_raw));
     let verify = median(row.samples.iter().map(|s| s.verify));
-    let net = median(row.samples.iter().map(|s| s.restore_raw.saturating_sub(s.verify)));
+    let net = median(
+        row.samples
+            .iter()
+            .map(|s| s.restore_raw.saturating_sub(s.verify)),
+    );
     let image = median_u64(row.samples.iter().map(|s| s.image_bytes));
     let (out, back) = if row.copies.is_empty() {
         (f64::NAN, f64::NAN)
     } else {
-        (median(row.copies.iter().map(|c| c.out)), median(row.copies.iter().map(|c| c.back)))
+        (
+            median(row.copies.iter().map(|c| c.out)),
+            median(row.copies.iter().map(|c| c.back)),
+        )
     };
-    let partial = if row.failure.is_some() { "  (partial: see below)" } else { "" };
+    let partial = if row.failure.is_some() {
+        "  (partial: see below)"
+    } else {
+        ""
+    };
     println!(
         "{lead} {ckpt:>8.4} {:>9.2} {image:>12} {:>7.3} {raw:>9.4} {verify:>8.4} {net:>9.4} {:>8.2} \
          {out:>8.4} {back:>8.4} {:>7.2}x {:>6.2}x{partial}",
@@ -122,19 +145,34 @@ pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim())
+        })
         .unwrap_or("unknown");
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem = mem.lines().find(|l| l.starts_with("MemTotal")).unwrap_or("MemTotal: unknown");
-    format!("nproc {nproc}, {model}, kernel {}, {}, THP {}", kernel.trim(),
-            mem.split_whitespace().collect::<Vec<_>>().join(" "), thp.trim())
+    let mem = mem
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .unwrap_or("MemTotal: unknown");
+    format!(
+        "nproc {nproc}, {model}, kernel {}, {}, THP {}",
+        kernel.trim(),
+        mem.split_whitespace().collect::<Vec<_>>().join(" "),
+        thp.trim()
+    )
 }
 
 /// The 1, 5 and 15 minute load averages.
 pub fn loadavg() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -27,7 +27,11 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Opti
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-        let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd, and its count.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
         if n < 0 {
@@ -52,7 +56,14 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Opti
 pub fn cloexec_inherited_fds() -> anyhow::Result<()> {
     // SAFETY: close_range takes two fd numbers and a flags word; with CLOSE_RANGE_CLOEXEC it
     // only sets a flag on open fds and touches no memory of ours.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if r == 0 {
         return Ok(());
     }

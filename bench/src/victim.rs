@@ -25,7 +25,11 @@ pub fn compile(dir: &Path) -> anyhow::Result<PathBuf> {
         .output()
         .context("cannot run cc (a C compiler is needed to build the victim)")?;
     if !out.status.success() {
-        bail!("cc failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "cc failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(exe)
 }
@@ -50,10 +54,18 @@ pub struct Victim {
 impl Victim {
     /// Starts `exe` with `mib` MiB of `contents` and waits until it reports ready.
     /// Its stdout goes to `out` and its stderr to `err` (both regular files, as restore needs).
-    pub fn start(exe: &Path, mib: u64, contents: Contents, out: &Path, err: &Path, timeout: Duration)
-        -> anyhow::Result<Victim> {
-        let stdout = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-        let stderr = File::create(err).with_context(|| format!("cannot create {}", err.display()))?;
+    pub fn start(
+        exe: &Path,
+        mib: u64,
+        contents: Contents,
+        out: &Path,
+        err: &Path,
+        timeout: Duration,
+    ) -> anyhow::Result<Victim> {
+        let stdout =
+            File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let stderr =
+            File::create(err).with_context(|| format!("cannot create {}", err.display()))?;
         let mut child = Command::new(exe)
             .arg(mib.to_string())
             .arg(contents.name())
@@ -63,7 +75,14 @@ impl Victim {
             .spawn()
             .with_context(|| format!("cannot start {}", exe.display()))?;
         let stdin = child.stdin.take();
-        let mut victim = Victim { child, stdin, ready: Ready { sum: 0, check: Duration::ZERO } };
+        let mut victim = Victim {
+            child,
+            stdin,
+            ready: Ready {
+                sum: 0,
+                check: Duration::ZERO,
+            },
+        };
         victim.ready = victim.wait_ready(out, err, timeout)?;
         Ok(victim)
     }
@@ -75,13 +94,17 @@ impl Victim {
     fn wait_ready(&mut self, out: &Path, err: &Path, timeout: Duration) -> anyhow::Result<Ready> {
         let deadline = Instant::now() + timeout;
         loop {
-            let text = std::fs::read_to_string(out).with_context(|| format!("cannot read {}", out.display()))?;
+            let text = std::fs::read_to_string(out)
+                .with_context(|| format!("cannot read {}", out.display()))?;
             if text.lines().count() >= 2 && text.ends_with('\n') {
                 return parse_ready(&text);
             }
             if let Some(status) = self.child.try_wait().context("waitpid on the victim")? {
                 let msg = std::fs::read_to_string(err).unwrap_or_default();
-                bail!("the victim ended before it was ready ({status}): {}", msg.trim());
+                bail!(
+                    "the victim ended before it was ready ({status}): {}",
+                    msg.trim()
+                );
             }
             if Instant::now() > deadline {
                 bail!("the victim was not ready after {timeout:?}");
@@ -118,7 +141,9 @@ pub fn parse_ready(text: &str) -> anyhow::Result<Ready> {
     }
     let report = lines.next().unwrap_or_default();
     let sum = field(report, "sum").and_then(|v| u64::from_str_radix(v, 16).ok());
-    let check = field(report, "check_ns").and_then(|v| v.parse().ok()).map(Duration::from_nanos);
+    let check = field(report, "check_ns")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_nanos);
     match (sum, check) {
         (Some(sum), Some(check)) => Ok(Ready { sum, check }),
         _ => bail!("unexpected victim report: {report:?}"),
@@ -127,6 +152,8 @@ pub fn parse_ready(text: &str) -> anyhow::Result<Ready> {
 
 /// The value of `name=value` in a line of space-separated fields.
 pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+    line.split_whitespace().find_map(|kv| {
+        kv.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
 }

@@ -44,7 +44,11 @@ pub struct MrunCli {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "mrunctl", version, about = "Control mrun: checkpoint, restore and migrate processes")]
+#[command(
+    name = "mrunctl",
+    version,
+    about = "Control mrun: checkpoint, restore and migrate processes"
+)]
 pub struct MrunctlCli {
     #[command(subcommand)]
     pub command: MrunctlCommand,
@@ -67,7 +71,11 @@ pub enum MrunctlCommand {
 /// The completion script of `bin` (`mrun` or `mrunctl`) for `shell`.
 pub fn completion(bin: &str, shell: clap_complete::Shell) -> Vec<u8> {
     use clap::CommandFactory;
-    let mut cmd = if bin == "mrun" { MrunCli::command() } else { MrunctlCli::command() };
+    let mut cmd = if bin == "mrun" {
+        MrunCli::command()
+    } else {
+        MrunctlCli::command()
+    };
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, bin, &mut out);
     out

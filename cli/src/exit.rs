@@ -26,4 +26,3 @@ pub fn fail(prog: &str, message: impl std::fmt::Display, code: i32) -> ! {
     eprintln!("{prog}: {text}");
     std::process::exit(code)
 }
-

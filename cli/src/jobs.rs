@@ -51,7 +51,9 @@ pub struct JobInfo {
 
 /// Time since the Unix epoch (the clock job times are given in).
 pub fn unix_now() -> std::time::Duration {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// The user's private directory for job sockets: `$XDG_RUNTIME_DIR/mrun`, else
@@ -67,7 +69,8 @@ pub fn socket_dir() -> Result<PathBuf> {
             return Err(e).with_context(|| format!("creating {}", dir.display()));
         }
     }
-    let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("checking {}", dir.display()))?;
+    let meta =
+        std::fs::symlink_metadata(&dir).with_context(|| format!("checking {}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
         bail!(
             "{} is not a private directory of this user (it must be owned by uid {uid} with mode 0700); if it is yours, fix or remove it, or set XDG_RUNTIME_DIR",
@@ -114,11 +117,12 @@ pub fn list_within(limit: std::time::Duration) -> Result<Vec<JobInfo>> {
     let mut jobs = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
-        let Some(job) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("job-")?.strip_suffix(".sock")?.parse::<u32>().ok())
-        else {
+        let Some(job) = path.file_name().and_then(|n| n.to_str()).and_then(|n| {
+            n.strip_prefix("job-")?
+                .strip_suffix(".sock")?
+                .parse::<u32>()
+                .ok()
+        }) else {
             continue;
         };
         match ask_within(job, "info", Some(limit)) {

@@ -8,7 +8,9 @@ pub fn path() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/state"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/state")
+        });
     base.join("mrun/mrun.log")
 }
 
@@ -19,7 +21,11 @@ pub fn line(text: &str) {
         let _ = std::fs::create_dir_all(dir);
     }
     let now = crate::jobs::unix_now().as_secs();
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&p) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+    {
         let _ = writeln!(f, "{now} {}", text.replace('\n', " "));
     }
 }

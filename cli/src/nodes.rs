@@ -95,7 +95,9 @@ pub fn config_path() -> std::path::PathBuf {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config"));
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config")
+        });
     base.join("mrun/config.toml")
 }
 
@@ -123,7 +125,11 @@ impl ConfigFile {
 }
 
 fn split(list: &str) -> Vec<String> {
-    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -137,14 +143,19 @@ mod tests {
 
     #[test]
     fn config_file_format() {
-        let cfg: ConfigFile = toml::from_str("nodes = [\"local\", \"alice@box:2222\"]\n").expect("parse");
+        let cfg: ConfigFile =
+            toml::from_str("nodes = [\"local\", \"alice@box:2222\"]\n").expect("parse");
         assert_eq!(cfg.nodes, vec!["local", "alice@box:2222"]);
-        assert!(toml::from_str::<ConfigFile>("nodez = []\n").is_err(), "typos are reported");
+        assert!(
+            toml::from_str::<ConfigFile>("nodez = []\n").is_err(),
+            "typos are reported"
+        );
     }
 
     #[test]
     fn balance_knobs_override_defaults_one_by_one() {
-        let cfg: ConfigFile = toml::from_str("[balance]\nmin_age = 1.5\nmax_moves = 4\n").expect("parse");
+        let cfg: ConfigFile =
+            toml::from_str("[balance]\nmin_age = 1.5\nmax_moves = 4\n").expect("parse");
         let k = cfg.balance.knobs();
         let d = mrun_core::policy::Knobs::default();
         assert_eq!((k.min_age, k.max_moves), (1.5, 4));
@@ -154,14 +165,19 @@ mod tests {
 
     #[test]
     fn agents_are_given_per_node() {
-        let cfg: ConfigFile = toml::from_str("[agents]\nbuild1 = \"/opt/mrun/bin/mrun-agent\"\n").expect("parse");
-        assert_eq!(cfg.agents.get("build1").map(String::as_str), Some("/opt/mrun/bin/mrun-agent"));
+        let cfg: ConfigFile =
+            toml::from_str("[agents]\nbuild1 = \"/opt/mrun/bin/mrun-agent\"\n").expect("parse");
+        assert_eq!(
+            cfg.agents.get("build1").map(String::as_str),
+            Some("/opt/mrun/bin/mrun-agent")
+        );
         assert!(!cfg.agents.contains_key("other"));
     }
 
     #[test]
     fn home_commands_match_by_name_or_path() {
-        let cfg: ConfigFile = toml::from_str("home_commands = [\"vim\", \"/opt/x/run\"]\n").expect("parse");
+        let cfg: ConfigFile =
+            toml::from_str("home_commands = [\"vim\", \"/opt/x/run\"]\n").expect("parse");
         assert!(stays_home(&cfg, std::ffi::OsStr::new("vim")));
         assert!(stays_home(&cfg, std::ffi::OsStr::new("/usr/bin/vim")));
         assert!(stays_home(&cfg, std::ffi::OsStr::new("/opt/x/run")));

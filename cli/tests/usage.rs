@@ -37,8 +37,16 @@ fn checkpoint_of_a_missing_pid_is_one_line_and_exit_3() {
     let dir = std::env::temp_dir().join(format!("mrunctl-usage-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let image = dir.join("never.img");
-    let o = mrunctl(&["checkpoint", "4194305", "-o", image.to_str().expect("utf-8 temp path")]);
-    assert!(!image.exists(), "a failed checkpoint left a partial image behind");
+    let o = mrunctl(&[
+        "checkpoint",
+        "4194305",
+        "-o",
+        image.to_str().expect("utf-8 temp path"),
+    ]);
+    assert!(
+        !image.exists(),
+        "a failed checkpoint left a partial image behind"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(o.status.code(), Some(3));
     let err = stderr_of(&o);
@@ -59,5 +67,9 @@ fn restore_of_a_missing_file_is_one_line() {
 fn restore_of_something_that_is_not_an_image_exits_4() {
     let o = mrunctl(&["restore", "/etc/hostname"]);
     assert_eq!(o.status.code(), Some(4));
-    assert!(stderr_of(&o).contains("not an mrun image"), "{}", stderr_of(&o));
+    assert!(
+        stderr_of(&o).contains("not an mrun image"),
+        "{}",
+        stderr_of(&o)
+    );
 }

@@ -3,9 +3,9 @@
 
 pub mod arch;
 pub mod engine;
-pub mod policy;
 pub mod image;
 pub mod load;
+pub mod policy;
 pub mod resource;
 pub mod supervise;
 pub mod sys;

@@ -10,8 +10,15 @@ use crate::wire::Ended;
 
 /// Signals passed on to the supervised process when someone sends them to the supervisor.
 pub const FORWARDED: [Signal; 9] = [
-    Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1,
-    Signal::SIGUSR2, Signal::SIGWINCH, Signal::SIGCONT, Signal::SIGTSTP,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
+    Signal::SIGTSTP,
 ];
 
 /// Block the forwarded signals and SIGCHLD in the calling thread (do it before starting any
@@ -38,7 +45,9 @@ pub fn supervise(child: Pid, waited: &SigSet) -> Ended {
                 Err(_) => return Ended::Exited(1),
             }
         }
-        let Ok(got) = signals::wait(waited) else { continue };
+        let Ok(got) = signals::wait(waited) else {
+            continue;
+        };
         if got.signal == Signal::SIGCHLD {
             continue;
         }
@@ -56,7 +65,8 @@ pub fn end_like(ended: Ended) -> ! {
         Ended::Exited(code) => std::process::exit(code),
         Ended::Signaled(signo) => {
             if let Ok(sig) = Signal::try_from(signo) {
-                let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+                let _ =
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
                 let _ = signals::set_default(sig);
                 let mut only = SigSet::empty();
                 only.add(sig);
@@ -94,18 +104,25 @@ pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool) -> ! {
         std::process::exit(1)
     };
     if let Err(e) = crate::sys::ns::enter_user_namespace() {
-        fail(format!("cannot create a user namespace to restore with the original pid: {e}"));
+        fail(format!(
+            "cannot create a user namespace to restore with the original pid: {e}"
+        ));
     }
     let waited = block_signals().unwrap_or_else(|e| fail(format!("cannot block signals: {e}")));
     let image = match crate::sys::process::inherited_fd(image_fd) {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => fail(format!("no image descriptor: {e}")),
     };
-    let opts = crate::engine::RestoreOptions { stdio: [0, 1, 2], original_pid: true, own_process_group: own_terminal };
-    let restored = match crate::engine::restore(std::io::BufReader::with_capacity(1 << 20, image), &opts) {
-        Ok(r) => r,
-        Err(e) => fail(crate::engine::error_chain(&e)),
+    let opts = crate::engine::RestoreOptions {
+        stdio: [0, 1, 2],
+        original_pid: true,
+        own_process_group: own_terminal,
     };
+    let restored =
+        match crate::engine::restore(std::io::BufReader::with_capacity(1 << 20, image), &opts) {
+            Ok(r) => r,
+            Err(e) => fail(crate::engine::error_chain(&e)),
+        };
     // Its terminal's keys (^C, ^Z) go to it, as they did at home.
     if own_terminal {
         if let Err(e) = crate::sys::tty::set_foreground(0, restored.pid) {

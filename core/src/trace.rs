@@ -10,14 +10,22 @@ pub struct Trace {
 
 impl Trace {
     pub fn new(what: &'static str) -> Trace {
-        Trace { on: std::env::var("MRUN_TRACE").is_ok_and(|v| v == "1"), what, last: Instant::now() }
+        Trace {
+            on: std::env::var("MRUN_TRACE").is_ok_and(|v| v == "1"),
+            what,
+            last: Instant::now(),
+        }
     }
 
     /// The stage that just ended.
     pub fn mark(&mut self, stage: &str) {
         if self.on {
             let now = Instant::now();
-            eprintln!("mrun trace: {} {stage}: {:.1} ms", self.what, (now - self.last).as_secs_f64() * 1e3);
+            eprintln!(
+                "mrun trace: {} {stage}: {:.1} ms",
+                self.what,
+                (now - self.last).as_secs_f64() * 1e3
+            );
             self.last = now;
         }
     }

@@ -54,7 +54,9 @@ impl Write for ChunkWriter {
             let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
             self.tx
                 .blocking_send(DumpEvent::Chunk(chunk))
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the receiving side went away"))?;
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::BrokenPipe, "the receiving side went away")
+                })?;
         }
         Ok(())
     }
@@ -62,13 +64,22 @@ impl Write for ChunkWriter {
 
 /// Checkpoint `pid` on a thread of its own. Events arrive on the returned receiver; after
 /// `Done`, send the verdict. If the verdict sender is dropped, the process resumes.
-pub fn checkpoint_to_chunks(pid: Pid, opts: engine::DumpOptions) -> (mpsc::Receiver<DumpEvent>, oneshot::Sender<Verdict>) {
+pub fn checkpoint_to_chunks(
+    pid: Pid,
+    opts: engine::DumpOptions,
+) -> (mpsc::Receiver<DumpEvent>, oneshot::Sender<Verdict>) {
     let (tx, rx) = mpsc::channel(8);
     let (vtx, vrx) = oneshot::channel();
     std::thread::spawn(move || {
-        let mut writer = ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
+        let mut writer = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
         let dumped = engine::dump(pid, &mut writer, &opts).and_then(|held| {
-            writer.flush().map_err(|e| engine::EngineError::Os { what: "sending the image".into(), source: e })?;
+            writer.flush().map_err(|e| engine::EngineError::Os {
+                what: "sending the image".into(),
+                source: e,
+            })?;
             Ok(held)
         });
         match dumped {
@@ -102,14 +113,26 @@ pub struct Restoring {
 impl Restoring {
     /// Start `exe HELPER_ARGS...` (a binary whose hidden subcommand runs
     /// [`crate::supervise::restore_helper`] on fds 3 and 4) with the given stdio.
-    pub fn start(exe: &Path, helper_args: &[&str], stdin: Stdio, stdout: Stdio, stderr: Stdio) -> io::Result<Restoring> {
+    pub fn start(
+        exe: &Path,
+        helper_args: &[&str],
+        stdin: Stdio,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> io::Result<Restoring> {
         let (image_r, image_w) = sys::pipe::create(1 << 20)?;
         let (status_r, status_w) = sys::pipe::create(4096)?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.args(helper_args).args(["--image-fd", "3", "--status-fd", "4"]);
+        cmd.args(helper_args)
+            .args(["--image-fd", "3", "--status-fd", "4"]);
         cmd.stdin(stdin).stdout(stdout).stderr(stderr);
-        sys::process::pass_fds(&mut cmd, &[(image_r.as_raw_fd(), 3), (status_w.as_raw_fd(), 4)])?;
-        let child = tokio::process::Command::from(cmd).kill_on_drop(true).spawn()?;
+        sys::process::pass_fds(
+            &mut cmd,
+            &[(image_r.as_raw_fd(), 3), (status_w.as_raw_fd(), 4)],
+        )?;
+        let child = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .spawn()?;
         drop(image_r);
         drop(status_w);
         Ok(Restoring {
@@ -142,11 +165,17 @@ pub fn unread_stdin(pid: Pid) -> Vec<u8> {
     use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let path = format!("/proc/{pid}/fd/0");
-    let is_pipe = std::fs::metadata(&path).map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    let is_pipe = std::fs::metadata(&path)
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false);
     if !is_pipe {
         return Vec::new();
     }
-    let Ok(mut end) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path) else {
+    let Ok(mut end) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+    else {
         return Vec::new();
     };
     let mut data = Vec::new();

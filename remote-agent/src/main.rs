@@ -18,15 +18,24 @@ fn main() {
     match args.get(1).map(String::as_str) {
         None => {}
         Some("--version" | "-V") => {
-            println!("mrun-agent {} (protocol {})", env!("CARGO_PKG_VERSION"), mrun_core::wire::PROTOCOL_VERSION);
+            println!(
+                "mrun-agent {} (protocol {})",
+                env!("CARGO_PKG_VERSION"),
+                mrun_core::wire::PROTOCOL_VERSION
+            );
             return;
         }
         Some(other) => {
-            eprintln!("mrun-agent: unexpected argument {other:?}; it takes none (it is started by mrun)");
+            eprintln!(
+                "mrun-agent: unexpected argument {other:?}; it takes none (it is started by mrun)"
+            );
             std::process::exit(2);
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mrun-agent: cannot start: {e}");

@@ -32,10 +32,14 @@ pub async fn run() -> Result<()> {
     let mut input = FramedRead::new(tokio::io::stdin(), FrameCodec::default());
     let mut out: Out = FramedWrite::new(tokio::io::stdout(), FrameCodec::default());
     let mut ours = Hello::ours();
-    if let Some(p) = std::env::var("MRUN_AGENT_PROTOCOL").ok().and_then(|v| v.parse().ok()) {
+    if let Some(p) = std::env::var("MRUN_AGENT_PROTOCOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         ours.protocol = p;
     }
-    out.send(Frame::Control(Control::Hello(ours.clone()))).await?;
+    out.send(Frame::Control(Control::Hello(ours.clone())))
+        .await?;
     let peer = match input.next().await {
         Some(Ok(Frame::Control(Control::Hello(h)))) => h,
         Some(Ok(other)) => bail!("home did not start with a handshake (got {other:?})"),
@@ -43,21 +47,30 @@ pub async fn run() -> Result<()> {
         None => return Ok(()),
     };
     if let Some(problem) = ours.mismatch(&peer, "home") {
-        let _ = out.send(Frame::Control(Control::Error { message: problem.clone() })).await;
+        let _ = out
+            .send(Frame::Control(Control::Error {
+                message: problem.clone(),
+            }))
+            .await;
         bail!(problem);
     }
     let (job_stdin, terminal) = match input.next().await {
-        Some(Ok(Frame::Control(Control::Restore { stdin, terminal, .. }))) => (stdin, terminal),
+        Some(Ok(Frame::Control(Control::Restore {
+            stdin, terminal, ..
+        }))) => (stdin, terminal),
         Some(Ok(Frame::Control(Control::Describe))) => {
             let mut meter = mrun_core::load::Meter::new();
             for _ in 0..3 {
                 meter.sample();
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            out.send(Frame::Control(Control::Facts(node_facts(&mut meter)))).await?;
+            out.send(Frame::Control(Control::Facts(node_facts(&mut meter))))
+                .await?;
             return Ok(());
         }
-        Some(Ok(Frame::Control(Control::Watch { interval_ms }))) => return watch(&mut input, &mut out, interval_ms).await,
+        Some(Ok(Frame::Control(Control::Watch { interval_ms }))) => {
+            return watch(&mut input, &mut out, interval_ms).await
+        }
         None => return Ok(()),
         Some(other) => bail!("expected a job to restore, got {other:?}"),
     };
@@ -66,17 +79,44 @@ pub async fn run() -> Result<()> {
         // A terminal at home: a pty here, with the same size and modes.
         Some(term) => {
             let (pty, slave) = Pty::open(term)?;
-            let io = |fd: &std::os::fd::OwnedFd| fd.try_clone().map(Stdio::from).context("sharing the pty");
-            let job = Restoring::start(&exe, &["restore-helper", "--terminal"], io(&slave)?, io(&slave)?, io(&slave)?)
-                .context("starting the restore helper")?;
-            (job, Outputs { stdout: None, stderr: None, pty: Some(pty) })
+            let io = |fd: &std::os::fd::OwnedFd| {
+                fd.try_clone().map(Stdio::from).context("sharing the pty")
+            };
+            let job = Restoring::start(
+                &exe,
+                &["restore-helper", "--terminal"],
+                io(&slave)?,
+                io(&slave)?,
+                io(&slave)?,
+            )
+            .context("starting the restore helper")?;
+            (
+                job,
+                Outputs {
+                    stdout: None,
+                    stderr: None,
+                    pty: Some(pty),
+                },
+            )
         }
         None => {
-            let stdin_cfg = if job_stdin { Stdio::piped() } else { Stdio::null() };
-            let (out_r, out_w) = mrun_core::sys::pipe::create(1 << 16).context("creating a pipe")?;
-            let (err_r, err_w) = mrun_core::sys::pipe::create(1 << 16).context("creating a pipe")?;
-            let job = Restoring::start(&exe, &["restore-helper"], stdin_cfg, Stdio::from(out_w), Stdio::from(err_w))
-                .context("starting the restore helper")?;
+            let stdin_cfg = if job_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            };
+            let (out_r, out_w) =
+                mrun_core::sys::pipe::create(1 << 16).context("creating a pipe")?;
+            let (err_r, err_w) =
+                mrun_core::sys::pipe::create(1 << 16).context("creating a pipe")?;
+            let job = Restoring::start(
+                &exe,
+                &["restore-helper"],
+                stdin_cfg,
+                Stdio::from(out_w),
+                Stdio::from(err_w),
+            )
+            .context("starting the restore helper")?;
             let outputs = Outputs {
                 stdout: Some(pipe::Receiver::from_owned_fd(out_r).context("watching stdout")?),
                 stderr: Some(pipe::Receiver::from_owned_fd(err_r).context("watching stderr")?),
@@ -116,12 +156,16 @@ pub async fn run() -> Result<()> {
     let proc_pid = match job.outcome().await {
         Ok(pid) => pid,
         Err(why) => {
-            out.send(Frame::Control(Control::Error { message: format!("restore failed on this node: {why}") })).await?;
+            out.send(Frame::Control(Control::Error {
+                message: format!("restore failed on this node: {why}"),
+            }))
+            .await?;
             return Ok(());
         }
     };
     fault("before-running");
-    out.send(Frame::Control(Control::Running { pid: proc_pid })).await?;
+    out.send(Frame::Control(Control::Running { pid: proc_pid }))
+        .await?;
 
     let mut leaving: Option<oneshot::Sender<Verdict>> = None;
     let mut dump_events: Option<mpsc::Receiver<DumpEvent>> = None;
@@ -273,7 +317,10 @@ impl Outputs {
                 frames.push(Frame::Stdout(Bytes::copy_from_slice(&buf[..n])));
             }
         }
-        for (end, wrap) in [(&self.stdout, Frame::Stdout as fn(Bytes) -> Frame), (&self.stderr, Frame::Stderr)] {
+        for (end, wrap) in [
+            (&self.stdout, Frame::Stdout as fn(Bytes) -> Frame),
+            (&self.stderr, Frame::Stderr),
+        ] {
             let Some(rx) = end else { continue };
             while let Ok(n) = rx.try_read(&mut buf) {
                 if n == 0 {
@@ -288,7 +335,9 @@ impl Outputs {
 
 /// Read from `end` (pending forever once it is gone); None and forget it at end of stream.
 async fn read_some(end: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> Option<usize> {
-    let Some(rx) = end.as_mut() else { return std::future::pending().await };
+    let Some(rx) = end.as_mut() else {
+        return std::future::pending().await;
+    };
     match rx.read(buf).await {
         Ok(n) if n > 0 => Some(n),
         _ => {
@@ -299,7 +348,11 @@ async fn read_some(end: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> Option<u
 }
 
 /// Report this node's facts every `interval_ms` until home closes the session.
-async fn watch(input: &mut FramedRead<tokio::io::Stdin, FrameCodec>, out: &mut Out, interval_ms: u32) -> Result<()> {
+async fn watch(
+    input: &mut FramedRead<tokio::io::Stdin, FrameCodec>,
+    out: &mut Out,
+    interval_ms: u32,
+) -> Result<()> {
     let mut meter = mrun_core::load::Meter::new();
     let report_every = std::time::Duration::from_millis(u64::from(interval_ms.max(100)));
     let mut sample = tokio::time::interval(mrun_core::load::SAMPLE_EVERY);
@@ -319,7 +372,9 @@ async fn watch(input: &mut FramedRead<tokio::io::Stdin, FrameCodec>, out: &mut O
 
 /// Whether the process is stopped by a job-control signal (state `T`; a ptrace stop is `t`).
 fn job_control_stopped(pid: i32) -> bool {
-    procfs::process::Process::new(pid).and_then(|p| p.stat()).is_ok_and(|st| st.state == 'T')
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|st| st.state == 'T')
 }
 
 /// This node's facts for home, with the jobs it hosts counted.

@@ -17,7 +17,10 @@ fn version_names_the_protocol() {
     let out = agent().arg("--version").output().expect("run mrun-agent");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("protocol {}", mrun_core::wire::PROTOCOL_VERSION)), "{text}");
+    assert!(
+        text.contains(&format!("protocol {}", mrun_core::wire::PROTOCOL_VERSION)),
+        "{text}"
+    );
 }
 
 #[test]
@@ -37,14 +40,26 @@ fn answers_to(hello: Hello) -> (Vec<Frame>, std::process::ExitStatus, String) {
         .expect("start mrun-agent");
     let mut codec = FrameCodec::default();
     let mut buf = BytesMut::new();
-    codec.encode(Frame::Control(Control::Hello(hello)), &mut buf).expect("encode");
+    codec
+        .encode(Frame::Control(Control::Hello(hello)), &mut buf)
+        .expect("encode");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(&buf).expect("send hello");
     drop(stdin);
     let mut raw = Vec::new();
-    child.stdout.take().expect("stdout").read_to_end(&mut raw).expect("read answers");
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut raw)
+        .expect("read answers");
     let mut err = String::new();
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
     let status = child.wait().expect("wait");
     let mut frames = Vec::new();
     let mut bytes = BytesMut::from(&raw[..]);
@@ -59,7 +74,9 @@ fn a_peer_of_another_protocol_version_gets_an_error_on_both_sides() {
     let mut theirs = Hello::ours();
     theirs.protocol += 41;
     let (frames, status, stderr) = answers_to(theirs);
-    assert!(matches!(frames.first(), Some(Frame::Control(Control::Hello(h))) if *h == Hello::ours()));
+    assert!(
+        matches!(frames.first(), Some(Frame::Control(Control::Hello(h))) if *h == Hello::ours())
+    );
     match frames.get(1) {
         Some(Frame::Control(Control::Error { message })) => {
             assert!(message.contains("protocol"), "{message}")
@@ -67,7 +84,10 @@ fn a_peer_of_another_protocol_version_gets_an_error_on_both_sides() {
         other => panic!("expected an error after the hello, got {other:?}"),
     }
     assert!(!status.success());
-    assert!(stderr.contains("protocol"), "the agent's side says nothing: {stderr:?}");
+    assert!(
+        stderr.contains("protocol"),
+        "the agent's side says nothing: {stderr:?}"
+    );
 }
 
 #[test]

@@ -211,7 +211,10 @@ fn reencoded(bytes: &[u8], change: impl FnOnce(&mut mrun_core::image::model::Com
     writer.finish().expect("finish the image")
 }
 
-fn assert_refused_as_incompatible(name: &str, change: impl FnOnce(&mut mrun_core::image::model::Compat)) {
+fn assert_refused_as_incompatible(
+    name: &str,
+    change: impl FnOnce(&mut mrun_core::image::model::Compat),
+) {
     let sb = Sandbox::new(name);
     let (_, bytes) = fresh_image(&sb, &[]);
     let path = sb.path("foreign.img");

@@ -41,38 +41,63 @@ impl Cluster {
         let home_slice = CpuSlice::new(&format!("{tag}-home"), 1.0);
         let a_slice = CpuSlice::new(&format!("{tag}-a"), 1.0);
         let b_slice = CpuSlice::new(&format!("{tag}-b"), 1.0);
-        let in_slice = |s: &CpuSlice| NodeOptions { cgroup_procs: Some(s.procs_file()), ..NodeOptions::default() };
+        let in_slice = |s: &CpuSlice| NodeOptions {
+            cgroup_procs: Some(s.procs_file()),
+            ..NodeOptions::default()
+        };
         let a = Node::start_with(sb, "a", in_slice(&a_slice));
         let b = Node::start_with(sb, "b", in_slice(&b_slice));
         let client = ClientHome::for_nodes(sb, &[("a", &a), ("b", &b)]);
         let config = client.home().join(".config/mrun/config.toml");
         std::fs::create_dir_all(config.parent().expect("a parent")).expect("mkdir .config/mrun");
-        std::fs::write(&config, format!("nodes = [\"a\", \"b\"]\n\n[balance]\n{balance}"))
-            .expect("writing config.toml");
+        std::fs::write(
+            &config,
+            format!("nodes = [\"a\", \"b\"]\n\n[balance]\n{balance}"),
+        )
+        .expect("writing config.toml");
         // Job sockets (and the daemon's) private to this test: the balancer sees only its jobs.
         let runtime = sb.mkdir("runtime");
-        Cluster { a, b, client, home_slice, a_slice, b_slice, runtime }
+        Cluster {
+            a,
+            b,
+            client,
+            home_slice,
+            a_slice,
+            b_slice,
+            runtime,
+        }
     }
 
     /// `mrun` as the client, started in the home slice.
     fn mrun<'a>(&self, sb: &'a Sandbox) -> SshMrun<'a> {
-        let mut m = SshMrun::new(sb, &self.client, RemoteAgent::Built).in_cgroup(self.home_slice.procs_file());
-        m.mrun = m.mrun.with_runtime_dir(RuntimeDir::At(self.runtime.clone()));
+        let mut m = SshMrun::new(sb, &self.client, RemoteAgent::Built)
+            .in_cgroup(self.home_slice.procs_file());
+        m.mrun = m
+            .mrun
+            .with_runtime_dir(RuntimeDir::At(self.runtime.clone()));
         m
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.client.home().join(".local/state/mrun/mrun.log")).unwrap_or_default()
+        std::fs::read_to_string(self.client.home().join(".local/state/mrun/mrun.log"))
+            .unwrap_or_default()
     }
 
     /// The balancer's moves so far (lines of the log).
     fn moves(&self) -> Vec<String> {
-        self.log().lines().filter(|l| l.contains("balancer: job") && !l.contains("failed")).map(str::to_string).collect()
+        self.log()
+            .lines()
+            .filter(|l| l.contains("balancer: job") && !l.contains("failed"))
+            .map(str::to_string)
+            .collect()
     }
 
     fn moves_of(&self, job: &Job) -> Vec<String> {
         let tag = format!("balancer: job {} ", job.id);
-        self.moves().into_iter().filter(|l| l.contains(&tag)).collect()
+        self.moves()
+            .into_iter()
+            .filter(|l| l.contains(&tag))
+            .collect()
     }
 }
 
@@ -119,7 +144,12 @@ fn burners(slice: &CpuSlice, n: usize) -> Vec<Proc> {
         .map(|i| {
             let mut cmd = std::process::Command::new("sh");
             cmd.args(["-c", "while :; do :; done"]);
-            Proc::spawn(format!("burner {i}"), slice.wrap(cmd), Input::Null, Output::Null)
+            Proc::spawn(
+                format!("burner {i}"),
+                slice.wrap(cmd),
+                Input::Null,
+                Output::Null,
+            )
         })
         .collect()
 }
@@ -128,12 +158,19 @@ fn burners(slice: &CpuSlice, n: usize) -> Vec<Proc> {
 /// node.
 fn start_and_spread(c: &Cluster, m: &SshMrun, n: usize, input: &std::path::Path) -> Vec<Job> {
     gzip_reference_of(input);
-    let jobs: Vec<Job> = (0..n).map(|i| start_gzip_of(m, &format!("gzip {i}"), input)).collect();
+    let jobs: Vec<Job> = (0..n)
+        .map(|i| start_gzip_of(m, &format!("gzip {i}"), input))
+        .collect();
     let spread = wait_until(LONG, || {
         let moves = c.moves();
-        moves.iter().any(|l| l.contains("home -> a ")) && moves.iter().any(|l| l.contains("home -> b "))
+        moves.iter().any(|l| l.contains("home -> a "))
+            && moves.iter().any(|l| l.contains("home -> b "))
     });
-    assert!(spread, "jobs did not spread to both nodes by themselves; the log:\n{}", c.log());
+    assert!(
+        spread,
+        "jobs did not spread to both nodes by themselves; the log:\n{}",
+        c.log()
+    );
     jobs
 }
 
@@ -150,18 +187,38 @@ fn six_cpu_bound_jobs_spread_to_the_nodes_by_themselves() {
     let m = c.mrun(&sb);
     let jobs = start_and_spread(&c, &m, 6, &gzip_input());
     // The live view shows the three machines, the jobs, and the moves.
-    let mut cmd = m.mrun.mrunctl_command(&["status", "--watch", "--interval", "0.3"]);
+    let mut cmd = m
+        .mrun
+        .mrunctl_command(&["status", "--watch", "--interval", "0.3"]);
     cmd.env("HOME", c.client.home());
     let mut view = Proc::spawn("mrunctl status --watch", cmd, Input::Null, Output::Pipe);
-    let frames = wait_until(TIMEOUT, || view.stdout_text().matches("MACHINE").count() >= 2);
+    let frames = wait_until(TIMEOUT, || {
+        view.stdout_text().matches("MACHINE").count() >= 2
+    });
     view.kill();
     let text = view.stdout_text();
-    assert!(frames, "mrunctl status --watch showed fewer than 2 frames: {text}");
+    assert!(
+        frames,
+        "mrunctl status --watch showed fewer than 2 frames: {text}"
+    );
     let first = text.split("\n\n\n").next().unwrap_or_default().to_string();
-    for want in ["home ", "\na ", "\nb ", "balancing on", "recent moves", "gzip -9"] {
-        assert!(text.contains(want), "{want:?} missing from the live view:\n{first}");
+    for want in [
+        "home ",
+        "\na ",
+        "\nb ",
+        "balancing on",
+        "recent moves",
+        "gzip -9",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} missing from the live view:\n{first}"
+        );
     }
-    assert!(!text.contains('\x1b'), "escape sequences in a piped live view:\n{first}");
+    assert!(
+        !text.contains('\x1b'),
+        "escape sequences in a piped live view:\n{first}"
+    );
     eprintln!("the live view:\n{first}");
     for j in jobs {
         finish_exact(j);
@@ -181,8 +238,16 @@ fn jobs_started_with_home_are_never_moved() {
     args.extend(GZIP_ARGS.iter().map(OsStr::new));
     args.push(input.as_os_str());
     // The oldest job, so the first the balancer would pick were it not pinned.
-    let pinned = m.start("mrun --home gzip", "--home", &args, Input::Null, Output::Pipe);
-    let others: Vec<Job> = (0..3).map(|i| start_gzip(&m, &format!("gzip {i}"))).collect();
+    let pinned = m.start(
+        "mrun --home gzip",
+        "--home",
+        &args,
+        Input::Null,
+        Output::Pipe,
+    );
+    let others: Vec<Job> = (0..3)
+        .map(|i| start_gzip(&m, &format!("gzip {i}")))
+        .collect();
     let moved = wait_until(LONG, || others.iter().any(|j| !c.moves_of(j).is_empty()));
     assert!(moved, "no job moved at all; the log:\n{}", c.log());
     let tag = format!("balancer: job {} ", pinned.id);
@@ -191,7 +256,10 @@ fn jobs_started_with_home_are_never_moved() {
         finish_exact(j);
     }
     let log = c.log();
-    assert!(!log.contains(&tag), "the job started with --home was moved (or tried):\n{log}");
+    assert!(
+        !log.contains(&tag),
+        "the job started with --home was moved (or tried):\n{log}"
+    );
 }
 
 #[test]
@@ -204,12 +272,16 @@ fn a_batch_spreads_and_its_joblog_names_the_nodes() {
     let inputs: Vec<PathBuf> = (0..4)
         .map(|i| {
             let p = sb.path(&format!("part{i}.txt"));
-            std::fs::copy(gzip_input(), &p).unwrap_or_else(|e| panic!("copying to {}: {e}", p.display()));
+            std::fs::copy(gzip_input(), &p)
+                .unwrap_or_else(|e| panic!("copying to {}: {e}", p.display()));
             p
         })
         .collect();
     let joblog = sb.path("jobs.log");
-    let mut args: Vec<&OsStr> = ["-j", "4", "--joblog"].into_iter().map(OsStr::new).collect();
+    let mut args: Vec<&OsStr> = ["-j", "4", "--joblog"]
+        .into_iter()
+        .map(OsStr::new)
+        .collect();
     args.push(joblog.as_os_str());
     args.extend(["gzip", "-9", "-n", ":::"].into_iter().map(OsStr::new));
     args.extend(inputs.iter().map(|p| p.as_os_str()));
@@ -217,12 +289,24 @@ fn a_batch_spreads_and_its_joblog_names_the_nodes() {
     done.assert_success();
     for p in &inputs {
         let gz = p.with_extension("txt.gz");
-        assert!(read(&gz) == want, "{} differs from an uninterrupted gzip", gz.display());
+        assert!(
+            read(&gz) == want,
+            "{} differs from an uninterrupted gzip",
+            gz.display()
+        );
     }
     let log = std::fs::read_to_string(&joblog).expect("the job log");
-    let hosts: Vec<&str> = log.lines().skip(1).filter_map(|l| l.split('\t').nth(1)).collect();
+    let hosts: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').nth(1))
+        .collect();
     assert_eq!(hosts.len(), 4, "{log}");
-    assert!(hosts.iter().any(|h| *h == "a" || *h == "b"), "no job ended on a node:\n{log}\nmoves:\n{}", c.log());
+    assert!(
+        hosts.iter().any(|h| *h == "a" || *h == "b"),
+        "no job ended on a node:\n{log}\nmoves:\n{}",
+        c.log()
+    );
     let err = String::from_utf8_lossy(&done.stderr);
     assert!(err.contains("4 jobs: 4 succeeded"), "{}", done.describe());
 }
@@ -266,13 +350,18 @@ fn a_job_whose_node_gets_loaded_moves_away() {
     let c = Cluster::start(&sb, "loaded", FAST);
     let m = c.mrun(&sb);
     long_reference();
-    let jobs: Vec<Job> = (0..2).map(|i| start_gzip_of(&m, &format!("gzip {i}"), &long_input())).collect();
+    let jobs: Vec<Job> = (0..2)
+        .map(|i| start_gzip_of(&m, &format!("gzip {i}"), &long_input()))
+        .collect();
     // Two jobs on one CPU: one of them goes to a node.
     let mut moved = None;
     let went = wait_until(LONG, || {
         moved = jobs.iter().find_map(|j| {
             c.moves_of(j).iter().find_map(|l| {
-                ["a", "b"].into_iter().find(|n| l.contains(&format!("home -> {n} "))).map(|n| (j.id, n))
+                ["a", "b"]
+                    .into_iter()
+                    .find(|n| l.contains(&format!("home -> {n} ")))
+                    .map(|n| (j.id, n))
             })
         });
         moved.is_some()
@@ -282,8 +371,16 @@ fn a_job_whose_node_gets_loaded_moves_away() {
     let slice = if node == "a" { &c.a_slice } else { &c.b_slice };
     let _load = burners(slice, 3);
     let job = jobs.iter().find(|j| j.id == id).expect("the moved job");
-    let away = wait_until(LONG, || c.moves_of(job).iter().any(|l| l.contains(&format!("{node} -> "))));
-    assert!(away, "job {id} stayed on the loaded node {node}; the log:\n{}", c.log());
+    let away = wait_until(LONG, || {
+        c.moves_of(job)
+            .iter()
+            .any(|l| l.contains(&format!("{node} -> ")))
+    });
+    assert!(
+        away,
+        "job {id} stayed on the loaded node {node}; the log:\n{}",
+        c.log()
+    );
     drop(_load);
     for j in jobs {
         assert_exact(&j.finish(), long_reference());
@@ -300,16 +397,24 @@ fn a_node_going_down_loses_only_its_own_jobs() {
     let jobs = start_and_spread(&c, &m, 4, &long_input());
     // Where each job is now, then node a goes down (every process in its slice killed).
     let places: Vec<At> = jobs.iter().map(|j| locate(j, &[&c.a, &c.b]).1).collect();
-    assert!(places.contains(&At::Node("a".into())), "no job on a: {places:?}");
+    assert!(
+        places.contains(&At::Node("a".into())),
+        "no job on a: {places:?}"
+    );
     c.a_slice.kill_all();
     let mut lost = 0;
     for (job, at) in jobs.into_iter().zip(places) {
         // A move to a that ended just as a went down would make a job found elsewhere a's.
-        let went_to_a = at == At::Node("a".into()) || c.moves_of(&job).iter().any(|l| l.contains("-> a "));
+        let went_to_a =
+            at == At::Node("a".into()) || c.moves_of(&job).iter().any(|l| l.contains("-> a "));
         let done = job.finish();
         if done.status.code() == Some(255) {
             let err = String::from_utf8_lossy(&done.stderr);
-            assert!(went_to_a, "a job that was not on a ended: {}", done.describe());
+            assert!(
+                went_to_a,
+                "a job that was not on a ended: {}",
+                done.describe()
+            );
             assert!(
                 err.contains("lost the connection to node a") && err.contains("the job is lost"),
                 "{}",
@@ -317,7 +422,11 @@ fn a_node_going_down_loses_only_its_own_jobs() {
             );
             lost += 1;
         } else {
-            assert!(at != At::Node("a".into()), "a job on a survived a going down: {}", done.describe());
+            assert!(
+                at != At::Node("a".into()),
+                "a job on a survived a going down: {}",
+                done.describe()
+            );
             assert_exact(&done, long_reference());
         }
     }

@@ -19,14 +19,30 @@ fn nobody_talks_to(path: &std::path::Path) -> String {
         "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({:?})\nexcept OSError as e:\n    print('connect failed', e.errno); raise SystemExit\ntry:\n    s.sendall(b'connect local\\n')\n    s.settimeout(5)\n    data = s.recv(100)\nexcept OSError:\n    data = b'refused'\nprint('answer', repr(data))\n",
         path.display().to_string()
     );
-    let python = if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", python, "-c", &script])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            python,
+            "-c",
+            &script,
+        ])
         .current_dir("/")
         .stdin(Stdio::null())
         .output()
         .expect("run python3 as nobody");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -53,7 +69,11 @@ fn another_user_cannot_use_the_daemon() {
     let mut socket = None;
     wait_until(TIMEOUT, || {
         socket = std::fs::read_dir(&dir).ok().and_then(|mut d| {
-            d.find_map(|e| e.ok().map(|e| e.path()).filter(|p| p.to_string_lossy().contains("daemon-")))
+            d.find_map(|e| {
+                e.ok()
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().contains("daemon-"))
+            })
         });
         socket.is_some()
     });
@@ -63,7 +83,10 @@ fn another_user_cannot_use_the_daemon() {
 
     // The directory keeps nobody out...
     let answer = nobody_talks_to(&socket);
-    assert!(answer.contains("connect failed 13"), "nobody reached the daemon: {answer}");
+    assert!(
+        answer.contains("connect failed 13"),
+        "nobody reached the daemon: {answer}"
+    );
     // ...and with the directory opened up on purpose, the daemon itself still refuses.
     std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");

@@ -27,7 +27,13 @@ fn each_command(sb: &Sandbox, args: &[&str]) -> std::process::Command {
 /// Runs `mrun --each ARGS...` to its end.
 fn each(sb: &Sandbox, args: &[&str], stdin: Input) -> Finished {
     let cmd = each_command(sb, args);
-    Proc::spawn(format!("mrun --each {}", args.join(" ")), cmd, stdin, Output::Pipe).finish()
+    Proc::spawn(
+        format!("mrun --each {}", args.join(" ")),
+        cmd,
+        stdin,
+        Output::Pipe,
+    )
+    .finish()
 }
 
 /// The lines of `text` that jobs wrote (not mrun's own `mrun: ` lines).
@@ -43,7 +49,12 @@ fn assert_grouped(what: &str, lines: &[&str], stream: &str, args: &[&str], out: 
     for block in lines.chunks(3) {
         let arg = block[0].split(' ').next().unwrap_or_default();
         let want: Vec<String> = (1..=3).map(|i| format!("{arg} {stream} {i}")).collect();
-        assert_eq!(block, want.as_slice(), "{what}: a job's output is split up: {}", out.describe());
+        assert_eq!(
+            block,
+            want.as_slice(),
+            "{what}: a job's output is split up: {}",
+            out.describe()
+        );
         seen.insert(arg.to_string());
     }
     let want: BTreeSet<String> = args.iter().map(|a| a.to_string()).collect();
@@ -77,9 +88,18 @@ fn outputs_are_grouped_per_job_and_success_exits_zero() {
 #[test]
 fn failed_jobs_are_counted_in_the_exit_status_and_named() {
     let sb = Sandbox::new("each-failed");
-    let out = each(&sb, &["sh", "-c", "exit $0", ":::", "0", "3", "0", "5"], Input::Null);
+    let out = each(
+        &sb,
+        &["sh", "-c", "exit $0", ":::", "0", "3", "0", "5"],
+        Input::Null,
+    );
     out.assert_exit_code(2);
-    let summary = out.stderr_text().lines().last().unwrap_or_default().to_string();
+    let summary = out
+        .stderr_text()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
     assert!(
         summary.starts_with("mrun: 4 jobs: 2 succeeded, 2 failed: ")
             && summary.contains("sh -c exit $0 3 (exit 3)")
@@ -99,7 +119,9 @@ fn joblog_has_gnu_parallels_format() {
     let script = "case $0 in kill) kill -9 $$;; esac; exit $0";
     let out = each(
         &sb,
-        &["--joblog", log_arg, "sh", "-c", script, ":::", "0", "3", "kill"],
+        &[
+            "--joblog", log_arg, "sh", "-c", script, ":::", "0", "3", "kill",
+        ],
         Input::Null,
     );
     out.assert_exit_code(2);
@@ -124,7 +146,9 @@ fn joblog_has_gnu_parallels_format() {
             row[2]
         );
         assert!(
-            row[3].len() >= 10 && row[3].trim_start().parse::<f64>().is_ok() && row[3].split_once('.').map(|(_, d)| d.len()) == Some(3),
+            row[3].len() >= 10
+                && row[3].trim_start().parse::<f64>().is_ok()
+                && row[3].split_once('.').map(|(_, d)| d.len()) == Some(3),
             "JobRuntime {:?} is %10.3f",
             row[3]
         );
@@ -132,7 +156,11 @@ fn joblog_has_gnu_parallels_format() {
         assert_eq!(row[8], format!("sh -c {script} {arg}"), "Command: {text}");
     }
     let status: Vec<(&str, &str)> = rows.iter().map(|r| (r[6], r[7])).collect();
-    assert_eq!(status, [("0", "0"), ("3", "0"), ("0", "9")], "Exitval and Signal: {text}");
+    assert_eq!(
+        status,
+        [("0", "0"), ("3", "0"), ("0", "9")],
+        "Exitval and Signal: {text}"
+    );
 }
 
 /// With stderr not a terminal: one plain progress line per job, then the summary, and no
@@ -143,18 +171,32 @@ fn progress_off_a_terminal_is_one_plain_line_per_job() {
     let out = each(&sb, &["echo", "x", "y", "z"], Input::Null);
     out.assert_success();
     let stderr = out.stderr_text();
-    assert!(!stderr.contains('\x1b') && !stderr.contains('\r'), "{}", out.describe());
+    assert!(
+        !stderr.contains('\x1b') && !stderr.contains('\r'),
+        "{}",
+        out.describe()
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 4, "{}", out.describe());
     let mut jobs = BTreeSet::new();
     for (i, line) in lines[..3].iter().enumerate() {
         let prefix = format!("mrun: [{}/3] done echo ", i + 1);
-        let rest = line.strip_prefix(&prefix).unwrap_or_else(|| panic!("{line:?} does not start with {prefix:?}"));
-        let (arg, how) = rest.split_once(' ').expect("the job's argument, then how it ended");
-        assert!(how.starts_with("(exit 0, ") && how.ends_with(" s, on home)"), "{line:?}");
+        let rest = line
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{line:?} does not start with {prefix:?}"));
+        let (arg, how) = rest
+            .split_once(' ')
+            .expect("the job's argument, then how it ended");
+        assert!(
+            how.starts_with("(exit 0, ") && how.ends_with(" s, on home)"),
+            "{line:?}"
+        );
         jobs.insert(arg.to_string());
     }
-    assert_eq!(jobs, BTreeSet::from(["x".to_string(), "y".to_string(), "z".to_string()]));
+    assert_eq!(
+        jobs,
+        BTreeSet::from(["x".to_string(), "y".to_string(), "z".to_string()])
+    );
     assert_eq!(lines[3], "mrun: 3 jobs: 3 succeeded");
     let mut stdout: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
     stdout.sort();
@@ -178,8 +220,16 @@ fn arguments_come_from_stdin_one_per_line() {
     out.assert_success();
     let mut stdout: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
     stdout.sort();
-    assert_eq!(stdout, ["first", "second word", "third"], "{}", out.describe());
-    assert_eq!(out.stderr_text().lines().last(), Some("mrun: 3 jobs: 3 succeeded"));
+    assert_eq!(
+        stdout,
+        ["first", "second word", "third"],
+        "{}",
+        out.describe()
+    );
+    assert_eq!(
+        out.stderr_text().lines().last(),
+        Some("mrun: 3 jobs: 3 succeeded")
+    );
 }
 
 /// Reads the start/end markers the jobs appended to `log`.
@@ -197,8 +247,15 @@ fn markers(log: &Path) -> Vec<String> {
 fn one_job_at_a_time_never_overlaps() {
     let sb = Sandbox::new("each-j1");
     let log = sb.path("markers");
-    let script = format!("echo start $0 >> {0}; sleep 0.2; echo end $0 >> {0}", log.display());
-    let out = each(&sb, &["-j", "1", "sh", "-c", &script, ":::", "a", "b", "c", "d"], Input::Null);
+    let script = format!(
+        "echo start $0 >> {0}; sleep 0.2; echo end $0 >> {0}",
+        log.display()
+    );
+    let out = each(
+        &sb,
+        &["-j", "1", "sh", "-c", &script, ":::", "a", "b", "c", "d"],
+        Input::Null,
+    );
     out.assert_success();
     let want: Vec<String> = ["a", "b", "c", "d"]
         .iter()
@@ -225,11 +282,22 @@ fn sigterm_stops_the_batch() {
     unsafe { libc::kill(proc.pid(), libc::SIGTERM) };
     let out = proc.finish();
     out.assert_exit_code(143);
-    assert_eq!(markers(&log), ["start a"], "a job started after SIGTERM: {}", out.describe());
-    let summary = out.stderr_text().lines().last().unwrap_or_default().to_string();
+    assert_eq!(
+        markers(&log),
+        ["start a"],
+        "a job started after SIGTERM: {}",
+        out.describe()
+    );
+    let summary = out
+        .stderr_text()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(
         summary,
-        "mrun: 3 jobs: 0 succeeded, 2 not started (stopped by SIGTERM), 1 failed: sh -c ".to_string()
+        "mrun: 3 jobs: 0 succeeded, 2 not started (stopped by SIGTERM), 1 failed: sh -c "
+            .to_string()
             + &script
             + " a (killed by SIGTERM)",
         "{}",
@@ -244,7 +312,10 @@ fn home_pins_every_job_and_jobs_are_our_children() {
     let sb = Sandbox::new("each-home");
     let log = sb.path("markers");
     let script = format!("echo start $0 >> {}; exec sleep 60", log.display());
-    let cmd = each_command(&sb, &["--home", "-j", "2", "sh", "-c", &script, ":::", "a", "b"]);
+    let cmd = each_command(
+        &sb,
+        &["--home", "-j", "2", "sh", "-c", &script, ":::", "a", "b"],
+    );
     let proc = Proc::spawn("mrun --each --home", cmd, Input::Null, Output::Pipe);
     let mut status = std::process::Command::new(mrunctl_path());
     status
@@ -268,10 +339,19 @@ fn home_pins_every_job_and_jobs_are_our_children() {
     // SAFETY: kill has no memory preconditions; the pid is our child's.
     unsafe { libc::kill(proc.pid(), libc::SIGTERM) };
     let out = proc.finish();
-    assert!(listed, "mrunctl status never showed two pinned jobs: {}", out.describe());
+    assert!(
+        listed,
+        "mrunctl status never showed two pinned jobs: {}",
+        out.describe()
+    );
     jobs.sort();
     let mut deputies = deputies;
     deputies.sort();
-    assert_eq!(jobs, deputies, "the jobs' deputies are not mrun --each's children: {}", out.describe());
+    assert_eq!(
+        jobs,
+        deputies,
+        "the jobs' deputies are not mrun --each's children: {}",
+        out.describe()
+    );
     out.assert_exit_code(143);
 }

@@ -24,8 +24,6 @@ use std::sync::mpsc;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-
-
 /// Starts `mrun PROGRAM ARGS...` with stdout to `sink`, moves it to each of `nodes` in turn,
 /// each time once its output has passed the next fraction of `want` (1/(n+2), 2/(n+2)...) and
 /// grown since the previous move, then asserts it ends with exit 0 and exactly `want` as output.
@@ -324,7 +322,13 @@ fn stdin_across_move(name: &str, program: &Path, args: &[&str], envs: &[(&str, &
 
 /// Like [`stdin_across_move`], with the input fed in parts between several moves (`home` among
 /// them): what a copy had not read yet when it left must reach the next copy, in order.
-fn stdin_across_moves(name: &str, program: &Path, args: &[&str], envs: &[(&str, &str)], hops: &[&str]) {
+fn stdin_across_moves(
+    name: &str,
+    program: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    hops: &[&str],
+) {
     let sb = Sandbox::new(name);
     let mrun = Mrun::new(&sb);
     let input = text_file(6 * MIB);
@@ -348,8 +352,17 @@ fn stdin_across_moves(name: &str, program: &Path, args: &[&str], envs: &[(&str, 
         } else {
             mrun.migrate_ok(&job, hop);
         }
-        let end = if i + 1 == hops.len() { data.len() } else { part * (i + 2) };
-        feed(&mut job, &mut write_end, &data[part * (i + 1)..end], &format!("part {} (after moving to {hop})", i + 2));
+        let end = if i + 1 == hops.len() {
+            data.len()
+        } else {
+            part * (i + 2)
+        };
+        feed(
+            &mut job,
+            &mut write_end,
+            &data[part * (i + 1)..end],
+            &format!("part {} (after moving to {hop})", i + 2),
+        );
     }
     drop(write_end);
     let done = job.finish();

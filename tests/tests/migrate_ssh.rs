@@ -35,7 +35,6 @@ use std::time::Duration;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-
 /// Nodes `a` and `b` and a client home that knows and may log in to both.
 fn two_nodes(sb: &Sandbox) -> (Node, Node, ClientHome) {
     let a = Node::start(sb, "a");
@@ -50,7 +49,6 @@ fn one_node(sb: &Sandbox) -> (Node, ClientHome) {
     let client = ClientHome::for_nodes(sb, &[("a", &a)]);
     (a, client)
 }
-
 
 /// What `migrate_ok` expects a node name to be found as.
 fn at_of(node: &str) -> At {
@@ -107,14 +105,25 @@ fn output_across_hops(
             "{label}: the move to {node} came after all the output was written; nothing was tested"
         );
         assert_at(&job, nodes, at_of(node));
-        eprintln!("{label}: moved to {node} at {last} of {} output bytes", want.len());
+        eprintln!(
+            "{label}: moved to {node} at {last} of {} output bytes",
+            want.len()
+        );
     }
     let done = job.finish();
     done.assert_success();
-    assert!(done.stderr.is_empty(), "{label}: mrun printed on stderr: {}", done.describe());
+    assert!(
+        done.stderr.is_empty(),
+        "{label}: mrun printed on stderr: {}",
+        done.describe()
+    );
     let got = match sink {
         Sink::File => {
-            assert!(done.stdout.is_empty(), "{label}: output on mrun's stdout pipe: {}", done.describe());
+            assert!(
+                done.stdout.is_empty(),
+                "{label}: output on mrun's stdout pipe: {}",
+                done.describe()
+            );
             read(&out_path)
         }
         Sink::Pipe => done.stdout,
@@ -146,7 +155,10 @@ fn start_hopper(m: &SshMrun, mode: &str) -> Job {
 
 /// Removes the control files (step-K, end) a previous job of the sandbox left.
 fn reset_controls(sb: &Sandbox) {
-    for e in std::fs::read_dir(sb.dir()).expect("read the sandbox").flatten() {
+    for e in std::fs::read_dir(sb.dir())
+        .expect("read the sandbox")
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if name == "end" || name.starts_with("step-") {
             std::fs::remove_file(e.path()).unwrap_or_else(|err| panic!("rm {name}: {err}"));
@@ -158,7 +170,8 @@ fn reset_controls(sb: &Sandbox) {
 fn hopper_step(sb: &Sandbox, job: &mut Job, k: u32) {
     write_atomically(&sb.path(&format!("step-{k}")), "");
     let id = job.id;
-    job.mrun.wait_for_stdout(&format!("STEP {k} PID {id} SYSPID {id} TID {id}\n"));
+    job.mrun
+        .wait_for_stdout(&format!("STEP {k} PID {id} SYSPID {id} TID {id}\n"));
 }
 
 /// Tells the hopper how to end ("exit N" or "abort").
@@ -169,7 +182,12 @@ fn hopper_end(sb: &Sandbox, how: &str) {
 fn send_signal(pid: i32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety requirements.
     let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(r, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Writes `data` to the job's stdin pipe from a helper thread, failing (after killing the job)
@@ -218,7 +236,12 @@ fn job_copies(id: u32) -> Vec<i32> {
 /// itself on the machine, and no `mrun-agent` is left on the node.
 fn assert_stayed_home(job: &Job, nodes: &[&Node]) {
     let (pid, at) = locate(job, nodes);
-    assert_eq!((pid, at), (job.id as i32, At::Home), "{}: the job moved", job.label);
+    assert_eq!(
+        (pid, at),
+        (job.id as i32, At::Home),
+        "{}: the job moved",
+        job.label
+    );
     assert!(
         matches!(process_state(pid), Some('R') | Some('S')),
         "{}: the job was left in state {:?}",
@@ -236,7 +259,13 @@ fn assert_stayed_home(job: &Job, nodes: &[&Node]) {
         job.label,
         copies
             .iter()
-            .map(|&p| (p, ns_pids(p), status_field(p, "Name"), process_state(p), status_field(p, "PPid")))
+            .map(|&p| (
+                p,
+                ns_pids(p),
+                status_field(p, "Name"),
+                process_state(p),
+                status_field(p, "PPid")
+            ))
             .collect::<Vec<_>>()
     );
     for node in nodes {
@@ -245,7 +274,12 @@ fn assert_stayed_home(job: &Job, nodes: &[&Node]) {
             left = node.agent_processes();
             left.is_empty()
         });
-        assert!(gone, "{}: mrun-agent left running on node {}: {left:?}", job.label, node.name());
+        assert!(
+            gone,
+            "{}: mrun-agent left running on node {}: {left:?}",
+            job.label,
+            node.name()
+        );
     }
 }
 
@@ -256,7 +290,11 @@ const REFUSAL_LIMIT: Duration = Duration::from_secs(30);
 /// `keywords`. Returns that line.
 fn assert_refused(out: &Finished, keywords: &[&str]) -> String {
     out.assert_one_line_error(keywords).assert_exit_code(1);
-    assert!(out.stdout.is_empty(), "output on stdout: {}", out.describe());
+    assert!(
+        out.stdout.is_empty(),
+        "output on stdout: {}",
+        out.describe()
+    );
     let line = out.stderr_text().trim().to_string();
     eprintln!("{}: {line}", out.label);
     line
@@ -369,9 +407,23 @@ fn xz_to_file_home_a_home() {
     let (a, client) = one_node(&sb);
     let m = SshMrun::new(&sb, &client, RemoteAgent::Built);
     let input = text_file(2 * MIB);
-    let args: Vec<&OsStr> = vec![OsStr::new("-T1"), OsStr::new("-6"), OsStr::new("-c"), input.as_os_str()];
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("-T1"),
+        OsStr::new("-6"),
+        OsStr::new("-c"),
+        input.as_os_str(),
+    ];
     let want = reference("xz -T1 -6 -c", "xz", &args, &[], Input::Null);
-    output_across_hops(&m, &[&a], "xz -T1 -6 to a file", "xz", &args, &want, Sink::File, &["a", "home"]);
+    output_across_hops(
+        &m,
+        &[&a],
+        "xz -T1 -6 to a file",
+        "xz",
+        &args,
+        &want,
+        Sink::File,
+        &["a", "home"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,7 +449,13 @@ fn stdin_to_node(name: &str, program: &Path, args: &[&str], envs: &[(&str, &str)
     let want = reference(name, program, args, envs, Input::File(input.clone()));
 
     let (read_end, mut write_end) = pipe();
-    let mut job = m.start(name, program, args, Input::Stdio(read_end.into()), Output::Pipe);
+    let mut job = m.start(
+        name,
+        program,
+        args,
+        Input::Stdio(read_end.into()),
+        Output::Pipe,
+    );
     let half = data.len() / 2;
     feed(&mut job, &mut write_end, &data[..half], "the first half");
     assert_at(&job, &[&a], At::Home);
@@ -407,13 +465,22 @@ fn stdin_to_node(name: &str, program: &Path, args: &[&str], envs: &[(&str, &str)
     drop(write_end);
     let done = job.finish();
     done.assert_success();
-    assert!(done.stderr.is_empty(), "{name}: mrun printed on stderr: {}", done.describe());
+    assert!(
+        done.stderr.is_empty(),
+        "{name}: mrun printed on stderr: {}",
+        done.describe()
+    );
     assert_same_bytes(name, &done.stdout, &want);
 }
 
 #[test]
 fn stdin_sha256sum_to_node() {
-    stdin_to_node("ssh-stdin-sha256", Path::new("/usr/bin/sha256sum"), &["-"], &[]);
+    stdin_to_node(
+        "ssh-stdin-sha256",
+        Path::new("/usr/bin/sha256sum"),
+        &["-"],
+        &[],
+    );
 }
 
 /// Counts lines, bytes and words and folds every line into a checksum.
@@ -472,7 +539,11 @@ fn signal_on_node(name: &str, mode: &str, sig: i32) -> Finished {
 fn sigterm_to_mrun_reaches_handler_on_node() {
     let done = signal_on_node("ssh-sigterm", "handle", libc::SIGTERM);
     done.assert_exit_code(42);
-    assert!(done.stdout_text().ends_with("CAUGHT SIGTERM\n"), "{}", done.describe());
+    assert!(
+        done.stdout_text().ends_with("CAUGHT SIGTERM\n"),
+        "{}",
+        done.describe()
+    );
     assert!(done.stderr.is_empty(), "{}", done.describe());
 }
 
@@ -480,7 +551,11 @@ fn sigterm_to_mrun_reaches_handler_on_node() {
 fn sigint_to_mrun_reaches_handler_on_node() {
     let done = signal_on_node("ssh-sigint", "handle", libc::SIGINT);
     done.assert_exit_code(43);
-    assert!(done.stdout_text().ends_with("CAUGHT SIGINT\n"), "{}", done.describe());
+    assert!(
+        done.stdout_text().ends_with("CAUGHT SIGINT\n"),
+        "{}",
+        done.describe()
+    );
     assert!(done.stderr.is_empty(), "{}", done.describe());
 }
 
@@ -489,7 +564,11 @@ fn sigint_to_mrun_reaches_handler_on_node() {
 fn sigterm_to_mrun_kills_job_on_node() {
     let done = signal_on_node("ssh-sigterm-default", "default", libc::SIGTERM);
     done.assert_signal(libc::SIGTERM);
-    assert!(!done.stdout_text().contains("CAUGHT"), "{}", done.describe());
+    assert!(
+        !done.stdout_text().contains("CAUGHT"),
+        "{}",
+        done.describe()
+    );
 }
 
 #[test]
@@ -502,7 +581,8 @@ fn exit_code_3_on_node() {
     done.assert_exit_code(3);
     let id = done_id(&done);
     assert!(
-        done.stdout_text().ends_with(&format!("STEP 2 PID {id} SYSPID {id} TID {id}\nEXIT 3\n")),
+        done.stdout_text()
+            .ends_with(&format!("STEP 2 PID {id} SYSPID {id} TID {id}\nEXIT 3\n")),
         "{}",
         done.describe()
     );
@@ -527,7 +607,11 @@ fn abort_on_node() {
     hopper_end(&sb, "abort");
     let done = job.finish();
     done.assert_signal(libc::SIGABRT);
-    assert!(done.stdout_text().ends_with("ABORT\n"), "{}", done.describe());
+    assert!(
+        done.stdout_text().ends_with("ABORT\n"),
+        "{}",
+        done.describe()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -604,29 +688,49 @@ fn connection_cut_while_away(name: &str, via: Via) {
     let (_m, mut job) = hopper_on_a(&sb, &a, &client, "handle", via);
     let (job_pid, _) = locate(&job, &[&a]);
     let killed = a.kill_sshd();
-    assert!(!killed.is_empty(), "no sshd session process was found below node a's listener");
+    assert!(
+        !killed.is_empty(),
+        "no sshd session process was found below node a's listener"
+    );
     let done = job.mrun.wait();
     let stderr = job.mrun.stderr_text();
-    assert_eq!(done.code(), Some(255), "mrun ended with {done}; stderr: {stderr}");
+    assert_eq!(
+        done.code(),
+        Some(255),
+        "mrun ended with {done}; stderr: {stderr}"
+    );
     assert!(
         stderr.contains("lost the connection"),
         "mrun's stderr does not say it lost the connection: {stderr:?}"
     );
-    assert_eq!(stderr.lines().count(), 1, "more than one line from mrun: {stderr:?}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "more than one line from mrun: {stderr:?}"
+    );
     let done = job.finish();
     eprintln!("mrun: {}", done.stderr_text().trim());
     // The job's copy on the node must not run on without anyone to report to.
     let mut left = Vec::new();
     let gone = wait_until(TIMEOUT, || {
         left = a.surviving_leftovers();
-        left.is_empty() && !matches!(process_state(job_pid), Some('R') | Some('S') | Some('D') | Some('t') | Some('T'))
+        left.is_empty()
+            && !matches!(
+                process_state(job_pid),
+                Some('R') | Some('S') | Some('D') | Some('t') | Some('T')
+            )
     });
     assert!(
         gone,
         "after the connection was cut, processes of node a's sessions still run: {:?} (the job \
          copy was pid {job_pid}, state {:?})",
         left.iter()
-            .map(|&p| (p, status_field(p, "Name"), process_state(p), status_field(p, "PPid")))
+            .map(|&p| (
+                p,
+                status_field(p, "Name"),
+                process_state(p),
+                status_field(p, "PPid")
+            ))
             .collect::<Vec<_>>(),
         process_state(job_pid)
     );
@@ -652,13 +756,20 @@ fn node_down_before_migrate(name: &str, via: Via) {
     a.kill_sshd();
     let out = m.migrate_within(&job, "a", REFUSAL_LIMIT);
     let line = assert_refused(&out, &["cannot reach node a"]);
-    assert!(line.contains(&a.port().to_string()), "the refusal does not name the port: {line}");
+    assert!(
+        line.contains(&a.port().to_string()),
+        "the refusal does not name the port: {line}"
+    );
     assert_stayed_home(&job, &[&a]);
     hopper_step(&sb, &mut job, 2);
     hopper_end(&sb, "exit 0");
     let done = job.finish();
     done.assert_success();
-    assert!(done.stdout_text().ends_with("EXIT 0\n"), "{}", done.describe());
+    assert!(
+        done.stdout_text().ends_with("EXIT 0\n"),
+        "{}",
+        done.describe()
+    );
 }
 
 #[test]
@@ -690,11 +801,16 @@ fn refused_then_home(m: &SshMrun, nodes: &[&Node], node: &str, keywords: &[&str]
     let done = job.finish();
     done.assert_success();
     assert!(
-        done.stdout_text().ends_with(&format!("STEP 2 PID {id} SYSPID {id} TID {id}\nEXIT 0\n")),
+        done.stdout_text()
+            .ends_with(&format!("STEP 2 PID {id} SYSPID {id} TID {id}\nEXIT 0\n")),
         "{}",
         done.describe()
     );
-    assert!(done.stderr.is_empty(), "mrun printed on stderr: {}", done.describe());
+    assert!(
+        done.stderr.is_empty(),
+        "mrun printed on stderr: {}",
+        done.describe()
+    );
     line
 }
 
@@ -713,8 +829,15 @@ fn unknown_host_key_refused() {
     let before = client.read_known_hosts();
     let m = SshMrun::new(&sb, &client, RemoteAgent::Built);
     let line = refused_then_home(&m, &[&a, &b], "a", &["is not known"]);
-    assert!(line.contains(&a.port().to_string()), "the refusal does not name the port: {line}");
-    assert_eq!(client.read_known_hosts(), before, "known_hosts changed after a refusal");
+    assert!(
+        line.contains(&a.port().to_string()),
+        "the refusal does not name the port: {line}"
+    );
+    assert_eq!(
+        client.read_known_hosts(),
+        before,
+        "known_hosts changed after a refusal"
+    );
 }
 
 /// known_hosts has another key for [127.0.0.1]:PORT: refused with "REMOTE HOST IDENTIFICATION
@@ -728,21 +851,37 @@ fn changed_host_key_refused() {
     client.add_host("a-new", &a, &["StrictHostKeyChecking accept-new"]);
     let other = keygen(&sb.path("other_host_key"), "impostor");
     let other_fields: Vec<&str> = other.split_whitespace().take(2).collect();
-    client.add_known(&format!("[127.0.0.1]:{} {}", a.port(), other_fields.join(" ")));
+    client.add_known(&format!(
+        "[127.0.0.1]:{} {}",
+        a.port(),
+        other_fields.join(" ")
+    ));
     a.authorize(&[client.public_key()]);
     let before = client.read_known_hosts();
     let m = SshMrun::new(&sb, &client, RemoteAgent::Built);
     let line = refused_then_home(&m, &[&a], "a", &["REMOTE HOST IDENTIFICATION HAS CHANGED"]);
     assert!(line.contains("CHANGED"), "{line}");
-    refused_then_home(&m, &[&a], "a-new", &["REMOTE HOST IDENTIFICATION HAS CHANGED"]);
-    assert_eq!(client.read_known_hosts(), before, "known_hosts changed after a refusal");
+    refused_then_home(
+        &m,
+        &[&a],
+        "a-new",
+        &["REMOTE HOST IDENTIFICATION HAS CHANGED"],
+    );
+    assert_eq!(
+        client.read_known_hosts(),
+        before,
+        "known_hosts changed after a refusal"
+    );
 }
 
 /// Moves a hopper to `node`, home, and to `node` again, then ends it; checks known_hosts
 /// learned node a's key for [127.0.0.1]:PORT on the first move.
 fn accept_new_round_trip(m: &SshMrun, a: &Node, client: &ClientHome, node: &str) {
     let sb = m.mrun.sandbox();
-    assert!(!client.read_known_hosts().contains(&a.host_key()), "known_hosts already has the key");
+    assert!(
+        !client.read_known_hosts().contains(&a.host_key()),
+        "known_hosts already has the key"
+    );
     let mut job = start_hopper(m, "handle");
     hopper_step(sb, &mut job, 1);
     m.mrun.migrate_ok(&job, node);
@@ -751,14 +890,24 @@ fn accept_new_round_trip(m: &SshMrun, a: &Node, client: &ClientHome, node: &str)
     let key = a.host_key();
     let learned = known.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() >= 3 && format!("{} {}", f[1], f[2]) == key && (f[0] == format!("[127.0.0.1]:{}", a.port()) || f[0].starts_with("|1|"))
+        f.len() >= 3
+            && format!("{} {}", f[1], f[2]) == key
+            && (f[0] == format!("[127.0.0.1]:{}", a.port()) || f[0].starts_with("|1|"))
     });
-    assert!(learned, "known_hosts did not learn {key} for [127.0.0.1]:{}: {known:?}", a.port());
+    assert!(
+        learned,
+        "known_hosts did not learn {key} for [127.0.0.1]:{}: {known:?}",
+        a.port()
+    );
     hopper_step(sb, &mut job, 2);
     m.mrun.migrate_ok(&job, "home");
     hopper_step(sb, &mut job, 3);
     m.mrun.migrate_ok(&job, node);
-    assert_eq!(client.read_known_hosts(), known, "known_hosts changed again for a known host");
+    assert_eq!(
+        client.read_known_hosts(),
+        known,
+        "known_hosts changed again for a known host"
+    );
     hopper_step(sb, &mut job, 4);
     hopper_end(sb, "exit 0");
     let done = job.finish();
@@ -806,9 +955,16 @@ fn wrong_client_key_refused() {
 fn other_protocol_version_refused() {
     let sb = Sandbox::new("ssh-protocol");
     let (a, client) = one_node(&sb);
-    let m = SshMrun::new(&sb, &client, RemoteAgent::built_with_env("MRUN_AGENT_PROTOCOL=99"));
+    let m = SshMrun::new(
+        &sb,
+        &client,
+        RemoteAgent::built_with_env("MRUN_AGENT_PROTOCOL=99"),
+    );
     let line = refused_then_home(&m, &[&a], "a", &["protocol"]);
-    assert!(line.contains("99"), "the refusal does not name the node's version: {line}");
+    assert!(
+        line.contains("99"),
+        "the refusal does not name the node's version: {line}"
+    );
 }
 
 /// `[user@]host:port` as the node name (no Host block): the default key and known_hosts.
@@ -837,7 +993,11 @@ fn raw_destination_user_host_port() {
 fn assert_no_agent_on_path(path: &str) {
     for dir in path.split(':') {
         let p = Path::new(dir).join("mrun-agent");
-        assert!(!p.exists(), "{} exists: the node would use it instead of an install", p.display());
+        assert!(
+            !p.exists(),
+            "{} exists: the node would use it instead of an install",
+            p.display()
+        );
     }
 }
 
@@ -867,7 +1027,11 @@ fn agent_installed_on_node(name: &str, via: Via) {
     let client = ClientHome::for_nodes(&sb, &[("a", &a)]);
     let m = SshMrun::new(&sb, &client, RemoteAgent::Unset).via(via);
     let cache = a.home().join(".cache/mrun");
-    assert!(!cache.exists(), "{} exists before the test", cache.display());
+    assert!(
+        !cache.exists(),
+        "{} exists before the test",
+        cache.display()
+    );
 
     let mut job = start_hopper(&m, "handle");
     hopper_step(&sb, &mut job, 1);
@@ -880,22 +1044,54 @@ fn agent_installed_on_node(name: &str, via: Via) {
         .flatten()
         .map(|e| e.path())
         .collect();
-    assert_eq!(entries.len(), 1, "expected exactly the installed agent in {}: {entries:?}", cache.display());
+    assert_eq!(
+        entries.len(),
+        1,
+        "expected exactly the installed agent in {}: {entries:?}",
+        cache.display()
+    );
     let installed = &entries[0];
-    let fname = installed.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    assert!(fname.starts_with("mrun-agent-"), "unexpected file {}", installed.display());
-    assert!(read(installed) == read(&agent_path()), "{} differs from {}", installed.display(), agent_path().display());
+    let fname = installed
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        fname.starts_with("mrun-agent-"),
+        "unexpected file {}",
+        installed.display()
+    );
+    assert!(
+        read(installed) == read(&agent_path()),
+        "{} differs from {}",
+        installed.display(),
+        agent_path().display()
+    );
     let meta = std::fs::metadata(installed).expect("stat the installed agent");
-    assert!(meta.permissions().mode() & 0o100 != 0, "{} is not executable", installed.display());
-    let dir_mode = std::fs::metadata(&cache).expect("stat cache").permissions().mode() & 0o777;
+    assert!(
+        meta.permissions().mode() & 0o100 != 0,
+        "{} is not executable",
+        installed.display()
+    );
+    let dir_mode = std::fs::metadata(&cache)
+        .expect("stat cache")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700, "mode of {}", cache.display());
     // The agent now running the job is that copy.
     let agents = a.agent_processes();
     assert!(
-        agents.iter().any(|&p| std::fs::read_link(format!("/proc/{p}/exe")).ok().as_deref() == Some(installed.as_path())),
+        agents.iter().any(
+            |&p| std::fs::read_link(format!("/proc/{p}/exe")).ok().as_deref()
+                == Some(installed.as_path())
+        ),
         "no mrun-agent on node a runs {}: {:?}",
         installed.display(),
-        agents.iter().map(|&p| std::fs::read_link(format!("/proc/{p}/exe"))).collect::<Vec<_>>()
+        agents
+            .iter()
+            .map(|&p| std::fs::read_link(format!("/proc/{p}/exe")))
+            .collect::<Vec<_>>()
     );
 
     m.mrun.migrate_ok(&job, "home");
@@ -931,7 +1127,11 @@ fn agent_given_per_node_in_the_config() {
     std::fs::copy(agent_path(), &elsewhere).expect("copying the agent");
     let config = client.home().join(".config/mrun/config.toml");
     std::fs::create_dir_all(config.parent().expect("a parent")).expect("mkdir .config/mrun");
-    std::fs::write(&config, format!("[agents]\na = \"{}\"\n", elsewhere.display())).expect("writing config.toml");
+    std::fs::write(
+        &config,
+        format!("[agents]\na = \"{}\"\n", elsewhere.display()),
+    )
+    .expect("writing config.toml");
     let m = SshMrun::new(&sb, &client, RemoteAgent::Unset);
 
     let mut job = start_hopper(&m, "handle");
@@ -941,12 +1141,21 @@ fn agent_given_per_node_in_the_config() {
     hopper_step(&sb, &mut job, 2);
     let agents = a.agent_processes();
     assert!(
-        agents.iter().any(|&p| std::fs::read_link(format!("/proc/{p}/exe")).ok().as_deref() == Some(elsewhere.as_path())),
+        agents.iter().any(
+            |&p| std::fs::read_link(format!("/proc/{p}/exe")).ok().as_deref()
+                == Some(elsewhere.as_path())
+        ),
         "no mrun-agent on node a runs {}: {:?}",
         elsewhere.display(),
-        agents.iter().map(|&p| std::fs::read_link(format!("/proc/{p}/exe"))).collect::<Vec<_>>()
+        agents
+            .iter()
+            .map(|&p| std::fs::read_link(format!("/proc/{p}/exe")))
+            .collect::<Vec<_>>()
     );
-    assert!(!a.home().join(".cache/mrun").exists(), "an agent was installed although the config names one");
+    assert!(
+        !a.home().join(".cache/mrun").exists(),
+        "an agent was installed although the config names one"
+    );
     hopper_end(&sb, "exit 0");
     let done = job.finish();
     done.assert_success();
@@ -981,7 +1190,10 @@ fn same_pid_home_a_b_home(name: &str, via: Via) {
         if *node == "home" {
             // Back home it is a restored copy too, in a pid namespace of its own.
             let ns = ns_pids(pid);
-            assert!(ns.len() >= 2 && ns.last() == Some(&(job.id as i32)), "at home: NSpid {ns:?}");
+            assert!(
+                ns.len() >= 2 && ns.last() == Some(&(job.id as i32)),
+                "at home: NSpid {ns:?}"
+            );
         }
         hopper_step(&sb, &mut job, k as u32 + 2);
     }
@@ -989,8 +1201,15 @@ fn same_pid_home_a_b_home(name: &str, via: Via) {
     let done = job.finish();
     done.assert_success();
     let id = done_id(&done);
-    let steps: Vec<String> = done.stdout_text().lines().filter(|l| l.starts_with("STEP ")).map(str::to_string).collect();
-    let want: Vec<String> = (1..=7).map(|k| format!("STEP {k} PID {id} SYSPID {id} TID {id}")).collect();
+    let steps: Vec<String> = done
+        .stdout_text()
+        .lines()
+        .filter(|l| l.starts_with("STEP "))
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (1..=7)
+        .map(|k| format!("STEP {k} PID {id} SYSPID {id} TID {id}"))
+        .collect();
     assert_eq!(steps, want, "{}", done.describe());
 }
 

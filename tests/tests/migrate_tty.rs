@@ -28,7 +28,11 @@ fn python() -> &'static str {
 
 #[test]
 fn terminal_job_keeps_its_terminal_on_the_node() {
-    if std::process::Command::new("script").arg("--version").output().is_err() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         panic!("`script` (util-linux) is needed for this test: apt-get install bsdutils");
     }
     let sb = Sandbox::new("tty-local");
@@ -45,18 +49,27 @@ fn terminal_job_keeps_its_terminal_on_the_node() {
         stop.display()
     );
     let mut cmd = sb.command("script");
-    cmd.args(["-qfec", &inner, "/dev/null"]).env_remove("XDG_RUNTIME_DIR");
+    cmd.args(["-qfec", &inner, "/dev/null"])
+        .env_remove("XDG_RUNTIME_DIR");
     let mut term = Proc::spawn("script mrun python3", cmd, Input::Pipe, Output::Pipe);
     term.wait_for_stdout("tick 2 ");
     let job = descendants(term.pid())
         .into_iter()
         .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.split('\0').next().is_some_and(|argv0| argv0.ends_with("python3")) && c.contains("tty.py"))
+            std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                c.split('\0')
+                    .next()
+                    .is_some_and(|argv0| argv0.ends_with("python3"))
+                    && c.contains("tty.py")
+            })
         })
         .expect("the job under script");
     let moved = mrun.migrate(job as u32, "local");
-    assert!(moved.status.success(), "migration failed: {}", moved.describe());
+    assert!(
+        moved.status.success(),
+        "migration failed: {}",
+        moved.describe()
+    );
     let before = term.stdout_len();
     wait_until(TIMEOUT, || term.stdout_len() > before + 40);
     std::fs::write(&stop, "").expect("stop file");
@@ -69,9 +82,15 @@ fn terminal_job_keeps_its_terminal_on_the_node() {
     let ticks: Vec<&str> = out.lines().filter(|l| l.contains("tick ")).collect();
     assert!(ticks.len() > 4, "too few ticks: {out}");
     for t in &ticks {
-        assert!(t.contains("tty=TrueTrue size=77x21"), "a tick without its terminal: {t:?}\n{out}");
+        assert!(
+            t.contains("tty=TrueTrue size=77x21"),
+            "a tick without its terminal: {t:?}\n{out}"
+        );
     }
-    assert!(out.contains("got <typed at home> tty=TrueTrue"), "the typed line did not reach the job on the node:\n{out}");
+    assert!(
+        out.contains("got <typed at home> tty=TrueTrue"),
+        "the typed line did not reach the job on the node:\n{out}"
+    );
 }
 
 const COUNTER: &str = r#"
@@ -94,11 +113,12 @@ fn job_states(script_path: &std::path::Path) -> Vec<(i32, Option<char>)> {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
                 .filter(|p| {
-                    std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                        .is_ok_and(|c| {
-                            c.split('\0').next().is_some_and(|argv0| argv0.ends_with("python3"))
-                                && c.split('\0').any(|a| a == needle)
-                        })
+                    std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                        c.split('\0')
+                            .next()
+                            .is_some_and(|argv0| argv0.ends_with("python3"))
+                            && c.split('\0').any(|a| a == needle)
+                    })
                 })
                 .map(|p| (p, process_state(p)))
                 .collect()
@@ -123,13 +143,32 @@ fn counter_away_from_a_shell(sb: &Sandbox) -> (Proc, std::path::PathBuf, std::pa
     // A prompt of our own, to wait for (the echo of this line shows it quoted, not bare).
     term.write_stdin(b"PS1='shell''$ '\r");
     term.wait_for_stdout("shell$ ");
-    term.write_stdin(format!("{} {} {} {}\r", mrun_exe.display(), python(), prog.display(), stop.display()).as_bytes());
+    term.write_stdin(
+        format!(
+            "{} {} {} {}\r",
+            mrun_exe.display(),
+            python(),
+            prog.display(),
+            stop.display()
+        )
+        .as_bytes(),
+    );
     term.wait_for_stdout("count 3\r\n");
-    let job = job_states(&prog).first().map(|(p, _)| *p).expect("the job under the shell");
+    let job = job_states(&prog)
+        .first()
+        .map(|(p, _)| *p)
+        .expect("the job under the shell");
     let moved = mrun.migrate(job as u32, "local");
-    assert!(moved.status.success(), "migration failed: {}", moved.describe());
+    assert!(
+        moved.status.success(),
+        "migration failed: {}",
+        moved.describe()
+    );
     let before = term.stdout_len();
-    assert!(wait_until(TIMEOUT, || term.stdout_len() > before + 40), "no output from the job on the node");
+    assert!(
+        wait_until(TIMEOUT, || term.stdout_len() > before + 40),
+        "no output from the job on the node"
+    );
     (term, prog, stop)
 }
 
@@ -152,9 +191,20 @@ fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
         job_states(&prog),
         term.stdout_text()
     );
-    let stopped = wait_until(TIMEOUT, || job_states(&prog).iter().any(|(_, s)| *s == Some('T')));
-    assert!(stopped, "the job on the node did not stop: {:?}\n{}", job_states(&prog), term.stdout_text());
-    let prompt = wait_until(TIMEOUT, || term.stdout_text().rsplit_once("Stopped").is_some_and(|(_, after)| after.contains("shell$ ")));
+    let stopped = wait_until(TIMEOUT, || {
+        job_states(&prog).iter().any(|(_, s)| *s == Some('T'))
+    });
+    assert!(
+        stopped,
+        "the job on the node did not stop: {:?}\n{}",
+        job_states(&prog),
+        term.stdout_text()
+    );
+    let prompt = wait_until(TIMEOUT, || {
+        term.stdout_text()
+            .rsplit_once("Stopped")
+            .is_some_and(|(_, after)| after.contains("shell$ "))
+    });
     assert!(prompt, "no prompt after the stop:\n{}", term.stdout_text());
 
     let at_stop = term.stdout_len();
@@ -163,7 +213,12 @@ fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
         let out = term.stdout_bytes();
         String::from_utf8_lossy(&out[at_stop.min(out.len())..]).contains("count ")
     });
-    assert!(resumed, "fg did not resume the job: {:?}\n{}", job_states(&prog), term.stdout_text());
+    assert!(
+        resumed,
+        "fg did not resume the job: {:?}\n{}",
+        job_states(&prog),
+        term.stdout_text()
+    );
     std::fs::write(&stop, "").expect("stop file");
     std::thread::sleep(std::time::Duration::from_millis(300));
     term.write_stdin(b"typed after fg\r");
@@ -171,9 +226,14 @@ fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
     // The shell's prompt after the job ended (typed ahead of it, `exit` could reach the job).
     let prompt = wait_until(TIMEOUT, || {
         let out = term.stdout_text();
-        out.rsplit_once("got <typed after fg>").is_some_and(|(_, after)| after.contains("shell$ "))
+        out.rsplit_once("got <typed after fg>")
+            .is_some_and(|(_, after)| after.contains("shell$ "))
     });
-    assert!(prompt, "no prompt after the job ended:\n{}", term.stdout_text());
+    assert!(
+        prompt,
+        "no prompt after the job ended:\n{}",
+        term.stdout_text()
+    );
     term.write_stdin(b"exit\r");
     let done = term.finish();
     assert!(done.status.success(), "{}", done.describe());
@@ -187,8 +247,17 @@ fn ctrl_c_while_away_ends_the_job_by_sigint() {
     let (mut term, prog, _stop) = counter_away_from_a_shell(&sb);
     term.write_stdin(b"\x03");
     let ended = wait_until(TIMEOUT, || job_states(&prog).is_empty());
-    assert!(ended, "^C did not end the job on the node: {:?}\n{}", job_states(&prog), term.stdout_text());
-    let prompt = wait_until(TIMEOUT, || term.stdout_text().rsplit_once("^C").is_some_and(|(_, after)| after.contains("shell$ ")));
+    assert!(
+        ended,
+        "^C did not end the job on the node: {:?}\n{}",
+        job_states(&prog),
+        term.stdout_text()
+    );
+    let prompt = wait_until(TIMEOUT, || {
+        term.stdout_text()
+            .rsplit_once("^C")
+            .is_some_and(|(_, after)| after.contains("shell$ "))
+    });
     assert!(prompt, "no prompt after ^C:\n{}", term.stdout_text());
     term.write_stdin(b"echo status=$?\r");
     term.wait_for_stdout("status=130");

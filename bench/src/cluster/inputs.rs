@@ -43,7 +43,12 @@ impl Inputs {
         let names: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
         std::fs::write(&list, names).with_context(|| format!("cannot write {}", list.display()))?;
         let reference = reference_outputs(&files)?;
-        Ok(Inputs { files, mib, list, reference })
+        Ok(Inputs {
+            files,
+            mib,
+            list,
+            reference,
+        })
     }
 
     /// Total size of the outputs, in bytes.
@@ -71,13 +76,22 @@ impl Inputs {
             let gz = output_path(f);
             match std::fs::read(&gz) {
                 Ok(got) if got == *want => {}
-                Ok(got) => wrong.push(format!("{} ({} bytes, reference {})", gz.display(), got.len(), want.len())),
+                Ok(got) => wrong.push(format!(
+                    "{} ({} bytes, reference {})",
+                    gz.display(),
+                    got.len(),
+                    want.len()
+                )),
                 Err(e) => wrong.push(format!("{} ({e})", gz.display())),
             }
         }
         if !wrong.is_empty() {
-            bail!("{way}: {} of {} outputs differ from plain `gzip -9 -n -c`: {}",
-                  wrong.len(), self.files.len(), wrong.join(", "));
+            bail!(
+                "{way}: {} of {} outputs differ from plain `gzip -9 -n -c`: {}",
+                wrong.len(),
+                self.files.len(),
+                wrong.join(", ")
+            );
         }
         Ok(())
     }
@@ -100,7 +114,8 @@ fn reference_outputs(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
                 let mut path = f.as_os_str().to_owned();
                 path.push(".ref.gz");
                 let path = PathBuf::from(path);
-                let sink = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                let sink = File::create(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
                 let child = Command::new("gzip")
                     .args(["-9", "-n", "-c"])
                     .arg(f)
@@ -114,10 +129,16 @@ fn reference_outputs(files: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
         for (path, mut child) in running {
             let status = child.wait().context("waitpid on gzip")?;
             if !status.success() {
-                bail!("the reference gzip -9 -n -c for {} failed ({status})", path.display());
+                bail!(
+                    "the reference gzip -9 -n -c for {} failed ({status})",
+                    path.display()
+                );
             }
-            out.push(std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?);
-            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            out.push(
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+            );
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
         }
     }
     Ok(out)

@@ -31,8 +31,10 @@ use ways::{Setup, Way};
 const NODE: &str = "nodea";
 
 #[derive(Debug, Parser)]
-#[command(name = "mrun-bench-cluster",
-          about = "gzip -9 batch on two emulated machines: home only, mrun --each, GNU parallel -S")]
+#[command(
+    name = "mrun-bench-cluster",
+    about = "gzip -9 batch on two emulated machines: home only, mrun --each, GNU parallel -S"
+)]
 struct Args {
     /// Number of input files (one job each).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -77,9 +79,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let config = write_config(&node.home, &args.balance)?;
 
     let count = usize::try_from(args.files).context("too many files")?;
-    eprintln!("mrun-bench-cluster: writing {count} files of {} MiB and their reference gzip -9 outputs", args.mib);
+    eprintln!(
+        "mrun-bench-cluster: writing {count} files of {} MiB and their reference gzip -9 outputs",
+        args.mib
+    );
     let inputs = Inputs::create(dir.path(), count, args.mib)?;
-    let setup = Setup { home_cpus: &args.home_cpus, node: &node, mrun: &mrun, inputs: &inputs, dir: &dir };
+    let setup = Setup {
+        home_cpus: &args.home_cpus,
+        node: &node,
+        mrun: &mrun,
+        inputs: &inputs,
+        dir: &dir,
+    };
 
     eprintln!("mrun-bench-cluster: starting mrun's daemon and connecting it to {NODE}");
     let nodes = warm_up(&setup)?;
@@ -88,7 +99,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for rep in 1..=args.reps {
         for way in ways::ALL {
-            eprintln!("mrun-bench-cluster: rep {rep}/{}: {}", args.reps, way.label());
+            eprintln!(
+                "mrun-bench-cluster: rep {rep}/{}: {}",
+                args.reps,
+                way.label()
+            );
             let log = MoveLog::mark(&node.home);
             let wall = setup.run(way)?;
             let moves = way.is_mrun().then(|| log.since());
@@ -124,8 +139,13 @@ fn write_config(home: &Path, balance: &[String]) -> anyhow::Result<String> {
 /// header.
 fn warm_up(setup: &Setup) -> anyhow::Result<String> {
     let mut cmd = setup.mrun.command("/usr/bin/taskset");
-    cmd.arg("-c").arg(setup.home_cpus).arg(&setup.mrun.mrunctl).arg("nodes").stdin(Stdio::null());
-    let timed = mrun_bench::measure::run_timed(&mut cmd, setup.dir, "nodes", Duration::from_secs(60))?;
+    cmd.arg("-c")
+        .arg(setup.home_cpus)
+        .arg(&setup.mrun.mrunctl)
+        .arg("nodes")
+        .stdin(Stdio::null());
+    let timed =
+        mrun_bench::measure::run_timed(&mut cmd, setup.dir, "nodes", Duration::from_secs(60))?;
     if !timed.status.success() {
         return Err(timed.failure("mrunctl nodes"));
     }
@@ -138,20 +158,36 @@ fn print_header(args: &Args, setup: &Setup, bin_dir: &Path, config: &str, nodes:
               three ways on two emulated machines",
              args.mib, setup.inputs.output_bytes() as f64 / f64::from(1u32 << 20));
     println!("machine: {}", report::machine());
-    println!("mrun, mrunctl, mrun-agent: from {} ({})", bin_dir.display(), setup.mrun.version());
-    println!("home: CPU {} (every way runs under `taskset -c {}`, and so does the mrun daemon)",
-             args.home_cpus, args.home_cpus);
-    println!("node {NODE}: OpenSSH sshd on 127.0.0.1:{} under `taskset -c {}` (the agent and the jobs \
+    println!(
+        "mrun, mrunctl, mrun-agent: from {} ({})",
+        bin_dir.display(),
+        setup.mrun.version()
+    );
+    println!(
+        "home: CPU {} (every way runs under `taskset -c {}`, and so does the mrun daemon)",
+        args.home_cpus, args.home_cpus
+    );
+    println!(
+        "node {NODE}: OpenSSH sshd on 127.0.0.1:{} under `taskset -c {}` (the agent and the jobs \
               restored there inherit it)",
-             setup.node.port, args.node_cpus);
-    println!("mrun's config.toml (knobs not named keep the defaults of docs/policy.md): {}",
-             config.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; "));
+        setup.node.port, args.node_cpus
+    );
+    println!(
+        "mrun's config.toml (knobs not named keep the defaults of docs/policy.md): {}",
+        config
+            .lines()
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     println!("`mrunctl nodes` before the runs (daemon started and connected, untimed):");
     for line in nodes.lines() {
         println!("  {line}");
     }
-    println!("ways, in this order in each repetition (outputs checked byte for byte against plain \
-              `gzip -9 -n -c`, made before):");
+    println!(
+        "ways, in this order in each repetition (outputs checked byte for byte against plain \
+              `gzip -9 -n -c`, made before):"
+    );
     for way in ways::ALL {
         println!("  {:<18} {}", way.label(), describe(way, n));
     }
@@ -166,8 +202,12 @@ fn print_header(args: &Args, setup: &Setup, bin_dir: &Path, config: &str, nodes:
 fn describe(way: Way, n: usize) -> String {
     match way {
         Way::HomeOnly => format!("xargs -P {n} -n 1 gzip -9 -n -k -f   (all on the home CPU)"),
-        Way::MrunAll => format!("mrun --each -j {n} gzip -9 -n -k -f ::: FILES   (the balancer moves jobs to {NODE})"),
+        Way::MrunAll => format!(
+            "mrun --each -j {n} gzip -9 -n -k -f ::: FILES   (the balancer moves jobs to {NODE})"
+        ),
         Way::MrunDefault => "mrun --each gzip -9 -n -k -f ::: FILES   (default -j)".into(),
-        Way::Parallel => format!("parallel -S 1/:,1/{NODE} gzip -9 -n -k -f ::: FILES   (ssh per remote job)"),
+        Way::Parallel => {
+            format!("parallel -S 1/:,1/{NODE} gzip -9 -n -k -f ::: FILES   (ssh per remote job)")
+        }
     }
 }

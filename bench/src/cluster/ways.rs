@@ -64,20 +64,33 @@ impl Setup<'_> {
         cmd.arg("-c").arg(self.home_cpus);
         match way {
             Way::HomeOnly => {
-                cmd.args(["xargs", "-P", &n, "-n", "1", "-d", "\\n", "-a"]).arg(&self.inputs.list)
-                    .arg("gzip").args(GZIP_ARGS);
+                cmd.args(["xargs", "-P", &n, "-n", "1", "-d", "\\n", "-a"])
+                    .arg(&self.inputs.list)
+                    .arg("gzip")
+                    .args(GZIP_ARGS);
             }
             Way::MrunAll => {
-                cmd.arg(&self.mrun.mrun).args(["--each", "-j", &n, "gzip"]).args(GZIP_ARGS).arg(":::")
+                cmd.arg(&self.mrun.mrun)
+                    .args(["--each", "-j", &n, "gzip"])
+                    .args(GZIP_ARGS)
+                    .arg(":::")
                     .args(&self.inputs.files);
             }
             Way::MrunDefault => {
-                cmd.arg(&self.mrun.mrun).args(["--each", "gzip"]).args(GZIP_ARGS).arg(":::").args(&self.inputs.files);
+                cmd.arg(&self.mrun.mrun)
+                    .args(["--each", "gzip"])
+                    .args(GZIP_ARGS)
+                    .arg(":::")
+                    .args(&self.inputs.files);
             }
             Way::Parallel => {
                 let login = format!("1/:,1/{}", self.node.name);
-                cmd.args([PARALLEL, "--will-cite", "--ssh"]).arg(self.node.ssh_command_line())
-                    .args(["-S", &login, "gzip"]).args(GZIP_ARGS).arg(":::").args(&self.inputs.files);
+                cmd.args([PARALLEL, "--will-cite", "--ssh"])
+                    .arg(self.node.ssh_command_line())
+                    .args(["-S", &login, "gzip"])
+                    .args(GZIP_ARGS)
+                    .arg(":::")
+                    .args(&self.inputs.files);
             }
         }
         cmd
@@ -91,7 +104,8 @@ impl Setup<'_> {
         let timed = run_timed(&mut cmd, self.dir, "way", self.timeout())
             .with_context(|| format!("{} did not finish", way.label()))?;
         if !timed.status.success() {
-            return Err(timed.failure(way.label())).with_context(|| format!("its output: {}", timed.stdout.trim()));
+            return Err(timed.failure(way.label()))
+                .with_context(|| format!("its output: {}", timed.stdout.trim()));
         }
         self.inputs.check_outputs(way.label())?;
         self.inputs.clear_outputs()?;

@@ -37,13 +37,23 @@ pub fn timeout(mib: u64) -> Duration {
 /// Starts `victim` with `mib` MiB of `contents` under `mrun` (MRUN_TRACE=1), migrates it to
 /// `node` with `mrunctl migrate`, then closes its stdin: the job checks its memory on the node
 /// and exits, and `mrun` must exit 0. `expected_sum` is the checksum of the baseline's bytes.
-pub fn migrate(m: &Mrun, dir: &Scratch, victim: &Path, node: &str, mib: u64, contents: Contents,
-               expected_sum: Option<u64>) -> anyhow::Result<Sample> {
+pub fn migrate(
+    m: &Mrun,
+    dir: &Scratch,
+    victim: &Path,
+    node: &str,
+    mib: u64,
+    contents: Contents,
+    expected_sum: Option<u64>,
+) -> anyhow::Result<Sample> {
     let timeout = timeout(mib);
     let (out, err) = (dir.file("job.out"), dir.file("job.err"));
-    let out_file = File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let err_file = File::create(&err).with_context(|| format!("cannot create {}", err.display()))?;
-    let child = m.command(&m.mrun)
+    let out_file =
+        File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let err_file =
+        File::create(&err).with_context(|| format!("cannot create {}", err.display()))?;
+    let child = m
+        .command(&m.mrun)
         .env("MRUN_TRACE", "1")
         .arg(victim)
         .arg(mib.to_string())
@@ -57,7 +67,11 @@ pub fn migrate(m: &Mrun, dir: &Scratch, victim: &Path, node: &str, mib: u64, con
     let mut job = Job::new(child);
     let said = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
     let failed = |what: String| {
-        anyhow::anyhow!("{what}; mrun's stdout: {:?}; its stderr: {}", said(&out), said(&err).trim())
+        anyhow::anyhow!(
+            "{what}; mrun's stdout: {:?}; its stderr: {}",
+            said(&out),
+            said(&err).trim()
+        )
     };
 
     let deadline = Instant::now() + timeout;
@@ -67,7 +81,9 @@ pub fn migrate(m: &Mrun, dir: &Scratch, victim: &Path, node: &str, mib: u64, con
             break parse_ready(&text)?;
         }
         if let Some(status) = job.child.try_wait().context("waitpid on mrun")? {
-            return Err(failed(format!("mrun ended before its job was ready ({status})")));
+            return Err(failed(format!(
+                "mrun ended before its job was ready ({status})"
+            )));
         }
         if Instant::now() > deadline {
             return Err(failed(format!("the job was not ready after {timeout:?}")));
@@ -80,26 +96,40 @@ pub fn migrate(m: &Mrun, dir: &Scratch, victim: &Path, node: &str, mib: u64, con
     let pid = job_pid(&job.child, &m.runtime_dir)?;
 
     let mut cmd = m.command(&m.mrunctl);
-    cmd.args(["migrate", &pid.to_string(), node]).stdin(Stdio::null());
+    cmd.args(["migrate", &pid.to_string(), node])
+        .stdin(Stdio::null());
     let ctl = run_timed(&mut cmd, dir, "migrate", timeout)?;
     if !ctl.status.success() {
         return Err(failed(format!("{:#}", ctl.failure("mrunctl migrate"))));
     }
     let trace = Trace::parse(&said(&err));
-    let (Some(connect), Some(downtime)) = (trace.get("migrate connect"), trace.get("migrate downtime")) else {
-        return Err(failed("mrunctl migrate succeeded but mrun printed no `migrate connect` and \
-                           `migrate downtime` trace lines".into()));
+    let (Some(connect), Some(downtime)) =
+        (trace.get("migrate connect"), trace.get("migrate downtime"))
+    else {
+        return Err(failed(
+            "mrunctl migrate succeeded but mrun printed no `migrate connect` and \
+                           `migrate downtime` trace lines"
+                .into(),
+        ));
     };
     let stage = |name| trace.get(name).unwrap_or_default();
 
     // End of input: the job checks its memory where it now runs, and ends.
     job.stdin = None;
-    let status = wait_timeout(&mut job.child, timeout)?
-        .ok_or_else(|| failed(format!("mrun did not end within {timeout:?} of closing the job's stdin")))?;
+    let status = wait_timeout(&mut job.child, timeout)?.ok_or_else(|| {
+        failed(format!(
+            "mrun did not end within {timeout:?} of closing the job's stdin"
+        ))
+    })?;
     let text = said(&out);
-    let line = text.lines().find(|l| l.starts_with("verified=")).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("verified="))
+        .unwrap_or_default();
     if !status.success() || field(line, "verified") != Some("ok") {
-        return Err(failed(format!("the migrated job did not verify its memory (mrun {status})")));
+        return Err(failed(format!(
+            "the migrated job did not verify its memory (mrun {status})"
+        )));
     }
     Ok(Sample {
         connect,
@@ -128,7 +158,10 @@ impl Job {
 impl Drop for Job {
     fn drop(&mut self) {
         self.stdin = None;
-        if !matches!(wait_timeout(&mut self.child, Duration::from_secs(10)), Ok(Some(_))) {
+        if !matches!(
+            wait_timeout(&mut self.child, Duration::from_secs(10)),
+            Ok(Some(_))
+        ) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -139,9 +172,12 @@ impl Drop for Job {
 /// after starting the command).
 fn job_pid(mrun: &Child, runtime_dir: &Path) -> anyhow::Result<u32> {
     let children = format!("/proc/{0}/task/{0}/children", mrun.id());
-    let text = std::fs::read_to_string(&children).with_context(|| format!("cannot read {children}"))?;
+    let text =
+        std::fs::read_to_string(&children).with_context(|| format!("cannot read {children}"))?;
     let pid: u32 = match text.split_whitespace().collect::<Vec<_>>().as_slice() {
-        [one] => one.parse().with_context(|| format!("bad pid {one:?} in {children}"))?,
+        [one] => one
+            .parse()
+            .with_context(|| format!("bad pid {one:?} in {children}"))?,
         other => bail!("mrun has {} children, not 1: {other:?}", other.len()),
     };
     let socket = runtime_dir.join("mrun").join(format!("job-{pid}.sock"));
@@ -160,20 +196,25 @@ struct Trace(Vec<(String, Duration)>);
 
 impl Trace {
     fn parse(stderr: &str) -> Trace {
-        Trace(stderr
-            .lines()
-            .filter_map(|l| l.strip_prefix("mrun trace: "))
-            .filter_map(|l| l.rsplit_once(": "))
-            .filter_map(|(key, value)| {
-                let ms: f64 = value.strip_suffix(" ms")?.parse().ok()?;
-                Some((key.to_string(), Duration::from_secs_f64(ms / 1e3)))
-            })
-            .collect())
+        Trace(
+            stderr
+                .lines()
+                .filter_map(|l| l.strip_prefix("mrun trace: "))
+                .filter_map(|l| l.rsplit_once(": "))
+                .filter_map(|(key, value)| {
+                    let ms: f64 = value.strip_suffix(" ms")?.parse().ok()?;
+                    Some((key.to_string(), Duration::from_secs_f64(ms / 1e3)))
+                })
+                .collect(),
+        )
     }
 
     /// The first stage whose name starts with `prefix` ("migrate downtime" matches
     /// "migrate downtime (freeze to running on the node)").
     fn get(&self, prefix: &str) -> Option<Duration> {
-        self.0.iter().find(|(k, _)| k.starts_with(prefix)).map(|(_, d)| *d)
+        self.0
+            .iter()
+            .find(|(k, _)| k.starts_with(prefix))
+            .map(|(_, d)| *d)
     }
 }

@@ -15,9 +15,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use mrun_bench::pattern::{self, Contents};
 use mrun_bench::mrun::Mrun;
 use mrun_bench::node::{Node, Push};
+use mrun_bench::pattern::{self, Contents};
 use mrun_bench::report::{self, median};
 use mrun_bench::scratch::Scratch;
 use mrun_bench::victim;
@@ -28,8 +28,10 @@ use table::Row;
 const NODE: &str = "nodea";
 
 #[derive(Debug, Parser)]
-#[command(name = "mrun-bench-migrate",
-          about = "Migration downtime over loopback SSH against a plain SSH transfer; mrun's start cost")]
+#[command(
+    name = "mrun-bench-migrate",
+    about = "Migration downtime over loopback SSH against a plain SSH transfer; mrun's start cost"
+)]
 struct Args {
     /// Touched memory of the migrated jobs, in MiB.
     #[arg(long, value_delimiter = ',', default_value = "64,512,2048",
@@ -77,20 +79,36 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let mut rows = Vec::new();
     for &mib in &args.sizes {
         for &contents in &args.contents {
-            let repeat = if mib >= 1024 { args.repeat_large } else { args.repeat };
-            rows.push(measure_row(&mrun, &node, &dir, &victim, mib, contents, repeat)?);
+            let repeat = if mib >= 1024 {
+                args.repeat_large
+            } else {
+                args.repeat
+            };
+            rows.push(measure_row(
+                &mrun, &node, &dir, &victim, mib, contents, repeat,
+            )?);
         }
     }
     let mut spawns = Vec::new();
-    for (argv, runs) in [(&["true"][..], args.spawn_runs), (&["/bin/sleep", "0.1"][..], args.sleep_runs)] {
+    for (argv, runs) in [
+        (&["true"][..], args.spawn_runs),
+        (&["/bin/sleep", "0.1"][..], args.sleep_runs),
+    ] {
         if runs > 0 {
-            eprintln!("mrun-bench-migrate: {} and mrun {}: {runs} runs each", argv.join(" "), argv.join(" "));
+            eprintln!(
+                "mrun-bench-migrate: {} and mrun {}: {runs} runs each",
+                argv.join(" "),
+                argv.join(" ")
+            );
             spawns.push(spawn::compare(&mrun, argv, runs)?);
         }
     }
 
     println!();
-    let setups: Vec<Duration> = rows.iter().flat_map(|r| r.pushes.iter().map(|p| p.setup)).collect();
+    let setups: Vec<Duration> = rows
+        .iter()
+        .flat_map(|r| r.pushes.iter().map(|p| p.setup))
+        .collect();
     println!("first migration after the daemon started (1 MiB random): conn {:.1} ms (starting the daemon, \
               TCP, SSH key exchange and login, the agent, the handshake), down {:.1} ms, ctl {:.1} ms",
              ms(first.connect), ms(first.downtime), ms(first.ctl));
@@ -113,12 +131,25 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 /// All runs of one size and contents, each a baseline push then a migration, so that both
 /// see the same conditions. A failing migration ends the row with the error; a failing
 /// baseline, the bench.
-fn measure_row(m: &Mrun, node: &Node, dir: &Scratch, victim: &Path, mib: u64, contents: Contents, repeat: u32)
-    -> anyhow::Result<Row> {
+fn measure_row(
+    m: &Mrun,
+    node: &Node,
+    dir: &Scratch,
+    victim: &Path,
+    mib: u64,
+    contents: Contents,
+    repeat: u32,
+) -> anyhow::Result<Row> {
     let len = usize::try_from(mib << 20).context("size too large")?;
     let bytes = pattern::generate(contents, len);
     let sum = pattern::checksum(bytes.as_slice());
-    let mut row = Row { mib, contents, samples: Vec::new(), pushes: Vec::new(), failure: None };
+    let mut row = Row {
+        mib,
+        contents,
+        samples: Vec::new(),
+        pushes: Vec::new(),
+        failure: None,
+    };
     for i in 1..=repeat {
         eprintln!("mrun-bench-migrate: {mib} MiB {contents}: run {i}/{repeat}");
         let push: Push = node.push(bytes.as_slice(), &dir.file("push.err"), job::timeout(mib))?;
@@ -139,15 +170,27 @@ fn print_header(args: &Args, bin_dir: &Path, mrun: &Mrun, node: &Node, dir: &Scr
     println!("mrun-bench-migrate: `mrunctl migrate` downtime over loopback SSH against a plain SSH transfer \
               of the same bytes; mrun's start cost");
     println!("machine: {}", report::machine());
-    println!("mrun, mrunctl, mrun-agent: from {} ({}), run from copies in {} (tmpfs)",
-             bin_dir.display(), mrun.version(), dir.path().display());
+    println!(
+        "mrun, mrunctl, mrun-agent: from {} ({}), run from copies in {} (tmpfs)",
+        bin_dir.display(),
+        mrun.version(),
+        dir.path().display()
+    );
     println!("node {NODE}: OpenSSH sshd on 127.0.0.1:{} (this machine; the agent is MRUN_REMOTE_AGENT={}); \
               cipher of the OpenSSH client: {}; mrun speaks SSH with russh (first choice chacha20-poly1305, \
               no compression)",
              node.port, mrun.agent.display(), node.openssh_cipher());
-    println!("load average at the start: {} (other work on the machine skews the numbers)", report::loadavg());
-    println!("sizes {:?} MiB; contents {}; median of {} runs ({} from 1 GiB up)",
-             args.sizes, contents.join(","), args.repeat, args.repeat_large);
+    println!(
+        "load average at the start: {} (other work on the machine skews the numbers)",
+        report::loadavg()
+    );
+    println!(
+        "sizes {:?} MiB; contents {}; median of {} runs ({} from 1 GiB up)",
+        args.sizes,
+        contents.join(","),
+        args.repeat,
+        args.repeat_large
+    );
 }
 
 fn ms(d: Duration) -> f64 {

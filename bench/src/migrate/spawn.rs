@@ -30,7 +30,11 @@ pub fn compare(m: &Mrun, argv: &[&str], runs: u32) -> anyhow::Result<Spawns> {
     // One of each unmeasured first: the binaries' pages into the cache.
     time(&mut plain())?;
     time(&mut under_mrun())?;
-    let mut s = Spawns { command: argv.join(" "), plain: Vec::new(), mrun: Vec::new() };
+    let mut s = Spawns {
+        command: argv.join(" "),
+        plain: Vec::new(),
+        mrun: Vec::new(),
+    };
     for _ in 0..runs {
         s.plain.push(time(&mut plain())?);
         s.mrun.push(time(&mut under_mrun())?);
@@ -39,7 +43,9 @@ pub fn compare(m: &Mrun, argv: &[&str], runs: u32) -> anyhow::Result<Spawns> {
 }
 
 fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let start = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("cannot run {cmd:?}"))?;
     let Some(status) = wait_timeout(&mut child, Duration::from_secs(30))? else {
@@ -50,8 +56,14 @@ fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
     let elapsed = start.elapsed();
     if !status.success() {
         // Once more, to hear why.
-        let again = cmd.stderr(Stdio::piped()).output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
-        bail!("{cmd:?} failed ({status}): {}", again.unwrap_or_default().trim());
+        let again = cmd
+            .stderr(Stdio::piped())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
+        bail!(
+            "{cmd:?} failed ({status}): {}",
+            again.unwrap_or_default().trim()
+        );
     }
     Ok(elapsed)
 }

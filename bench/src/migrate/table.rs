@@ -7,8 +7,8 @@ use mrun_bench::pattern::Contents;
 use mrun_bench::report::median;
 
 use crate::job::Sample;
-use mrun_bench::node::Push;
 use crate::spawn::Spawns;
+use mrun_bench::node::Push;
 
 /// The measurements of one size and contents, or why they stopped.
 pub struct Row {
@@ -40,8 +40,20 @@ columns (each the median of the runs; GB = 1e9 bytes; touched = size in MiB * 2^
 pub fn print_migrations(rows: &[Row]) {
     println!(
         "{:>6} {:<8} {:>4} {:>9} {:>6} {:>8} {:>8} {:>7} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9}",
-        "size", "contents", "runs", "down ms", "GB/s", "conn ms", "ctl ms", "frz ms", "pages ms", "fin ms",
-        "tail ms", "push ms", "push GB/s", "down/push"
+        "size",
+        "contents",
+        "runs",
+        "down ms",
+        "GB/s",
+        "conn ms",
+        "ctl ms",
+        "frz ms",
+        "pages ms",
+        "fin ms",
+        "tail ms",
+        "push ms",
+        "push GB/s",
+        "down/push"
     );
     for row in rows {
         print_row(row);
@@ -54,7 +66,11 @@ fn print_row(row: &Row) {
     } else {
         format!("{}M", row.mib)
     };
-    let lead = format!("{size:>6} {:<8} {:>4}", row.contents.name(), row.samples.len());
+    let lead = format!(
+        "{size:>6} {:<8} {:>4}",
+        row.contents.name(),
+        row.samples.len()
+    );
     if row.samples.is_empty() {
         println!("{lead} FAILED (see below)");
         return;
@@ -63,9 +79,19 @@ fn print_row(row: &Row) {
     let ms = |values: Vec<Duration>| median(values.into_iter()) * 1e3;
     let s = &row.samples;
     let down = ms(s.iter().map(|s| s.downtime).collect());
-    let tail = ms(s.iter().map(|s| s.downtime.saturating_sub(s.freeze_state + s.pages + s.finish)).collect());
+    let tail = ms(s
+        .iter()
+        .map(|s| {
+            s.downtime
+                .saturating_sub(s.freeze_state + s.pages + s.finish)
+        })
+        .collect());
     let push = ms(row.pushes.iter().map(|p| p.push).collect());
-    let partial = if row.failure.is_some() { "  (partial: see below)" } else { "" };
+    let partial = if row.failure.is_some() {
+        "  (partial: see below)"
+    } else {
+        ""
+    };
     println!(
         "{lead} {down:>9.1} {:>6.2} {:>8.1} {:>8.1} {:>7.1} {:>8.1} {:>7.1} {tail:>7.1} {push:>9.1} {:>9.2} {:>8.2}x{partial}",
         touched / down / 1e6,
@@ -94,14 +120,26 @@ start cost: `mrun CMD` against plain `CMD`, run alternately, each from spawn to 
 pub fn print_spawns(all: &[Spawns]) {
     println!(
         "{:<16} {:>4} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8}",
-        "command", "runs", "plain med", "plain p90", "mrun med", "mrun p90", "med ratio", "p90 ratio", "+med ms"
+        "command",
+        "runs",
+        "plain med",
+        "plain p90",
+        "mrun med",
+        "mrun p90",
+        "med ratio",
+        "p90 ratio",
+        "+med ms"
     );
     for s in all {
         let (pm, p9) = (median(s.plain.iter().copied()) * 1e3, p90(&s.plain) * 1e3);
         let (mm, m9) = (median(s.mrun.iter().copied()) * 1e3, p90(&s.mrun) * 1e3);
         println!(
             "{:<16} {:>4} {pm:>9.2} {p9:>9.2} {mm:>8.2} {m9:>8.2} {:>8.2}x {:>8.2}x {:>8.2}",
-            s.command, s.plain.len(), mm / pm, m9 / p9, mm - pm
+            s.command,
+            s.plain.len(),
+            mm / pm,
+            m9 / p9,
+            mm - pm
         );
     }
 }

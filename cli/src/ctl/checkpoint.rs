@@ -27,7 +27,11 @@ pub struct CheckpointArgs {
 }
 
 pub fn run(args: CheckpointArgs) -> ! {
-    let opts = DumpOptions { level: args.level, leave_running: args.leave_running, share_stdio_with: None };
+    let opts = DumpOptions {
+        level: args.level,
+        leave_running: args.leave_running,
+        share_stdio_with: None,
+    };
     let pid = Pid::from_raw(args.pid);
     let to_stdout = args.output.as_os_str() == "-";
     let result = if to_stdout {
@@ -40,7 +44,13 @@ pub fn run(args: CheckpointArgs) -> ! {
             .truncate(true)
             .mode(0o600)
             .open(&args.output)
-            .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot create {}: {e}", args.output.display()), exit::FAILURE));
+            .unwrap_or_else(|e| {
+                exit::fail(
+                    "mrunctl",
+                    format!("cannot create {}: {e}", args.output.display()),
+                    exit::FAILURE,
+                )
+            });
         let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
         let r = engine::checkpoint(pid, BufWriter::with_capacity(1 << 20, file), &opts);
         // A partial image is worse than none; but never remove what is not a plain file
@@ -58,7 +68,11 @@ pub fn run(args: CheckpointArgs) -> ! {
         Err(e) => {
             let msg = match &e {
                 EngineError::Refused(_) => e.to_string(),
-                _ => format!("checkpoint of pid {} failed: {}; the process keeps running", args.pid, exit::chain(&e)),
+                _ => format!(
+                    "checkpoint of pid {} failed: {}; the process keeps running",
+                    args.pid,
+                    exit::chain(&e)
+                ),
             };
             exit::fail("mrunctl", msg, exit::code_for(&e))
         }

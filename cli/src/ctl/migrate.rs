@@ -18,6 +18,10 @@ pub fn run(args: MigrateArgs) -> ! {
             println!("{text}");
             std::process::exit(0)
         }
-        Err(e) => exit::fail("mrunctl", format!("cannot migrate job {}: {e:#}", args.job), exit::FAILURE),
+        Err(e) => exit::fail(
+            "mrunctl",
+            format!("cannot migrate job {}: {e:#}", args.job),
+            exit::FAILURE,
+        ),
     }
 }

@@ -26,7 +26,8 @@ pub struct NodeReport {
 
 /// What each configured node reports (it is asked through its agent).
 pub fn reports(flag: Option<&str>) -> Vec<NodeReport> {
-    let nodes = crate::nodes::configured(flag).unwrap_or_else(|e| exit::fail("mrunctl", format!("{e:#}"), exit::FAILURE));
+    let nodes = crate::nodes::configured(flag)
+        .unwrap_or_else(|e| exit::fail("mrunctl", format!("{e:#}"), exit::FAILURE));
     if nodes.is_empty() {
         return Vec::new();
     }
@@ -38,8 +39,18 @@ pub fn reports(flag: Option<&str>) -> Vec<NodeReport> {
         let mut out = Vec::new();
         for node in nodes {
             out.push(match describe(&node).await {
-                Ok(facts) => NodeReport { node, reachable: true, facts: Some(facts), problem: None },
-                Err(e) => NodeReport { node, reachable: false, facts: None, problem: Some(format!("{e:#}")) },
+                Ok(facts) => NodeReport {
+                    node,
+                    reachable: true,
+                    facts: Some(facts),
+                    problem: None,
+                },
+                Err(e) => NodeReport {
+                    node,
+                    reachable: false,
+                    facts: None,
+                    problem: Some(format!("{e:#}")),
+                },
             });
         }
         out
@@ -57,11 +68,25 @@ pub fn table(reports: &[NodeReport], jobs: &[crate::jobs::JobInfo]) -> String {
         out.push_str(&match &r.facts {
             Some(f) => format!(
                 "{:<20} {:<10} {:>4} {:>9.2} {:>9.1}G {:>5}  {:.0} {} {}\n",
-                r.node, "yes", f.cpus, f.load_per_cpu, f.mem_available as f64 / (1u64 << 30) as f64, here, f.speed, f.arch, f.kernel
+                r.node,
+                "yes",
+                f.cpus,
+                f.load_per_cpu,
+                f.mem_available as f64 / (1u64 << 30) as f64,
+                here,
+                f.speed,
+                f.arch,
+                f.kernel
             ),
             None => format!(
                 "{:<20} {:<10} {:>4} {:>9} {:>10} {:>5}  {}\n",
-                r.node, "no", "-", "-", "-", here, r.problem.as_deref().unwrap_or("")
+                r.node,
+                "no",
+                "-",
+                "-",
+                "-",
+                here,
+                r.problem.as_deref().unwrap_or("")
             ),
         });
     }
@@ -78,7 +103,10 @@ pub fn run(args: NodesArgs) -> ! {
         std::process::exit(0);
     }
     if reports.is_empty() {
-        println!("no nodes configured: use --nodes, MRUN_NODES or {}", crate::nodes::config_path().display());
+        println!(
+            "no nodes configured: use --nodes, MRUN_NODES or {}",
+            crate::nodes::config_path().display()
+        );
         std::process::exit(0);
     }
     let jobs = crate::jobs::list().unwrap_or_default();

@@ -30,29 +30,61 @@ pub fn run(args: RestoreArgs) -> ! {
     // Must happen while this process is still single-threaded.
     if !args.new_pid {
         if let Err(e) = ns::enter_user_namespace() {
-            exit::fail("mrunctl", format!(
-                "cannot create a pid namespace to give the process its original pid ({e}); \
-                 enable user namespaces or pass --new-pid"), exit::FAILURE);
+            exit::fail(
+                "mrunctl",
+                format!(
+                    "cannot create a pid namespace to give the process its original pid ({e}); \
+                 enable user namespaces or pass --new-pid"
+                ),
+                exit::FAILURE,
+            );
         }
     }
-    let waited = supervise::block_signals()
-        .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot block signals: {e}"), exit::FAILURE));
+    let waited = supervise::block_signals().unwrap_or_else(|e| {
+        exit::fail(
+            "mrunctl",
+            format!("cannot block signals: {e}"),
+            exit::FAILURE,
+        )
+    });
 
     let from_stdin = args.image.as_os_str() == "-";
     let devnull;
     let (input, stdin_fd): (Box<dyn Read>, i32) = if from_stdin {
-        devnull = File::open("/dev/null").unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot open /dev/null: {e}"), exit::FAILURE));
+        devnull = File::open("/dev/null").unwrap_or_else(|e| {
+            exit::fail(
+                "mrunctl",
+                format!("cannot open /dev/null: {e}"),
+                exit::FAILURE,
+            )
+        });
         (Box::new(std::io::stdin().lock()), devnull.as_raw_fd())
     } else {
         let f = File::open(&args.image).unwrap_or_else(|e| {
-            exit::fail("mrunctl", format!("cannot open image {}: {e}", args.image.display()), exit::FAILURE)
+            exit::fail(
+                "mrunctl",
+                format!("cannot open image {}: {e}", args.image.display()),
+                exit::FAILURE,
+            )
         });
         (Box::new(f), 0)
     };
-    let opts = RestoreOptions { stdio: [stdin_fd, 1, 2], original_pid: !args.new_pid, own_process_group: false };
+    let opts = RestoreOptions {
+        stdio: [stdin_fd, 1, 2],
+        original_pid: !args.new_pid,
+        own_process_group: false,
+    };
     let restored = match engine::restore(BufReader::with_capacity(1 << 20, input), &opts) {
         Ok(r) => r,
-        Err(e) => exit::fail("mrunctl", format!("cannot restore {}: {}", args.image.display(), exit::chain(&e)), exit::code_for(&e)),
+        Err(e) => exit::fail(
+            "mrunctl",
+            format!(
+                "cannot restore {}: {}",
+                args.image.display(),
+                exit::chain(&e)
+            ),
+            exit::code_for(&e),
+        ),
     };
     let ended = supervise::supervise(restored.pid, &waited);
     if let Some(r) = restored.reaper {

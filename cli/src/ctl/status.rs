@@ -26,13 +26,19 @@ pub fn run(args: StatusArgs) -> ! {
     if args.watch {
         crate::ctl::watch::run(args.interval)
     }
-    let list = jobs::list().unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot list jobs: {e:#}"), exit::FAILURE));
+    let list = jobs::list().unwrap_or_else(|e| {
+        exit::fail("mrunctl", format!("cannot list jobs: {e:#}"), exit::FAILURE)
+    });
     let nodes = crate::ctl::nodes::reports(args.nodes.as_deref());
     if args.json {
         let doc = serde_json::json!({ "jobs": list, "nodes": nodes });
         match serde_json::to_string_pretty(&doc) {
             Ok(text) => println!("{text}"),
-            Err(e) => exit::fail("mrunctl", format!("cannot encode the status: {e}"), exit::FAILURE),
+            Err(e) => exit::fail(
+                "mrunctl",
+                format!("cannot encode the status: {e}"),
+                exit::FAILURE,
+            ),
         }
         std::process::exit(0);
     }
@@ -58,12 +64,24 @@ fn age(seconds: u64) -> String {
 
 /// The job table as `mrunctl status` prints it.
 pub fn table(list: &[JobInfo], now: u64) -> String {
-    let mut out = format!("{:<8} {:<8} {:<16} {:<8} {:>8} {:>8}  {}\n", "JOB", "PID", "WHERE", "STATE", "AGE", "CPU", "COMMAND");
+    let mut out = format!(
+        "{:<8} {:<8} {:<16} {:<8} {:>8} {:>8}  {}\n",
+        "JOB", "PID", "WHERE", "STATE", "AGE", "CPU", "COMMAND"
+    );
     for j in list {
-        let cpu = j.cpu_seconds.map(|c| format!("{c:.1}s")).unwrap_or_else(|| "-".into());
+        let cpu = j
+            .cpu_seconds
+            .map(|c| format!("{c:.1}s"))
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
             "{:<8} {:<8} {:<16} {:<8} {:>8} {:>8}  {}\n",
-            j.job, j.pid, j.place, j.state, age(now.saturating_sub(j.started_unix)), cpu, j.command
+            j.job,
+            j.pid,
+            j.place,
+            j.state,
+            age(now.saturating_sub(j.started_unix)),
+            cpu,
+            j.command
         ));
         if let Some(p) = &j.last_problem {
             out.push_str(&format!("{:<8} last migration failed: {p}\n", ""));

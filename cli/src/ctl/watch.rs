@@ -20,7 +20,11 @@ pub fn run(interval: f64) -> ! {
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot start: {e}"), exit::FAILURE));
     let terminal = std::io::stdout().is_terminal();
     if let Err(e) = runtime.block_on(crate::daemon::ensure_running()) {
-        exit::fail("mrunctl", format!("cannot reach the mrun daemon: {e:#}"), exit::FAILURE);
+        exit::fail(
+            "mrunctl",
+            format!("cannot reach the mrun daemon: {e:#}"),
+            exit::FAILURE,
+        );
     }
     loop {
         let report = runtime.block_on(crate::daemon::cluster_report());
@@ -65,7 +69,11 @@ pub fn machines(r: &ClusterReport) -> String {
         "",
         "MEM FREE",
         "JOBS",
-        if r.balancing { "balancing on" } else { "balancing off" },
+        if r.balancing {
+            "balancing on"
+        } else {
+            "balancing off"
+        },
         w = BAR + 2
     );
     let mut line = |name: &str, facts: Option<&NodeFacts>, problem: Option<&str>| match facts {
@@ -76,9 +84,23 @@ pub fn machines(r: &ClusterReport) -> String {
             f.load_per_cpu,
             bar(f.load_per_cpu),
             f.mem_available as f64 / (1u64 << 30) as f64,
-            if name == "home" { "-".to_string() } else { f.jobs.to_string() }
+            if name == "home" {
+                "-".to_string()
+            } else {
+                f.jobs.to_string()
+            }
         )),
-        None => out.push_str(&format!("{:<16} {:>4} {:>7} {:<w$} {:>9} {:>5}  {}\n", name, "-", "-", "", "-", "-", problem.unwrap_or("no report yet"), w = BAR + 2)),
+        None => out.push_str(&format!(
+            "{:<16} {:>4} {:>7} {:<w$} {:>9} {:>5}  {}\n",
+            name,
+            "-",
+            "-",
+            "",
+            "-",
+            "-",
+            problem.unwrap_or("no report yet"),
+            w = BAR + 2
+        )),
     };
     line("home", r.home.as_ref(), None);
     for n in &r.nodes {
@@ -115,8 +137,16 @@ mod tests {
         let r = ClusterReport {
             home: Some(facts(2, 2.0)),
             nodes: vec![
-                NodeEntry { node: "a".into(), facts: Some(facts(1, 2.5)), problem: None },
-                NodeEntry { node: "b".into(), facts: None, problem: Some("connection refused".into()) },
+                NodeEntry {
+                    node: "a".into(),
+                    facts: Some(facts(1, 2.5)),
+                    problem: None,
+                },
+                NodeEntry {
+                    node: "b".into(),
+                    facts: None,
+                    problem: Some("connection refused".into()),
+                },
             ],
             balancing: true,
             recent: vec![],
@@ -124,8 +154,16 @@ mod tests {
         let text = machines(&r);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].contains("balancing on"));
-        assert!(lines[1].starts_with("home") && lines[1].contains("1.00") && lines[1].contains(&format!("[{}{}]", "#".repeat(10), ".".repeat(10))));
-        assert!(lines[2].starts_with("a") && lines[2].contains(&format!("[{}]", "#".repeat(20))) && lines[2].trim_end().ends_with('3'));
+        assert!(
+            lines[1].starts_with("home")
+                && lines[1].contains("1.00")
+                && lines[1].contains(&format!("[{}{}]", "#".repeat(10), ".".repeat(10)))
+        );
+        assert!(
+            lines[2].starts_with("a")
+                && lines[2].contains(&format!("[{}]", "#".repeat(20)))
+                && lines[2].trim_end().ends_with('3')
+        );
         assert!(lines[3].starts_with("b") && lines[3].contains("connection refused"));
     }
 }

@@ -30,22 +30,29 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
             crate::log::line(&format!("balancer: {e:#}; using the defaults"));
             crate::nodes::ConfigFile::default()
         });
-        let interval = cfg.balance.interval.unwrap_or(DEFAULT_INTERVAL).clamp(0.2, 60.0);
+        let interval = cfg
+            .balance
+            .interval
+            .unwrap_or(DEFAULT_INTERVAL)
+            .clamp(0.2, 60.0);
         let nodes = cfg.node_list();
         cluster::sync_watchers(&cluster, &channels, &nodes);
         tokio::time::sleep(Duration::from_secs_f64(interval)).await;
-        let jobs = tokio::task::spawn_blocking(|| crate::jobs::list_within(Duration::from_millis(500)))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let jobs =
+            tokio::task::spawn_blocking(|| crate::jobs::list_within(Duration::from_millis(500)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
         alive.store(!jobs.is_empty(), Ordering::SeqCst);
         let enabled = cfg.balance.enabled() && !nodes.is_empty();
         BALANCING.store(enabled, Ordering::SeqCst);
         if !enabled || jobs.is_empty() || Instant::now() < settle_until {
             continue;
         }
-        let Some(home) = cluster::lock(&cluster).home.clone() else { continue };
+        let Some(home) = cluster::lock(&cluster).home.clone() else {
+            continue;
+        };
         let usable = cluster::usable_nodes(&cluster);
         let machines = machines(&home, &usable);
         let now_ms = crate::jobs::unix_now().as_millis() as u64;
@@ -57,7 +64,9 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
         }
         let mut running = Vec::new();
         for m in moves {
-            let Some(info) = jobs.iter().find(|j| j.job == m.job).cloned() else { continue };
+            let Some(info) = jobs.iter().find(|j| j.job == m.job).cloned() else {
+                continue;
+            };
             let to = m.to.clone().unwrap_or_else(|| "home".to_string());
             let from = m.from.clone().unwrap_or_else(|| "home".to_string());
             let cluster = cluster.clone();
@@ -66,19 +75,28 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
                 let started = Instant::now();
                 let request = format!("migrate {to}");
                 let job = info.job;
-                let answer = tokio::task::spawn_blocking(move || crate::jobs::ask(job, &request)).await;
+                let answer =
+                    tokio::task::spawn_blocking(move || crate::jobs::ask(job, &request)).await;
                 let seconds = started.elapsed().as_secs_f64();
                 let line = match answer {
                     Ok(Ok(_)) => {
                         let link = if to == "home" { &from } else { &to };
                         cluster::record_throughput(&cluster, link, info.bytes, seconds, fixed);
-                        format!("job {job} ({}) {from} -> {to} in {seconds:.2} s: {}", info.command, m.reason)
+                        format!(
+                            "job {job} ({}) {from} -> {to} in {seconds:.2} s: {}",
+                            info.command, m.reason
+                        )
                     }
                     // Between the listing and the move the job may simply have ended.
                     Ok(Err(_)) if !crate::jobs::job_socket(job).is_ok_and(|p| p.exists()) => {
-                        format!("job {job} ({}) ended before it could move to {to}", info.command)
+                        format!(
+                            "job {job} ({}) ended before it could move to {to}",
+                            info.command
+                        )
                     }
-                    Ok(Err(e)) => format!("job {job} ({}) {from} -> {to} failed: {e:#}", info.command),
+                    Ok(Err(e)) => {
+                        format!("job {job} ({}) {from} -> {to} failed: {e:#}", info.command)
+                    }
                     Err(e) => format!("job {job} ({}) {from} -> {to} failed: {e}", info.command),
                 };
                 crate::log::line(&format!("balancer: {line}"));
@@ -93,12 +111,19 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
 }
 
 /// Home first, then each node with fresh facts; speeds relative to home's.
-fn machines(home: &mrun_core::wire::NodeFacts, nodes: &[(String, mrun_core::wire::NodeFacts, f64)]) -> Vec<Machine> {
+fn machines(
+    home: &mrun_core::wire::NodeFacts,
+    nodes: &[(String, mrun_core::wire::NodeFacts, f64)],
+) -> Vec<Machine> {
     let home_speed = home.speed.max(f64::MIN_POSITIVE);
     let relative = |speed: f64| {
         let r = speed / home_speed;
         // Within measurement noise, CPUs are equal.
-        if (0.85..=1.15).contains(&r) { 1.0 } else { r.clamp(0.1, 10.0) }
+        if (0.85..=1.15).contains(&r) {
+            1.0
+        } else {
+            r.clamp(0.1, 10.0)
+        }
     };
     let mut out = vec![Machine {
         name: None,
@@ -121,7 +146,8 @@ fn machines(home: &mrun_core::wire::NodeFacts, nodes: &[(String, mrun_core::wire
 
 fn policy_job(j: &JobInfo, now_ms: u64) -> Job {
     let age = now_ms.saturating_sub(j.started_unix * 1000) as f64 / 1000.0;
-    let since_move = (j.moves > 0).then(|| now_ms.saturating_sub(j.arrived_unix_ms) as f64 / 1000.0);
+    let since_move =
+        (j.moves > 0).then(|| now_ms.saturating_sub(j.arrived_unix_ms) as f64 / 1000.0);
     Job {
         id: j.job,
         place: (j.place != "home").then(|| j.place.clone()),
@@ -152,9 +178,19 @@ mod tests {
 
     #[test]
     fn machines_put_home_first_and_speeds_relative_to_it() {
-        let m = machines(&facts(1, 400.0, 3.0), &[("a".into(), facts(2, 410.0, 0.0), 1e8), ("b".into(), facts(1, 800.0, 1.0), 1e7)]);
+        let m = machines(
+            &facts(1, 400.0, 3.0),
+            &[
+                ("a".into(), facts(2, 410.0, 0.0), 1e8),
+                ("b".into(), facts(1, 800.0, 1.0), 1e7),
+            ],
+        );
         assert_eq!(m[0].name, None);
-        assert_eq!((m[1].speed, m[2].speed), (1.0, 2.0), "noise is no speed difference, 2x is");
+        assert_eq!(
+            (m[1].speed, m[2].speed),
+            (1.0, 2.0),
+            "noise is no speed difference, 2x is"
+        );
         assert_eq!(m[2].link_bytes_per_sec, 1e7);
     }
 
@@ -177,7 +213,10 @@ mod tests {
             cpu_demand: None,
         };
         let p = policy_job(&j, 160_000);
-        assert_eq!((p.age, p.since_move, p.place.as_deref(), p.pinned_home), (60.0, Some(10.0), Some("a"), true));
+        assert_eq!(
+            (p.age, p.since_move, p.place.as_deref(), p.pinned_home),
+            (60.0, Some(10.0), Some("a"), true)
+        );
         assert_eq!(p.cpu_demand, 1.0, "a job of unknown CPU use counts as busy");
     }
 }

@@ -14,7 +14,9 @@ use tokio::net::UnixStream;
 pub fn socket_path() -> Result<PathBuf> {
     use sha2::Digest;
     use std::os::unix::fs::MetadataExt;
-    let mut key = std::env::var_os("HOME").unwrap_or_default().into_encoded_bytes();
+    let mut key = std::env::var_os("HOME")
+        .unwrap_or_default()
+        .into_encoded_bytes();
     key.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
     if let Ok(meta) = mrun_binary().and_then(|p| std::fs::metadata(p).map_err(Into::into)) {
         key.extend_from_slice(&meta.size().to_le_bytes());
@@ -29,9 +31,15 @@ pub fn socket_path() -> Result<PathBuf> {
 /// A byte stream to a fresh `mrun-agent` on `node`, through the daemon.
 pub async fn open_agent(node: &str) -> Result<UnixStream> {
     let mut stream = reach().await?;
-    stream.write_all(format!("connect {node}\n").as_bytes()).await?;
+    stream
+        .write_all(format!("connect {node}\n").as_bytes())
+        .await?;
     let answer = read_line(&mut stream).await?;
-    match answer.split_once(' ').map(|(a, b)| (a, b.to_string())).unwrap_or((answer.as_str(), String::new())) {
+    match answer
+        .split_once(' ')
+        .map(|(a, b)| (a, b.to_string()))
+        .unwrap_or((answer.as_str(), String::new()))
+    {
         ("ok", _) => Ok(stream),
         ("error", why) => bail!("{why}"),
         _ => bail!("the mrun daemon gave no answer"),
@@ -50,7 +58,9 @@ pub async fn ensure_running() -> Result<()> {
 
 /// The daemon's view of the cluster, if a daemon runs (none is started for it).
 pub async fn cluster_report() -> Result<super::cluster::ClusterReport> {
-    let mut stream = UnixStream::connect(socket_path()?).await.context("no mrun daemon runs")?;
+    let mut stream = UnixStream::connect(socket_path()?)
+        .await
+        .context("no mrun daemon runs")?;
     stream.write_all(b"facts\n").await?;
     let line = read_line(&mut stream).await?;
     serde_json::from_str(&line).context("reading the daemon's report")
@@ -113,6 +123,10 @@ fn mrun_binary() -> Result<PathBuf> {
         return Ok(beside);
     }
     std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("mrun")).find(|p| p.is_file()))
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("mrun"))
+                .find(|p| p.is_file())
+        })
         .ok_or_else(|| anyhow::anyhow!("mrun is not installed beside {} or on PATH", me.display()))
 }

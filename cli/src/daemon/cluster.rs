@@ -61,17 +61,28 @@ pub fn report(cluster: &Cluster, balancing: bool) -> ClusterReport {
         .iter()
         .map(|(name, v)| NodeEntry {
             node: name.clone(),
-            facts: v.facts.as_ref().filter(|(_, at)| at.elapsed() < STALE).map(|(f, _)| f.clone()),
+            facts: v
+                .facts
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < STALE)
+                .map(|(f, _)| f.clone()),
             problem: v.problem.clone(),
         })
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    ClusterReport { home: state.home.clone(), nodes, balancing, recent: state.recent.clone() }
+    ClusterReport {
+        home: state.home.clone(),
+        nodes,
+        balancing,
+        recent: state.recent.clone(),
+    }
 }
 
 pub fn lock(cluster: &Cluster) -> std::sync::MutexGuard<'_, ClusterState> {
     // A panic elsewhere cannot leave the view half-written in a way that matters: go on.
-    cluster.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    cluster
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Measure home, continuously, on a thread of its own (reading /proc blocks).
@@ -107,7 +118,15 @@ pub(super) fn sync_watchers(cluster: &Cluster, channels: &Nodes, wanted: &[Strin
             continue;
         }
         let watcher = tokio::spawn(watch(cluster.clone(), channels.clone(), name.clone()));
-        state.nodes.insert(name.clone(), NodeView { facts: None, problem: None, throughput: None, watcher });
+        state.nodes.insert(
+            name.clone(),
+            NodeView {
+                facts: None,
+                problem: None,
+                throughput: None,
+                watcher,
+            },
+        );
     }
 }
 
@@ -131,7 +150,11 @@ async fn watch(cluster: Cluster, channels: Nodes, node: String) {
 async fn watch_once(cluster: &Cluster, channels: &Nodes, node: &str) -> anyhow::Result<()> {
     let channel = super::server::open_channel(channels, node).await?;
     let mut link = crate::run::link::Link::over(node, channel.into_stream()).await?;
-    link.tx.send(Frame::Control(Control::Watch { interval_ms: REPORT_MS })).await?;
+    link.tx
+        .send(Frame::Control(Control::Watch {
+            interval_ms: REPORT_MS,
+        }))
+        .await?;
     loop {
         // An agent that stops talking is as good as gone.
         let heard = tokio::time::timeout(STALE, link.rx.next()).await;
@@ -142,9 +165,15 @@ async fn watch_once(cluster: &Cluster, channels: &Nodes, node: &str) -> anyhow::
                     view.problem = None;
                 }
             }
-            Ok(Some(Ok(Frame::Control(Control::Error { message })))) => anyhow::bail!("the agent on {node}: {message}"),
-            Ok(Some(Ok(other))) => anyhow::bail!("the agent on {node} sent {other:?} instead of a load report"),
-            Ok(Some(Err(e))) => return Err(anyhow::anyhow!(e).context(format!("the connection to {node} failed"))),
+            Ok(Some(Ok(Frame::Control(Control::Error { message })))) => {
+                anyhow::bail!("the agent on {node}: {message}")
+            }
+            Ok(Some(Ok(other))) => {
+                anyhow::bail!("the agent on {node} sent {other:?} instead of a load report")
+            }
+            Ok(Some(Err(e))) => {
+                return Err(anyhow::anyhow!(e).context(format!("the connection to {node} failed")))
+            }
             Ok(None) => return Ok(()),
             Err(_) => anyhow::bail!("{node} sent no load report for {} s", STALE.as_secs()),
         }
@@ -175,7 +204,13 @@ pub fn usable_nodes(cluster: &Cluster) -> Vec<(String, NodeFacts, f64)> {
         .iter()
         .filter_map(|(name, v)| {
             let (facts, at) = v.facts.as_ref()?;
-            (at.elapsed() < STALE).then(|| (name.clone(), facts.clone(), v.throughput.unwrap_or(DEFAULT_THROUGHPUT)))
+            (at.elapsed() < STALE).then(|| {
+                (
+                    name.clone(),
+                    facts.clone(),
+                    v.throughput.unwrap_or(DEFAULT_THROUGHPUT),
+                )
+            })
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -189,4 +224,3 @@ pub fn note(cluster: &Cluster, line: String) {
     let excess = state.recent.len().saturating_sub(20);
     state.recent.drain(..excess);
 }
-

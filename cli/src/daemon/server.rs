@@ -16,8 +16,15 @@ use crate::run::ssh;
 
 /// A node's connection, or when to try again after a failure.
 pub(super) enum NodeState {
-    Up { session: Arc<ssh::Session>, agent: String },
-    Down { retry_at: Instant, backoff: Duration, why: String },
+    Up {
+        session: Arc<ssh::Session>,
+        agent: String,
+    },
+    Down {
+        retry_at: Instant,
+        backoff: Duration,
+        why: String,
+    },
 }
 
 pub(super) type Nodes = Arc<Mutex<HashMap<String, NodeState>>>;
@@ -45,16 +52,24 @@ async fn serve() -> Result<()> {
         anyhow::bail!("another daemon already listens on {}", path.display());
     }
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
     let nodes: Nodes = Arc::new(Mutex::new(HashMap::new()));
     let cluster: super::cluster::Cluster = Default::default();
     super::cluster::measure_home(cluster.clone());
     let jobs_alive = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tokio::spawn(super::balance::run(cluster.clone(), nodes.clone(), jobs_alive.clone()));
+    tokio::spawn(super::balance::run(
+        cluster.clone(),
+        nodes.clone(),
+        jobs_alive.clone(),
+    ));
     let me = nix::unistd::getuid().as_raw();
     let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let idle_limit = Duration::from_secs(
-        std::env::var("MRUN_DAEMON_IDLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(IDLE_SECS),
+        std::env::var("MRUN_DAEMON_IDLE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(IDLE_SECS),
     );
     let mut last_active = Instant::now();
     loop {
@@ -87,7 +102,11 @@ async fn serve() -> Result<()> {
     }
 }
 
-async fn serve_one(stream: UnixStream, nodes: Nodes, cluster: super::cluster::Cluster) -> Result<()> {
+async fn serve_one(
+    stream: UnixStream,
+    nodes: Nodes,
+    cluster: super::cluster::Cluster,
+) -> Result<()> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).await?;
@@ -100,7 +119,9 @@ async fn serve_one(stream: UnixStream, nodes: Nodes, cluster: super::cluster::Cl
         "facts" => {
             let balancing = super::balance::BALANCING.load(std::sync::atomic::Ordering::SeqCst);
             let report = super::cluster::report(&cluster, balancing);
-            stream.write_all(format!("{}\n", serde_json::to_string(&report)?).as_bytes()).await?;
+            stream
+                .write_all(format!("{}\n", serde_json::to_string(&report)?).as_bytes())
+                .await?;
             return Ok(());
         }
         _ => {}
@@ -112,7 +133,9 @@ async fn serve_one(stream: UnixStream, nodes: Nodes, cluster: super::cluster::Cl
     let channel = match open_channel(&nodes, &node).await {
         Ok(c) => c,
         Err(e) => {
-            stream.write_all(format!("error {}\n", format!("{e:#}").replace('\n', " ")).as_bytes()).await?;
+            stream
+                .write_all(format!("error {}\n", format!("{e:#}").replace('\n', " ")).as_bytes())
+                .await?;
             return Ok(());
         }
     };
@@ -130,7 +153,10 @@ async fn serve_one(stream: UnixStream, nodes: Nodes, cluster: super::cluster::Cl
 
 /// A new channel running the agent on `node`, over its cached connection; reconnects (with
 /// backoff) when there is none or it died.
-pub(super) async fn open_channel(nodes: &Nodes, node: &str) -> Result<russh::Channel<russh::client::Msg>> {
+pub(super) async fn open_channel(
+    nodes: &Nodes,
+    node: &str,
+) -> Result<russh::Channel<russh::client::Msg>> {
     let mut map = nodes.lock().await;
     for attempt in 0..2 {
         let (session, agent) = match map.get(node) {
@@ -142,7 +168,13 @@ pub(super) async fn open_channel(nodes: &Nodes, node: &str) -> Result<russh::Cha
             _ => match connect(node).await {
                 Ok((session, agent)) => {
                     let session = Arc::new(session);
-                    map.insert(node.to_string(), NodeState::Up { session: session.clone(), agent: agent.clone() });
+                    map.insert(
+                        node.to_string(),
+                        NodeState::Up {
+                            session: session.clone(),
+                            agent: agent.clone(),
+                        },
+                    );
                     (session, agent)
                 }
                 Err(e) => {
@@ -151,14 +183,24 @@ pub(super) async fn open_channel(nodes: &Nodes, node: &str) -> Result<russh::Cha
                         _ => FIRST_BACKOFF,
                     };
                     let why = format!("{e:#}");
-                    map.insert(node.to_string(), NodeState::Down { retry_at: Instant::now() + backoff, backoff, why });
+                    map.insert(
+                        node.to_string(),
+                        NodeState::Down {
+                            retry_at: Instant::now() + backoff,
+                            backoff,
+                            why,
+                        },
+                    );
                     return Err(e);
                 }
             },
         };
         match session.channel_open_session().await {
             Ok(channel) => {
-                channel.exec(true, agent.as_str()).await.context("starting mrun-agent over SSH")?;
+                channel
+                    .exec(true, agent.as_str())
+                    .await
+                    .context("starting mrun-agent over SSH")?;
                 return Ok(channel);
             }
             Err(_) if attempt == 0 => {

@@ -20,7 +20,11 @@ pub struct JobSpec {
 impl JobSpec {
     /// The command line as one string: the words joined by spaces.
     pub fn display(&self) -> String {
-        self.words.iter().map(|w| w.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        self.words
+            .iter()
+            .map(|w| w.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -37,7 +41,9 @@ impl Template {
     /// `COMMAND FIXED... ::: ARG...`, or `COMMAND ARG...` (no `:::`), or `COMMAND` alone (the
     /// arguments come from stdin).
     pub fn parse(words: Vec<OsString>) -> Result<Template> {
-        let split = words.iter().position(|w| w.as_os_str() == OsStr::new(SEPARATOR));
+        let split = words
+            .iter()
+            .position(|w| w.as_os_str() == OsStr::new(SEPARATOR));
         let (fixed, per_job) = match split {
             Some(at) => {
                 let mut fixed = words;
@@ -87,7 +93,10 @@ pub fn jobs_of(words: Vec<OsString>) -> Result<Vec<JobSpec>> {
         Some(args) => args.clone(),
         None => {
             let mut input = Vec::new();
-            std::io::stdin().lock().read_to_end(&mut input).context("reading the job arguments from stdin")?;
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut input)
+                .context("reading the job arguments from stdin")?;
             arguments_from_lines(&input)
         }
     };
@@ -108,7 +117,13 @@ mod tests {
         assert_eq!(t.fixed, words(&["gzip"]));
         let jobs = t.jobs(t.per_job.clone().expect("per-job words"));
         assert_eq!(jobs.len(), 2);
-        assert_eq!(jobs[1], JobSpec { seq: 2, words: words(&["gzip", "b.txt"]) });
+        assert_eq!(
+            jobs[1],
+            JobSpec {
+                seq: 2,
+                words: words(&["gzip", "b.txt"])
+            }
+        );
     }
 
     #[test]
@@ -116,7 +131,10 @@ mod tests {
         let t = Template::parse(words(&["gzip", "-9", ":::", "a", "b", "c"])).expect("parse");
         assert_eq!(t.fixed, words(&["gzip", "-9"]));
         let jobs = t.jobs(t.per_job.clone().expect("per-job words"));
-        assert_eq!(jobs.iter().map(JobSpec::display).collect::<Vec<_>>(), ["gzip -9 a", "gzip -9 b", "gzip -9 c"]);
+        assert_eq!(
+            jobs.iter().map(JobSpec::display).collect::<Vec<_>>(),
+            ["gzip -9 a", "gzip -9 b", "gzip -9 c"]
+        );
     }
 
     #[test]

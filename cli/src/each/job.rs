@@ -34,18 +34,23 @@ pub fn start(exe: &Path, home: bool, spec: JobSpec) -> Started {
     if home {
         cmd.arg("--home");
     }
-    cmd.arg("--").args(&spec.words).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("--")
+        .args(&spec.words)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // We block SIGINT and SIGTERM to take them on a thread of our own; jobs start unblocked.
     mrun_core::sys::process::unblock_signals_in_child(&mut cmd);
-    let ended = move |status: ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>, spec: JobSpec| Outcome {
-        spec,
-        status,
-        started_unix,
-        runtime: started.elapsed(),
-        place: "home".to_string(),
-        stdout,
-        stderr,
-    };
+    let ended =
+        move |status: ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>, spec: JobSpec| Outcome {
+            spec,
+            status,
+            started_unix,
+            runtime: started.elapsed(),
+            place: "home".to_string(),
+            stdout,
+            stderr,
+        };
     match tokio::process::Command::from(cmd).spawn() {
         Ok(mut child) => {
             let pid = child.id();
@@ -54,22 +59,43 @@ pub fn start(exe: &Path, home: bool, spec: JobSpec) -> Started {
             Started {
                 pid,
                 ended: Box::pin(async move {
-                    let (stdout, stderr, status) = tokio::join!(read_all(stdout), read_all(stderr), child.wait());
+                    let (stdout, stderr, status) =
+                        tokio::join!(read_all(stdout), read_all(stderr), child.wait());
                     match status {
                         Ok(status) => ended(status, stdout, stderr, spec),
                         Err(e) => {
                             let mut stderr = stderr;
-                            stderr.extend_from_slice(format!("mrun: cannot wait for {}: {e}\n", spec.display()).as_bytes());
-                            ended(ExitStatus::from_raw(COULD_NOT_RUN << 8), stdout, stderr, spec)
+                            stderr.extend_from_slice(
+                                format!("mrun: cannot wait for {}: {e}\n", spec.display())
+                                    .as_bytes(),
+                            );
+                            ended(
+                                ExitStatus::from_raw(COULD_NOT_RUN << 8),
+                                stdout,
+                                stderr,
+                                spec,
+                            )
                         }
                     }
                 }),
             }
         }
         Err(e) => {
-            let message = format!("mrun: cannot start {} through {}: {e}\n", spec.display(), exe.display());
-            let outcome = ended(ExitStatus::from_raw(COULD_NOT_RUN << 8), Vec::new(), message.into_bytes(), spec);
-            Started { pid: None, ended: Box::pin(std::future::ready(outcome)) }
+            let message = format!(
+                "mrun: cannot start {} through {}: {e}\n",
+                spec.display(),
+                exe.display()
+            );
+            let outcome = ended(
+                ExitStatus::from_raw(COULD_NOT_RUN << 8),
+                Vec::new(),
+                message.into_bytes(),
+                spec,
+            );
+            Started {
+                pid: None,
+                ended: Box::pin(std::future::ready(outcome)),
+            }
         }
     }
 }

@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 
 use super::outcome::Outcome;
 
-pub const HEADER: &str = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
+pub const HEADER: &str =
+    "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
 
 pub struct JobLog {
     path: PathBuf,
@@ -20,14 +21,21 @@ pub struct JobLog {
 impl JobLog {
     /// Creates (or truncates) `path` and writes the header.
     pub fn create(path: &Path) -> Result<JobLog> {
-        let mut file = File::create(path).with_context(|| format!("creating the job log {}", path.display()))?;
-        file.write_all(HEADER.as_bytes()).with_context(|| format!("writing the job log {}", path.display()))?;
-        Ok(JobLog { path: path.to_path_buf(), file })
+        let mut file = File::create(path)
+            .with_context(|| format!("creating the job log {}", path.display()))?;
+        file.write_all(HEADER.as_bytes())
+            .with_context(|| format!("writing the job log {}", path.display()))?;
+        Ok(JobLog {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     /// Appends the line of a job that ended (written at once, so the log is current).
     pub fn record(&mut self, job: &Outcome) -> Result<()> {
-        self.file.write_all(line(job).as_bytes()).with_context(|| format!("writing the job log {}", self.path.display()))
+        self.file
+            .write_all(line(job).as_bytes())
+            .with_context(|| format!("writing the job log {}", self.path.display()))
     }
 }
 
@@ -59,7 +67,10 @@ mod tests {
     #[test]
     fn a_line_is_formatted_like_gnu_parallel() {
         let job = Outcome {
-            spec: JobSpec { seq: 4, words: vec!["sh".into(), "-c".into(), "exit $0".into(), "3".into()] },
+            spec: JobSpec {
+                seq: 4,
+                words: vec!["sh".into(), "-c".into(), "exit $0".into(), "3".into()],
+            },
             status: std::process::ExitStatus::from_raw(3 << 8),
             started_unix: 1376577364.9741,
             runtime: Duration::from_micros(12_345_678),
@@ -67,6 +78,9 @@ mod tests {
             stdout: Vec::new(),
             stderr: Vec::new(),
         };
-        assert_eq!(line(&job), "4\tnodea\t1376577364.974\t    12.345\t0\t0\t3\t0\tsh -c exit $0 3\n");
+        assert_eq!(
+            line(&job),
+            "4\tnodea\t1376577364.974\t    12.345\t0\t0\t3\t0\tsh -c exit $0 3\n"
+        );
     }
 }

@@ -45,19 +45,33 @@ pub struct EachOptions {
 /// Runs the batch of `words` (everything after the options) and exits with its status.
 pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
     let jobs = batch::jobs_of(words).unwrap_or_else(|e| fail(e));
-    let joblog = options.joblog.as_deref().map(JobLog::create).transpose().unwrap_or_else(|e| fail(e));
-    let at_once = options.jobs.map(|n| n as usize).unwrap_or_else(slots::cluster_cpus);
+    let joblog = options
+        .joblog
+        .as_deref()
+        .map(JobLog::create)
+        .transpose()
+        .unwrap_or_else(|e| fail(e));
+    let at_once = options
+        .jobs
+        .map(|n| n as usize)
+        .unwrap_or_else(slots::cluster_cpus);
     // Taken by a thread of our own (blocked before any thread starts, so all inherit the mask).
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
     if let Err(e) = set.thread_block() {
-        crate::exit::fail("mrun", format!("cannot block signals: {e}"), crate::exit::FAILURE);
+        crate::exit::fail(
+            "mrun",
+            format!("cannot block signals: {e}"),
+            crate::exit::FAILURE,
+        );
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap_or_else(|e| crate::exit::fail("mrun", format!("cannot start: {e}"), crate::exit::FAILURE));
+        .unwrap_or_else(|e| {
+            crate::exit::fail("mrun", format!("cannot start: {e}"), crate::exit::FAILURE)
+        });
     let (sig_tx, sig_rx) = mpsc::channel(16);
     std::thread::spawn(move || {
         while let Ok(r) = mrun_core::sys::signals::wait(&set) {
@@ -66,8 +80,15 @@ pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
             }
         }
     });
-    let exe = std::env::current_exe().context("finding the mrun binary to start the jobs with").unwrap_or_else(|e| fail(e));
-    let batch = Batch { exe: &exe, home: options.home, at_once: at_once.max(1), joblog };
+    let exe = std::env::current_exe()
+        .context("finding the mrun binary to start the jobs with")
+        .unwrap_or_else(|e| fail(e));
+    let batch = Batch {
+        exe: &exe,
+        home: options.home,
+        at_once: at_once.max(1),
+        joblog,
+    };
     let tally = runtime.block_on(batch.run(jobs, sig_rx));
     eprintln!("{}", tally.line());
     std::process::exit(tally.exit_status())
@@ -96,7 +117,10 @@ struct Running {
 
 impl Batch<'_> {
     async fn run(mut self, jobs: Vec<JobSpec>, mut signals: mpsc::Receiver<Received>) -> Tally {
-        let mut tally = Tally { total: jobs.len(), ..Tally::default() };
+        let mut tally = Tally {
+            total: jobs.len(),
+            ..Tally::default()
+        };
         let mut progress = Progress::new(jobs.len());
         let mut places = places::watch();
         let mut queue = jobs.into_iter();
@@ -107,7 +131,13 @@ impl Batch<'_> {
                 let Some(spec) = queue.next() else { break };
                 let started = job::start(self.exe, self.home, spec);
                 let id = tasks.spawn(started.ended).id();
-                running.insert(id, Running { pid: started.pid, place: "home".to_string() });
+                running.insert(
+                    id,
+                    Running {
+                        pid: started.pid,
+                        place: "home".to_string(),
+                    },
+                );
             }
             if running.is_empty() {
                 break;
@@ -172,7 +202,9 @@ impl Batch<'_> {
         if outcome.succeeded() {
             tally.succeeded += 1;
         } else {
-            tally.failed.push(format!("{} ({})", outcome.spec.display(), outcome.how()));
+            tally
+                .failed
+                .push(format!("{} ({})", outcome.spec.display(), outcome.how()));
         }
     }
 }

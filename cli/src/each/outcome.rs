@@ -46,7 +46,9 @@ impl Outcome {
 
 /// `SIGKILL` for 9, or `signal N` for a number nix does not know.
 pub fn signal_name(signo: i32) -> String {
-    nix::sys::signal::Signal::try_from(signo).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signo}"))
+    nix::sys::signal::Signal::try_from(signo)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signo}"))
 }
 
 #[cfg(test)]
@@ -55,7 +57,10 @@ mod tests {
 
     fn ended(raw_wait_status: i32) -> Outcome {
         Outcome {
-            spec: JobSpec { seq: 1, words: vec!["true".into()] },
+            spec: JobSpec {
+                seq: 1,
+                words: vec!["true".into()],
+            },
             status: ExitStatus::from_raw(raw_wait_status),
             started_unix: 0.0,
             runtime: Duration::ZERO,

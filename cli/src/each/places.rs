@@ -19,7 +19,11 @@ pub fn watch() -> mpsc::Receiver<Places> {
     std::thread::spawn(move || loop {
         std::thread::sleep(INTERVAL);
         // Deputies that are just starting or ending may not answer: their places stay as last known.
-        let places = crate::jobs::list().unwrap_or_default().into_iter().map(|j| (j.deputy, j.place)).collect();
+        let places = crate::jobs::list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|j| (j.deputy, j.place))
+            .collect();
         if tx.blocking_send(places).is_err() {
             return;
         }
@@ -37,7 +41,11 @@ pub fn tally<'a>(running: impl Iterator<Item = &'a str>) -> String {
         }
     }
     counts.sort_by_key(|(p, _)| (*p != "home", p.to_string()));
-    counts.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(" · ")
+    counts
+        .iter()
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 #[cfg(test)]

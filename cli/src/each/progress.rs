@@ -21,7 +21,9 @@ impl Progress {
             return Progress::Lines { done: 0, total };
         }
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("mrun: {bar:30} {pos}/{len} · {msg} · ETA {eta}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("mrun: {bar:30} {pos}/{len} · {msg} · ETA {eta}")
+        {
             bar.set_style(style);
         }
         bar.enable_steady_tick(Duration::from_secs(1));
@@ -31,7 +33,11 @@ impl Progress {
     /// Where the running jobs are now (`home 2 · nodea 3`).
     pub fn running(&self, tally: String) {
         if let Progress::Bar(bar) = self {
-            bar.set_message(if tally.is_empty() { "starting".to_string() } else { tally });
+            bar.set_message(if tally.is_empty() {
+                "starting".to_string()
+            } else {
+                tally
+            });
         }
     }
 
@@ -43,7 +49,12 @@ impl Progress {
                 bar.suspend(|| {
                     write_output(job);
                     if !job.succeeded() {
-                        eprintln!("mrun: failed {} ({}, on {})", job.spec.display(), job.how(), job.place);
+                        eprintln!(
+                            "mrun: failed {} ({}, on {})",
+                            job.spec.display(),
+                            job.how(),
+                            job.place
+                        );
                     }
                 });
                 bar.inc(1);

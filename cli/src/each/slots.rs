@@ -11,11 +11,16 @@ const FIRST_REPORTS: Duration = Duration::from_secs(3);
 /// is not running: the batch needs it to balance anyway). With no nodes configured, nothing is
 /// started; nodes that cannot be reached count for nothing.
 pub fn cluster_cpus() -> usize {
-    let local = mrun_core::load::scope::Scope::detect().cpus().round().max(1.0) as usize;
+    let local = mrun_core::load::scope::Scope::detect()
+        .cpus()
+        .round()
+        .max(1.0) as usize;
     let nodes = match crate::nodes::config() {
         Ok(cfg) => cfg.node_list(),
         Err(e) => {
-            eprintln!("mrun: warning: {e:#}; running as many jobs at once as this machine has CPUs");
+            eprintln!(
+                "mrun: warning: {e:#}; running as many jobs at once as this machine has CPUs"
+            );
             return local;
         }
     };
@@ -24,15 +29,30 @@ pub fn cluster_cpus() -> usize {
     if remote.is_empty() {
         return local;
     }
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return local };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return local;
+    };
     let counted = runtime.block_on(async {
         crate::daemon::ensure_running().await?;
         let since = Instant::now();
         loop {
             let report = crate::daemon::cluster_report().await?;
-            let known = |n: &String| report.nodes.iter().any(|e| &e.node == n && (e.facts.is_some() || e.problem.is_some()));
+            let known = |n: &String| {
+                report
+                    .nodes
+                    .iter()
+                    .any(|e| &e.node == n && (e.facts.is_some() || e.problem.is_some()))
+            };
             if remote.iter().all(known) || since.elapsed() > FIRST_REPORTS {
-                let cpus: u32 = report.nodes.iter().filter_map(|e| e.facts.as_ref()).map(|f| f.cpus).sum();
+                let cpus: u32 = report
+                    .nodes
+                    .iter()
+                    .filter_map(|e| e.facts.as_ref())
+                    .map(|f| f.cpus)
+                    .sum();
                 return anyhow::Ok(cpus as usize);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -29,11 +29,23 @@ impl Tally {
         let noun = if self.total == 1 { "job" } else { "jobs" };
         let mut text = format!("mrun: {} {noun}: {} succeeded", self.total, self.succeeded);
         if let Some(signo) = self.stopped_by {
-            text.push_str(&format!(", {} not started (stopped by {})", self.not_started(), signal_name(signo)));
+            text.push_str(&format!(
+                ", {} not started (stopped by {})",
+                self.not_started(),
+                signal_name(signo)
+            ));
         }
         if !self.failed.is_empty() {
             text.push_str(&format!(", {} failed: ", self.failed.len()));
-            text.push_str(&self.failed.iter().take(NAMED_FAILURES).cloned().collect::<Vec<_>>().join(", "));
+            text.push_str(
+                &self
+                    .failed
+                    .iter()
+                    .take(NAMED_FAILURES)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
             if self.failed.len() > NAMED_FAILURES {
                 text.push_str(&format!(" and {} more", self.failed.len() - NAMED_FAILURES));
             }
@@ -56,29 +68,55 @@ mod tests {
 
     #[test]
     fn all_succeeded_exits_zero() {
-        let t = Tally { total: 3, succeeded: 3, ..Tally::default() };
+        let t = Tally {
+            total: 3,
+            succeeded: 3,
+            ..Tally::default()
+        };
         assert_eq!(t.line(), "mrun: 3 jobs: 3 succeeded");
         assert_eq!(t.exit_status(), 0);
     }
 
     #[test]
     fn failures_are_named_and_counted_in_the_exit_status() {
-        let t = Tally { total: 8, succeeded: 7, failed: vec!["gzip c.txt (exit 1)".into()], stopped_by: None };
-        assert_eq!(t.line(), "mrun: 8 jobs: 7 succeeded, 1 failed: gzip c.txt (exit 1)");
+        let t = Tally {
+            total: 8,
+            succeeded: 7,
+            failed: vec!["gzip c.txt (exit 1)".into()],
+            stopped_by: None,
+        };
+        assert_eq!(
+            t.line(),
+            "mrun: 8 jobs: 7 succeeded, 1 failed: gzip c.txt (exit 1)"
+        );
         assert_eq!(t.exit_status(), 1);
     }
 
     #[test]
     fn the_list_of_failures_is_capped_and_so_is_the_status() {
         let failed: Vec<String> = (0..150).map(|i| format!("false {i} (exit 1)")).collect();
-        let t = Tally { total: 150, succeeded: 0, failed, stopped_by: None };
-        assert!(t.line().ends_with("false 4 (exit 1) and 145 more"), "{}", t.line());
+        let t = Tally {
+            total: 150,
+            succeeded: 0,
+            failed,
+            stopped_by: None,
+        };
+        assert!(
+            t.line().ends_with("false 4 (exit 1) and 145 more"),
+            "{}",
+            t.line()
+        );
         assert_eq!(t.exit_status(), 101);
     }
 
     #[test]
     fn a_signal_sets_the_status_and_counts_what_never_started() {
-        let t = Tally { total: 5, succeeded: 1, failed: vec!["sleep 9 (killed by SIGINT)".into()], stopped_by: Some(2) };
+        let t = Tally {
+            total: 5,
+            succeeded: 1,
+            failed: vec!["sleep 9 (killed by SIGINT)".into()],
+            stopped_by: Some(2),
+        };
         assert_eq!(t.line(), "mrun: 5 jobs: 1 succeeded, 3 not started (stopped by SIGINT), 1 failed: sleep 9 (killed by SIGINT)");
         assert_eq!(t.exit_status(), 130);
     }

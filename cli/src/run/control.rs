@@ -19,7 +19,8 @@ impl JobSocket {
     pub fn bind(job: u32) -> Result<JobSocket> {
         let path = crate::jobs::job_socket(job)?;
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("listening on {}", path.display()))?;
         // Accepting and reading the request line happen in a task of their own: the deputy
         // waits for requests among other events, and a request half-read when another event
         // won would be dropped on the floor.
@@ -45,18 +46,25 @@ impl JobSocket {
 async fn read_request(mut stream: UnixStream) -> Option<(Request, UnixStream)> {
     let me = nix::unistd::getuid().as_raw();
     if !stream.peer_cred().is_ok_and(|c| c.uid() == me) {
-        let _ = stream.write_all(b"error this job belongs to another user\n").await;
+        let _ = stream
+            .write_all(b"error this job belongs to another user\n")
+            .await;
         return None;
     }
     let mut line = String::new();
-    BufReader::new(&mut stream).read_line(&mut line).await.ok()?;
+    BufReader::new(&mut stream)
+        .read_line(&mut line)
+        .await
+        .ok()?;
     let line = line.trim();
     let req = match line.split_once(' ') {
         Some(("migrate", node)) => Request::Migrate(node.trim().to_string()),
         None if line == "where" => Request::Where,
         None if line == "info" => Request::Info,
         _ => {
-            let _ = stream.write_all(format!("error unknown request {line:?}\n").as_bytes()).await;
+            let _ = stream
+                .write_all(format!("error unknown request {line:?}\n").as_bytes())
+                .await;
             return None;
         }
     };

@@ -26,8 +26,14 @@ enum Place {
     /// `child` is the command itself, or the restore helper supervising it after a return;
     /// `pid` is the process to checkpoint. After a return its stdin may be a pipe we `feed`
     /// (from our stdin, after the input it had not read yet where it was).
-    Home { child: tokio::process::Child, pid: i32, feed: Option<tokio::process::ChildStdin> },
-    Away { link: Box<Link> },
+    Home {
+        child: tokio::process::Child,
+        pid: i32,
+        feed: Option<tokio::process::ChildStdin>,
+    },
+    Away {
+        link: Box<Link>,
+    },
 }
 
 /// `pinned_home`: the balancer leaves the job at home. `balanced`: the balancer may move it
@@ -38,7 +44,10 @@ pub fn run(command: Vec<OsString>, pinned_home: bool, balanced: bool) -> ! {
     // SIGTSTP is left to its default: a terminal's ^Z stops mrun together with the job in its
     // process group, so the shell gets the terminal back and `fg` continues both.
     let mut set = SigSet::empty();
-    for s in supervise::FORWARDED.into_iter().filter(|s| *s != nix::sys::signal::Signal::SIGTSTP) {
+    for s in supervise::FORWARDED
+        .into_iter()
+        .filter(|s| *s != nix::sys::signal::Signal::SIGTSTP)
+    {
         set.add(s);
     }
     if let Err(e) = set.thread_block() {
@@ -85,7 +94,10 @@ struct JobMeta {
 impl JobMeta {
     fn info(&self, place: &Place) -> crate::jobs::JobInfo {
         let (cpu, cpu_demand) = match place {
-            Place::Home { pid, .. } => (cpu_seconds(*pid), cpu_wanted_seconds(*pid).map(|c| self.cpu_demand(c))),
+            Place::Home { pid, .. } => (
+                cpu_seconds(*pid),
+                cpu_wanted_seconds(*pid).map(|c| self.cpu_demand(c)),
+            ),
             Place::Away { .. } => (None, None),
         };
         crate::jobs::JobInfo {
@@ -121,7 +133,9 @@ impl JobMeta {
         let share = match self.cpu_sample.get() {
             Some((at, _, share)) if now.duration_since(at).as_secs_f64() < 0.3 => return share,
             Some((at, cpu, _)) => (cpu_now - cpu) / now.duration_since(at).as_secs_f64(),
-            None => cpu_now / (now_ms().saturating_sub(self.arrived_unix_ms) as f64 / 1000.0).max(0.01),
+            None => {
+                cpu_now / (now_ms().saturating_sub(self.arrived_unix_ms) as f64 / 1000.0).max(0.01)
+            }
         };
         let share = share.clamp(0.0, 1.0);
         self.cpu_sample.set(Some((now, cpu_now, share)));
@@ -162,7 +176,10 @@ fn cpu_seconds(pid: i32) -> Option<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
     Some((utime + stime) / hz)
 }
 
@@ -176,15 +193,26 @@ enum Event {
     Stdin(Option<bytes::Bytes>),
 }
 
-async fn deputy(command: Vec<OsString>, pinned_home: bool, balanced: bool, mut signals: mpsc::Receiver<Received>) -> Result<Ended> {
-    let Some((program, args)) = command.split_first() else { bail!("no command given") };
+async fn deputy(
+    command: Vec<OsString>,
+    pinned_home: bool,
+    balanced: bool,
+    mut signals: mpsc::Receiver<Received>,
+) -> Result<Ended> {
+    let Some((program, args)) = command.split_first() else {
+        bail!("no command given")
+    };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
     mrun_core::sys::process::unblock_signals_in_child(&mut cmd);
     let child = match tokio::process::Command::from(cmd).spawn() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
             eprintln!("mrun: cannot run {}: {e}", program.to_string_lossy());
             return Ok(Ended::Exited(code));
         }
@@ -192,7 +220,11 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, balanced: bool, mut s
     let job = child.id().unwrap_or(0);
     let mut meta = JobMeta {
         job,
-        command: command.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+        command: command
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
         started_unix: crate::jobs::unix_now().as_secs(),
         last_problem: None,
         pinned_home,
@@ -208,7 +240,11 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, balanced: bool, mut s
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
     let mut terminal = HomeTerminal::detect();
     let mut stdin_open = true;
-    let mut place = Place::Home { child, pid: job as i32, feed: None };
+    let mut place = Place::Home {
+        child,
+        pid: job as i32,
+        feed: None,
+    };
     let mut out = tokio::io::stdout();
     let mut err = tokio::io::stderr();
     loop {
@@ -251,11 +287,15 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, balanced: bool, mut s
                         // node). After `bg` it is not ours: leave it alone.
                         terminal.resume_if_foreground();
                     }
-                    let size = (sig.signal == nix::sys::signal::Signal::SIGWINCH).then(|| terminal.size()).flatten();
+                    let size = (sig.signal == nix::sys::signal::Signal::SIGWINCH)
+                        .then(|| terminal.size())
+                        .flatten();
                     let control = match size {
                         // The node's pty tells the job itself, as a terminal would.
                         Some(size) => Control::Resize(size),
-                        None => Control::Signal { signo: sig.signal as i32 },
+                        None => Control::Signal {
+                            signo: sig.signal as i32,
+                        },
                     };
                     if let Err(e) = link.tx.send(Frame::Control(control)).await {
                         return Ok(job_lost(&mut terminal, &place, &format!(": {e}")));
@@ -263,9 +303,17 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, balanced: bool, mut s
                 }
             },
             Event::Output(frame) => match frame {
-                Frame::Stdout(b) => { out.write_all(&b).await?; out.flush().await?; }
-                Frame::Stderr(b) => { err.write_all(&b).await?; err.flush().await?; }
-                Frame::Control(Control::Error { message }) => eprintln!("mrun: {}: {message}", describe(&place)),
+                Frame::Stdout(b) => {
+                    out.write_all(&b).await?;
+                    out.flush().await?;
+                }
+                Frame::Stderr(b) => {
+                    err.write_all(&b).await?;
+                    err.flush().await?;
+                }
+                Frame::Control(Control::Error { message }) => {
+                    eprintln!("mrun: {}: {message}", describe(&place))
+                }
                 Frame::Control(Control::Stopped) => {
                     // A ^Z reached the job's pty on the node. Stop like a job stopped at home
                     // would, so the shell takes the terminal back (in its modes); the shell's
@@ -275,7 +323,10 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, balanced: bool, mut s
                         let _ = kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTSTP);
                     }
                 }
-                other => eprintln!("mrun: unexpected message from {}: {other:?}", describe(&place)),
+                other => eprintln!(
+                    "mrun: unexpected message from {}: {other:?}",
+                    describe(&place)
+                ),
             },
             Event::Lost(why) => return Ok(job_lost(&mut terminal, &place, &why)),
             Event::Stdin(chunk) => {
@@ -308,17 +359,32 @@ async fn deputy(command: Vec<OsString>, pinned_home: bool, balanced: bool, mut s
                 let is_move = matches!(req, Request::Migrate(_));
                 // What a move carries, read before it (once away, it cannot be read from here).
                 let before = is_move.then(|| (place_name(&place), meta.bytes(&place)));
-                let (next, answer) = handle(req, place, &meta, &stdin_relay, stdin_open, &mut terminal, &mut out, &mut err).await;
+                let (next, answer) = handle(
+                    req,
+                    place,
+                    &meta,
+                    &stdin_relay,
+                    stdin_open,
+                    &mut terminal,
+                    &mut out,
+                    &mut err,
+                )
+                .await;
                 place = next;
                 if let Some((_, bytes)) = before.filter(|(from, _)| *from != place_name(&place)) {
                     meta.arrived_now(bytes);
                 }
                 match &answer {
-                    Ok(text) if is_move => crate::log::line(&format!("job {job} ({}): {text}", meta.command)),
+                    Ok(text) if is_move => {
+                        crate::log::line(&format!("job {job} ({}): {text}", meta.command))
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         let why = format!("{e:#}");
-                        crate::log::line(&format!("job {job} ({}): migration failed: {why}", meta.command));
+                        crate::log::line(&format!(
+                            "job {job} ({}): migration failed: {why}",
+                            meta.command
+                        ));
                         meta.last_problem = Some(why);
                     }
                 }
@@ -341,7 +407,10 @@ async fn wake_balancer() {
 /// goes away): say so, and end like a lost ssh session (255).
 fn job_lost(terminal: &mut HomeTerminal, place: &Place, why: &str) -> Ended {
     terminal.home();
-    eprintln!("mrun: lost the connection to node {} while the job ran there{why}; the job is lost", describe(place));
+    eprintln!(
+        "mrun: lost the connection to node {} while the job ran there{why}; the job is lost",
+        describe(place)
+    );
     Ended::Exited(255)
 }
 
@@ -373,23 +442,36 @@ async fn handle(
         }
         Request::Info => {
             let info = meta.info(&place);
-            return (place, serde_json::to_string(&info).map_err(anyhow::Error::from));
+            return (
+                place,
+                serde_json::to_string(&info).map_err(anyhow::Error::from),
+            );
         }
         Request::Migrate(node) => node,
     };
     match place {
         Place::Home { .. } if target == "home" => (place, Ok("the job is already at home".into())),
-        Place::Home { child, pid, feed } => match move_away(pid, job, &target, terminal.describe()).await {
-            Ok(link) => {
-                terminal.away();
-                stdin.set_away(true);
-                // The home copy was killed; tokio reaps it.
-                drop((child, feed));
-                (Place::Away { link: Box::new(link) }, Ok(format!("job {job} now runs on {target}")))
+        Place::Home { child, pid, feed } => {
+            match move_away(pid, job, &target, terminal.describe()).await {
+                Ok(link) => {
+                    terminal.away();
+                    stdin.set_away(true);
+                    // The home copy was killed; tokio reaps it.
+                    drop((child, feed));
+                    (
+                        Place::Away {
+                            link: Box::new(link),
+                        },
+                        Ok(format!("job {job} now runs on {target}")),
+                    )
+                }
+                Err(e) => (Place::Home { child, pid, feed }, Err(e)),
             }
-            Err(e) => (Place::Home { child, pid, feed }, Err(e)),
-        },
-        Place::Away { link } if link.node == target => (Place::Away { link }, Ok(format!("the job already runs on {target}"))),
+        }
+        Place::Away { link } if link.node == target => (
+            Place::Away { link },
+            Ok(format!("the job already runs on {target}")),
+        ),
         Place::Away { mut link } if target == "home" => {
             // A terminal is the job's own again; any other input keeps coming through us,
             // after what it had not read on the node.
@@ -405,7 +487,10 @@ async fn handle(
                 Ok((child, pid, feed)) => {
                     terminal.home();
                     link.finish().await;
-                    (Place::Home { child, pid, feed }, Ok(format!("job {job} is back home")))
+                    (
+                        Place::Home { child, pid, feed },
+                        Ok(format!("job {job} is back home")),
+                    )
                 }
                 Err(e) => {
                     stdin.set_away(true);
@@ -413,13 +498,20 @@ async fn handle(
                 }
             }
         }
-        Place::Away { mut link } => match move_between(&mut link, job, &target, terminal.describe(), out, err).await {
-            Ok(next) => {
-                link.finish().await;
-                (Place::Away { link: Box::new(next) }, Ok(format!("job {job} now runs on {target}")))
+        Place::Away { mut link } => {
+            match move_between(&mut link, job, &target, terminal.describe(), out, err).await {
+                Ok(next) => {
+                    link.finish().await;
+                    (
+                        Place::Away {
+                            link: Box::new(next),
+                        },
+                        Ok(format!("job {job} now runs on {target}")),
+                    )
+                }
+                Err(e) => (Place::Away { link }, Err(e)),
             }
-            Err(e) => (Place::Away { link }, Err(e)),
-        },
+        }
     }
 }
 
@@ -456,20 +548,35 @@ async fn move_between(
     err: &mut tokio::io::Stderr,
 ) -> Result<Link> {
     let mut to = Link::connect(node).await?;
-    to.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, terminal: term })).await?;
+    to.tx
+        .send(Frame::Control(Control::Restore {
+            job: job as u64,
+            stdin: true,
+            terminal: term,
+        }))
+        .await?;
     from.tx.send(Frame::Control(Control::Checkpoint)).await?;
     let mut unread = Vec::new();
     let relayed = async {
         loop {
             match from.rx.next().await {
                 Some(Ok(Frame::Stdin(b))) => unread.extend_from_slice(&b),
-                Some(Ok(Frame::Stdout(b))) => { out.write_all(&b).await?; out.flush().await?; }
-                Some(Ok(Frame::Stderr(b))) => { err.write_all(&b).await?; err.flush().await?; }
+                Some(Ok(Frame::Stdout(b))) => {
+                    out.write_all(&b).await?;
+                    out.flush().await?;
+                }
+                Some(Ok(Frame::Stderr(b))) => {
+                    err.write_all(&b).await?;
+                    err.flush().await?;
+                }
                 Some(Ok(Frame::Image(c))) => to.send_watching(Frame::Image(c)).await?,
                 Some(Ok(Frame::Control(Control::ImageEnd))) => break,
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
                 Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", from.node),
-                Some(Err(e)) => return Err(anyhow!(e)).context(format!("the connection to {} failed", from.node)),
+                Some(Err(e)) => {
+                    return Err(anyhow!(e))
+                        .context(format!("the connection to {} failed", from.node))
+                }
                 None => bail!("the agent on {} went away during the checkpoint", from.node),
             }
         }
@@ -503,14 +610,28 @@ async fn move_between(
 
 /// Checkpoint the home process `pid` into the agent of `node`; end it once the restored copy
 /// runs there. On any failure it keeps running at home, untouched.
-async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::wire::Terminal>) -> Result<Link> {
+async fn move_away(
+    pid: i32,
+    job: u32,
+    node: &str,
+    terminal: Option<mrun_core::wire::Terminal>,
+) -> Result<Link> {
     let mut trace = mrun_core::trace::Trace::new("migrate");
     let mut link = Link::connect(node).await?;
     trace.mark("connect");
-    link.tx.send(Frame::Control(Control::Restore { job: job as u64, stdin: true, terminal })).await?;
+    link.tx
+        .send(Frame::Control(Control::Restore {
+            job: job as u64,
+            stdin: true,
+            terminal,
+        }))
+        .await?;
     let (mut events, verdict) = transfer::checkpoint_to_chunks(
         Pid::from_raw(pid),
-        mrun_core::engine::DumpOptions { share_stdio_with: Some(nix::unistd::getpid()), ..Default::default() },
+        mrun_core::engine::DumpOptions {
+            share_stdio_with: Some(nix::unistd::getpid()),
+            ..Default::default()
+        },
     );
     loop {
         match events.recv().await {
@@ -526,9 +647,15 @@ async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::w
     link.tx.send(Frame::Control(Control::ImageEnd)).await?;
     match link.rx.next().await {
         Some(Ok(Frame::Control(Control::Running { .. }))) => {}
-        Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}; the job stays at home"),
+        Some(Ok(Frame::Control(Control::Error { message }))) => {
+            bail!("{message}; the job stays at home")
+        }
         Some(Ok(other)) => bail!("the agent on {node} answered {other:?}; the job stays at home"),
-        Some(Err(e)) => return Err(anyhow!(e)).context(format!("the connection to {node} failed; the job stays at home")),
+        Some(Err(e)) => {
+            return Err(anyhow!(e)).context(format!(
+                "the connection to {node} failed; the job stays at home"
+            ))
+        }
         None => bail!("the agent on {node} went away before confirming; the job stays at home"),
     }
     // From the freeze to here the job ran nowhere: that is the migration's downtime.
@@ -536,7 +663,9 @@ async fn move_away(pid: i32, job: u32, node: &str, terminal: Option<mrun_core::w
     // Still frozen, and the node's copy runs: what waits in its stdin pipe goes there first.
     // (Taken only now: had the move failed, it would have been lost to the home copy.)
     let unread = transfer::unread_stdin(Pid::from_raw(pid));
-    verdict.send(Verdict::Kill).map_err(|_| anyhow!("the checkpoint thread is gone"))?;
+    verdict
+        .send(Verdict::Kill)
+        .map_err(|_| anyhow!("the checkpoint thread is gone"))?;
     // The home copy is gone: the job lives on the node now, whatever happens next. A failed
     // send means the connection died, which the deputy sees (and reports) right after.
     if !unread.is_empty() {
@@ -552,17 +681,33 @@ async fn move_home(
     feed: bool,
     out: &mut tokio::io::Stdout,
     err: &mut tokio::io::Stderr,
-) -> Result<(tokio::process::Child, i32, Option<tokio::process::ChildStdin>)> {
+) -> Result<(
+    tokio::process::Child,
+    i32,
+    Option<tokio::process::ChildStdin>,
+)> {
     link.tx.send(Frame::Control(Control::Checkpoint)).await?;
     let exe = std::env::current_exe().context("finding mrun's own path")?;
-    let mut job = Restoring::start(&exe, &["--restore-helper"], stdin_cfg, Stdio::inherit(), Stdio::inherit())?;
+    let mut job = Restoring::start(
+        &exe,
+        &["--restore-helper"],
+        stdin_cfg,
+        Stdio::inherit(),
+        Stdio::inherit(),
+    )?;
     let mut image = job.image.take();
     let mut unread = Vec::new();
     loop {
         match link.rx.next().await {
             Some(Ok(Frame::Stdin(b))) => unread.extend_from_slice(&b),
-            Some(Ok(Frame::Stdout(b))) => { out.write_all(&b).await?; out.flush().await?; }
-            Some(Ok(Frame::Stderr(b))) => { err.write_all(&b).await?; err.flush().await?; }
+            Some(Ok(Frame::Stdout(b))) => {
+                out.write_all(&b).await?;
+                out.flush().await?;
+            }
+            Some(Ok(Frame::Stderr(b))) => {
+                err.write_all(&b).await?;
+                err.flush().await?;
+            }
             Some(Ok(Frame::Image(c))) => {
                 if let Some(w) = image.as_mut() {
                     if tokio::io::AsyncWriteExt::write_all(w, &c).await.is_err() {
@@ -573,7 +718,9 @@ async fn move_home(
             Some(Ok(Frame::Control(Control::ImageEnd))) => break,
             Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
             Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", link.node),
-            Some(Err(e)) => return Err(anyhow!(e)).context(format!("the connection to {} failed", link.node)),
+            Some(Err(e)) => {
+                return Err(anyhow!(e)).context(format!("the connection to {} failed", link.node))
+            }
             None => bail!("the agent on {} went away during the checkpoint", link.node),
         }
     }
@@ -594,7 +741,10 @@ async fn move_home(
         Err(why) => {
             let _ = link.tx.send(Frame::Control(Control::Abort)).await;
             give_back(link, unread).await;
-            bail!("restore at home failed: {why}; the job stays on {}", link.node)
+            bail!(
+                "restore at home failed: {why}; the job stays on {}",
+                link.node
+            )
         }
     }
 }

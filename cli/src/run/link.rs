@@ -54,8 +54,14 @@ impl Link {
             let dest = super::ssh::resolve(node)?;
             let session = super::ssh::connect(&dest).await?;
             let command = super::ssh::agent_command(&session, &dest, &super::agent_path()?).await?;
-            let channel = session.channel_open_session().await.context("opening an SSH channel")?;
-            channel.exec(true, command).await.context("starting mrun-agent over SSH")?;
+            let channel = session
+                .channel_open_session()
+                .await
+                .context("opening an SSH channel")?;
+            channel
+                .exec(true, command)
+                .await
+                .context("starting mrun-agent over SSH")?;
             let (r, w) = tokio::io::split(channel.into_stream());
             (Box::new(r), Box::new(w), Carrier::Ssh(session))
         };
@@ -79,16 +85,24 @@ impl Link {
             carrier,
         };
         let ours = Hello::ours();
-        link.tx.send(Frame::Control(Control::Hello(ours.clone()))).await?;
+        link.tx
+            .send(Frame::Control(Control::Hello(ours.clone())))
+            .await?;
         match link.rx.next().await {
             Some(Ok(Frame::Control(Control::Hello(peer)))) => {
                 if let Some(problem) = ours.mismatch(&peer, &format!("the agent on {node}")) {
                     bail!(problem);
                 }
             }
-            Some(Ok(Frame::Control(Control::Error { message }))) => bail!("the agent on {node}: {message}"),
-            Some(Ok(other)) => bail!("the agent on {node} answered {other:?} instead of a handshake"),
-            Some(Err(e)) => return Err(anyhow!(e)).context(format!("talking to the agent on {node}")),
+            Some(Ok(Frame::Control(Control::Error { message }))) => {
+                bail!("the agent on {node}: {message}")
+            }
+            Some(Ok(other)) => {
+                bail!("the agent on {node} answered {other:?} instead of a handshake")
+            }
+            Some(Err(e)) => {
+                return Err(anyhow!(e)).context(format!("talking to the agent on {node}"))
+            }
             None => bail!("the agent on {node} closed the connection before the handshake"),
         }
         Ok(link)
@@ -116,7 +130,9 @@ impl Link {
                 let _ = agent.wait().await;
             }
             Carrier::Ssh(session) => {
-                let _ = session.disconnect(russh::Disconnect::ByApplication, "", "").await;
+                let _ = session
+                    .disconnect(russh::Disconnect::ByApplication, "", "")
+                    .await;
             }
             Carrier::Daemon => {}
         }

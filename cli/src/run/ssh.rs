@@ -24,7 +24,9 @@ pub struct Destination {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// Resolve `name` (`[user@]host[:port]` or a `Host` alias of `~/.ssh/config`).
@@ -39,21 +41,40 @@ pub fn resolve(name: &str) -> Result<Destination> {
     };
     let config_path = home().join(".ssh/config");
     let params = if config_path.exists() {
-        let file = std::fs::File::open(&config_path).with_context(|| format!("reading {}", config_path.display()))?;
+        let file = std::fs::File::open(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
         let config = ssh2_config::SshConfig::default()
-            .parse(&mut std::io::BufReader::new(file), ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS)
+            .parse(
+                &mut std::io::BufReader::new(file),
+                ssh2_config::ParseRule::ALLOW_UNSUPPORTED_FIELDS,
+            )
             .map_err(|e| anyhow!("cannot use {}: {e}", config_path.display()))?;
         Some(config.query(alias))
     } else {
         None
     };
-    let host = params.as_ref().and_then(|p| p.host_name.clone()).unwrap_or_else(|| alias.to_string());
-    let port = port_part.or(params.as_ref().and_then(|p| p.port)).unwrap_or(22);
+    let host = params
+        .as_ref()
+        .and_then(|p| p.host_name.clone())
+        .unwrap_or_else(|| alias.to_string());
+    let port = port_part
+        .or(params.as_ref().and_then(|p| p.port))
+        .unwrap_or(22);
     let user = user_part
         .or(params.as_ref().and_then(|p| p.user.clone()))
-        .or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name))
-        .ok_or_else(|| anyhow!("cannot tell which user to log in as on {name}; give it as user@{name}"))?;
-    let mut identity_files: Vec<PathBuf> = params.as_ref().and_then(|p| p.identity_file.clone()).unwrap_or_default();
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .ok_or_else(|| {
+            anyhow!("cannot tell which user to log in as on {name}; give it as user@{name}")
+        })?;
+    let mut identity_files: Vec<PathBuf> = params
+        .as_ref()
+        .and_then(|p| p.identity_file.clone())
+        .unwrap_or_default();
     for default in ["id_ed25519", "id_ecdsa", "id_rsa"] {
         let path = home().join(".ssh").join(default);
         if !identity_files.contains(&path) {
@@ -66,7 +87,14 @@ pub fn resolve(name: &str) -> Result<Destination> {
         .and_then(|v| v.first().cloned())
         .is_some_and(|v| v.eq_ignore_ascii_case("accept-new") || v.eq_ignore_ascii_case("no"))
         || std::env::var("MRUN_ACCEPT_NEW_HOST_KEYS").is_ok_and(|v| v == "1");
-    Ok(Destination { name: name.to_string(), host, port, user, identity_files, accept_new_host })
+    Ok(Destination {
+        name: name.to_string(),
+        host,
+        port,
+        user,
+        identity_files,
+        accept_new_host,
+    })
 }
 
 /// Checks the server's key against known_hosts; remembers why it refused.
@@ -78,7 +106,10 @@ pub struct HostCheck {
 impl client::Handler for HostCheck {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, offered: &keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        offered: &keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let d = &self.dest;
         let keys::PublicKeyOrCertificate::PublicKey { key, .. } = offered else {
             if let Ok(mut slot) = self.refusal.lock() {
@@ -125,17 +156,34 @@ pub async fn connect(dest: &Destination) -> Result<Session> {
         ..Default::default()
     });
     let refusal = Arc::new(Mutex::new(None));
-    let check = HostCheck { dest: dest.clone(), refusal: refusal.clone() };
+    let check = HostCheck {
+        dest: dest.clone(),
+        refusal: refusal.clone(),
+    };
     let addr = (dest.host.as_str(), dest.port);
-    let connected = tokio::time::timeout(std::time::Duration::from_secs(20), client::connect(config, addr, check)).await;
+    let connected = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        client::connect(config, addr, check),
+    )
+    .await;
     let mut session = match connected {
-        Err(_) => bail!("node {} ({}:{}) did not answer within 20 s", dest.name, dest.host, dest.port),
+        Err(_) => bail!(
+            "node {} ({}:{}) did not answer within 20 s",
+            dest.name,
+            dest.host,
+            dest.port
+        ),
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             if let Some(why) = refusal.lock().ok().and_then(|mut r| r.take()) {
                 bail!(why);
             }
-            bail!("cannot reach node {} ({}:{}): {e}", dest.name, dest.host, dest.port);
+            bail!(
+                "cannot reach node {} ({}:{}): {e}",
+                dest.name,
+                dest.host,
+                dest.port
+            );
         }
     };
     if authenticate(&mut session, dest).await? {
@@ -156,7 +204,12 @@ fn tried_keys(dest: &Destination) -> String {
     if std::env::var_os("SSH_AUTH_SOCK").is_some() {
         tried.push("ssh-agent".into());
     }
-    tried.extend(dest.identity_files.iter().filter(|p| p.exists()).map(|p| p.display().to_string()));
+    tried.extend(
+        dest.identity_files
+            .iter()
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string()),
+    );
     if tried.is_empty() {
         "no key: no ssh-agent and no key file".into()
     } else {
@@ -165,13 +218,25 @@ fn tried_keys(dest: &Destination) -> String {
 }
 
 async fn authenticate(session: &mut Session, dest: &Destination) -> Result<bool> {
-    let rsa_hash = session.best_supported_rsa_hash().await.ok().flatten().flatten();
+    let rsa_hash = session
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten();
     if std::env::var_os("SSH_AUTH_SOCK").is_some() {
         if let Ok(mut agent) = keys::agent::client::AgentClient::connect_env().await {
             for id in agent.request_identities().await.unwrap_or_default() {
                 let key = id.public_key().into_owned();
-                let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
-                if let Ok(r) = session.authenticate_publickey_with(&dest.user, key, hash, &mut agent).await {
+                let hash = if key.algorithm().is_rsa() {
+                    rsa_hash
+                } else {
+                    None
+                };
+                if let Ok(r) = session
+                    .authenticate_publickey_with(&dest.user, key, hash, &mut agent)
+                    .await
+                {
                     if r.success() {
                         return Ok(true);
                     }
@@ -183,8 +248,14 @@ async fn authenticate(session: &mut Session, dest: &Destination) -> Result<bool>
         if !path.exists() {
             continue;
         }
-        let Ok(key) = keys::load_secret_key(path, None) else { continue };
-        let hash = if key.algorithm().is_rsa() { rsa_hash } else { None };
+        let Ok(key) = keys::load_secret_key(path, None) else {
+            continue;
+        };
+        let hash = if key.algorithm().is_rsa() {
+            rsa_hash
+        } else {
+            None
+        };
         let r = session
             .authenticate_publickey(&dest.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
             .await
@@ -204,8 +275,13 @@ struct Ran {
 }
 
 async fn run(session: &Session, command: &str, input: Option<&[u8]>) -> Result<Ran> {
-    let mut ch = session.channel_open_session().await.context("opening an SSH channel")?;
-    ch.exec(true, command).await.context("running a command over SSH")?;
+    let mut ch = session
+        .channel_open_session()
+        .await
+        .context("opening an SSH channel")?;
+    ch.exec(true, command)
+        .await
+        .context("running a command over SSH")?;
     // Feed the input from a task of its own: if the command ends early (say it cannot write
     // the file), nobody reads the rest and the send would wait for window space forever.
     let feeder = input.map(|data| {
@@ -217,7 +293,11 @@ async fn run(session: &Session, command: &str, input: Option<&[u8]>) -> Result<R
             let _ = writer.shutdown().await;
         })
     });
-    let mut ran = Ran { stdout: String::new(), stderr: String::new(), status: None };
+    let mut ran = Ran {
+        stdout: String::new(),
+        stderr: String::new(),
+        status: None,
+    };
     let mut eof_sent = feeder.is_none();
     let mut feeder = feeder;
     loop {
@@ -252,15 +332,23 @@ async fn run(session: &Session, command: &str, input: Option<&[u8]>) -> Result<R
 /// The command that starts `mrun-agent` on the node: `$MRUN_REMOTE_AGENT` (every node), the
 /// node's entry in `[agents]` of config.toml, the node's PATH, our cached copy, or our own
 /// agent installed into `~/.cache/mrun/` (same architecture only).
-pub async fn agent_command(session: &Session, dest: &Destination, local_agent: &Path) -> Result<String> {
+pub async fn agent_command(
+    session: &Session,
+    dest: &Destination,
+    local_agent: &Path,
+) -> Result<String> {
     if let Ok(command) = std::env::var("MRUN_REMOTE_AGENT") {
         // A command line for the node's shell, used as given.
         return Ok(command);
     }
-    if let Some(command) = crate::nodes::config().ok().and_then(|c| c.agents.get(&dest.name).cloned()) {
+    if let Some(command) = crate::nodes::config()
+        .ok()
+        .and_then(|c| c.agents.get(&dest.name).cloned())
+    {
         return Ok(command);
     }
-    let binary = std::fs::read(local_agent).with_context(|| format!("reading {}", local_agent.display()))?;
+    let binary =
+        std::fs::read(local_agent).with_context(|| format!("reading {}", local_agent.display()))?;
     let digest = hex(&sha2::Sha256::digest(&binary));
     let cached = format!("mrun-agent-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]);
     let probe = format!(

@@ -14,7 +14,10 @@ pub struct HomeTerminal {
 
 impl HomeTerminal {
     pub fn detect() -> HomeTerminal {
-        HomeTerminal { present: tty::is_terminal(0), saved: None }
+        HomeTerminal {
+            present: tty::is_terminal(0),
+            saved: None,
+        }
     }
 
     /// Whether stdin is a terminal.
@@ -62,7 +65,8 @@ impl HomeTerminal {
         if !self.present || self.saved.is_some() {
             return;
         }
-        let ours = nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg == nix::unistd::getpgrp());
+        let ours =
+            nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg == nix::unistd::getpgrp());
         if ours {
             self.away();
         }

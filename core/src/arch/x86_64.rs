@@ -26,10 +26,33 @@ pub fn to_image(r: &Regs) -> GpRegs {
 pub fn from_image(g: &GpRegs) -> Regs {
     let v = g.0;
     Regs {
-        r15: v[0], r14: v[1], r13: v[2], r12: v[3], rbp: v[4], rbx: v[5], r11: v[6], r10: v[7],
-        r9: v[8], r8: v[9], rax: v[10], rcx: v[11], rdx: v[12], rsi: v[13], rdi: v[14],
-        orig_rax: v[15], rip: v[16], cs: v[17], eflags: v[18], rsp: v[19], ss: v[20],
-        fs_base: v[21], gs_base: v[22], ds: v[23], es: v[24], fs: v[25], gs: v[26],
+        r15: v[0],
+        r14: v[1],
+        r13: v[2],
+        r12: v[3],
+        rbp: v[4],
+        rbx: v[5],
+        r11: v[6],
+        r10: v[7],
+        r9: v[8],
+        r8: v[9],
+        rax: v[10],
+        rcx: v[11],
+        rdx: v[12],
+        rsi: v[13],
+        rdi: v[14],
+        orig_rax: v[15],
+        rip: v[16],
+        cs: v[17],
+        eflags: v[18],
+        rsp: v[19],
+        ss: v[20],
+        fs_base: v[21],
+        gs_base: v[22],
+        ds: v[23],
+        es: v[24],
+        fs: v[25],
+        gs: v[26],
     }
 }
 

@@ -19,7 +19,9 @@ pub fn preflight(pid: Pid) -> Result<()> {
         )));
     }
     if status.state.starts_with('Z') || status.state.starts_with('X') {
-        return Err(EngineError::Refused(format!("pid {pid} has already exited")));
+        return Err(EngineError::Refused(format!(
+            "pid {pid} has already exited"
+        )));
     }
     if status.threads > 1 {
         return Err(EngineError::Refused(format!(
@@ -33,7 +35,8 @@ pub fn preflight(pid: Pid) -> Result<()> {
             status.tracerpid
         )));
     }
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     let n = children.split_whitespace().count();
     if n > 0 {
         return Err(EngineError::Refused(format!(

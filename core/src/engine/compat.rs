@@ -8,17 +8,24 @@ use crate::resource::mem::is_special_name;
 
 /// This machine's compatibility facts. `xstate_size` is filled by the caller that has one.
 pub fn local(xstate_size: u32) -> Result<Compat> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ctx(|| "reading /proc/self/maps".into())?;
+    let maps =
+        std::fs::read_to_string("/proc/self/maps").ctx(|| "reading /proc/self/maps".into())?;
     let mut special_layout = Vec::new();
     let mut vdso_range = None;
     for line in maps.lines() {
         let mut cols = line.split_whitespace();
-        let (Some(range), Some(name)) = (cols.next(), cols.nth(4)) else { continue };
+        let (Some(range), Some(name)) = (cols.next(), cols.nth(4)) else {
+            continue;
+        };
         if !is_special_name(name) {
             continue;
         }
-        let Some((s, e)) = range.split_once('-') else { continue };
-        let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else { continue };
+        let Some((s, e)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) else {
+            continue;
+        };
         special_layout.push((name.to_string(), e - s));
         if name == "[vdso]" {
             vdso_range = Some((s, e));
@@ -27,7 +34,8 @@ pub fn local(xstate_size: u32) -> Result<Compat> {
     let vdso = match vdso_range {
         Some((s, e)) => {
             let mut buf = vec![0u8; (e - s) as usize];
-            crate::sys::memory::read(nix::unistd::getpid(), s, &mut buf).ctx(|| "reading this process's vDSO".into())?;
+            crate::sys::memory::read(nix::unistd::getpid(), s, &mut buf)
+                .ctx(|| "reading this process's vDSO".into())?;
             buf
         }
         None => Vec::new(),
@@ -52,7 +60,10 @@ pub fn check(image: &Compat, here: &Compat) -> Result<()> {
         )))
     };
     if image.arch != here.arch {
-        return differs(format!("it is for {} and this machine is {}", image.arch, here.arch));
+        return differs(format!(
+            "it is for {} and this machine is {}",
+            image.arch, here.arch
+        ));
     }
     if image.xfeatures != here.xfeatures {
         return differs(format!(

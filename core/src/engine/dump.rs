@@ -30,7 +30,11 @@ pub struct DumpOptions {
 
 impl Default for DumpOptions {
     fn default() -> Self {
-        DumpOptions { level: crate::image::DEFAULT_LEVEL, leave_running: false, share_stdio_with: None }
+        DumpOptions {
+            level: crate::image::DEFAULT_LEVEL,
+            leave_running: false,
+            share_stdio_with: None,
+        }
     }
 }
 
@@ -91,16 +95,30 @@ fn trap_site(pid: Pid) -> Result<u64> {
     maps.iter()
         .filter(|m| m.perms.contains(MMPermissions::EXECUTE) && m.address.1 - m.address.0 >= 8)
         .find(|m| matches!(m.pathname, MMapPath::Path(_)))
-        .or_else(|| maps.iter().find(|m| m.perms.contains(MMPermissions::EXECUTE) && !matches!(m.pathname, MMapPath::Vdso | MMapPath::Vsyscall)))
+        .or_else(|| {
+            maps.iter().find(|m| {
+                m.perms.contains(MMPermissions::EXECUTE)
+                    && !matches!(m.pathname, MMapPath::Vdso | MMapPath::Vsyscall)
+            })
+        })
         .map(|m| m.address.0)
-        .ok_or_else(|| EngineError::Refused(format!("pid {pid} has no executable mapping to work with")))
+        .ok_or_else(|| {
+            EngineError::Refused(format!("pid {pid} has no executable mapping to work with"))
+        })
 }
 
-fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions, trace: &mut crate::trace::Trace) -> Result<DumpStats> {
+fn capture<W: Write>(
+    frozen: &mut Frozen,
+    out: W,
+    opts: &DumpOptions,
+    trace: &mut crate::trace::Trace,
+) -> Result<DumpStats> {
     let pid = frozen.pid();
     let regs = frozen.regs;
-    let xstate = ptrace::get_xstate(pid).ctx(|| format!("reading the FPU/AVX state of pid {pid}"))?;
-    let sigmask = ptrace::get_sigmask(pid).ctx(|| format!("reading the signal mask of pid {pid}"))?;
+    let xstate =
+        ptrace::get_xstate(pid).ctx(|| format!("reading the FPU/AVX state of pid {pid}"))?;
+    let sigmask =
+        ptrace::get_sigmask(pid).ctx(|| format!("reading the signal mask of pid {pid}"))?;
     let rseq = task::capture_rseq(pid)?;
 
     // State only the process itself can tell: ask it, through injected syscalls.
@@ -124,11 +142,19 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions, trace: &mu
     let fds = fds::capture(pid, opts.share_stdio_with)?;
     let procfs = Process::new(pid.as_raw())?;
     let status = procfs.status()?;
-    let own_pid = status.nspid.as_ref().and_then(|v| v.last().copied()).unwrap_or(pid.as_raw());
+    let own_pid = status
+        .nspid
+        .as_ref()
+        .and_then(|v| v.last().copied())
+        .unwrap_or(pid.as_raw());
     let exe = procfs.exe()?;
-    let exe_meta = std::fs::metadata(format!("/proc/{pid}/exe")).ctx(|| format!("stat of /proc/{pid}/exe"))?;
+    let exe_meta =
+        std::fs::metadata(format!("/proc/{pid}/exe")).ctx(|| format!("stat of /proc/{pid}/exe"))?;
     let cwd = procfs.cwd()?;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_string();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_string();
     let personality = std::fs::read_to_string(format!("/proc/{pid}/personality"))
         .ok()
         .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
@@ -161,7 +187,10 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions, trace: &mu
         compat: compat::local(state.xstate.len() as u32)?,
         pid: own_pid,
         comm,
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         writer: format!("mrun {}", env!("CARGO_PKG_VERSION")),
         boot_id: crate::resource::boot_id(),
     };
@@ -172,5 +201,9 @@ fn capture<W: Write>(frozen: &mut Frozen, out: W, opts: &DumpOptions, trace: &mu
     trace.mark("pages");
     writer.finish()?;
     trace.mark("finish");
-    Ok(DumpStats { pages, vmas: state.vmas.len(), fds: state.fds.len() })
+    Ok(DumpStats {
+        pages,
+        vmas: state.vmas.len(),
+        fds: state.fds.len(),
+    })
 }

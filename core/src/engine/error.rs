@@ -39,13 +39,19 @@ pub(crate) trait Context<T> {
 
 impl<T, E: Into<io::Error>> Context<T> for std::result::Result<T, E> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| EngineError::Os { what: what(), source: e.into() })
+        self.map_err(|e| EngineError::Os {
+            what: what(),
+            source: e.into(),
+        })
     }
 }
 
 impl From<procfs::ProcError> for EngineError {
     fn from(e: procfs::ProcError) -> Self {
         let text = e.to_string();
-        EngineError::Os { what: "reading /proc".into(), source: io::Error::other(text) }
+        EngineError::Os {
+            what: "reading /proc".into(),
+            source: io::Error::other(text),
+        }
     }
 }

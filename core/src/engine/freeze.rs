@@ -32,8 +32,13 @@ impl Frozen {
                 "pid {pid} cannot be traced by this user (another user's process, or a \
                  non-dumpable one); run mrunctl as its owner"
             )),
-            Some(libc::ESRCH) => EngineError::Refused(format!("there is no process with pid {pid}")),
-            _ => EngineError::Os { what: format!("PTRACE_SEIZE of pid {pid}"), source: e },
+            Some(libc::ESRCH) => {
+                EngineError::Refused(format!("there is no process with pid {pid}"))
+            }
+            _ => EngineError::Os {
+                what: format!("PTRACE_SEIZE of pid {pid}"),
+                source: e,
+            },
         })?;
         let mut pending = Vec::new();
         let frozen = (|| {
@@ -43,7 +48,10 @@ impl Frozen {
                 // A signal was about to be delivered: keep it for later; it is stopped here.
                 Stop::Signal(s) => pending.push(s),
                 Stop::Exited(_) | Stop::Killed(_) => {
-                    return Err(EngineError::Died { pid: pid.as_raw(), stage: "freeze" })
+                    return Err(EngineError::Died {
+                        pid: pid.as_raw(),
+                        stage: "freeze",
+                    })
                 }
             }
             ptrace::get_regs(pid).ctx(|| format!("reading registers of pid {pid}"))
@@ -55,7 +63,14 @@ impl Frozen {
                 return Err(e);
             }
         };
-        Ok(Frozen { pid, regs, injector: Injector::new(pid, 0, regs), planted: None, pending, done: false })
+        Ok(Frozen {
+            pid,
+            regs,
+            injector: Injector::new(pid, 0, regs),
+            planted: None,
+            pending,
+            done: false,
+        })
     }
 
     pub fn pid(&self) -> Pid {
@@ -65,8 +80,10 @@ impl Frozen {
     /// Plant `syscall; int3` at `site` (an executable address) and return an injector for it.
     pub fn plant(&mut self, site: u64) -> Result<&Injector> {
         if self.planted.is_none() {
-            let old = ptrace::peek(self.pid, site).ctx(|| format!("reading code of pid {}", self.pid))?;
-            ptrace::poke(self.pid, site, arch::SYSCALL_TRAP).ctx(|| format!("writing code of pid {}", self.pid))?;
+            let old =
+                ptrace::peek(self.pid, site).ctx(|| format!("reading code of pid {}", self.pid))?;
+            ptrace::poke(self.pid, site, arch::SYSCALL_TRAP)
+                .ctx(|| format!("writing code of pid {}", self.pid))?;
             self.planted = Some((site, old));
             self.injector.set_site(site);
         }
@@ -78,23 +95,35 @@ impl Frozen {
         let addr = self.injector.call(
             "mmap of a scratch area",
             libc::SYS_mmap,
-            [0, len, (libc::PROT_READ | libc::PROT_WRITE) as u64,
-             (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+            [
+                0,
+                len,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
         )?;
         Ok(Scratch { addr, len })
     }
 
     pub fn unmap_scratch(&self, s: Scratch) -> Result<()> {
-        self.injector.call("munmap of the scratch area", libc::SYS_munmap, [s.addr, s.len, 0, 0, 0, 0, ])?;
+        self.injector.call(
+            "munmap of the scratch area",
+            libc::SYS_munmap,
+            [s.addr, s.len, 0, 0, 0, 0],
+        )?;
         Ok(())
     }
 
     /// Put the planted bytes and registers back (the process is still frozen).
     pub fn unplant(&mut self) -> Result<()> {
         if let Some((site, old)) = self.planted.take() {
-            ptrace::poke(self.pid, site, old).ctx(|| format!("restoring code of pid {}", self.pid))?;
+            ptrace::poke(self.pid, site, old)
+                .ctx(|| format!("restoring code of pid {}", self.pid))?;
         }
-        ptrace::set_regs(self.pid, self.regs).ctx(|| format!("restoring registers of pid {}", self.pid))?;
+        ptrace::set_regs(self.pid, self.regs)
+            .ctx(|| format!("restoring registers of pid {}", self.pid))?;
         Ok(())
     }
 
@@ -115,7 +144,8 @@ impl Frozen {
         let unplanted = self.unplant();
         let signals = self.pending_signals();
         self.pending.clear();
-        let detached = ptrace::detach(self.pid, None).ctx(|| format!("detaching from pid {}", self.pid));
+        let detached =
+            ptrace::detach(self.pid, None).ctx(|| format!("detaching from pid {}", self.pid));
         for s in signals {
             if let Ok(sig) = Signal::try_from(s) {
                 let _ = kill(self.pid, sig);
@@ -145,7 +175,10 @@ impl Drop for Frozen {
 /// True when `pid` is gone or a zombie.
 fn has_exited(pid: Pid) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])).unwrap_or(false),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
         Err(_) => true,
     }
 }

@@ -21,7 +21,12 @@ pub struct Injector {
 
 impl Injector {
     pub fn new(pid: Pid, at: u64, base: Regs) -> Self {
-        Injector { pid, at, base, stray: RefCell::new(Vec::new()) }
+        Injector {
+            pid,
+            at,
+            base,
+            stray: RefCell::new(Vec::new()),
+        }
     }
 
     pub fn pid(&self) -> Pid {
@@ -39,22 +44,30 @@ impl Injector {
     /// Run one syscall and return the raw result (negative errno on failure).
     pub fn raw(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
         let regs = arch::syscall_regs(&self.base, self.at, nr, args);
-        ptrace::set_regs(self.pid, regs).ctx(|| format!("setting registers of pid {}", self.pid))?;
+        ptrace::set_regs(self.pid, regs)
+            .ctx(|| format!("setting registers of pid {}", self.pid))?;
         let mut sig: Option<Signal> = None;
         loop {
             ptrace::cont(self.pid, sig.take()).ctx(|| format!("resuming pid {}", self.pid))?;
             match ptrace::wait(self.pid).ctx(|| format!("waiting for pid {}", self.pid))? {
                 Stop::Signal(s) if s == libc::SIGTRAP => break,
-                Stop::Signal(s) if s == libc::SIGSTOP || s == libc::SIGTSTP
-                    || s == libc::SIGTTIN || s == libc::SIGTTOU => {}
+                Stop::Signal(s)
+                    if s == libc::SIGSTOP
+                        || s == libc::SIGTSTP
+                        || s == libc::SIGTTIN
+                        || s == libc::SIGTTOU => {}
                 Stop::Signal(s) => self.stray.borrow_mut().push(s),
                 Stop::Event(_) | Stop::Syscall => {}
                 Stop::Exited(_) | Stop::Killed(_) => {
-                    return Err(EngineError::Died { pid: self.pid.as_raw(), stage: "syscall injection" })
+                    return Err(EngineError::Died {
+                        pid: self.pid.as_raw(),
+                        stage: "syscall injection",
+                    })
                 }
             }
         }
-        let after = ptrace::get_regs(self.pid).ctx(|| format!("reading registers of pid {}", self.pid))?;
+        let after =
+            ptrace::get_regs(self.pid).ctx(|| format!("reading registers of pid {}", self.pid))?;
         Ok(arch::syscall_result(&after))
     }
 
@@ -74,14 +87,18 @@ impl Injector {
     /// exit instead of at the `int3`.
     pub fn call_last(&self, what: &str, nr: i64, args: [u64; 6]) -> Result<()> {
         let regs = arch::syscall_regs(&self.base, self.at, nr, args);
-        ptrace::set_regs(self.pid, regs).ctx(|| format!("setting registers of pid {}", self.pid))?;
+        ptrace::set_regs(self.pid, regs)
+            .ctx(|| format!("setting registers of pid {}", self.pid))?;
         let mut stops = 0;
         while stops < 2 {
             ptrace::syscall_step(self.pid).ctx(|| format!("resuming pid {}", self.pid))?;
             match ptrace::wait(self.pid).ctx(|| format!("waiting for pid {}", self.pid))? {
                 Stop::Syscall => stops += 1,
                 Stop::Exited(_) | Stop::Killed(_) => {
-                    return Err(EngineError::Died { pid: self.pid.as_raw(), stage: "final syscall" })
+                    return Err(EngineError::Died {
+                        pid: self.pid.as_raw(),
+                        stage: "final syscall",
+                    })
                 }
                 Stop::Signal(s) if s != libc::SIGTRAP && s != libc::SIGSTOP => {
                     self.stray.borrow_mut().push(s)
@@ -89,7 +106,8 @@ impl Injector {
                 _ => {}
             }
         }
-        let after = ptrace::get_regs(self.pid).ctx(|| format!("reading registers of pid {}", self.pid))?;
+        let after =
+            ptrace::get_regs(self.pid).ctx(|| format!("reading registers of pid {}", self.pid))?;
         let r = arch::syscall_result(&after);
         if (-4095..0).contains(&r) {
             return Err(EngineError::Os {
@@ -130,12 +148,16 @@ impl Scratch {
 
     pub fn read(&self, pid: Pid, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
-        memory::read(pid, self.addr + offset, &mut buf).ctx(|| format!("reading from pid {pid}"))?;
+        memory::read(pid, self.addr + offset, &mut buf)
+            .ctx(|| format!("reading from pid {pid}"))?;
         Ok(buf)
     }
 }
 
 /// Little-endian u64 at `i` of `b` (0 when out of range: only used on buffers we sized).
 pub fn u64_at(b: &[u8], i: usize) -> u64 {
-    b.get(i..i + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
+    b.get(i..i + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
 }

@@ -68,7 +68,10 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
     let mut stage = Stage::Header;
     let r = run(input, opts, &mut stage);
     r.map_err(|e| match e {
-        EngineError::Os { what, source } => EngineError::Os { what: format!("{what} (restore stage {stage:?})"), source },
+        EngineError::Os { what, source } => EngineError::Os {
+            what: format!("{what} (restore stage {stage:?})"),
+            source,
+        },
         other => other,
     })
 }
@@ -95,14 +98,19 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
     // Threads first: none can be created once the pid namespace is unshared.
     reader.start_workers()?;
     if opts.original_pid {
-        ns::unshare_pid_namespace().map_err(|e| EngineError::Unrestorable(format!(
-            "cannot create a pid namespace to give the process its original pid {} ({e}); \
-             enable user namespaces or restore with a new pid", header.pid)))?;
+        ns::unshare_pid_namespace().map_err(|e| {
+            EngineError::Unrestorable(format!(
+                "cannot create a pid namespace to give the process its original pid {} ({e}); \
+             enable user namespaces or restore with a new pid",
+                header.pid
+            ))
+        })?;
     }
     let child = spawn::spawn(&plan, header.pid, opts.original_pid)?;
     drop(prepared);
     let pid = child.pid;
-    let xstate_here = ptrace::get_xstate(pid).ctx(|| "reading the fresh process's xstate".into())?;
+    let xstate_here =
+        ptrace::get_xstate(pid).ctx(|| "reading the fresh process's xstate".into())?;
     if xstate_here.len() != state.xstate.len() {
         return Err(EngineError::Incompatible(format!(
             "the image is incompatible with this machine: its xsave area is {} bytes, this CPU's is {}",
@@ -113,22 +121,36 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
 
     trace.mark(&format!("{stage:?}"));
     *stage = Stage::Clear;
-    let start_regs = ptrace::get_regs(pid).ctx(|| "reading the fresh process's registers".into())?;
+    let start_regs =
+        ptrace::get_regs(pid).ctx(|| "reading the fresh process's registers".into())?;
     let entry = arch::instruction_pointer(&start_regs);
     ptrace::poke(pid, entry, arch::SYSCALL_TRAP).ctx(|| "planting the syscall trap".into())?;
     let mut inj = Injector::new(pid, entry, start_regs);
     let present = current_vmas(pid)?;
     let mut taken: Vec<(u64, u64)> = present.iter().map(|v| (v.0, v.1)).collect();
     taken.extend(state.vmas.iter().map(|v| (v.start, v.end)));
-    let tramp = free_gap(&taken, TRAMPOLINE)
-        .ok_or_else(|| EngineError::Unrestorable("no free address range for the restore trampoline".into()))?;
-    inj.call("mmap of the trampoline", libc::SYS_mmap, [
-        tramp, TRAMPOLINE, (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
-        (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64, u64::MAX, 0,
-    ])?;
-    memory::write(pid, tramp, &arch::SYSCALL_TRAP.to_le_bytes()).ctx(|| "writing the trampoline".into())?;
+    let tramp = free_gap(&taken, TRAMPOLINE).ok_or_else(|| {
+        EngineError::Unrestorable("no free address range for the restore trampoline".into())
+    })?;
+    inj.call(
+        "mmap of the trampoline",
+        libc::SYS_mmap,
+        [
+            tramp,
+            TRAMPOLINE,
+            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    memory::write(pid, tramp, &arch::SYSCALL_TRAP.to_le_bytes())
+        .ctx(|| "writing the trampoline".into())?;
     inj.set_site(tramp);
-    let scratch = Scratch { addr: tramp + PAGE, len: TRAMPOLINE - PAGE };
+    let scratch = Scratch {
+        addr: tramp + PAGE,
+        len: TRAMPOLINE - PAGE,
+    };
     for (s, e, name) in &present {
         if !mem::is_special_name(name) && name != "[vsyscall]" {
             inj.call("munmap", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
@@ -155,17 +177,44 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
     ptrace::set_sigmask(pid, u64::MAX).ctx(|| "blocking signals".into())?;
     mem::protect_vmas(&inj, &state.vmas)?;
     signals::apply(&inj, &scratch, &state.sigactions, &state.altstack)?;
-    task::apply_injected(&inj, &scratch, &state.mm, state.robust_list, state.clear_child_tid, state.rseq.as_ref(), &header.comm)?;
+    task::apply_injected(
+        &inj,
+        &scratch,
+        &state.mm,
+        state.robust_list,
+        state.clear_child_tid,
+        state.rseq.as_ref(),
+        &header.comm,
+    )?;
     for fd in &prepared_cloexec(&state) {
-        inj.call("fcntl(F_SETFD)", libc::SYS_fcntl, [*fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0])?;
+        inj.call(
+            "fcntl(F_SETFD)",
+            libc::SYS_fcntl,
+            [
+                *fd as u64,
+                libc::F_SETFD as u64,
+                libc::FD_CLOEXEC as u64,
+                0,
+                0,
+                0,
+            ],
+        )?;
     }
     task::apply_rlimits(pid, &state.rlimits)?;
-    let own_pid = if opts.original_pid { header.pid } else { pid.as_raw() };
+    let own_pid = if opts.original_pid {
+        header.pid
+    } else {
+        pid.as_raw()
+    };
     signals::apply_queued(&inj, &scratch, own_pid, &state.queued_signals)?;
 
     trace.mark(&format!("{stage:?}"));
     *stage = Stage::Run;
-    inj.call_last("munmap of the trampoline", libc::SYS_munmap, [tramp, TRAMPOLINE, 0, 0, 0, 0])?;
+    inj.call_last(
+        "munmap of the trampoline",
+        libc::SYS_munmap,
+        [tramp, TRAMPOLINE, 0, 0, 0, 0],
+    )?;
     ptrace::set_xstate(pid, &state.xstate).ctx(|| "setting the FPU/AVX state".into())?;
     ptrace::set_regs(pid, arch::from_image(&state.regs)).ctx(|| "setting the registers".into())?;
     ptrace::set_sigmask(pid, state.sigmask).ctx(|| "setting the signal mask".into())?;
@@ -179,15 +228,25 @@ fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Re
     }
     trace.mark("Run");
     let (pid, reaper) = child.release();
-    Ok(Restored { pid, reaper, header })
+    Ok(Restored {
+        pid,
+        reaper,
+        header,
+    })
 }
 
 fn cstring(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| EngineError::Unrestorable(format!("path {s:?} contains a NUL byte")))
+    CString::new(s)
+        .map_err(|_| EngineError::Unrestorable(format!("path {s:?} contains a NUL byte")))
 }
 
 fn prepared_cloexec(state: &ProcessState) -> Vec<RawFd> {
-    state.fds.iter().filter(|f| f.cloexec).map(|f| f.fd).collect()
+    state
+        .fds
+        .iter()
+        .filter(|f| f.cloexec)
+        .map(|f| f.fd)
+        .collect()
 }
 
 /// The executable to exec: the image's own if it is still the same file, so that
@@ -206,8 +265,9 @@ fn executable(state: &ProcessState, same_machine: bool) -> Result<CString> {
 fn check_file_identities(vmas: &[Vma], same_machine: bool) -> Result<()> {
     for v in vmas {
         if let Backing::File { path, identity, .. } = &v.backing {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| EngineError::Unrestorable(format!("the mapped file {path} cannot be used: {e}")))?;
+            let meta = std::fs::metadata(path).map_err(|e| {
+                EngineError::Unrestorable(format!("the mapped file {path} cannot be used: {e}"))
+            })?;
             if !crate::resource::same_file(identity, &meta, same_machine, true) {
                 return Err(EngineError::Unrestorable(format!(
                     "the mapped file {path} changed since the checkpoint; restoring would run different code or data"
@@ -220,11 +280,14 @@ fn check_file_identities(vmas: &[Vma], same_machine: bool) -> Result<()> {
 
 /// `(start, end, name)` of the fresh process's mappings.
 fn current_vmas(pid: Pid) -> Result<Vec<(u64, u64, String)>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ctx(|| format!("reading /proc/{pid}/maps"))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .ctx(|| format!("reading /proc/{pid}/maps"))?;
     let mut out = Vec::new();
     for line in text.lines() {
         let mut cols = line.split_whitespace();
-        let Some((s, e)) = cols.next().and_then(|r| r.split_once('-')) else { continue };
+        let Some((s, e)) = cols.next().and_then(|r| r.split_once('-')) else {
+            continue;
+        };
         let name = cols.nth(4).unwrap_or("").to_string();
         if let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) {
             out.push((s, e, name));
@@ -254,32 +317,65 @@ fn free_gap(taken: &[(u64, u64)], len: u64) -> Option<u64> {
 
 /// Move the kernel's special mappings (vvar, vvar_vclock, vdso) of the fresh process to where
 /// the image had them, keeping their order; via a free area so no move overlaps another.
-fn move_specials(inj: &Injector, present: &[(u64, u64, String)], image: &[Vma], taken: &[(u64, u64)]) -> Result<()> {
+fn move_specials(
+    inj: &Injector,
+    present: &[(u64, u64, String)],
+    image: &[Vma],
+    taken: &[(u64, u64)],
+) -> Result<()> {
     let wanted = mem::specials(image);
-    let here: Vec<&(u64, u64, String)> = present.iter().filter(|v| mem::is_special_name(&v.2)).collect();
+    let here: Vec<&(u64, u64, String)> = present
+        .iter()
+        .filter(|v| mem::is_special_name(&v.2))
+        .collect();
     if wanted.is_empty() {
         return Ok(());
     }
     let total: u64 = here.iter().map(|v| v.1 - v.0).sum();
     let mut taken = taken.to_vec();
     taken.extend(here.iter().map(|v| (v.0, v.1)));
-    let temp = free_gap(&taken, total)
-        .ok_or_else(|| EngineError::Unrestorable("no free address range to move the vDSO through".into()))?;
+    let temp = free_gap(&taken, total).ok_or_else(|| {
+        EngineError::Unrestorable("no free address range to move the vDSO through".into())
+    })?;
     let mut at = temp;
     let mut staged = Vec::new();
     for v in &here {
         let len = v.1 - v.0;
-        inj.call("mremap of a vDSO area", libc::SYS_mremap, [v.0, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, at, 0])
-            .map_err(|e| sealed_hint(e, &v.2))?;
+        inj.call(
+            "mremap of a vDSO area",
+            libc::SYS_mremap,
+            [
+                v.0,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                at,
+                0,
+            ],
+        )
+        .map_err(|e| sealed_hint(e, &v.2))?;
         staged.push((v.2.clone(), at, len));
         at += len;
     }
     for (name, from, len) in staged {
         let Some((_, to, _)) = wanted.iter().find(|w| w.0 == name) else {
-            return Err(EngineError::Incompatible(format!("the image has no {name} mapping but this kernel does")));
+            return Err(EngineError::Incompatible(format!(
+                "the image has no {name} mapping but this kernel does"
+            )));
         };
-        inj.call("mremap of a vDSO area", libc::SYS_mremap, [from, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, *to, 0])
-            .map_err(|e| sealed_hint(e, &name))?;
+        inj.call(
+            "mremap of a vDSO area",
+            libc::SYS_mremap,
+            [
+                from,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                *to,
+                0,
+            ],
+        )
+        .map_err(|e| sealed_hint(e, &name))?;
     }
     Ok(())
 }

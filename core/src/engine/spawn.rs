@@ -58,7 +58,11 @@ pub fn spawn(plan: &ChildPlan, pid: i32, pid_ns: bool) -> Result<Spawned> {
     } else {
         None
     };
-    let forked = if pid_ns { ns::fork_with_pid(pid) } else { fork() };
+    let forked = if pid_ns {
+        ns::fork_with_pid(pid)
+    } else {
+        fork()
+    };
     let child = match forked {
         Ok(Some(child)) => child,
         Ok(None) => child_main(plan),
@@ -67,10 +71,17 @@ pub fn spawn(plan: &ChildPlan, pid: i32, pid_ns: bool) -> Result<Spawned> {
                 let _ = kill(r, Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(r, None);
             }
-            return Err(EngineError::Os { what: format!("creating a process with pid {pid}"), source: e });
+            return Err(EngineError::Os {
+                what: format!("creating a process with pid {pid}"),
+                source: e,
+            });
         }
     };
-    let spawned = Spawned { pid: child, reaper, released: false };
+    let spawned = Spawned {
+        pid: child,
+        reaper,
+        released: false,
+    };
     match ptrace::wait(child).ctx(|| "waiting for the fresh process".into())? {
         Stop::Signal(s) if s == libc::SIGTRAP => {}
         Stop::Exited(code) => {
@@ -81,7 +92,9 @@ pub fn spawn(plan: &ChildPlan, pid: i32, pid_ns: bool) -> Result<Spawned> {
             )))
         }
         other => {
-            return Err(EngineError::Unrestorable(format!("the fresh process stopped unexpectedly ({other:?})")))
+            return Err(EngineError::Unrestorable(format!(
+                "the fresh process stopped unexpectedly ({other:?})"
+            )))
         }
     }
     ptrace::set_options(child, true).ctx(|| "setting ptrace options".into())?;
@@ -104,7 +117,14 @@ fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: only async-signal-safe syscalls on values prepared before the fork.
     unsafe {
         let fail = |_: &str| -> ! { libc::_exit(*libc::__errno_location()) };
-        let top = plan.fds.iter().map(|(t, s)| (*t).max(*s)).max().unwrap_or(2).max(2) + 1;
+        let top = plan
+            .fds
+            .iter()
+            .map(|(t, s)| (*t).max(*s))
+            .max()
+            .unwrap_or(2)
+            .max(2)
+            + 1;
         let mut moved = [0 as RawFd; 1024];
         for (i, (_, src)) in plan.fds.iter().enumerate().take(1024) {
             let m = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, top);

@@ -119,7 +119,11 @@ pub enum Backing {
     /// Anonymous private memory (heap, stack, anonymous mmap).
     Anonymous,
     /// A private or read-only shared mapping of a file; untouched pages come from the file.
-    File { path: String, offset: u64, identity: FileIdentity },
+    File {
+        path: String,
+        offset: u64,
+        identity: FileIdentity,
+    },
     /// A private file mapping whose file was deleted or replaced since it was mapped: every
     /// page is carried in the image and restored as anonymous memory.
     Carried { path: String },
@@ -144,14 +148,25 @@ pub struct Vma {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum FdKind {
     /// A file or directory reopened by path at the same offset.
-    Path { path: String, flags: i32, offset: u64, identity: FileIdentity },
+    Path {
+        path: String,
+        flags: i32,
+        offset: u64,
+        identity: FileIdentity,
+    },
     /// A character device reopened by path (`/dev/null`, `/dev/zero`, `/dev/urandom`...).
     Device { path: String, flags: i32 },
     /// A pipe or terminal that was on stdio: connected to the restorer's stdio `slot` (0, 1, 2).
     Stdio { slot: u8 },
     /// One end of a pipe whose both ends the process holds (a self-pipe). `data` is what was
     /// buffered in it (carried on the read end only); `size` its capacity.
-    Pipe { id: u64, write_end: bool, flags: i32, size: u32, data: Vec<u8> },
+    Pipe {
+        id: u64,
+        write_end: bool,
+        flags: i32,
+        size: u32,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

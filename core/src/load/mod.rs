@@ -31,7 +31,10 @@ impl Default for Meter {
 
 impl Meter {
     pub fn new() -> Meter {
-        Meter { scope: Scope::detect(), samples: VecDeque::new() }
+        Meter {
+            scope: Scope::detect(),
+            samples: VecDeque::new(),
+        }
     }
 
     pub fn scope(&self) -> &Scope {
@@ -42,7 +45,11 @@ impl Meter {
     pub fn sample(&mut self) {
         let now = Instant::now();
         self.samples.push_back((now, runnable_now(&self.scope)));
-        while self.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > WINDOW) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > WINDOW)
+        {
             self.samples.pop_front();
         }
     }
@@ -62,7 +69,9 @@ impl Meter {
         let cpus = self.scope.cpus();
         NodeFacts {
             arch: std::env::consts::ARCH.to_string(),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
             cpus: cpus.round().max(1.0) as u32,
             speed: speed::per_cpu(),
             runnable,
@@ -82,7 +91,11 @@ impl Meter {
 /// Our own threads: the measurer is not the load it measures.
 fn own_threads() -> HashSet<i32> {
     std::fs::read_dir("/proc/self/task")
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -95,7 +108,11 @@ fn thread_running(tid: i32) -> Option<(bool, Option<i32>)> {
 pub fn runnable_now(scope: &Scope) -> f64 {
     if let Some(tids) = scope.cgroup_threads() {
         let mine = own_threads();
-        return tids.into_iter().filter(|t| !mine.contains(t)).filter(|&t| thread_running(t).is_some_and(|(r, _)| r)).count() as f64;
+        return tids
+            .into_iter()
+            .filter(|t| !mine.contains(t))
+            .filter(|&t| thread_running(t).is_some_and(|(r, _)| r))
+            .count() as f64;
     }
     if scope.pinned() {
         // Tasks queued on our CPUs.
@@ -132,7 +149,10 @@ pub fn runnable_now(scope: &Scope) -> f64 {
 /// a memory cgroup limit leaves less.
 fn mem_available() -> u64 {
     use procfs::Current;
-    let machine = procfs::Meminfo::current().ok().and_then(|m| m.mem_available).unwrap_or(0);
+    let machine = procfs::Meminfo::current()
+        .ok()
+        .and_then(|m| m.mem_available)
+        .unwrap_or(0);
     match scope::memory_headroom() {
         Some(headroom) => machine.min(headroom),
         None => machine,
@@ -153,7 +173,8 @@ fn hosted_jobs(scope: &Scope) -> u32 {
         .filter(|p| p.uid().is_ok_and(|u| u == me))
         .filter(|p| {
             p.cmdline().is_ok_and(|args| {
-                args.first().is_some_and(|a| a.ends_with("mrun-agent")) && args.get(1).is_some_and(|a| a == "restore-helper")
+                args.first().is_some_and(|a| a.ends_with("mrun-agent"))
+                    && args.get(1).is_some_and(|a| a == "restore-helper")
             })
         })
         .count() as u32

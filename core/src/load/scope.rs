@@ -38,7 +38,11 @@ impl Scope {
             .map(|n| n as usize)
             .unwrap_or(allowed.len())
             .max(1);
-        Scope { allowed, online, cgroup: limited_cgroup() }
+        Scope {
+            allowed,
+            online,
+            cgroup: limited_cgroup(),
+        }
     }
 
     /// CPU capacity: the allowed CPUs, or fewer when a quota says so (never below one).
@@ -73,10 +77,17 @@ impl Scope {
 }
 
 fn affinity() -> Vec<usize> {
-    let all = || (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
+    let all = || {
+        (0..std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1))
+            .collect()
+    };
     match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
         Ok(set) => {
-            let cpus: Vec<usize> = (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect();
+            let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .collect();
             if cpus.is_empty() {
                 all()
             } else {
@@ -94,7 +105,10 @@ fn cgroup_chain(controller: &str) -> Option<(Vec<PathBuf>, bool)> {
     let groups = me.cgroups().ok()?;
     let mounts = me.mountinfo().ok()?;
     // A v1 hierarchy with the controller wins; else the v2 hierarchy (where every controller is).
-    let v1 = groups.0.iter().find(|g| g.hierarchy != 0 && g.controllers.iter().any(|c| c == controller));
+    let v1 = groups
+        .0
+        .iter()
+        .find(|g| g.hierarchy != 0 && g.controllers.iter().any(|c| c == controller));
     let (group, v2) = match v1 {
         Some(g) => (g, false),
         None => (groups.0.iter().find(|g| g.hierarchy == 0)?, true),
@@ -107,7 +121,10 @@ fn cgroup_chain(controller: &str) -> Option<(Vec<PathBuf>, bool)> {
         }
     })?;
     // The mount may show a subtree of the hierarchy (in a container): strip its root.
-    let rel = group.pathname.strip_prefix(mount.root.as_str()).unwrap_or(&group.pathname);
+    let rel = group
+        .pathname
+        .strip_prefix(mount.root.as_str())
+        .unwrap_or(&group.pathname);
     let mut dir = mount.mount_point.join(rel.trim_start_matches('/'));
     let mut chain = vec![dir.clone()];
     while dir != mount.mount_point && dir.pop() {
@@ -123,7 +140,11 @@ fn limited_cgroup() -> Option<LimitedCgroup> {
     chain.into_iter().find_map(|dir| {
         let cpus = if v2 { quota_v2(&dir) } else { quota_v1(&dir) }?;
         let threads_file = if v2 { "cgroup.threads" } else { "tasks" };
-        Some(LimitedCgroup { dir, threads_file, cpus })
+        Some(LimitedCgroup {
+            dir,
+            threads_file,
+            cpus,
+        })
     })
 }
 
@@ -131,13 +152,23 @@ fn limited_cgroup() -> Option<LimitedCgroup> {
 /// its ancestors), or None when no memory limit applies.
 pub fn memory_headroom() -> Option<u64> {
     let (chain, v2) = cgroup_chain("memory")?;
-    let (limit_file, usage_file) = if v2 { ("memory.max", "memory.current") } else { ("memory.limit_in_bytes", "memory.usage_in_bytes") };
-    let read = |dir: &Path, f: &str| std::fs::read_to_string(dir.join(f)).ok()?.trim().parse::<u64>().ok();
+    let (limit_file, usage_file) = if v2 {
+        ("memory.max", "memory.current")
+    } else {
+        ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    };
+    let read = |dir: &Path, f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
     chain
         .iter()
         .filter_map(|dir| {
             let limit = read(dir, limit_file)?; // "max" does not parse: no limit
-            // v1 writes "no limit" as a huge page-rounded number.
+                                                // v1 writes "no limit" as a huge page-rounded number.
             (limit < 1 << 60).then(|| limit.saturating_sub(read(dir, usage_file).unwrap_or(0)))
         })
         .min()
@@ -152,7 +183,13 @@ fn quota_v2(dir: &Path) -> Option<f64> {
 }
 
 fn quota_v1(dir: &Path) -> Option<f64> {
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok()?.trim().parse::<f64>().ok();
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    };
     let quota = read("cpu.cfs_quota_us")?;
     let period = read("cpu.cfs_period_us")?;
     (quota > 0.0 && period > 0.0).then(|| quota / period)

@@ -116,14 +116,18 @@ pub fn decide(machines: &[Machine], jobs: &[Job], knobs: &Knobs) -> Vec<Move> {
     // Oldest first: they have the longest expected remaining life, so they gain most.
     let mut order: Vec<&Job> = jobs
         .iter()
-        .filter(|j| !j.pinned_home && j.age >= knobs.min_age && j.cpu_demand >= knobs.min_cpu_demand)
+        .filter(|j| {
+            !j.pinned_home && j.age >= knobs.min_age && j.cpu_demand >= knobs.min_cpu_demand
+        })
         .collect();
     order.sort_by(|a, b| b.age.total_cmp(&a.age));
     for job in order {
         if moves.len() >= knobs.max_moves {
             break;
         }
-        let Some(from) = index(&job.place) else { continue };
+        let Some(from) = index(&job.place) else {
+            continue;
+        };
         let mut best: Option<(usize, f64, f64)> = None;
         for (to, m) in machines.iter().enumerate() {
             if to == from {
@@ -132,7 +136,10 @@ pub fn decide(machines: &[Machine], jobs: &[Job], knobs: &Knobs) -> Vec<Move> {
             // The link a move uses: the remote end's (home <-> node, or node -> node via home).
             let via = if m.name.is_none() { &machines[from] } else { m };
             let c = cost(knobs, job, via);
-            if job.since_move.is_some_and(|t| t < (knobs.stay_factor * c).max(knobs.min_stay)) {
+            if job
+                .since_move
+                .is_some_and(|t| t < (knobs.stay_factor * c).max(knobs.min_stay))
+            {
                 continue; // hysteresis: it moved too recently
             }
             if (mem[to] as f64) * (1.0 - knobs.mem_margin) < job.bytes as f64 {
@@ -169,9 +176,17 @@ pub fn decide(machines: &[Machine], jobs: &[Job], knobs: &Knobs) -> Vec<Move> {
             let reason = if machines[to].name.is_none() {
                 format!("home has a free CPU again (move costs {c:.2} s)")
             } else {
-                format!("age {:.0} s exceeds cost {c:.2} s / load gap {gap:.2}", job.age)
+                format!(
+                    "age {:.0} s exceeds cost {c:.2} s / load gap {gap:.2}",
+                    job.age
+                )
             };
-            moves.push(Move { job: job.id, from: job.place.clone(), to: machines[to].name.clone(), reason });
+            moves.push(Move {
+                job: job.id,
+                from: job.place.clone(),
+                to: machines[to].name.clone(),
+                reason,
+            });
         }
     }
     moves

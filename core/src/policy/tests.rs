@@ -14,7 +14,15 @@ fn machine(name: Option<&str>, cpus: u32, runnable: f64) -> Machine {
 }
 
 fn job(id: u32, place: Option<&str>, age: f64) -> Job {
-    Job { id, place: place.map(str::to_string), age, bytes: 64 << 20, since_move: None, pinned_home: false, cpu_demand: 1.0 }
+    Job {
+        id,
+        place: place.map(str::to_string),
+        age,
+        bytes: 64 << 20,
+        since_move: None,
+        pinned_home: false,
+        cpu_demand: 1.0,
+    }
 }
 
 #[test]
@@ -64,7 +72,11 @@ fn no_move_without_a_real_load_gap() {
 #[test]
 fn no_ping_pong_right_after_a_move() {
     // Just arrived on a; a is now busier than b, but the job stays put for a while.
-    let m = [machine(None, 1, 1.0), machine(Some("a"), 1, 3.0), machine(Some("b"), 1, 0.0)];
+    let m = [
+        machine(None, 1, 1.0),
+        machine(Some("a"), 1, 3.0),
+        machine(Some("b"), 1, 0.0),
+    ];
     let mut j = job(1, Some("a"), 100.0);
     j.since_move = Some(1.0);
     assert!(decide(&m, &[j.clone()], &Knobs::default()).is_empty());
@@ -76,7 +88,10 @@ fn no_ping_pong_right_after_a_move() {
 fn a_first_move_waits_only_for_min_age() {
     // Never moved: old enough is enough, however long the minimum stay after a move.
     let m = [machine(None, 1, 4.0), machine(Some("a"), 1, 0.0)];
-    let knobs = Knobs { min_stay: 30.0, ..Knobs::default() };
+    let knobs = Knobs {
+        min_stay: 30.0,
+        ..Knobs::default()
+    };
     assert_eq!(decide(&m, &[job(1, None, 3.0)], &knobs).len(), 1);
 }
 
@@ -84,7 +99,11 @@ fn a_first_move_waits_only_for_min_age() {
 fn the_decision_does_not_flip_back_on_its_own_move() {
     // Two machines, two jobs on home: one goes; with the loads updated, the other stays.
     let m = [machine(None, 1, 2.0), machine(Some("a"), 1, 0.0)];
-    let moves = decide(&m, &[job(1, None, 50.0), job(2, None, 40.0)], &Knobs::default());
+    let moves = decide(
+        &m,
+        &[job(1, None, 50.0), job(2, None, 40.0)],
+        &Knobs::default(),
+    );
     assert_eq!(moves.len(), 1, "{moves:?}");
     assert_eq!(moves[0].job, 1, "the oldest job moves first");
 }

@@ -11,10 +11,20 @@ use crate::image::model::{Fd, FdKind};
 use crate::sys::Pid;
 
 /// Devices that carry no state and can be opened again by path.
-const DEVICES: [&str; 6] = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+const DEVICES: [&str; 6] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
 
 fn is_terminal_path(p: &str) -> bool {
-    p.starts_with("/dev/pts/") || p.starts_with("/dev/tty") || p == "/dev/console" || p == "/dev/ptmx"
+    p.starts_with("/dev/pts/")
+        || p.starts_with("/dev/tty")
+        || p == "/dev/console"
+        || p == "/dev/ptmx"
 }
 
 struct FdInfo {
@@ -40,7 +50,9 @@ fn fdinfo(pid: Pid, fd: i32) -> Result<FdInfo> {
 }
 
 fn refuse(pid: Pid, fd: i32, what: &str) -> EngineError {
-    EngineError::Refused(format!("pid {pid} has {what} open on fd {fd}; it cannot be checkpointed yet"))
+    EngineError::Refused(format!(
+        "pid {pid} has {what} open on fd {fd}; it cannot be checkpointed yet"
+    ))
 }
 
 /// The fd table of `pid`, or a refusal naming the first descriptor that cannot be carried.
@@ -53,7 +65,8 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
     numbers.sort_unstable();
     let mut links = Vec::with_capacity(numbers.len());
     for fd in numbers {
-        let link = std::fs::read_link(format!("{dir}/{fd}")).ctx(|| format!("reading {dir}/{fd}"))?;
+        let link =
+            std::fs::read_link(format!("{dir}/{fd}")).ctx(|| format!("reading {dir}/{fd}"))?;
         links.push((fd, link.to_string_lossy().into_owned(), fdinfo(pid, fd)?));
     }
     // Pipes whose both ends this process holds (self-pipes) travel with it.
@@ -61,7 +74,11 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
     for (_, target, info) in &links {
         if target.starts_with("pipe:") {
             let e = pipe_ends.entry(target.clone()).or_default();
-            if info.flags & libc::O_ACCMODE == libc::O_RDONLY { e.0 = true } else { e.1 = true }
+            if info.flags & libc::O_ACCMODE == libc::O_RDONLY {
+                e.0 = true
+            } else {
+                e.1 = true
+            }
         }
     }
     // Pipes and terminals are allowed on stdio, and on other fds that share one of them.
@@ -69,7 +86,9 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
     for (fd, target, _) in &links {
         let shared = share_stdio_with
             .is_some_and(|deputy| crate::sys::kcmp::same_open_file(pid, *fd, deputy, *fd));
-        if (0..=2).contains(fd) && (shared || target.starts_with("pipe:") || is_terminal_path(target)) {
+        if (0..=2).contains(fd)
+            && (shared || target.starts_with("pipe:") || is_terminal_path(target))
+        {
             stdio_targets.entry(target.clone()).or_insert(*fd as u8);
         }
     }
@@ -89,32 +108,65 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
                 "inotify" => "an inotify instance",
                 "io_uring" => "an io_uring instance",
                 "pidfd" => "a pidfd",
-                _ => return Err(refuse(pid, fd, &format!("an unsupported kernel object ({target})"))),
+                _ => {
+                    return Err(refuse(
+                        pid,
+                        fd,
+                        &format!("an unsupported kernel object ({target})"),
+                    ))
+                }
             };
             return Err(refuse(pid, fd, what));
         } else if let Some(slot) = stdio_targets.get(&target) {
             FdKind::Stdio { slot: *slot }
         } else if target.starts_with("pipe:") {
             if pipe_ends.get(target.as_str()) != Some(&(true, true)) {
-                return Err(refuse(pid, fd, "a pipe shared with another process (not stdio)"));
+                return Err(refuse(
+                    pid,
+                    fd,
+                    "a pipe shared with another process (not stdio)",
+                ));
             }
             capture_self_pipe(pid, fd, &target, flags)?
         } else if is_terminal_path(&target) {
-            return Err(refuse(pid, fd, &format!("a terminal ({target}) that is not stdio")));
+            return Err(refuse(
+                pid,
+                fd,
+                &format!("a terminal ({target}) that is not stdio"),
+            ));
         } else if DEVICES.contains(&target.as_str()) {
-            FdKind::Device { path: target, flags }
+            FdKind::Device {
+                path: target,
+                flags,
+            }
         } else if target.ends_with(" (deleted)") || target.starts_with("/memfd:") {
             return Err(refuse(pid, fd, &format!("a deleted file ({target})")));
         } else if !target.starts_with('/') {
-            return Err(refuse(pid, fd, &format!("an unsupported kind of file ({target})")));
+            return Err(refuse(
+                pid,
+                fd,
+                &format!("an unsupported kind of file ({target})"),
+            ));
         } else {
-            let meta = std::fs::metadata(format!("{dir}/{fd}")).ctx(|| format!("stat of {target}"))?;
+            let meta =
+                std::fs::metadata(format!("{dir}/{fd}")).ctx(|| format!("stat of {target}"))?;
             let ft = meta.file_type();
             if !(ft.is_file() || ft.is_dir()) {
-                let what = if ft.is_fifo() { "a named pipe" } else if ft.is_char_device() || ft.is_block_device() { "a device" } else { "a special file" };
+                let what = if ft.is_fifo() {
+                    "a named pipe"
+                } else if ft.is_char_device() || ft.is_block_device() {
+                    "a device"
+                } else {
+                    "a special file"
+                };
                 return Err(refuse(pid, fd, &format!("{what} ({target})")));
             }
-            FdKind::Path { path: target, flags, offset: info.pos, identity: super::identity_of(&meta) }
+            FdKind::Path {
+                path: target,
+                flags,
+                offset: info.pos,
+                identity: super::identity_of(&meta),
+            }
         };
         out.push(Fd { fd, cloexec, kind });
     }
@@ -124,7 +176,11 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
 /// One end of a self-pipe. The read end carries the buffered bytes, copied with tee(2) so
 /// the process's pipe keeps them.
 fn capture_self_pipe(pid: Pid, fd: i32, target: &str, flags: i32) -> Result<FdKind> {
-    let id = target.trim_start_matches("pipe:[").trim_end_matches(']').parse().unwrap_or(0);
+    let id = target
+        .trim_start_matches("pipe:[")
+        .trim_end_matches(']')
+        .parse()
+        .unwrap_or(0);
     let write_end = flags & libc::O_ACCMODE != libc::O_RDONLY;
     let path = format!("/proc/{pid}/fd/{fd}");
     let end = std::fs::OpenOptions::new()
@@ -134,8 +190,18 @@ fn capture_self_pipe(pid: Pid, fd: i32, target: &str, flags: i32) -> Result<FdKi
         .open(&path)
         .ctx(|| format!("opening {path}"))?;
     let size = crate::sys::pipe::capacity(&end).ctx(|| format!("F_GETPIPE_SZ of {path}"))?;
-    let data = if write_end { Vec::new() } else { crate::sys::pipe::peek_all(&end).ctx(|| format!("copying the contents of {path}"))? };
-    Ok(FdKind::Pipe { id, write_end, flags, size, data })
+    let data = if write_end {
+        Vec::new()
+    } else {
+        crate::sys::pipe::peek_all(&end).ctx(|| format!("copying the contents of {path}"))?
+    };
+    Ok(FdKind::Pipe {
+        id,
+        write_end,
+        flags,
+        size,
+        data,
+    })
 }
 
 /// The descriptors of a restore, opened by the restorer: `(target fd, source)` pairs for the
@@ -149,14 +215,25 @@ pub struct Prepared {
 /// Open every file of the image in this process. `stdio[k]` is the fd that stands in for the
 /// original process's stdio slot k (pipes and terminals).
 pub fn prepare(fds: &[Fd], stdio: [RawFd; 3], same_machine: bool) -> Result<Prepared> {
-    let mut p = Prepared { opened: Vec::new(), plan: Vec::new(), cloexec: Vec::new() };
+    let mut p = Prepared {
+        opened: Vec::new(),
+        plan: Vec::new(),
+        cloexec: Vec::new(),
+    };
     let mut pipes: HashMap<u64, (RawFd, RawFd)> = HashMap::new();
     for f in fds {
         let source = match &f.kind {
             FdKind::Stdio { slot } => stdio.get(*slot as usize).copied().unwrap_or(-1),
-            FdKind::Pipe { id, write_end, flags, size, data } => {
+            FdKind::Pipe {
+                id,
+                write_end,
+                flags,
+                size,
+                data,
+            } => {
                 if !pipes.contains_key(id) {
-                    let (r, w) = crate::sys::pipe::create(*size).ctx(|| "creating a pipe".into())?;
+                    let (r, w) =
+                        crate::sys::pipe::create(*size).ctx(|| "creating a pipe".into())?;
                     pipes.insert(*id, (r.as_raw_fd(), w.as_raw_fd()));
                     p.opened.push(r);
                     p.opened.push(w);
@@ -166,13 +243,20 @@ pub fn prepare(fds: &[Fd], stdio: [RawFd; 3], same_machine: bool) -> Result<Prep
                 if !data.is_empty() {
                     crate::sys::pipe::fill(w, data).ctx(|| "refilling a pipe".into())?;
                 }
-                crate::sys::pipe::set_status_flags(end, *flags).ctx(|| "setting pipe flags".into())?;
+                crate::sys::pipe::set_status_flags(end, *flags)
+                    .ctx(|| "setting pipe flags".into())?;
                 end
             }
             FdKind::Device { path, flags } => open(path, *flags, &mut p)?,
-            FdKind::Path { path, flags, offset, identity } => {
+            FdKind::Path {
+                path,
+                flags,
+                offset,
+                identity,
+            } => {
                 let raw = open(path, *flags, &mut p)?;
-                let meta = std::fs::metadata(format!("/proc/self/fd/{raw}")).ctx(|| format!("stat of {path}"))?;
+                let meta = std::fs::metadata(format!("/proc/self/fd/{raw}"))
+                    .ctx(|| format!("stat of {path}"))?;
                 // A file the process only reads must hold the same bytes; one it writes may
                 // have grown by others' writes (a shared log, a shell's stderr), but must be the
                 // same file.
@@ -187,7 +271,10 @@ pub fn prepare(fds: &[Fd], stdio: [RawFd; 3], same_machine: bool) -> Result<Prep
                 if !meta.is_dir() {
                     // SAFETY: lseek on a descriptor we own.
                     if unsafe { libc::lseek(raw, *offset as libc::off_t, libc::SEEK_SET) } < 0 {
-                        return Err(EngineError::Os { what: format!("seeking {path}"), source: std::io::Error::last_os_error() });
+                        return Err(EngineError::Os {
+                            what: format!("seeking {path}"),
+                            source: std::io::Error::last_os_error(),
+                        });
                     }
                 }
                 raw
@@ -203,7 +290,8 @@ pub fn prepare(fds: &[Fd], stdio: [RawFd; 3], same_machine: bool) -> Result<Prep
 
 fn open(path: &str, flags: i32, p: &mut Prepared) -> Result<RawFd> {
     let access = flags & libc::O_ACCMODE;
-    let keep = flags & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+    let keep =
+        flags & !(libc::O_ACCMODE | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
     let file = std::fs::OpenOptions::new()
         .read(access == libc::O_RDONLY || access == libc::O_RDWR)
         .write(access == libc::O_WRONLY || access == libc::O_RDWR)

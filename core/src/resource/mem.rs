@@ -21,9 +21,15 @@ const READ_CHUNK: usize = 4 << 20;
 
 fn prot_of(p: MMPermissions) -> u32 {
     let mut prot = 0;
-    if p.contains(MMPermissions::READ) { prot |= libc::PROT_READ; }
-    if p.contains(MMPermissions::WRITE) { prot |= libc::PROT_WRITE; }
-    if p.contains(MMPermissions::EXECUTE) { prot |= libc::PROT_EXEC; }
+    if p.contains(MMPermissions::READ) {
+        prot |= libc::PROT_READ;
+    }
+    if p.contains(MMPermissions::WRITE) {
+        prot |= libc::PROT_WRITE;
+    }
+    if p.contains(MMPermissions::EXECUTE) {
+        prot |= libc::PROT_EXEC;
+    }
     prot as u32
 }
 
@@ -80,14 +86,28 @@ pub fn capture_vmas(pid: Pid) -> Result<Vec<Vma>> {
                 )))
             }
         };
-        vmas.push(Vma { start, end, prot, shared, grows_down: matches!(m.pathname, MMapPath::Stack), backing });
+        vmas.push(Vma {
+            start,
+            end,
+            prot,
+            shared,
+            grows_down: matches!(m.pathname, MMapPath::Stack),
+            backing,
+        });
     }
     Ok(vmas)
 }
 
 /// A file mapping is re-mapped from the file only if the file on disk is the very one mapped;
 /// otherwise its pages are carried in the image (as anonymous memory).
-fn file_backing(pid: Pid, start: u64, path: &Path, offset: u64, inode: u64, shared: bool) -> Result<Backing> {
+fn file_backing(
+    pid: Pid,
+    start: u64,
+    path: &Path,
+    offset: u64,
+    inode: u64,
+    shared: bool,
+) -> Result<Backing> {
     match std::fs::metadata(path) {
         Ok(meta) if std::os::unix::fs::MetadataExt::ino(&meta) == inode => Ok(Backing::File {
             path: path.to_string_lossy().into_owned(),
@@ -103,7 +123,11 @@ fn file_backing(pid: Pid, start: u64, path: &Path, offset: u64, inode: u64, shar
 }
 
 /// Stream the touched pages of `vmas` into `out`. Returns the number of pages written.
-pub fn dump_pages<W: std::io::Write>(pid: Pid, vmas: &[Vma], out: &mut ImageWriter<W>) -> Result<u64> {
+pub fn dump_pages<W: std::io::Write>(
+    pid: Pid,
+    vmas: &[Vma],
+    out: &mut ImageWriter<W>,
+) -> Result<u64> {
     let pagemap = memory::Pagemap::open(pid).ctx(|| format!("opening /proc/{pid}/pagemap"))?;
     let mut entries = Vec::new();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -113,9 +137,14 @@ pub fn dump_pages<W: std::io::Write>(pid: Pid, vmas: &[Vma], out: &mut ImageWrit
             (Backing::Special { .. }, _) | (_, true) => continue,
             (Backing::Carried { .. }, _) => |_| true,
             (Backing::Anonymous, _) => |e| e & (memory::PM_PRESENT | memory::PM_SWAPPED) != 0,
-            (Backing::File { .. }, _) => |e| (e & memory::PM_PRESENT != 0 && e & memory::PM_FILE == 0) || e & memory::PM_SWAPPED != 0,
+            (Backing::File { .. }, _) => |e| {
+                (e & memory::PM_PRESENT != 0 && e & memory::PM_FILE == 0)
+                    || e & memory::PM_SWAPPED != 0
+            },
         };
-        pagemap.entries(vma.start, vma.end, &mut entries).ctx(|| format!("reading the pagemap of pid {pid}"))?;
+        pagemap
+            .entries(vma.start, vma.end, &mut entries)
+            .ctx(|| format!("reading the pagemap of pid {pid}"))?;
         let mut i = 0;
         while i < entries.len() {
             if !wanted(entries[i]) {
@@ -128,7 +157,8 @@ pub fn dump_pages<W: std::io::Write>(pid: Pid, vmas: &[Vma], out: &mut ImageWrit
             }
             let addr = vma.start + (i * PAGE_SIZE) as u64;
             let run = &mut buf[..(j - i) * PAGE_SIZE];
-            memory::read(pid, addr, run).ctx(|| format!("reading memory of pid {pid} at {addr:#x}"))?;
+            memory::read(pid, addr, run)
+                .ctx(|| format!("reading memory of pid {pid} at {addr:#x}"))?;
             out.write_pages(addr, run)?;
             total += (j - i) as u64;
             i = j;
@@ -165,20 +195,43 @@ pub fn map_vmas(inj: &Injector, scratch: &Scratch, vmas: &[Vma]) -> Result<()> {
                 if vma.grows_down {
                     flags |= libc::MAP_GROWSDOWN;
                 }
-                inj.call("mmap of anonymous memory", libc::SYS_mmap,
-                    [vma.start, len, (vma.prot | rw) as u64, flags as u64, u64::MAX, 0])?;
+                inj.call(
+                    "mmap of anonymous memory",
+                    libc::SYS_mmap,
+                    [
+                        vma.start,
+                        len,
+                        (vma.prot | rw) as u64,
+                        flags as u64,
+                        u64::MAX,
+                        0,
+                    ],
+                )?;
             }
             Backing::File { path, offset, .. } => {
                 let p = scratch.write_cstr(pid, 0, path)?;
-                let fd = inj.call(&format!("open of {path}"), libc::SYS_openat,
-                    [libc::AT_FDCWD as u64, p, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0])?;
+                let fd = inj.call(
+                    &format!("open of {path}"),
+                    libc::SYS_openat,
+                    [
+                        libc::AT_FDCWD as u64,
+                        p,
+                        (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                        0,
+                        0,
+                        0,
+                    ],
+                )?;
                 let (prot, flags) = if vma.shared {
                     (vma.prot, libc::MAP_SHARED | libc::MAP_FIXED)
                 } else {
                     (vma.prot | rw, libc::MAP_PRIVATE | libc::MAP_FIXED)
                 };
-                let mapped = inj.call(&format!("mmap of {path}"), libc::SYS_mmap,
-                    [vma.start, len, prot as u64, flags as u64, fd, *offset]);
+                let mapped = inj.call(
+                    &format!("mmap of {path}"),
+                    libc::SYS_mmap,
+                    [vma.start, len, prot as u64, flags as u64, fd, *offset],
+                );
                 inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
                 mapped?;
             }
@@ -194,7 +247,11 @@ pub fn protect_vmas(inj: &Injector, vmas: &[Vma]) -> Result<()> {
             continue;
         }
         if vma.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
-            inj.call("mprotect", libc::SYS_mprotect, [vma.start, vma.end - vma.start, vma.prot as u64, 0, 0, 0])?;
+            inj.call(
+                "mprotect",
+                libc::SYS_mprotect,
+                [vma.start, vma.end - vma.start, vma.prot as u64, 0, 0, 0],
+            )?;
         }
     }
     Ok(())

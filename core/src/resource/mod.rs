@@ -24,7 +24,12 @@ pub(crate) fn identity_of(meta: &std::fs::Metadata) -> FileIdentity {
 /// filesystem by path) device and inode numbers mean nothing, so size and modification time
 /// decide. `content` asks for unchanged bytes too (size and mtime): for files the process
 /// reads or maps; a file it writes may have grown meanwhile.
-pub(crate) fn same_file(recorded: &FileIdentity, meta: &std::fs::Metadata, same_machine: bool, content: bool) -> bool {
+pub(crate) fn same_file(
+    recorded: &FileIdentity,
+    meta: &std::fs::Metadata,
+    same_machine: bool,
+    content: bool,
+) -> bool {
     let now = identity_of(meta);
     let same_inode = !same_machine || (now.dev == recorded.dev && now.ino == recorded.ino);
     same_inode && (!content || (now.size == recorded.size && now.mtime_ns == recorded.mtime_ns))
@@ -32,7 +37,9 @@ pub(crate) fn same_file(recorded: &FileIdentity, meta: &std::fs::Metadata, same_
 
 /// This boot of this machine (`/proc/sys/kernel/random/boot_id`).
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -45,10 +52,19 @@ mod tests {
         let mut recorded = identity_of(&meta);
         assert!(same_file(&recorded, &meta, true, true));
         recorded.ino ^= 1;
-        assert!(!same_file(&recorded, &meta, true, false), "same machine: another inode is another file");
-        assert!(same_file(&recorded, &meta, false, true), "another machine: inode numbers mean nothing");
+        assert!(
+            !same_file(&recorded, &meta, true, false),
+            "same machine: another inode is another file"
+        );
+        assert!(
+            same_file(&recorded, &meta, false, true),
+            "another machine: inode numbers mean nothing"
+        );
         recorded.size += 1;
         assert!(!same_file(&recorded, &meta, false, true), "content changed");
-        assert!(same_file(&recorded, &meta, false, false), "a written file may have grown");
+        assert!(
+            same_file(&recorded, &meta, false, false),
+            "a written file may have grown"
+        );
     }
 }

@@ -20,7 +20,11 @@ pub fn capture(inj: &Injector, scratch: &Scratch) -> Result<(Vec<SigAction>, Alt
     let pid = inj.pid();
     let mut actions = Vec::with_capacity(64);
     for signo in (1..=64u8).filter(|s| settable(*s)) {
-        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [signo as u64, 0, scratch.addr, 8, 0, 0])?;
+        inj.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [signo as u64, 0, scratch.addr, 8, 0, 0],
+        )?;
         let b = scratch.read(pid, 0, KSIGACTION)?;
         actions.push(SigAction {
             signo,
@@ -30,15 +34,28 @@ pub fn capture(inj: &Injector, scratch: &Scratch) -> Result<(Vec<SigAction>, Alt
             mask: u64_at(&b, 24),
         });
     }
-    inj.call("sigaltstack", libc::SYS_sigaltstack, [0, scratch.addr, 0, 0, 0, 0])?;
+    inj.call(
+        "sigaltstack",
+        libc::SYS_sigaltstack,
+        [0, scratch.addr, 0, 0, 0, 0],
+    )?;
     let b = scratch.read(pid, 0, STACK_T)?;
-    let alt = AltStack { sp: u64_at(&b, 0), flags: u64_at(&b, 8) as u32 as i32, size: u64_at(&b, 16) };
+    let alt = AltStack {
+        sp: u64_at(&b, 0),
+        flags: u64_at(&b, 8) as u32 as i32,
+        size: u64_at(&b, 16),
+    };
     Ok((actions, alt))
 }
 
 /// Set every disposition (SIG_DFL included: the fresh process may have inherited others) and
 /// the alternate stack.
-pub fn apply(inj: &Injector, scratch: &Scratch, actions: &[SigAction], alt: &AltStack) -> Result<()> {
+pub fn apply(
+    inj: &Injector,
+    scratch: &Scratch,
+    actions: &[SigAction],
+    alt: &AltStack,
+) -> Result<()> {
     let pid = inj.pid();
     let mut table = vec![0u8; 65 * KSIGACTION];
     for a in actions {
@@ -53,7 +70,11 @@ pub fn apply(inj: &Injector, scratch: &Scratch, actions: &[SigAction], alt: &Alt
     let base = scratch.write(pid, 0, &table)?;
     for signo in (1..=64u8).filter(|s| settable(*s)) {
         let act = base + signo as u64 * KSIGACTION as u64;
-        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [signo as u64, act, 0, 8, 0, 0])?;
+        inj.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [signo as u64, act, 0, 8, 0, 0],
+        )?;
     }
     let mut st = [0u8; STACK_T];
     st[0..8].copy_from_slice(&alt.sp.to_le_bytes());
@@ -70,10 +91,15 @@ pub fn apply(inj: &Injector, scratch: &Scratch, actions: &[SigAction], alt: &Alt
 pub fn capture_queued(pid: Pid) -> Result<Vec<QueuedSignal>> {
     let mut out = Vec::new();
     for shared in [false, true] {
-        let infos = ptrace::peek_siginfo(pid, shared).ctx(|| format!("reading the queued signals of pid {pid}"))?;
+        let infos = ptrace::peek_siginfo(pid, shared)
+            .ctx(|| format!("reading the queued signals of pid {pid}"))?;
         for info in infos {
             let signo = i32::from_le_bytes([info[0], info[1], info[2], info[3]]);
-            out.push(QueuedSignal { shared, signo, info: info.to_vec() });
+            out.push(QueuedSignal {
+                shared,
+                signo,
+                info: info.to_vec(),
+            });
         }
     }
     Ok(out)
@@ -81,14 +107,27 @@ pub fn capture_queued(pid: Pid) -> Result<Vec<QueuedSignal>> {
 
 /// Queue the signals again, from inside the process (which may queue any siginfo to itself).
 /// All signals must be blocked meanwhile so none is delivered during the restore.
-pub fn apply_queued(inj: &Injector, scratch: &Scratch, own_pid: i32, queued: &[QueuedSignal]) -> Result<()> {
+pub fn apply_queued(
+    inj: &Injector,
+    scratch: &Scratch,
+    own_pid: i32,
+    queued: &[QueuedSignal],
+) -> Result<()> {
     for q in queued {
         let info = scratch.write(inj.pid(), 0, &q.info)?;
         let pid = own_pid as u64;
         if q.shared {
-            inj.call("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo, [pid, q.signo as u64, info, 0, 0, 0])?;
+            inj.call(
+                "rt_sigqueueinfo",
+                libc::SYS_rt_sigqueueinfo,
+                [pid, q.signo as u64, info, 0, 0, 0],
+            )?;
         } else {
-            inj.call("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo, [pid, pid, q.signo as u64, info, 0, 0])?;
+            inj.call(
+                "rt_tgsigqueueinfo",
+                libc::SYS_rt_tgsigqueueinfo,
+                [pid, pid, q.signo as u64, info, 0, 0],
+            )?;
         }
     }
     Ok(())

@@ -26,20 +26,41 @@ pub struct Injected {
 pub fn capture_injected(inj: &Injector, scratch: &Scratch) -> Result<Injected> {
     let pid = inj.pid();
     let brk = inj.call("brk", libc::SYS_brk, [0; 6])?;
-    inj.call("get_robust_list", libc::SYS_get_robust_list, [0, scratch.addr, scratch.addr + 8, 0, 0, 0])?;
+    inj.call(
+        "get_robust_list",
+        libc::SYS_get_robust_list,
+        [0, scratch.addr, scratch.addr + 8, 0, 0, 0],
+    )?;
     let b = scratch.read(pid, 0, 16)?;
     let robust_list = (u64_at(&b, 0), u64_at(&b, 8));
-    inj.call("prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, [PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0])?;
+    inj.call(
+        "prctl(PR_GET_TID_ADDRESS)",
+        libc::SYS_prctl,
+        [PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0],
+    )?;
     let clear_child_tid = u64_at(&scratch.read(pid, 0, 8)?, 0);
     let umask = inj.call("umask", libc::SYS_umask, [0o22, 0, 0, 0, 0, 0])? as u32;
     inj.call("umask", libc::SYS_umask, [umask as u64, 0, 0, 0, 0, 0])?;
-    Ok(Injected { brk, robust_list, clear_child_tid, umask })
+    Ok(Injected {
+        brk,
+        robust_list,
+        clear_child_tid,
+        umask,
+    })
 }
 
 /// An armed interval timer (ITIMER_REAL, _VIRTUAL or _PROF), as a refusal sentence.
 pub fn armed_itimer(inj: &Injector, scratch: &Scratch) -> Result<Option<String>> {
-    for (which, name) in [(0u64, "ITIMER_REAL"), (1, "ITIMER_VIRTUAL"), (2, "ITIMER_PROF")] {
-        inj.call("getitimer", libc::SYS_getitimer, [which, scratch.addr, 0, 0, 0, 0])?;
+    for (which, name) in [
+        (0u64, "ITIMER_REAL"),
+        (1, "ITIMER_VIRTUAL"),
+        (2, "ITIMER_PROF"),
+    ] {
+        inj.call(
+            "getitimer",
+            libc::SYS_getitimer,
+            [which, scratch.addr, 0, 0, 0, 0],
+        )?;
         let b = scratch.read(inj.pid(), 0, 32)?;
         // struct itimerval { interval, value }: value is the second timeval.
         if u64_at(&b, 16) != 0 || u64_at(&b, 24) != 0 {
@@ -54,7 +75,8 @@ pub fn armed_itimer(inj: &Injector, scratch: &Scratch) -> Result<Option<String>>
 
 pub fn capture_mm(pid: Pid, brk: u64) -> Result<MmFields> {
     let stat = Process::new(pid.as_raw())?.stat()?;
-    let raw = std::fs::read(format!("/proc/{pid}/auxv")).ctx(|| format!("reading /proc/{pid}/auxv"))?;
+    let raw =
+        std::fs::read(format!("/proc/{pid}/auxv")).ctx(|| format!("reading /proc/{pid}/auxv"))?;
     let auxv = raw.chunks_exact(8).map(|c| u64_at(c, 0)).collect();
     Ok(MmFields {
         start_code: stat.startcode,
@@ -85,13 +107,23 @@ pub fn capture_rseq(pid: Pid) -> Result<Option<Rseq>> {
 pub fn capture_rlimits(pid: Pid) -> Result<Vec<Rlimit>> {
     let mut out = Vec::new();
     for resource in 0..RLIMIT_NLIMITS {
-        let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        let mut old = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: `old` is a valid out-pointer; a null new-limit pointer only reads.
         let r = unsafe { libc::prlimit64(pid.as_raw(), resource as _, std::ptr::null(), &mut old) };
         if r != 0 {
-            return Err(EngineError::Os { what: format!("prlimit of pid {pid}"), source: std::io::Error::last_os_error() });
+            return Err(EngineError::Os {
+                what: format!("prlimit of pid {pid}"),
+                source: std::io::Error::last_os_error(),
+            });
         }
-        out.push(Rlimit { resource, soft: old.rlim_cur, hard: old.rlim_max });
+        out.push(Rlimit {
+            resource,
+            soft: old.rlim_cur,
+            hard: old.rlim_max,
+        });
     }
     Ok(out)
 }
@@ -100,16 +132,28 @@ pub fn capture_rlimits(pid: Pid) -> Result<Vec<Rlimit>> {
 /// set is kept at the current maximum.
 pub fn apply_rlimits(pid: Pid, limits: &[Rlimit]) -> Result<()> {
     for l in limits {
-        let new = libc::rlimit64 { rlim_cur: l.soft, rlim_max: l.hard };
+        let new = libc::rlimit64 {
+            rlim_cur: l.soft,
+            rlim_max: l.hard,
+        };
         // SAFETY: `new` is a valid in-pointer; the old-limit pointer may be null.
-        let r = unsafe { libc::prlimit64(pid.as_raw(), l.resource as _, &new, std::ptr::null_mut()) };
+        let r =
+            unsafe { libc::prlimit64(pid.as_raw(), l.resource as _, &new, std::ptr::null_mut()) };
         if r != 0 {
-            let mut cur = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+            let mut cur = libc::rlimit64 {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             // SAFETY: as above, reading only.
             unsafe { libc::prlimit64(pid.as_raw(), l.resource as _, std::ptr::null(), &mut cur) };
-            let capped = libc::rlimit64 { rlim_cur: l.soft.min(cur.rlim_max), rlim_max: cur.rlim_max };
+            let capped = libc::rlimit64 {
+                rlim_cur: l.soft.min(cur.rlim_max),
+                rlim_max: cur.rlim_max,
+            };
             // SAFETY: as above.
-            unsafe { libc::prlimit64(pid.as_raw(), l.resource as _, &capped, std::ptr::null_mut()) };
+            unsafe {
+                libc::prlimit64(pid.as_raw(), l.resource as _, &capped, std::ptr::null_mut())
+            };
         }
     }
     Ok(())
@@ -129,8 +173,18 @@ pub fn apply_injected(
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|v| v.to_le_bytes()).collect();
     let auxv_at = scratch.write(pid, 2048, &auxv)?;
     let fields = [
-        mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk,
-        mm.start_stack, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end, auxv_at,
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        auxv_at,
     ];
     let mut map = Vec::with_capacity(MM_MAP_SIZE);
     for f in fields {
@@ -139,13 +193,33 @@ pub fn apply_injected(
     map.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
     map.extend_from_slice(&(-1i32).to_le_bytes());
     let map_at = scratch.write(pid, 0, &map)?;
-    inj.call("prctl(PR_SET_MM_MAP)", libc::SYS_prctl, [PR_SET_MM, PR_SET_MM_MAP, map_at, MM_MAP_SIZE as u64, 0, 0])?;
-    inj.call("set_robust_list", libc::SYS_set_robust_list, [robust.0, robust.1, 0, 0, 0, 0])?;
-    inj.call("set_tid_address", libc::SYS_set_tid_address, [clear_child_tid, 0, 0, 0, 0, 0])?;
+    inj.call(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        [PR_SET_MM, PR_SET_MM_MAP, map_at, MM_MAP_SIZE as u64, 0, 0],
+    )?;
+    inj.call(
+        "set_robust_list",
+        libc::SYS_set_robust_list,
+        [robust.0, robust.1, 0, 0, 0, 0],
+    )?;
+    inj.call(
+        "set_tid_address",
+        libc::SYS_set_tid_address,
+        [clear_child_tid, 0, 0, 0, 0, 0],
+    )?;
     if let Some(r) = rseq {
-        inj.call("rseq", libc::SYS_rseq, [r.addr, r.len as u64, 0, r.sig as u64, 0, 0])?;
+        inj.call(
+            "rseq",
+            libc::SYS_rseq,
+            [r.addr, r.len as u64, 0, r.sig as u64, 0, 0],
+        )?;
     }
     let name = scratch.write_cstr(pid, 0, comm)?;
-    inj.call("prctl(PR_SET_NAME)", libc::SYS_prctl, [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0])?;
+    inj.call(
+        "prctl(PR_SET_NAME)",
+        libc::SYS_prctl,
+        [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+    )?;
     Ok(())
 }

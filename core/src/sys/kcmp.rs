@@ -8,6 +8,15 @@ const KCMP_FILE: libc::c_int = 0;
 /// flags), as after fork or dup. False on any error.
 pub fn same_open_file(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> bool {
     // SAFETY: kcmp takes only integers.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1.as_raw(), pid2.as_raw(), KCMP_FILE, fd1 as libc::c_ulong, fd2 as libc::c_ulong) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            KCMP_FILE,
+            fd1 as libc::c_ulong,
+            fd2 as libc::c_ulong,
+        )
+    };
     r == 0
 }

@@ -9,8 +9,14 @@ use super::{last_err, Pid};
 /// Copy `buf.len()` bytes at `addr` of `pid` into `buf` (process_vm_readv), falling back to
 /// `/proc/PID/mem` (which can read pages the process itself may not, e.g. PROT_NONE).
 pub fn read(pid: Pid, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     // SAFETY: `local` covers exactly `buf`, which we own mutably; the kernel checks `remote`.
     let n = unsafe { libc::process_vm_readv(pid.as_raw(), &local, 1, &remote, 1, 0) };
     if n >= 0 && n as usize == buf.len() {
@@ -23,16 +29,25 @@ pub fn read(pid: Pid, addr: u64, buf: &mut [u8]) -> io::Result<()> {
 /// Write `data` at `addr` of `pid` (process_vm_writev), falling back to `/proc/PID/mem`,
 /// which writes through read-only private mappings by copy-on-write.
 pub fn write(pid: Pid, addr: u64, data: &[u8]) -> io::Result<()> {
-    let local = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: data.len() };
+    let local = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    };
     // SAFETY: `local` covers exactly `data`, which outlives the call; the kernel only reads it.
     let n = unsafe { libc::process_vm_writev(pid.as_raw(), &local, 1, &remote, 1, 0) };
     if n >= 0 && n as usize == data.len() {
         return Ok(());
     }
     let err = last_err();
-    let mem = std::fs::OpenOptions::new().write(true).open(format!("/proc/{}/mem", pid.as_raw()))?;
-    mem.write_all_at(data, addr).map_err(|e| if n < 0 { err } else { e })
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{}/mem", pid.as_raw()))?;
+    mem.write_all_at(data, addr)
+        .map_err(|e| if n < 0 { err } else { e })
 }
 
 /// Pagemap bits (Documentation/admin-guide/mm/pagemap.rst).
@@ -47,7 +62,9 @@ pub struct Pagemap {
 
 impl Pagemap {
     pub fn open(pid: Pid) -> io::Result<Self> {
-        Ok(Pagemap { file: File::open(format!("/proc/{}/pagemap", pid.as_raw()))? })
+        Ok(Pagemap {
+            file: File::open(format!("/proc/{}/pagemap", pid.as_raw()))?,
+        })
     }
 
     pub fn entries(&self, start: u64, end: u64, out: &mut Vec<u64>) -> io::Result<()> {
@@ -55,7 +72,8 @@ impl Pagemap {
         out.clear();
         out.resize(pages, 0);
         // SAFETY: u64 has no invalid bit patterns; the byte view covers exactly `out`.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), pages * 8) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), pages * 8) };
         self.file.read_exact_at(bytes, (start / 4096) * 8)
     }
 }

@@ -84,7 +84,11 @@ pub fn fork_with_pid(pid: i32) -> io::Result<Option<Pid>> {
     };
     // SAFETY: clone3 without CLONE_VM behaves like fork; `args` and `tids` live across the call.
     let r = unsafe {
-        libc::syscall(libc::SYS_clone3, std::ptr::addr_of!(args), std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
     };
     match r {
         -1 => Err(last_err()),

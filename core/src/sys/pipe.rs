@@ -10,7 +10,11 @@ use super::last_err;
 pub fn capacity(f: &File) -> io::Result<u32> {
     // SAFETY: fcntl on a descriptor we own.
     let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    if r < 0 { Err(last_err()) } else { Ok(r as u32) }
+    if r < 0 {
+        Err(last_err())
+    } else {
+        Ok(r as u32)
+    }
 }
 
 /// A new pipe `(read, write)` with at least `size` bytes of capacity, close-on-exec.
@@ -40,7 +44,14 @@ pub fn peek_all(f: &File) -> io::Result<Vec<u8>> {
     let cap = capacity(f)?;
     let (r, w) = create(cap.max(n as u32))?;
     // SAFETY: tee between two pipe descriptors we hold; it copies without consuming.
-    let copied = unsafe { libc::tee(f.as_raw_fd(), w.as_raw_fd(), n as usize, libc::SPLICE_F_NONBLOCK) };
+    let copied = unsafe {
+        libc::tee(
+            f.as_raw_fd(),
+            w.as_raw_fd(),
+            n as usize,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
     if copied < 0 {
         return Err(last_err());
     }

@@ -41,28 +41,54 @@ fn raw(req: libc::c_uint, pid: Pid, addr: usize, data: usize) -> io::Result<libc
 /// The full NT_X86_XSTATE register set of a stopped tracee.
 pub fn get_xstate(pid: Pid) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; XSTATE_BUF];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    raw(libc::PTRACE_GETREGSET, pid, NT_X86_XSTATE as usize, std::ptr::addr_of_mut!(iov) as usize)?;
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    raw(
+        libc::PTRACE_GETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        std::ptr::addr_of_mut!(iov) as usize,
+    )?;
     buf.truncate(iov.iov_len);
     Ok(buf)
 }
 
 pub fn set_xstate(pid: Pid, xstate: &[u8]) -> io::Result<()> {
     let mut copy = xstate.to_vec();
-    let mut iov = libc::iovec { iov_base: copy.as_mut_ptr().cast(), iov_len: copy.len() };
-    raw(libc::PTRACE_SETREGSET, pid, NT_X86_XSTATE as usize, std::ptr::addr_of_mut!(iov) as usize)?;
+    let mut iov = libc::iovec {
+        iov_base: copy.as_mut_ptr().cast(),
+        iov_len: copy.len(),
+    };
+    raw(
+        libc::PTRACE_SETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        std::ptr::addr_of_mut!(iov) as usize,
+    )?;
     Ok(())
 }
 
 pub fn get_sigmask(pid: Pid) -> io::Result<u64> {
     let mut mask: u64 = 0;
-    raw(PTRACE_GETSIGMASK, pid, 8, std::ptr::addr_of_mut!(mask) as usize)?;
+    raw(
+        PTRACE_GETSIGMASK,
+        pid,
+        8,
+        std::ptr::addr_of_mut!(mask) as usize,
+    )?;
     Ok(mask)
 }
 
 pub fn set_sigmask(pid: Pid, mask: u64) -> io::Result<()> {
     let mut m = mask;
-    raw(PTRACE_SETSIGMASK, pid, 8, std::ptr::addr_of_mut!(m) as usize)?;
+    raw(
+        PTRACE_SETSIGMASK,
+        pid,
+        8,
+        std::ptr::addr_of_mut!(m) as usize,
+    )?;
     Ok(())
 }
 
@@ -100,7 +126,12 @@ pub fn peek_siginfo(pid: Pid, shared: bool) -> io::Result<Vec<[u8; SIGINFO_SIZE]
             flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
             nr: batch.len() as i32,
         };
-        let n = raw(PTRACE_PEEKSIGINFO, pid, std::ptr::addr_of!(args) as usize, batch.as_mut_ptr() as usize)?;
+        let n = raw(
+            PTRACE_PEEKSIGINFO,
+            pid,
+            std::ptr::addr_of!(args) as usize,
+            batch.as_mut_ptr() as usize,
+        )?;
         if n <= 0 {
             return Ok(out);
         }
@@ -117,7 +148,9 @@ pub fn set_regs(pid: Pid, regs: libc::user_regs_struct) -> io::Result<()> {
 }
 
 pub fn peek(pid: Pid, addr: u64) -> io::Result<u64> {
-    ptrace::read(pid, addr as ptrace::AddressType).map(|v| v as u64).map_err(io::Error::from)
+    ptrace::read(pid, addr as ptrace::AddressType)
+        .map(|v| v as u64)
+        .map_err(io::Error::from)
 }
 
 pub fn poke(pid: Pid, addr: u64, word: u64) -> io::Result<()> {

@@ -28,7 +28,10 @@ pub fn wait(set: &SigSet) -> io::Result<Received> {
             return Err(e);
         }
         let signal = Signal::try_from(r).map_err(io::Error::from)?;
-        return Ok(Received { signal, from_process: info.si_code <= 0 });
+        return Ok(Received {
+            signal,
+            from_process: info.si_code <= 0,
+        });
     }
 }
 
@@ -40,5 +43,7 @@ pub fn set_default(sig: Signal) -> io::Result<()> {
         SigSet::empty(),
     );
     // SAFETY: installing SIG_DFL runs no handler code.
-    unsafe { nix::sys::signal::sigaction(sig, &act) }.map(|_| ()).map_err(io::Error::from)
+    unsafe { nix::sys::signal::sigaction(sig, &act) }
+        .map(|_| ())
+        .map_err(io::Error::from)
 }

@@ -20,11 +20,19 @@ pub fn window_size(fd: RawFd) -> io::Result<WinSize> {
     if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } != 0 {
         return Err(last_err());
     }
-    Ok(WinSize { rows: ws.ws_row, cols: ws.ws_col })
+    Ok(WinSize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    })
 }
 
 pub fn set_window_size(fd: RawFd, size: WinSize) -> io::Result<()> {
-    let ws = libc::winsize { ws_row: size.rows, ws_col: size.cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
     if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } != 0 {
         return Err(last_err());
@@ -98,7 +106,9 @@ pub fn restore_modes(fd: impl AsFd, t: &Termios) -> io::Result<()> {
 }
 
 /// Register a descriptor we own with tokio's reactor (for a pty master).
-pub fn watch(fd: std::os::fd::OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+pub fn watch(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
     // SAFETY: the OwnedFd is moved in, so its descriptor stays open and unchanged until the
     // AsyncFd is dropped; OwnedFd::as_raw_fd always returns that same descriptor.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)

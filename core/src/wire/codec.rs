@@ -38,7 +38,11 @@ pub struct FrameCodec {
 
 impl Default for FrameCodec {
     fn default() -> Self {
-        FrameCodec { inner: LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec() }
+        FrameCodec {
+            inner: LengthDelimitedCodec::builder()
+                .max_frame_length(MAX_FRAME)
+                .new_codec(),
+        }
     }
 }
 
@@ -47,7 +51,11 @@ impl Decoder for FrameCodec {
     type Error = WireError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-        let Some(mut body) = self.inner.decode(src).map_err(|e| WireError::Malformed(e.to_string()))? else {
+        let Some(mut body) = self
+            .inner
+            .decode(src)
+            .map_err(|e| WireError::Malformed(e.to_string()))?
+        else {
             return Ok(None);
         };
         if body.is_empty() {
@@ -57,7 +65,8 @@ impl Decoder for FrameCodec {
         let payload = body.freeze();
         Ok(Some(match tag {
             TAG_CONTROL => Frame::Control(
-                postcard::from_bytes(&payload).map_err(|e| WireError::Malformed(format!("control message: {e}")))?,
+                postcard::from_bytes(&payload)
+                    .map_err(|e| WireError::Malformed(format!("control message: {e}")))?,
             ),
             TAG_IMAGE => Frame::Image(payload),
             TAG_STDOUT => Frame::Stdout(payload),
@@ -75,7 +84,8 @@ impl Encoder<Frame> for FrameCodec {
         let mut body = BytesMut::new();
         let (tag, payload) = match frame {
             Frame::Control(c) => {
-                let bytes = postcard::to_allocvec(&c).map_err(|e| WireError::Malformed(format!("encoding: {e}")))?;
+                let bytes = postcard::to_allocvec(&c)
+                    .map_err(|e| WireError::Malformed(format!("encoding: {e}")))?;
                 (TAG_CONTROL, Bytes::from(bytes))
             }
             Frame::Image(b) => (TAG_IMAGE, b),
@@ -86,7 +96,9 @@ impl Encoder<Frame> for FrameCodec {
         body.reserve(1 + payload.len());
         body.put_u8(tag);
         body.put_slice(&payload);
-        self.inner.encode(body.freeze(), dst).map_err(|e| WireError::Malformed(e.to_string()))
+        self.inner
+            .encode(body.freeze(), dst)
+            .map_err(|e| WireError::Malformed(e.to_string()))
     }
 }
 
@@ -99,7 +111,10 @@ mod tests {
         let mut codec = FrameCodec::default();
         let mut buf = BytesMut::new();
         codec.encode(f, &mut buf).expect("encode");
-        codec.decode(&mut buf).expect("decode").expect("a whole frame")
+        codec
+            .decode(&mut buf)
+            .expect("decode")
+            .expect("a whole frame")
     }
 
     #[test]
@@ -122,10 +137,16 @@ mod tests {
         assert!(codec.decode(&mut buf).is_err());
         let mut codec = FrameCodec::default();
         let mut buf = BytesMut::from(&[0, 0, 0, 2, 99, 0][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(WireError::Malformed(_))
+        ));
         let mut codec = FrameCodec::default();
         let mut buf = BytesMut::from(&[0, 0, 0, 3, TAG_CONTROL, 0xff, 0xff][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]

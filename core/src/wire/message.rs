@@ -101,16 +101,24 @@ pub enum Control {
     /// home -> agent: restore the image that follows as `Image` frames up to `ImageEnd`.
     /// `stdin` tells whether the process has an open stdin to be fed with `Stdin` frames.
     /// `terminal`: the process had a terminal at home; give it a pty with these settings.
-    Restore { job: u64, stdin: bool, terminal: Option<Terminal> },
+    Restore {
+        job: u64,
+        stdin: bool,
+        terminal: Option<Terminal>,
+    },
     /// Either direction: the image stream is complete.
     ImageEnd,
     /// agent -> home: the restored process runs (its pid on the node). Only now may the
     /// source copy be killed.
-    Running { pid: i32 },
+    Running {
+        pid: i32,
+    },
     /// home -> agent: no more stdin.
     StdinEof,
     /// home -> agent: deliver this signal to the process.
-    Signal { signo: i32 },
+    Signal {
+        signo: i32,
+    },
     /// home -> agent: the terminal changed size.
     Resize(WinSize),
     /// home -> agent: checkpoint the process and send its image back (`Image` frames, then
@@ -125,10 +133,14 @@ pub enum Control {
     /// agent -> home: the process ended.
     Exited(Ended),
     /// Either direction: something failed; one sentence for the user.
-    Error { message: String },
+    Error {
+        message: String,
+    },
     /// home -> agent, instead of `Restore`: send `Facts` every `interval_ms` until home
     /// closes the session (the balancer's view of this node).
-    Watch { interval_ms: u32 },
+    Watch {
+        interval_ms: u32,
+    },
     /// agent -> home: the process (which has a pty here) was stopped by job control, e.g. the
     /// ^Z typed at home reached its pty. Home stops too, so the user's shell gets the terminal
     /// back; its `fg` reaches the process as a `Signal` of SIGCONT.

@@ -8,4 +8,6 @@ mod codec;
 mod message;
 
 pub use codec::{Frame, FrameCodec, WireError, MAX_FRAME};
-pub use message::{Control, Ended, Hello, NodeFacts, TermModes, Terminal, WinSize, PROTOCOL_VERSION};
+pub use message::{
+    Control, Ended, Hello, NodeFacts, TermModes, Terminal, WinSize, PROTOCOL_VERSION,
+};

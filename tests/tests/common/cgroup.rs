@@ -25,9 +25,17 @@ impl CpuSlice {
             .is_ok_and(|c| c.split_whitespace().any(|w| w == "cpu"));
         let (dir, file, value) = if v2 {
             let _ = std::fs::write(Path::new(V2_ROOT).join("cgroup.subtree_control"), "+cpu");
-            (Path::new(V2_ROOT).join(&leaf), "cpu.max", format!("{quota} {period}"))
+            (
+                Path::new(V2_ROOT).join(&leaf),
+                "cpu.max",
+                format!("{quota} {period}"),
+            )
         } else if Path::new(V1_CPU).join("cpu.cfs_quota_us").exists() {
-            (Path::new(V1_CPU).join(&leaf), "cpu.cfs_quota_us", quota.to_string())
+            (
+                Path::new(V1_CPU).join(&leaf),
+                "cpu.cfs_quota_us",
+                quota.to_string(),
+            )
         } else {
             panic!(
                 "these tests need a cgroup CPU controller (cgroup v2 with `cpu` in {V2_ROOT}/cgroup.controllers, \

@@ -31,7 +31,10 @@ pub use procfs::{
     children, descendants, fd_offset, find_restored, ns_pids, process_state, status_field,
     tracer_pid, wait_until, wait_until_sleeping,
 };
-pub use reference::{file_len, gzip_input, gzip_reference, gzip_reference_of, python3, read, reference, Sink, GZIP_ARGS};
+pub use reference::{
+    file_len, gzip_input, gzip_reference, gzip_reference_of, python3, read, reference, Sink,
+    GZIP_ARGS,
+};
 pub use sandbox::{Mrunctl, Sandbox, User, NOBODY};
 pub use scenario::{
     migrate_file_output, migrate_pipe_output, run_state_victim, Progress, StateRun,

@@ -82,7 +82,10 @@ pub fn find_restored(restore_pid: i32, original_pid: i32) -> i32 {
             let restorer = std::fs::read_link(format!("/proc/{d}/exe"))
                 .map(|e| e.to_string_lossy().contains("mrunctl"))
                 .unwrap_or(true);
-            ns.len() >= 2 && ns.last() == Some(&original_pid) && tracer_pid(d) == Some(0) && !restorer
+            ns.len() >= 2
+                && ns.last() == Some(&original_pid)
+                && tracer_pid(d) == Some(0)
+                && !restorer
         });
         found.is_some()
     });

@@ -63,7 +63,8 @@ pub fn gzip_reference() -> &'static [u8] {
 
 /// The uninterrupted `gzip -9 -n -c` of `input`, computed once per test process.
 pub fn gzip_reference_of(input: &Path) -> &'static [u8] {
-    static REFERENCES: std::sync::Mutex<Vec<(PathBuf, &'static [u8])>> = std::sync::Mutex::new(Vec::new());
+    static REFERENCES: std::sync::Mutex<Vec<(PathBuf, &'static [u8])>> =
+        std::sync::Mutex::new(Vec::new());
     let mut known = REFERENCES.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, out)) = known.iter().find(|(p, _)| p == input) {
         return out;

@@ -562,7 +562,8 @@ impl<'a> SshMrun<'a> {
     /// must come well within mrun's own 20 s connection timeout).
     pub fn migrate_within(&self, job: &Job, node: &str, limit: Duration) -> Finished {
         let mut cmd = self.mrun.sandbox().command(super::paths::mrunctl_path());
-        cmd.env_remove("XDG_RUNTIME_DIR").args(["migrate", &job.id.to_string(), node]);
+        cmd.env_remove("XDG_RUNTIME_DIR")
+            .args(["migrate", &job.id.to_string(), node]);
         let label = format!("mrunctl migrate {} {node}", job.id);
         let mut proc = Proc::spawn(label.clone(), cmd, Input::Null, Output::Pipe);
         if !wait_until(limit, || proc.try_status().is_some()) {
@@ -606,7 +607,12 @@ impl<'a> SshMrun<'a> {
     }
 
     /// Runs `mrun PROGRAM ARGS...` to its end (for jobs too short to catch while they run).
-    pub fn run<S: AsRef<OsStr>>(&self, label: &str, program: impl AsRef<OsStr>, args: &[S]) -> Finished {
+    pub fn run<S: AsRef<OsStr>>(
+        &self,
+        label: &str,
+        program: impl AsRef<OsStr>,
+        args: &[S],
+    ) -> Finished {
         let cmd = self.command(program, args);
         Proc::spawn(format!("mrun {label}"), cmd, Input::Null, Output::Pipe).finish()
     }
