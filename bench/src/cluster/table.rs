@@ -23,8 +23,8 @@ fn median_of(runs: &[Run], way: Way) -> f64 {
 pub fn print(runs: &[Run]) {
     let home = median_of(runs, Way::HomeOnly);
     println!(
-        "{:<18} {:>8} {:>9}  {:<24} {}",
-        "way", "wall s", "speedup", "each rep s", "balancer moves per rep (out/back)"
+        "{:<18} {:>8} {:>9}  {:<24} balancer moves per rep (out/back)",
+        "way", "wall s", "speedup", "each rep s"
     );
     for way in ways::ALL {
         let wall = median_of(runs, way);
