@@ -22,6 +22,8 @@ use super::link::Link;
 use super::stdin::StdinRelay;
 use super::terminal::HomeTerminal;
 
+// One Place per job, moved only when the job moves: its size costs nothing, boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Place {
     /// `child` is the command itself, or the restore helper supervising it after a return;
     /// `pid` is the process to checkpoint. After a return its stdin may be a pipe we `feed`
@@ -32,7 +34,7 @@ enum Place {
         feed: Option<tokio::process::ChildStdin>,
     },
     Away {
-        link: Box<Link>,
+        link: Link,
     },
 }
 
@@ -183,6 +185,32 @@ fn cpu_seconds(pid: i32) -> Option<f64> {
     Some((utime + stime) / hz)
 }
 
+/// Where the job's output goes while it runs away: our stdout and stderr, each chunk flushed
+/// at once (the job's own buffering already happened on the node).
+struct Output {
+    out: tokio::io::Stdout,
+    err: tokio::io::Stderr,
+}
+
+impl Output {
+    fn new() -> Output {
+        Output {
+            out: tokio::io::stdout(),
+            err: tokio::io::stderr(),
+        }
+    }
+
+    async fn stdout(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(b).await?;
+        self.out.flush().await
+    }
+
+    async fn stderr(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.err.write_all(b).await?;
+        self.err.flush().await
+    }
+}
+
 /// What woke the deputy up.
 enum Event {
     Ended(Ended),
@@ -245,8 +273,7 @@ async fn deputy(
         pid: job as i32,
         feed: None,
     };
-    let mut out = tokio::io::stdout();
-    let mut err = tokio::io::stderr();
+    let mut output = Output::new();
     loop {
         let event = match &mut place {
             Place::Home { child, feed, .. } => tokio::select! {
@@ -303,14 +330,8 @@ async fn deputy(
                 }
             },
             Event::Output(frame) => match frame {
-                Frame::Stdout(b) => {
-                    out.write_all(&b).await?;
-                    out.flush().await?;
-                }
-                Frame::Stderr(b) => {
-                    err.write_all(&b).await?;
-                    err.flush().await?;
-                }
+                Frame::Stdout(b) => output.stdout(&b).await?,
+                Frame::Stderr(b) => output.stderr(&b).await?,
                 Frame::Control(Control::Error { message }) => {
                     eprintln!("mrun: {}: {message}", describe(&place))
                 }
@@ -366,8 +387,7 @@ async fn deputy(
                     &stdin_relay,
                     stdin_open,
                     &mut terminal,
-                    &mut out,
-                    &mut err,
+                    &mut output,
                 )
                 .await;
                 place = next;
@@ -431,8 +451,7 @@ async fn handle(
     stdin: &StdinRelay,
     stdin_open: bool,
     terminal: &mut HomeTerminal,
-    out: &mut tokio::io::Stdout,
-    err: &mut tokio::io::Stderr,
+    output: &mut Output,
 ) -> (Place, Result<String>) {
     let job = meta.job;
     let target = match req {
@@ -459,9 +478,7 @@ async fn handle(
                     // The home copy was killed; tokio reaps it.
                     drop((child, feed));
                     (
-                        Place::Away {
-                            link: Box::new(link),
-                        },
+                        Place::Away { link },
                         Ok(format!("job {job} now runs on {target}")),
                     )
                 }
@@ -483,7 +500,7 @@ async fn handle(
             } else {
                 (Stdio::null(), false)
             };
-            match move_home(&mut link, stdin_cfg, feed, out, err).await {
+            match move_home(&mut link, stdin_cfg, feed, output).await {
                 Ok((child, pid, feed)) => {
                     terminal.home();
                     link.finish().await;
@@ -499,13 +516,11 @@ async fn handle(
             }
         }
         Place::Away { mut link } => {
-            match move_between(&mut link, job, &target, terminal.describe(), out, err).await {
+            match move_between(&mut link, job, &target, terminal.describe(), output).await {
                 Ok(next) => {
                     link.finish().await;
                     (
-                        Place::Away {
-                            link: Box::new(next),
-                        },
+                        Place::Away { link: next },
                         Ok(format!("job {job} now runs on {target}")),
                     )
                 }
@@ -544,8 +559,7 @@ async fn move_between(
     job: u32,
     node: &str,
     term: Option<mrun_core::wire::Terminal>,
-    out: &mut tokio::io::Stdout,
-    err: &mut tokio::io::Stderr,
+    output: &mut Output,
 ) -> Result<Link> {
     let mut to = Link::connect(node).await?;
     to.tx
@@ -561,14 +575,8 @@ async fn move_between(
         loop {
             match from.rx.next().await {
                 Some(Ok(Frame::Stdin(b))) => unread.extend_from_slice(&b),
-                Some(Ok(Frame::Stdout(b))) => {
-                    out.write_all(&b).await?;
-                    out.flush().await?;
-                }
-                Some(Ok(Frame::Stderr(b))) => {
-                    err.write_all(&b).await?;
-                    err.flush().await?;
-                }
+                Some(Ok(Frame::Stdout(b))) => output.stdout(&b).await?,
+                Some(Ok(Frame::Stderr(b))) => output.stderr(&b).await?,
                 Some(Ok(Frame::Image(c))) => to.send_watching(Frame::Image(c)).await?,
                 Some(Ok(Frame::Control(Control::ImageEnd))) => break,
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
@@ -679,8 +687,7 @@ async fn move_home(
     link: &mut Link,
     stdin_cfg: Stdio,
     feed: bool,
-    out: &mut tokio::io::Stdout,
-    err: &mut tokio::io::Stderr,
+    output: &mut Output,
 ) -> Result<(
     tokio::process::Child,
     i32,
@@ -700,14 +707,8 @@ async fn move_home(
     loop {
         match link.rx.next().await {
             Some(Ok(Frame::Stdin(b))) => unread.extend_from_slice(&b),
-            Some(Ok(Frame::Stdout(b))) => {
-                out.write_all(&b).await?;
-                out.flush().await?;
-            }
-            Some(Ok(Frame::Stderr(b))) => {
-                err.write_all(&b).await?;
-                err.flush().await?;
-            }
+            Some(Ok(Frame::Stdout(b))) => output.stdout(&b).await?,
+            Some(Ok(Frame::Stderr(b))) => output.stderr(&b).await?,
             Some(Ok(Frame::Image(c))) => {
                 if let Some(w) = image.as_mut() {
                     if tokio::io::AsyncWriteExt::write_all(w, &c).await.is_err() {
