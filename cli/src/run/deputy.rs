@@ -21,6 +21,7 @@ use super::control::{self, JobSocket, Request};
 use super::link::Link;
 use super::stdin::StdinRelay;
 use super::terminal::HomeTerminal;
+use super::usage::{cpu_seconds, cpu_wanted_seconds, touched_bytes};
 
 // One Place per job, moved only when the job moves: its size costs nothing, boxing buys nothing.
 #[allow(clippy::large_enum_variant)]
@@ -130,6 +131,7 @@ impl JobMeta {
 
     /// The fraction of the time the job ran or waited to run since the previous sample (at
     /// least 300 ms back; a sooner asker gets the last figure), or since arrival for the first.
+    /// Its threads add up, so a job with two busy threads reads 2 and counts as fully busy (1).
     fn cpu_demand(&self, cpu_now: f64) -> f64 {
         let now = std::time::Instant::now();
         let share = match self.cpu_sample.get() {
@@ -155,34 +157,6 @@ impl JobMeta {
 
 fn now_ms() -> u64 {
     crate::jobs::unix_now().as_millis() as u64
-}
-
-/// Seconds a local process has run plus waited in the run queue (`/proc/PID/schedstat`).
-fn cpu_wanted_seconds(pid: i32) -> Option<f64> {
-    let s = procfs::process::Process::new(pid).ok()?.schedstat().ok()?;
-    Some((s.sum_exec_runtime + s.run_delay) as f64 * 1e-9)
-}
-
-/// Resident memory of a local process, bytes: what a checkpoint would carry.
-fn touched_bytes(pid: i32) -> u64 {
-    procfs::process::Process::new(pid)
-        .and_then(|p| p.statm())
-        .map(|m| m.resident * procfs::page_size())
-        .unwrap_or(0)
-}
-
-/// User + system CPU seconds of a local process.
-fn cpu_seconds(pid: i32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    Some((utime + stime) / hz)
 }
 
 /// Where the job's output goes while it runs away: our stdout and stderr, each chunk flushed

@@ -7,6 +7,7 @@ pub(crate) mod link;
 pub(crate) mod ssh;
 mod stdin;
 mod terminal;
+mod usage;
 
 /// `mrun-agent` next to this program, or on PATH.
 pub(crate) fn agent_path() -> anyhow::Result<std::path::PathBuf> {

@@ -45,9 +45,10 @@ pub struct Job {
     pub since_move: Option<f64>,
     /// Started with `mrun --home`: stays home.
     pub pinned_home: bool,
-    /// Fraction of the time lately it was running or waiting to run (1.0 when unknown): a
-    /// job that sleeps or waits for input gains nothing by moving and frees no CPU. (Not the
-    /// CPU it got: at an overloaded home a busy job gets little.)
+    /// Fraction of the time lately it was running or waiting to run, its threads summed and
+    /// capped at 1.0 (1.0 when unknown): a job that sleeps or waits for input gains nothing by
+    /// moving and frees no CPU. (Not the CPU it got: at an overloaded home a busy job gets
+    /// little.)
     pub cpu_demand: f64,
 }
 
