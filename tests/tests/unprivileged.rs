@@ -117,3 +117,33 @@ fn signals_as_nobody() {
     let sb = nobody("nobody-signals");
     run_state_victim(&sb, "signals", &[], false).assert_all_pass();
 }
+
+/// Issue 8: the per-thread state victim, all as nobody.
+#[test]
+fn per_thread_state_as_nobody() {
+    let sb = nobody("nobody-threads");
+    run_state_victim(&sb, "threads", &[], false).assert_all_pass();
+}
+
+/// Issue 8: threads created and exiting during two checkpoints, all as nobody.
+#[test]
+fn thread_churn_as_nobody() {
+    let sb = nobody("nobody-churn");
+    let (_, done) = run_state_victim_hops(&sb, "churn", &[], 2);
+    assert_victim_passed(&done, "the churning victim as nobody");
+}
+
+/// Issue 8: a real threaded program (xz -T2) as nobody.
+#[test]
+fn xz_two_threads_as_nobody() {
+    let sb = nobody("nobody-xz-t2");
+    let input = text_file(8 * MIB);
+    migrate_file_output(
+        &sb,
+        "xz -T2 as nobody",
+        &format!(r#"exec xz {} < "$1" > "$2""#, XZ_T2_ARGS.join(" ")),
+        &input,
+        1,
+        Progress::OutputGrows,
+    );
+}
