@@ -481,7 +481,7 @@ fn threaded_home_a_b_home(
 
 /// `PROGRAM_ARGS... FILE` as OsStr arguments.
 fn with_file<'a>(args: &[&'a str], file: &'a Path) -> Vec<&'a OsStr> {
-    let mut v: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    let mut v: Vec<&OsStr> = args.iter().map(|a| OsStr::new(*a)).collect();
     v.push(file.as_os_str());
     v
 }
