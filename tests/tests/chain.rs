@@ -82,13 +82,5 @@ fn thread_churn_five_hops() {
 #[test]
 fn xz_two_threads_five_hops() {
     let sb = Sandbox::new("chain-xz-t2");
-    let input = text_file(8 * MIB);
-    migrate_file_output(
-        &sb,
-        "xz -T2 (5 hops)",
-        &format!(r#"exec xz {} < "$1" > "$2""#, XZ_T2_ARGS.join(" ")),
-        &input,
-        HOPS,
-        Progress::OutputGrows,
-    );
+    xz_two_threads_to_file(&sb, "xz -T2 (5 hops)", HOPS);
 }

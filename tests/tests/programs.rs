@@ -230,15 +230,7 @@ fn file_script(program: &str, args: &[&str]) -> String {
 #[test]
 fn xz_two_threads() {
     let sb = Sandbox::new("xz-t2");
-    let input = text_file(8 * MIB);
-    migrate_file_output(
-        &sb,
-        "xz -T2",
-        &file_script("xz", &XZ_T2_ARGS),
-        &input,
-        1,
-        Progress::OutputGrows,
-    );
+    xz_two_threads_to_file(&sb, "xz -T2", 1);
 }
 
 #[test]

@@ -137,13 +137,5 @@ fn thread_churn_as_nobody() {
 #[test]
 fn xz_two_threads_as_nobody() {
     let sb = nobody("nobody-xz-t2");
-    let input = text_file(8 * MIB);
-    migrate_file_output(
-        &sb,
-        "xz -T2 as nobody",
-        &format!(r#"exec xz {} < "$1" > "$2""#, XZ_T2_ARGS.join(" ")),
-        &input,
-        1,
-        Progress::OutputGrows,
-    );
+    xz_two_threads_to_file(&sb, "xz -T2 as nobody", 1);
 }

@@ -46,7 +46,7 @@ pub use sshd::{
     NodeOptions, RemoteAgent, SshMrun, Via,
 };
 pub use threaded::{
-    cpu_flag, go_spread, python_workers, GO_SPREAD_ARGS, PIGZ_ARGS, PYTHON_WORKERS_ARGS,
-    SORT_THREADED_ARGS, XZ_T0_ARGS, XZ_T2_ARGS,
+    cpu_flag, go_spread, python_workers, xz_two_threads_to_file, GO_SPREAD_ARGS, PIGZ_ARGS,
+    PYTHON_WORKERS_ARGS, SORT_THREADED_ARGS, XZ_T0_ARGS, XZ_T2_ARGS,
 };
 pub use victims::{victim, VICTIM_NAMES};

@@ -247,16 +247,23 @@ pub fn assert_victim_passed(done: &Finished, what: &str) {
     );
 }
 
-/// Starts victim `name` with `GO_FILE extra...`, waits for "READY" (and, if `sleeping`, for it
-/// to block in the kernel), checkpoints it, checks the original was killed before running any
-/// check, creates the go file and restores it to the end.
-pub fn run_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr], sleeping: bool) -> StateRun {
+/// Starts victim `name` with `GO_FILE extra...` (the sandbox's file "go") and waits for
+/// "READY".
+fn start_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr]) -> Proc {
     let go = sb.path("go");
     let mut args: Vec<&OsStr> = vec![go.as_os_str()];
     args.extend_from_slice(extra);
     let mut victim = sb.spawn_victim(name, &args, Input::Null);
-    let pid = victim.pid();
     victim.wait_for_stdout("READY\n");
+    victim
+}
+
+/// Starts victim `name` with `GO_FILE extra...`, waits for "READY" (and, if `sleeping`, for it
+/// to block in the kernel), checkpoints it, checks the original was killed before running any
+/// check, creates the go file and restores it to the end.
+pub fn run_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr], sleeping: bool) -> StateRun {
+    let victim = start_state_victim(sb, name, extra);
+    let pid = victim.pid();
     if sleeping {
         wait_until_sleeping(pid);
     }
@@ -292,12 +299,8 @@ pub fn run_state_victim_hops(
     extra: &[&OsStr],
     hops: usize,
 ) -> (i32, Finished) {
-    let go = sb.path("go");
-    let mut args: Vec<&OsStr> = vec![go.as_os_str()];
-    args.extend_from_slice(extra);
-    let mut current = sb.spawn_victim(name, &args, Input::Null);
+    let mut current = start_state_victim(sb, name, extra);
     let original_pid = current.pid();
-    current.wait_for_stdout("READY\n");
     let mrunctl = sb.mrunctl();
     for hop in 1..=hops {
         let pid = pid_at_hop(&current, hop, original_pid);

@@ -4,7 +4,10 @@
 //!
 //! Inputs are sized so that each runs about 2-5 s uninterrupted on 2 cores.
 
+use super::data::{text_file, MIB};
 use super::paths::{scratch_root, test_binary_name};
+use super::sandbox::Sandbox;
+use super::scenario::{migrate_file_output, Progress};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -92,4 +95,17 @@ pub fn go_spread() -> PathBuf {
             out
         })
         .clone()
+}
+
+/// `xz -T2` of an 8 MiB text to a file (opened by the shell), checkpointed and restored `hops`
+/// times in a row.
+pub fn xz_two_threads_to_file(sb: &Sandbox, label: &str, hops: usize) {
+    migrate_file_output(
+        sb,
+        label,
+        &format!(r#"exec xz {} < "$1" > "$2""#, XZ_T2_ARGS.join(" ")),
+        &text_file(8 * MIB),
+        hops,
+        Progress::OutputGrows,
+    );
 }
