@@ -51,39 +51,36 @@ fn gzip_file_five_hops() {
 #[test]
 fn same_pid_after_five_hops() {
     let sb = Sandbox::new("chain-getpid");
-    let go = sb.path("go");
-    let mut current = sb.spawn_victim("getpid", &[&go], Input::Null);
-    let original_pid = current.pid();
-    current.wait_for_stdout("READY\n");
-    let mrunctl = sb.mrunctl();
-    for hop in 1..=HOPS {
-        let pid = if hop == 1 {
-            original_pid
-        } else {
-            find_restored(current.pid(), original_pid)
-        };
-        if hop > 1 {
-            assert_ne!(
-                pid, original_pid,
-                "hop {hop}: the restored process has no outer pid of its own"
-            );
-        }
-        let image = sb.path(&format!("hop{hop}.img"));
-        mrunctl.checkpoint_ok(pid, &image);
-        current.finish().assert_signal(libc::SIGKILL);
-        current = mrunctl.restore(&image, Input::Null, Output::Pipe);
-    }
-    sb.touch("go");
-    let done = current.finish();
-    let text = done.stdout_text();
+    let (original_pid, done) = run_state_victim_hops(&sb, "getpid", &[], HOPS);
+    assert_victim_passed(&done, &format!("after {HOPS} hops, the victim"));
     assert!(
-        done.status.success() && text.contains("ALL PASS") && !text.contains("FAIL"),
+        done.stdout_text()
+            .contains(&format!("PID-AFTER {original_pid}\n")),
         "after {HOPS} hops: {}",
         done.describe()
     );
-    assert!(
-        text.contains(&format!("PID-AFTER {original_pid}\n")),
-        "after {HOPS} hops: {}",
-        done.describe()
-    );
+}
+
+/// A threaded process (issue 8): the per-thread state victim checkpointed and restored five
+/// times in a row, each time from the previous restore, then all its checks pass.
+#[test]
+fn threaded_victim_five_hops() {
+    let sb = Sandbox::new("chain-threads");
+    let (_, done) = run_state_victim_hops(&sb, "threads", &[], HOPS);
+    assert_victim_passed(&done, &format!("after {HOPS} hops, the victim"));
+}
+
+/// Threads created and exiting without pause, checkpointed and restored five times mid-churn.
+#[test]
+fn thread_churn_five_hops() {
+    let sb = Sandbox::new("chain-churn");
+    let (_, done) = run_state_victim_hops(&sb, "churn", &[], HOPS);
+    assert_victim_passed(&done, &format!("after {HOPS} hops, the victim"));
+}
+
+/// xz -T2 (two compressing threads) to a file, five hops.
+#[test]
+fn xz_two_threads_five_hops() {
+    let sb = Sandbox::new("chain-xz-t2");
+    xz_two_threads_to_file(&sb, "xz -T2 (5 hops)", HOPS);
 }

@@ -61,7 +61,8 @@ fn at_of(node: &str) -> At {
 
 /// Starts `mrun PROGRAM ARGS...` with stdout to `sink`, moves it along `hops` (node aliases or
 /// "home"), each time once its output has passed the next fraction of `want` and grown since
-/// the previous move, checks where it runs after each move, then asserts it ends with exit 0,
+/// the previous move (with `Progress::InputRead` or `ThreadsRunning`: once it has read the next
+/// fraction of its fd 0, and, for the latter, runs several threads), checks where it runs after each move, then asserts it ends with exit 0,
 /// nothing on stderr and exactly `want` as output.
 #[allow(clippy::too_many_arguments)]
 fn output_across_hops(
@@ -73,6 +74,7 @@ fn output_across_hops(
     want: &[u8],
     sink: Sink,
     hops: &[&str],
+    progress: Progress,
 ) {
     let sb = m.mrun.sandbox();
     let out_path = sb.output_file("job.out");
@@ -89,15 +91,32 @@ fn output_across_hops(
     for (i, node) in hops.iter().enumerate() {
         // Early fractions (1/(n+3), 2/(n+3)...): each move needs an SSH connection while the
         // job runs, and the last one must still come well before the end.
-        let target = (want.len() * (i + 1) / (hops.len() + 3)).max(last);
-        let grew = wait_until(TIMEOUT, || len(&job) > target);
-        assert!(
-            grew,
-            "{label}: output stuck at {} of {} bytes before the move to {node}; mrun's stderr: {}",
-            len(&job),
-            want.len(),
-            job.mrun.stderr_text()
-        );
+        let fraction = |total: usize| total * (i + 1) / (hops.len() + 3);
+        if let Progress::OutputGrows = progress {
+            let target = fraction(want.len()).max(last);
+            let grew = wait_until(TIMEOUT, || len(&job) > target);
+            assert!(
+                grew,
+                "{label}: output stuck at {} of {} bytes before the move to {node}; mrun's \
+                 stderr: {}",
+                len(&job),
+                want.len(),
+                job.mrun.stderr_text()
+            );
+        } else {
+            let (pid, _) = locate(&job, nodes);
+            let input = file_len(Path::new(&format!("/proc/{pid}/fd/0")));
+            let target = fraction(input) as u64;
+            if let Progress::ThreadsRunning = progress {
+                wait_threads_running(pid, label, target);
+            } else {
+                let read = wait_until(TIMEOUT, || fd_offset(pid, 0).unwrap_or(0) > target);
+                assert!(
+                    read,
+                    "{label}: never read {target} bytes before the move to {node}"
+                );
+            }
+        }
         m.mrun.migrate_ok(&job, node);
         last = len(&job);
         assert!(
@@ -385,6 +404,7 @@ fn gzip_home_a_b_home(name: &str, sink: Sink) {
         gzip_reference(),
         sink,
         &["a", "b", "home"],
+        Progress::OutputGrows,
     );
 }
 
@@ -423,6 +443,138 @@ fn xz_to_file_home_a_home() {
         &want,
         Sink::File,
         &["a", "home"],
+        Progress::OutputGrows,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2b. Multi-threaded programs (issue 8) moved home -> a -> b -> home, byte-identical output.
+// ---------------------------------------------------------------------------------------------
+
+/// `mrun PROGRAM ARGS...` moved home -> a -> b -> home; its output must be byte-identical to
+/// an uninterrupted run's.
+fn threaded_home_a_b_home(
+    name: &str,
+    label: &str,
+    program: &Path,
+    args: &[&OsStr],
+    sink: Sink,
+    progress: Progress,
+) {
+    let sb = Sandbox::new(name);
+    let (a, b, client) = two_nodes(&sb);
+    let m = SshMrun::new(&sb, &client, RemoteAgent::Built);
+    let want = reference(label, program, args, &[], Input::Null);
+    let program = program.to_str().expect("a UTF-8 program path");
+    output_across_hops(
+        &m,
+        &[&a, &b],
+        label,
+        program,
+        args,
+        &want,
+        sink,
+        &["a", "b", "home"],
+        progress,
+    );
+}
+
+/// `PROGRAM_ARGS... FILE` as OsStr arguments.
+fn with_file<'a>(args: &[&'a str], file: &'a Path) -> Vec<&'a OsStr> {
+    let mut v: Vec<&OsStr> = args.iter().map(|a| OsStr::new(*a)).collect();
+    v.push(file.as_os_str());
+    v
+}
+
+#[test]
+fn xz_two_threads_home_a_b_home() {
+    let input = text_file(8 * MIB);
+    threaded_home_a_b_home(
+        "ssh-xz-t2",
+        "xz -T2",
+        Path::new("xz"),
+        &with_file(&XZ_T2_ARGS, &input),
+        Sink::File,
+        Progress::OutputGrows,
+    );
+}
+
+#[test]
+fn xz_threads_per_cpu_home_a_b_home() {
+    let input = text_file(8 * MIB);
+    threaded_home_a_b_home(
+        "ssh-xz-t0",
+        "xz -T0",
+        Path::new("xz"),
+        &with_file(&XZ_T0_ARGS, &input),
+        Sink::Pipe,
+        Progress::OutputGrows,
+    );
+}
+
+#[test]
+fn pigz_two_threads_home_a_b_home() {
+    let input = text_file(64 * MIB);
+    threaded_home_a_b_home(
+        "ssh-pigz",
+        "pigz -p 2",
+        Path::new("pigz"),
+        &with_file(&PIGZ_ARGS, &input),
+        Sink::Pipe,
+        Progress::OutputGrows,
+    );
+}
+
+/// sort reads its input as fd 0 (a file the job's shell opened), each move while its sorting
+/// threads run.
+#[test]
+fn sort_two_threads_home_a_b_home() {
+    let input = text_file(64 * MIB);
+    let script = format!(
+        r#"LC_ALL=C; export LC_ALL; exec sort {} < "$1""#,
+        SORT_THREADED_ARGS.join(" ")
+    );
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("-c"),
+        OsStr::new(&script),
+        OsStr::new("sh"),
+        input.as_os_str(),
+    ];
+    threaded_home_a_b_home(
+        "ssh-sort-t2",
+        "sort --parallel=2",
+        Path::new("sh"),
+        &args,
+        Sink::File,
+        Progress::ThreadsRunning,
+    );
+}
+
+#[test]
+fn python3_three_threads_home_a_b_home() {
+    let script = python_workers();
+    let mut args: Vec<&OsStr> = vec![OsStr::new("-u"), script.as_os_str()];
+    args.extend(PYTHON_WORKERS_ARGS.iter().map(OsStr::new));
+    threaded_home_a_b_home(
+        "ssh-python-threads",
+        "python3 3 threads",
+        &python3(),
+        &args,
+        Sink::Pipe,
+        Progress::OutputGrows,
+    );
+}
+
+#[test]
+fn go_goroutines_home_a_b_home() {
+    let args: Vec<&OsStr> = GO_SPREAD_ARGS.iter().map(OsStr::new).collect();
+    threaded_home_a_b_home(
+        "ssh-go-spread",
+        "go spread",
+        &go_spread(),
+        &args,
+        Sink::Pipe,
+        Progress::OutputGrows,
     );
 }
 

@@ -4,21 +4,7 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
-
-/// The python3 to run: /usr/bin/python3, else the real interpreter behind `python3` on PATH
-/// (a pyenv shim is a bash script that would fork).
-fn python3() -> PathBuf {
-    let system = PathBuf::from("/usr/bin/python3");
-    if system.exists() {
-        return system;
-    }
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 is not installed");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
+use std::ffi::OsStr;
 
 #[test]
 fn gzip_stdout_file_opened_by_shell() {
@@ -230,4 +216,85 @@ fn sha256sum_of_stdin_across_restore() {
     let restored = restore.finish();
     restored.assert_success();
     assert_same_bytes("sha256sum", &restored.stdout, &want);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-threaded programs (issue 8)
+// ---------------------------------------------------------------------------------------------
+
+/// `sh -c` script running `program args...` from "$1" to "$2".
+fn file_script(program: &str, args: &[&str]) -> String {
+    format!(r#"exec {program} {} < "$1" > "$2""#, args.join(" "))
+}
+
+#[test]
+fn xz_two_threads() {
+    let sb = Sandbox::new("xz-t2");
+    xz_two_threads_to_file(&sb, "xz -T2", 1);
+}
+
+#[test]
+fn xz_threads_per_cpu() {
+    let sb = Sandbox::new("xz-t0");
+    let input = text_file(8 * MIB);
+    migrate_file_output(
+        &sb,
+        "xz -T0",
+        &file_script("xz", &XZ_T0_ARGS),
+        &input,
+        1,
+        Progress::OutputGrows,
+    );
+}
+
+#[test]
+fn pigz_two_threads() {
+    let sb = Sandbox::new("pigz");
+    let input = sb.input(&text_file(64 * MIB));
+    let mut args: Vec<&OsStr> = PIGZ_ARGS.iter().map(OsStr::new).collect();
+    args.push(input.as_os_str());
+    migrate_pipe_output(&sb, "pigz -p 2", "pigz", &args, &[], 1);
+}
+
+/// sort on 2 threads with 100 MB of buffer: checkpointed while its sorting threads run.
+#[test]
+fn sort_two_threads() {
+    let sb = Sandbox::new("sort-t2");
+    let input = text_file(64 * MIB);
+    let tmp = sb.mkdir("sort-tmp");
+    let script = format!(
+        r#"LC_ALL=C; export LC_ALL; exec sort {} -T '{}' < "$1" > "$2""#,
+        SORT_THREADED_ARGS.join(" "),
+        tmp.display()
+    );
+    migrate_file_output(
+        &sb,
+        "sort --parallel=2",
+        &script,
+        &input,
+        1,
+        Progress::ThreadsRunning,
+    );
+}
+
+#[test]
+fn python3_three_threads() {
+    let sb = Sandbox::new("python-threads");
+    let script = python_workers();
+    let mut args: Vec<&OsStr> = vec!["-u".as_ref(), script.as_os_str()];
+    args.extend(PYTHON_WORKERS_ARGS.iter().map(OsStr::new));
+    migrate_pipe_output(&sb, "python3 3 threads", python3(), &args, &[], 1);
+}
+
+#[test]
+fn go_goroutines_on_several_threads() {
+    let sb = Sandbox::new("go-spread");
+    migrate_pipe_output(
+        &sb,
+        "go spread",
+        go_spread(),
+        &GO_SPREAD_ARGS,
+        &[("GOMAXPROCS", "2")],
+        1,
+    );
 }

@@ -7,16 +7,6 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-fn cpu_flag(flag: &str) -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|c| {
-            c.lines()
-                .filter(|l| l.starts_with("flags"))
-                .any(|l| l.split_whitespace().any(|f| f == flag))
-        })
-        .unwrap_or(false)
-}
-
 /// Control: every state victim passes on its own when it is never checkpointed, so a failure
 /// after a restore is the restore's doing.
 #[test]
@@ -35,6 +25,8 @@ fn victims_pass_without_checkpoint() {
         ("brk_static", false),
         ("guard", false),
         ("getpid", false),
+        ("threads", false),
+        ("churn", false),
         ("files", true),
         ("cwd_umask", true),
     ];
@@ -255,4 +247,56 @@ fn blocked_in_read_on_stdin_pipe() {
         "{}",
         restored.describe()
     );
+}
+
+/// Issue 8, per-thread state of a multi-threaded process (tests/victims/threads.c): distinct
+/// signal masks and sigaltstacks, a signal queued to one thread with its siginfo, threads
+/// blocked in FUTEX_WAIT, pthread_join and pthread_cond_timedwait, a robust mutex whose owner
+/// exits after the restore, tids, names, pthread_kill/pthread_getschedparam, and distinct
+/// vector registers live in two threads.
+#[test]
+fn per_thread_state_survives() {
+    let sb = Sandbox::new("threads");
+    let run = run_state_victim(&sb, "threads", &[], false);
+    run.assert_all_pass();
+    let widest = if cpu_flag("avx2") { "ymm" } else { "xmm" };
+    assert!(
+        run.original
+            .stdout_text()
+            .contains(&format!("TESTING {widest}")),
+        "the victim did not test the CPU's {widest} registers: {}",
+        run.original.describe()
+    );
+    let text = run.restored.stdout_text();
+    for what in [
+        "queued signal with its siginfo in sig-0",
+        "futex waiter released by FUTEX_WAKE",
+        "pthread_join across the checkpoint",
+        "pthread_cond_timedwait woken by the signal",
+        "robust mutex waiter gets EOWNERDEAD",
+        "avx-0 vector registers",
+        "avx-1 vector registers",
+        "sig-1 SA_ONSTACK handler on its own altstack",
+    ] {
+        assert!(
+            text.contains(&format!("PASS {what}\n")),
+            "no PASS {what}: {}",
+            run.restored.describe()
+        );
+    }
+    // Every thread kept its tid: the lines name them, and the pid is the original one.
+    assert!(
+        text.matches(" gettid unchanged\n").count() == 10,
+        "not every thread checked its tid: {}",
+        run.restored.describe()
+    );
+}
+
+/// Threads being created and exiting (joined and detached) while the checkpoint runs, three
+/// checkpoints in a row mid-churn; the victim keeps churning afterwards and all results hold.
+#[test]
+fn threads_created_and_exiting_during_checkpoint() {
+    let sb = Sandbox::new("churn");
+    let (_, done) = run_state_victim_hops(&sb, "churn", &[], 3);
+    assert_victim_passed(&done, "the churning victim after 3 checkpoints");
 }

@@ -117,3 +117,25 @@ fn signals_as_nobody() {
     let sb = nobody("nobody-signals");
     run_state_victim(&sb, "signals", &[], false).assert_all_pass();
 }
+
+/// Issue 8: the per-thread state victim, all as nobody.
+#[test]
+fn per_thread_state_as_nobody() {
+    let sb = nobody("nobody-threads");
+    run_state_victim(&sb, "threads", &[], false).assert_all_pass();
+}
+
+/// Issue 8: threads created and exiting during two checkpoints, all as nobody.
+#[test]
+fn thread_churn_as_nobody() {
+    let sb = nobody("nobody-churn");
+    let (_, done) = run_state_victim_hops(&sb, "churn", &[], 2);
+    assert_victim_passed(&done, "the churning victim as nobody");
+}
+
+/// Issue 8: a real threaded program (xz -T2) as nobody.
+#[test]
+fn xz_two_threads_as_nobody() {
+    let sb = nobody("nobody-xz-t2");
+    xz_two_threads_to_file(&sb, "xz -T2 as nobody", 1);
+}

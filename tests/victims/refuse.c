@@ -9,7 +9,9 @@
  *
  * usage: refuse MODE STOP_FILE [DIR]
  * MODE: plain threads child socketpair tcp shared_anon shared_file sysv_shm epoll eventfd
- *       signalfd timerfd inotify io_uring itimer posix_timer
+ *       signalfd timerfd inotify io_uring itimer posix_timer shstk
+ * shstk: a thread enables an x86 shadow stack and spins; before "READY" the victim prints
+ * "SHSTK-ON", or "SHSTK-UNAVAILABLE <errno>" (then it is a plain victim with one idle thread).
  * DIR (shared_file, inotify): a directory the victim may create files in.
  */
 #include "victim.h"
@@ -52,6 +54,46 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
+#define ARCH_SHSTK_ENABLE 0x5001
+#define ARCH_SHSTK_SHSTK 1
+static volatile long shstk_status; /* 0 not yet, 1 enabled, -errno failed */
+static volatile unsigned long shstk_spins;
+
+/*
+ * Enables the shadow stack of the calling thread with a raw arch_prctl and never returns once
+ * it is on: returning (or any call made before enabling that returns after) would fault, so
+ * the loop makes no calls at all.
+ */
+__attribute__((noinline, noreturn)) static void shstk_spin(void)
+{
+	long r;
+	__asm__ volatile("syscall"
+			 : "=a"(r)
+			 : "0"(158L /* SYS_arch_prctl */), "D"((long)ARCH_SHSTK_ENABLE),
+			   "S"((long)ARCH_SHSTK_SHSTK)
+			 : "rcx", "r11", "memory");
+	if (r != 0) {
+		shstk_status = r < 0 ? r : -1;
+		for (;;)
+			__asm__ volatile("pause" ::: "memory"); /* idle, shadow stack off */
+	}
+	shstk_status = 1;
+	for (;;) {
+		for (volatile int k = 0; k < 100000; k++)
+			;
+		shstk_spins++;
+	}
+}
+
+static void *shstk_main(void *arg)
+{
+	(void)arg;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	shstk_spin();
+}
+
 static void on_alarm(int sig)
 {
 	(void)sig;
@@ -87,6 +129,15 @@ static void setup(void)
 		for (long i = 0; i < THREADS; i++)
 			if (pthread_create(&threads[i], NULL, thread_main, (void *)i) != 0)
 				die("pthread_create");
+	} else if (!strcmp(mode, "shstk")) {
+		if (pthread_create(&threads[0], NULL, shstk_main, NULL) != 0)
+			die("pthread_create");
+		for (int i = 0; i < 2000 && shstk_status == 0; i++)
+			nap_ms(1);
+		if (shstk_status == 1)
+			say("SHSTK-ON\n");
+		else
+			say("SHSTK-UNAVAILABLE %ld\n", -shstk_status);
 	} else if (!strcmp(mode, "child")) {
 		child = fork();
 		if (child < 0)
@@ -215,6 +266,11 @@ static void verify(void)
 			check(thread_counts[i] > before[i], "thread still running", "thread %d at %ld",
 			      i, thread_counts[i]);
 		}
+	} else if (!strcmp(mode, "shstk")) {
+		unsigned long before = shstk_spins;
+		nap_ms(200);
+		check(shstk_status != 1 || shstk_spins > before, "shadow-stack thread still running",
+		      "%lu spins", shstk_spins);
 	} else if (!strcmp(mode, "child")) {
 		int st = 0;
 		pid_t w = waitpid(child, &st, 0);

@@ -20,6 +20,7 @@ mod reference;
 mod sandbox;
 mod scenario;
 mod sshd;
+mod threaded;
 mod victims;
 
 pub use cgroup::CpuSlice;
@@ -29,7 +30,7 @@ pub use paths::{agent_path, mrun_path, mrunctl_path};
 pub use process::{assert_same_bytes, pipe, Finished, Input, Output, Proc, TIMEOUT};
 pub use procfs::{
     children, descendants, fd_offset, find_restored, ns_pids, process_state, status_field,
-    tracer_pid, wait_until, wait_until_sleeping,
+    thread_count, tracer_pid, wait_until, wait_until_sleeping,
 };
 pub use reference::{
     file_len, gzip_input, gzip_reference, gzip_reference_of, python3, read, reference, Sink,
@@ -37,10 +38,15 @@ pub use reference::{
 };
 pub use sandbox::{Mrunctl, Sandbox, User, NOBODY};
 pub use scenario::{
-    migrate_file_output, migrate_pipe_output, run_state_victim, Progress, StateRun,
+    assert_victim_passed, migrate_file_output, migrate_pipe_output, run_state_victim,
+    run_state_victim_hops, wait_threads_running, Progress, StateRun,
 };
 pub use sshd::{
     assert_at, daemons_for, keygen, locate, login_name, At, ClientHome, Node, NodeHome,
     NodeOptions, RemoteAgent, SshMrun, Via,
+};
+pub use threaded::{
+    cpu_flag, go_spread, python_workers, xz_two_threads_to_file, GO_SPREAD_ARGS, PIGZ_ARGS,
+    PYTHON_WORKERS_ARGS, SORT_THREADED_ARGS, XZ_T0_ARGS, XZ_T2_ARGS,
 };
 pub use victims::{victim, VICTIM_NAMES};

@@ -109,6 +109,13 @@ pub fn fd_offset(pid: i32, fd: i32) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// How many threads `pid` has (entries of `/proc/PID/task`; 0 if it is gone).
+pub fn thread_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 /// Polls `cond` every 5 ms until it holds (true) or `timeout` passes (false).
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -3,7 +3,7 @@
 //! checkpointed after "READY" must report PASS after the restore.
 
 use super::process::{assert_same_bytes, Finished, Input, Output, Proc, TIMEOUT};
-use super::procfs::{fd_offset, find_restored, wait_until, wait_until_sleeping};
+use super::procfs::{fd_offset, find_restored, thread_count, wait_until, wait_until_sleeping};
 use super::sandbox::Sandbox;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::ExitStatusExt;
@@ -17,6 +17,10 @@ pub enum Progress {
     /// The program has read its way through part of its input on fd 0 (for programs, like
     /// sort, that write nothing before they have read everything).
     InputRead,
+    /// Part of the input on fd 0 is read, as for `InputRead`, and the program runs more than
+    /// one thread at that moment (for programs, like sort, that start their threads only for
+    /// a phase of the work).
+    ThreadsRunning,
 }
 
 fn file_len(p: &Path) -> usize {
@@ -47,6 +51,20 @@ fn wait_input_read(pid: i32, label: &str, target: u64) {
     assert!(
         ok,
         "{label} (pid {pid}) never read more than {target} bytes of its input"
+    );
+}
+
+/// Waits until `pid` has read more than `target` bytes of its fd 0 and runs 2 threads or more.
+pub fn wait_threads_running(pid: i32, label: &str, target: u64) {
+    let ok = wait_until(TIMEOUT, || {
+        fd_offset(pid, 0).unwrap_or(0) > target && thread_count(pid) >= 2
+    });
+    assert!(
+        ok,
+        "{label} (pid {pid}) never ran several threads after reading {target} bytes of its \
+         input (offset {:?}, {} threads)",
+        fd_offset(pid, 0),
+        thread_count(pid)
     );
 }
 
@@ -114,6 +132,10 @@ pub fn migrate_file_output(
             Progress::InputRead => {
                 let input_len = file_len(&input);
                 wait_input_read(pid, label, mid_run_target(input_len, hop, hops) as u64);
+            }
+            Progress::ThreadsRunning => {
+                let target = mid_run_target(file_len(&input), hop, hops) as u64;
+                wait_threads_running(pid, label, target);
             }
         }
         let image = sb.path(&format!("hop{hop}.img"));
@@ -209,26 +231,39 @@ pub struct StateRun {
 impl StateRun {
     /// The restore exited 0 and the victim printed "ALL PASS" and no FAIL line.
     pub fn assert_all_pass(&self) -> &Self {
-        let text = self.restored.stdout_text();
-        assert!(
-            self.restored.status.success() && text.contains("ALL PASS") && !text.contains("FAIL"),
-            "the restored victim did not pass: {}",
-            self.restored.describe()
-        );
+        assert_victim_passed(&self.restored, "the restored victim");
         self
     }
+}
+
+/// `done` (a victim, or the restore that ran it) exited 0 and printed "ALL PASS" and no FAIL
+/// line.
+pub fn assert_victim_passed(done: &Finished, what: &str) {
+    let text = done.stdout_text();
+    assert!(
+        done.status.success() && text.contains("ALL PASS") && !text.contains("FAIL"),
+        "{what} did not pass: {}",
+        done.describe()
+    );
+}
+
+/// Starts victim `name` with `GO_FILE extra...` (the sandbox's file "go") and waits for
+/// "READY".
+fn start_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr]) -> Proc {
+    let go = sb.path("go");
+    let mut args: Vec<&OsStr> = vec![go.as_os_str()];
+    args.extend_from_slice(extra);
+    let mut victim = sb.spawn_victim(name, &args, Input::Null);
+    victim.wait_for_stdout("READY\n");
+    victim
 }
 
 /// Starts victim `name` with `GO_FILE extra...`, waits for "READY" (and, if `sleeping`, for it
 /// to block in the kernel), checkpoints it, checks the original was killed before running any
 /// check, creates the go file and restores it to the end.
 pub fn run_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr], sleeping: bool) -> StateRun {
-    let go = sb.path("go");
-    let mut args: Vec<&OsStr> = vec![go.as_os_str()];
-    args.extend_from_slice(extra);
-    let mut victim = sb.spawn_victim(name, &args, Input::Null);
+    let victim = start_state_victim(sb, name, extra);
     let pid = victim.pid();
-    victim.wait_for_stdout("READY\n");
     if sleeping {
         wait_until_sleeping(pid);
     }
@@ -252,4 +287,35 @@ pub fn run_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr], sleeping: bo
         original,
         restored,
     }
+}
+
+/// Starts victim `name` with `GO_FILE extra...`, waits for "READY", then checkpoints and
+/// restores it `hops` times in a row (each hop from the process the previous restore brought
+/// back), creates the go file and lets the last restore run to the end. Returns the original
+/// pid and how the last restore ended.
+pub fn run_state_victim_hops(
+    sb: &Sandbox,
+    name: &str,
+    extra: &[&OsStr],
+    hops: usize,
+) -> (i32, Finished) {
+    let mut current = start_state_victim(sb, name, extra);
+    let original_pid = current.pid();
+    let mrunctl = sb.mrunctl();
+    for hop in 1..=hops {
+        let pid = pid_at_hop(&current, hop, original_pid);
+        if hop > 1 {
+            assert_ne!(
+                pid, original_pid,
+                "hop {hop}: the restored process has no outer pid of its own"
+            );
+        }
+        let image = sb.path(&format!("hop{hop}.img"));
+        mrunctl.checkpoint_ok(pid, &image);
+        let done = current.finish();
+        assert_ended_by_checkpoint(&done, hop);
+        current = mrunctl.restore(&image, Input::Null, Output::Pipe);
+    }
+    sb.touch("go");
+    (original_pid, current.finish())
 }

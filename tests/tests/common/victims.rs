@@ -107,6 +107,16 @@ const SPECS: &[Spec] = &[
         flags: &["-pthread"],
     },
     Spec {
+        name: "threads",
+        source: "threads.c",
+        flags: &["-pthread"],
+    },
+    Spec {
+        name: "churn",
+        source: "churn.c",
+        flags: &["-pthread"],
+    },
+    Spec {
         name: "tracer",
         source: "tracer.c",
         flags: &[],
