@@ -98,6 +98,10 @@ pub fn instruction_pointer(r: &Regs) -> u64 {
     r.rip
 }
 
+pub fn set_instruction_pointer(r: &mut Regs, at: u64) {
+    r.rip = at;
+}
+
 /// XCR0 as saved in the xsave area's software-reserved bytes (offset 464: `fx_sw_bytes`:
 /// magic1 u32, extended_size u32, xfeatures u64, xstate_size u32).
 pub fn xsave_features(xstate: &[u8]) -> u64 {

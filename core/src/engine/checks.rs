@@ -1,66 +1,57 @@
 //! Refusals decided from /proc before the process is touched: what the engine does not support
-//! yet. Each refusal is one sentence naming the thing.
+//! yet, each a [`Refusal`].
 
 use procfs::process::Process;
 
-use super::error::{EngineError, Result};
+use super::error::Result;
+use super::refusal::Refusal;
 use crate::sys::Pid;
 
 pub fn preflight(pid: Pid) -> Result<()> {
-    let proc_ = Process::new(pid.as_raw())
-        .map_err(|_| EngineError::Refused(format!("there is no process with pid {pid}")))?;
+    let proc_ = Process::new(pid.as_raw()).map_err(|_| Refusal::NoSuchProcess { pid })?;
     let status = proc_.status()?;
-    // SAFETY: geteuid has no failure mode.
-    let me = unsafe { libc::geteuid() };
+    if status.tgid != pid.as_raw() {
+        return Err(Refusal::NotAProcess { pid, tgid: status.tgid }.into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
     if me != 0 && (status.ruid != me || status.euid != me || status.suid != me) {
-        return Err(EngineError::Refused(format!(
-            "pid {pid} belongs to another user (uid {}); only its owner or root can checkpoint it",
-            status.euid
-        )));
+        return Err(Refusal::OtherUser { pid, uid: status.euid }.into());
     }
     if status.state.starts_with('Z') || status.state.starts_with('X') {
-        return Err(EngineError::Refused(format!(
-            "pid {pid} has already exited"
-        )));
-    }
-    if status.threads > 1 {
-        return Err(EngineError::Refused(format!(
-            "pid {pid} has {} threads; multi-threaded processes cannot be checkpointed yet",
-            status.threads
-        )));
+        return Err(if status.threads > 1 {
+            Refusal::LeaderExited { pid }
+        } else {
+            Refusal::Exited { pid }
+        }
+        .into());
     }
     if status.tracerpid != 0 {
-        return Err(EngineError::Refused(format!(
-            "pid {pid} is already traced by pid {}; a traced process cannot be checkpointed",
-            status.tracerpid
-        )));
+        return Err(Refusal::AlreadyTraced { pid, tracer: status.tracerpid }.into());
     }
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let n = children.split_whitespace().count();
-    if n > 0 {
-        return Err(EngineError::Refused(format!(
-            "pid {pid} has {n} child process{}; processes with children cannot be checkpointed yet",
-            if n == 1 { "" } else { "es" }
-        )));
-    }
+    refuse_children(pid)?;
     let timers = std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();
     if timers.lines().any(|l| l.starts_with("ID:")) {
-        return Err(EngineError::Refused(format!(
-            "pid {pid} has an armed POSIX timer; processes with timers cannot be checkpointed yet"
-        )));
+        return Err(Refusal::PosixTimer { pid }.into());
     }
     Ok(())
 }
 
 /// The checks that could race with a running process, repeated once it is frozen.
 pub fn preflight_frozen(pid: Pid) -> Result<()> {
-    let status = Process::new(pid.as_raw())?.status()?;
-    if status.threads > 1 {
-        return Err(EngineError::Refused(format!(
-            "pid {pid} has {} threads; multi-threaded processes cannot be checkpointed yet",
-            status.threads
-        )));
+    refuse_children(pid)
+}
+
+/// Children of any thread of `pid` (each thread has its own `children` list).
+fn refuse_children(pid: Pid) -> Result<()> {
+    let mut count = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            count += list.split_whitespace().count();
+        }
+    }
+    if count > 0 {
+        return Err(Refusal::Children { pid, count }.into());
     }
     Ok(())
 }

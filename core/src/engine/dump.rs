@@ -10,11 +10,12 @@ use super::checks;
 use super::compat;
 use super::error::{Context, EngineError, Result};
 use super::freeze::Frozen;
-use crate::arch;
-use crate::image::model::{Header, ProcessState};
+use super::refusal::Refusal;
+use crate::image::model::{Header, ProcessState, SigAction, ThreadState};
 use crate::image::ImageWriter;
-use crate::resource::{fds, identity_of, mem, signals, task};
-use crate::sys::{ptrace, Pid};
+use crate::resource::task::Injected;
+use crate::resource::{fds, identity_of, mem, signals, task, thread};
+use crate::sys::Pid;
 
 #[derive(Debug, Clone)]
 pub struct DumpOptions {
@@ -43,6 +44,7 @@ pub struct DumpStats {
     pub pages: u64,
     pub vmas: usize,
     pub fds: usize,
+    pub threads: usize,
 }
 
 /// Checkpoint `pid` into `out`. On success the process has been killed (or, with
@@ -102,9 +104,33 @@ fn trap_site(pid: Pid) -> Result<u64> {
             })
         })
         .map(|m| m.address.0)
-        .ok_or_else(|| {
-            EngineError::Refused(format!("pid {pid} has no executable mapping to work with"))
-        })
+        .ok_or_else(|| Refusal::NoExecutableMapping { pid }.into())
+}
+
+/// What only the process itself can tell, asked through injected syscalls: interval timers
+/// (refused), dispositions, brk and umask from the leader, then each thread's own state.
+fn capture_injected(frozen: &mut Frozen) -> Result<(Vec<SigAction>, Injected, Vec<ThreadState>)> {
+    let pid = frozen.pid();
+    frozen.plant(trap_site(pid)?)?;
+    let scratch = frozen.map_scratch(4096)?;
+    let asked = (|| -> Result<_> {
+        let leader = frozen.leader();
+        task::refuse_armed_itimer(leader, &scratch, pid)?;
+        let actions = signals::capture_actions(leader, &scratch)?;
+        let process = task::capture_injected(leader)?;
+        let mut threads = Vec::with_capacity(frozen.threads().len());
+        for t in frozen.threads() {
+            threads.push(thread::capture(pid, &t.injector, &scratch, &t.regs, Vec::new())?);
+        }
+        Ok((actions, process, threads))
+    })();
+    frozen.unmap_scratch(scratch)?;
+    frozen.unplant()?;
+    let (actions, process, mut threads) = asked?;
+    for (i, t) in threads.iter_mut().enumerate() {
+        t.pending_signals = frozen.pending_signals(i);
+    }
+    Ok((actions, process, threads))
 }
 
 fn capture<W: Write>(
@@ -114,77 +140,39 @@ fn capture<W: Write>(
     trace: &mut crate::trace::Trace,
 ) -> Result<DumpStats> {
     let pid = frozen.pid();
-    let regs = frozen.regs;
-    let xstate =
-        ptrace::get_xstate(pid).ctx(|| format!("reading the FPU/AVX state of pid {pid}"))?;
-    let sigmask =
-        ptrace::get_sigmask(pid).ctx(|| format!("reading the signal mask of pid {pid}"))?;
-    let rseq = task::capture_rseq(pid)?;
-
-    // State only the process itself can tell: ask it, through injected syscalls.
-    let site = trap_site(pid)?;
-    frozen.plant(site)?;
-    let scratch = frozen.map_scratch(4096)?;
-    let injected = (|| {
-        let inj = frozen.plant(site)?;
-        if let Some(refusal) = task::armed_itimer(inj, &scratch)? {
-            return Err(EngineError::Refused(refusal));
-        }
-        let sig = signals::capture(inj, &scratch)?;
-        let t = task::capture_injected(inj, &scratch)?;
-        Ok((sig, t))
-    })();
-    frozen.unmap_scratch(scratch)?;
-    frozen.unplant()?;
-    let ((sigactions, altstack), t) = injected?;
-
+    let (sigactions, process, threads) = capture_injected(frozen)?;
     let vmas = mem::capture_vmas(pid)?;
     let fds = fds::capture(pid, opts.share_stdio_with)?;
     let procfs = Process::new(pid.as_raw())?;
-    let status = procfs.status()?;
-    let own_pid = status
-        .nspid
-        .as_ref()
-        .and_then(|v| v.last().copied())
-        .unwrap_or(pid.as_raw());
     let exe = procfs.exe()?;
     let exe_meta =
         std::fs::metadata(format!("/proc/{pid}/exe")).ctx(|| format!("stat of /proc/{pid}/exe"))?;
     let cwd = procfs.cwd()?;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim_end()
-        .to_string();
     let personality = std::fs::read_to_string(format!("/proc/{pid}/personality"))
         .ok()
         .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
-    let pending_signals = frozen.pending_signals();
-    let queued_signals = signals::capture_queued(pid)?;
+    let (own_pid, comm, xstate_size) = match threads.first() {
+        Some(l) => (l.tid, l.name.clone(), l.xstate.len() as u32),
+        None => return Err(EngineError::Died { pid: pid.as_raw(), stage: "capture" }),
+    };
 
     let state = ProcessState {
         exe: exe.to_string_lossy().into_owned(),
         exe_identity: identity_of(&exe_meta),
-        regs: arch::to_image(&arch::rewind_interrupted_syscall(regs)),
-        xstate,
-        sigmask,
+        threads,
         sigactions,
-        altstack,
-        rseq,
-        robust_list: t.robust_list,
-        clear_child_tid: t.clear_child_tid,
         personality,
-        mm: task::capture_mm(pid, t.brk)?,
+        mm: task::capture_mm(pid, process.brk)?,
         cwd: cwd.to_string_lossy().into_owned(),
-        umask: t.umask,
+        umask: process.umask,
         rlimits: task::capture_rlimits(pid)?,
         vmas,
         fds,
-        queued_signals,
-        pending_signals,
+        queued_signals: signals::capture_queued(pid, true)?,
     };
     let header = Header {
-        compat: compat::local(state.xstate.len() as u32)?,
+        compat: compat::local(xstate_size)?,
         pid: own_pid,
         comm,
         created_unix: SystemTime::now()
@@ -205,5 +193,6 @@ fn capture<W: Write>(
         pages,
         vmas: state.vmas.len(),
         fds: state.fds.len(),
+        threads: state.threads.len(),
     })
 }

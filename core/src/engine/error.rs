@@ -2,14 +2,15 @@
 
 use std::io;
 
+use super::refusal::Refusal;
 use crate::image::ImageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The process uses something the engine cannot checkpoint yet; it was left running,
-    /// untouched. The text is one sentence naming the thing.
-    #[error("{0}")]
-    Refused(String),
+    /// untouched.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// The image was made on a machine this one cannot restore it on.
     #[error("{0}")]
     Incompatible(String),

@@ -1,98 +1,125 @@
-//! Freezing a running process with PTRACE_SEIZE + PTRACE_INTERRUPT, planting the syscall trap,
-//! and letting it go again exactly as it was (or ending it once its image is complete).
+//! Freezing a running process, every thread of it, with PTRACE_SEIZE + PTRACE_INTERRUPT;
+//! planting the syscall trap; and letting it go again exactly as it was (or ending it once its
+//! image is complete).
+//!
+//! Threads created while the freeze runs are caught: every seized thread has
+//! PTRACE_O_TRACECLONE, so its new threads start attached and stopped, and the task list is
+//! read again until a pass finds no thread that is not frozen. Threads that exit meanwhile are
+//! simply not part of the image.
+
+use std::collections::BTreeSet;
 
 use nix::sys::signal::{kill, Signal};
 
 use super::error::{Context, EngineError, Result};
 use super::inject::{Injector, Scratch};
+use super::refusal::Refusal;
 use crate::arch::{self, Regs};
-use crate::sys::{ptrace, ptrace::Stop, Pid};
+use crate::sys::{ptrace, ptrace::Stop, signals, Pid};
 
-/// A process held in a ptrace stop. Dropping it without [`Frozen::kill`] resumes the process
-/// untouched: registers and the planted bytes are put back and signals that arrived meanwhile
-/// are sent again.
-pub struct Frozen {
-    pid: Pid,
+/// How many times the task list is read before giving up on a process whose threads keep
+/// appearing (each pass freezes every thread it found).
+const MAX_PASSES: usize = 100;
+
+/// One thread held in a ptrace stop.
+pub struct FrozenThread {
+    /// Thread id in the tracer's pid namespace.
+    pub tid: Pid,
     /// Registers at the stop, exactly as the kernel reported them.
     pub regs: Regs,
-    injector: Injector,
+    pub injector: Injector,
+    /// Signals that were about to be delivered to this thread when it stopped.
+    pending: Vec<i32>,
+}
+
+/// A process held in ptrace stops, every thread of it. Dropping it without [`Frozen::kill`]
+/// resumes the process untouched: registers and the planted bytes are put back and signals
+/// that arrived meanwhile are sent again.
+pub struct Frozen {
+    pid: Pid,
+    /// The leader first, then the other threads in ascending tid order.
+    threads: Vec<FrozenThread>,
     /// Where the trap was planted and the word it replaced.
     planted: Option<(u64, u64)>,
-    pending: Vec<i32>,
     done: bool,
 }
 
 impl Frozen {
+    /// Freeze every thread of `pid`. On error, the threads frozen so far are let go.
     pub fn seize(pid: Pid) -> Result<Frozen> {
-        ptrace::seize(pid).map_err(|e| match e.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::ESRCH) if has_exited(pid) => {
-                EngineError::Refused(format!("pid {pid} has exited"))
+        let mut frozen = Frozen { pid, threads: Vec::new(), planted: None, done: false };
+        freeze_leader(pid).map(|t| frozen.threads.push(t))?;
+        let mut gone = BTreeSet::new();
+        for _ in 0..MAX_PASSES {
+            let listed = list_threads(pid)?;
+            let new: Vec<Pid> = listed
+                .into_iter()
+                .filter(|t| !gone.contains(t) && !frozen.threads.iter().any(|f| f.tid == *t))
+                .collect();
+            if new.is_empty() {
+                frozen.threads[1..].sort_by_key(|t| t.tid);
+                return Ok(frozen);
             }
-            Some(libc::EPERM) => EngineError::Refused(format!(
-                "pid {pid} cannot be traced by this user (another user's process, or a \
-                 non-dumpable one); run mrunctl as its owner"
-            )),
-            Some(libc::ESRCH) => {
-                EngineError::Refused(format!("there is no process with pid {pid}"))
-            }
-            _ => EngineError::Os {
-                what: format!("PTRACE_SEIZE of pid {pid}"),
-                source: e,
-            },
-        })?;
-        let mut pending = Vec::new();
-        let frozen = (|| {
-            ptrace::interrupt(pid).ctx(|| format!("PTRACE_INTERRUPT of pid {pid}"))?;
-            match ptrace::wait(pid).ctx(|| format!("waiting for pid {pid} to stop"))? {
-                Stop::Event(_) | Stop::Syscall => {}
-                // A signal was about to be delivered: keep it for later; it is stopped here.
-                Stop::Signal(s) => pending.push(s),
-                Stop::Exited(_) | Stop::Killed(_) => {
-                    return Err(EngineError::Died {
-                        pid: pid.as_raw(),
-                        stage: "freeze",
-                    })
+            // Ask every new thread to stop first, then collect the stops.
+            let mut asked = Vec::with_capacity(new.len());
+            for tid in new {
+                match attach(tid)? {
+                    true => asked.push(tid),
+                    false => {
+                        gone.insert(tid);
+                    }
                 }
             }
-            ptrace::get_regs(pid).ctx(|| format!("reading registers of pid {pid}"))
-        })();
-        let regs = match frozen {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = ptrace::detach(pid, None);
-                return Err(e);
+            for (i, tid) in asked.iter().enumerate() {
+                match wait_stopped(*tid) {
+                    Ok(Some(t)) => frozen.threads.push(t),
+                    Ok(None) => {
+                        gone.insert(*tid);
+                    }
+                    Err(e) => {
+                        // Not ours yet to resume: let the rest go before the others are.
+                        for rest in asked.iter().skip(i) {
+                            let _ = ptrace::detach(*rest, None);
+                        }
+                        return Err(e);
+                    }
+                }
             }
-        };
-        Ok(Frozen {
-            pid,
-            regs,
-            injector: Injector::new(pid, 0, regs),
-            planted: None,
-            pending,
-            done: false,
-        })
+        }
+        Err(Refusal::ThreadChurn { pid }.into())
     }
 
     pub fn pid(&self) -> Pid {
         self.pid
     }
 
-    /// Plant `syscall; int3` at `site` (an executable address) and return an injector for it.
-    pub fn plant(&mut self, site: u64) -> Result<&Injector> {
-        if self.planted.is_none() {
-            let old =
-                ptrace::peek(self.pid, site).ctx(|| format!("reading code of pid {}", self.pid))?;
-            ptrace::poke(self.pid, site, arch::SYSCALL_TRAP)
-                .ctx(|| format!("writing code of pid {}", self.pid))?;
-            self.planted = Some((site, old));
-            self.injector.set_site(site);
-        }
-        Ok(&self.injector)
+    pub fn threads(&self) -> &[FrozenThread] {
+        &self.threads
     }
 
-    /// Map a private scratch page in the tracee (needs [`Frozen::plant`] first).
+    /// The leader's injector: syscalls that act on the whole process run here.
+    pub fn leader(&self) -> &Injector {
+        &self.threads[0].injector
+    }
+
+    /// Plant `syscall; int3` at `site` (an executable address) for every thread's injector.
+    pub fn plant(&mut self, site: u64) -> Result<()> {
+        if self.planted.is_none() {
+            let pid = self.pid;
+            let old = ptrace::peek(pid, site).ctx(|| format!("reading code of pid {pid}"))?;
+            ptrace::poke(pid, site, arch::SYSCALL_TRAP)
+                .ctx(|| format!("writing code of pid {pid}"))?;
+            self.planted = Some((site, old));
+            for t in &mut self.threads {
+                t.injector.set_site(site);
+            }
+        }
+        Ok(())
+    }
+
+    /// Map a private scratch area in the tracee (needs [`Frozen::plant`] first).
     pub fn map_scratch(&self, len: u64) -> Result<Scratch> {
-        let addr = self.injector.call(
+        let addr = self.leader().call(
             "mmap of a scratch area",
             libc::SYS_mmap,
             [
@@ -108,7 +135,7 @@ impl Frozen {
     }
 
     pub fn unmap_scratch(&self, s: Scratch) -> Result<()> {
-        self.injector.call(
+        self.leader().call(
             "munmap of the scratch area",
             libc::SYS_munmap,
             [s.addr, s.len, 0, 0, 0, 0],
@@ -116,22 +143,30 @@ impl Frozen {
         Ok(())
     }
 
-    /// Put the planted bytes and registers back (the process is still frozen).
+    /// Put the planted bytes and every thread's registers back (the process stays frozen).
     pub fn unplant(&mut self) -> Result<()> {
         if let Some((site, old)) = self.planted.take() {
             ptrace::poke(self.pid, site, old)
                 .ctx(|| format!("restoring code of pid {}", self.pid))?;
         }
-        ptrace::set_regs(self.pid, self.regs)
-            .ctx(|| format!("restoring registers of pid {}", self.pid))?;
+        for t in &self.threads {
+            ptrace::set_regs(t.tid, t.regs)
+                .ctx(|| format!("restoring registers of thread {}", t.tid))?;
+        }
         Ok(())
     }
 
-    /// Signals that were pending delivery when the process was frozen or arrived since.
-    pub fn pending_signals(&mut self) -> Vec<i32> {
-        let stray = self.injector.take_stray_signals();
-        self.pending.extend(stray);
-        self.pending.clone()
+    /// Signals that were pending delivery to thread `index` when it was frozen or arrived
+    /// since.
+    pub fn pending_signals(&mut self, index: usize) -> Vec<i32> {
+        match self.threads.get_mut(index) {
+            Some(t) => {
+                let stray = t.injector.take_stray_signals();
+                t.pending.extend(stray);
+                t.pending.clone()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Let the process run on as if nothing happened.
@@ -142,14 +177,17 @@ impl Frozen {
     fn resume_inner(&mut self) -> Result<()> {
         self.done = true;
         let unplanted = self.unplant();
-        let signals = self.pending_signals();
-        self.pending.clear();
-        let detached =
-            ptrace::detach(self.pid, None).ctx(|| format!("detaching from pid {}", self.pid));
-        for s in signals {
-            if let Ok(sig) = Signal::try_from(s) {
-                let _ = kill(self.pid, sig);
-            }
+        let mut detached = Ok(());
+        let mut resend = Vec::new();
+        for i in 0..self.threads.len() {
+            let signals = self.pending_signals(i);
+            let tid = self.threads[i].tid;
+            let r = ptrace::detach(tid, None).ctx(|| format!("detaching from thread {tid}"));
+            detached = detached.and(r);
+            resend.extend(signals.into_iter().map(|s| (tid, s)));
+        }
+        for (tid, s) in resend {
+            let _ = signals::tgkill(self.pid, tid, s);
         }
         unplanted.and(detached)
     }
@@ -158,7 +196,11 @@ impl Frozen {
     pub fn kill(mut self) -> Result<()> {
         self.done = true;
         kill(self.pid, Signal::SIGKILL).ctx(|| format!("killing pid {}", self.pid))?;
-        // Reap the ptrace side so the kernel can finish it; it is not our child.
+        // Reap the ptrace side so the kernel can finish it (it is not our child): the other
+        // threads first, whose exits a tracer must collect before the leader's.
+        for t in self.threads.iter().skip(1) {
+            let _ = ptrace::wait(t.tid);
+        }
         let _ = ptrace::wait(self.pid);
         Ok(())
     }
@@ -170,6 +212,99 @@ impl Drop for Frozen {
             let _ = self.resume_inner();
         }
     }
+}
+
+/// Seize and stop the leader, turning the kernel's answer into a refusal a user can act on.
+fn freeze_leader(pid: Pid) -> Result<FrozenThread> {
+    ptrace::seize(pid).map_err(|e| -> EngineError {
+        match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::ESRCH) if has_exited(pid) => {
+                Refusal::Exited { pid }.into()
+            }
+            Some(libc::EPERM) => Refusal::NotTraceable { pid }.into(),
+            Some(libc::ESRCH) => Refusal::NoSuchProcess { pid }.into(),
+            _ => EngineError::Os { what: format!("PTRACE_SEIZE of pid {pid}"), source: e },
+        }
+    })?;
+    let stopped = ptrace::interrupt(pid)
+        .ctx(|| format!("PTRACE_INTERRUPT of pid {pid}"))
+        .and_then(|()| wait_stopped(pid));
+    match stopped {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(EngineError::Died { pid: pid.as_raw(), stage: "freeze" }),
+        Err(e) => {
+            let _ = ptrace::detach(pid, None);
+            Err(e)
+        }
+    }
+}
+
+/// Attach to a thread found in the task list and ask it to stop. `false` when it has exited
+/// meanwhile. A thread created by an already seized one is attached by the kernel
+/// (PTRACE_O_TRACECLONE) and stops by itself.
+fn attach(tid: Pid) -> Result<bool> {
+    match ptrace::seize(tid) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && traced_by_us(tid) => return Ok(true),
+        Err(e) => {
+            return Err(EngineError::Os { what: format!("PTRACE_SEIZE of thread {tid}"), source: e })
+        }
+    }
+    match ptrace::interrupt(tid) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(true),
+        Err(e) => Err(EngineError::Os { what: format!("PTRACE_INTERRUPT of thread {tid}"), source: e }),
+    }
+}
+
+/// Wait until `tid` sits in a ptrace stop; `None` if it exited instead.
+fn wait_stopped(tid: Pid) -> Result<Option<FrozenThread>> {
+    let mut pending = Vec::new();
+    loop {
+        match ptrace::wait(tid).ctx(|| format!("waiting for thread {tid} to stop"))? {
+            Stop::Event(ptrace::EVENT_CLONE) => {
+                // It was creating a thread (attached for us, found by the next pass). Let it
+                // finish the clone; the interrupt still pending stops it right after.
+                ptrace::cont(tid, None).ctx(|| format!("resuming thread {tid}"))?;
+                let _ = ptrace::interrupt(tid);
+            }
+            Stop::Event(_) | Stop::Syscall => break,
+            // A signal was about to be delivered: keep it for later; it is stopped here.
+            Stop::Signal(s) => {
+                pending.push(s);
+                break;
+            }
+            Stop::Exited(_) | Stop::Killed(_) => return Ok(None),
+        }
+    }
+    let regs = ptrace::get_regs(tid).ctx(|| format!("reading registers of thread {tid}"))?;
+    Ok(Some(FrozenThread { tid, regs, injector: Injector::new(tid, 0, regs), pending }))
+}
+
+/// The thread ids of `pid` (`/proc/PID/task`), in the tracer's pid namespace.
+fn list_threads(pid: Pid) -> Result<Vec<Pid>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).ctx(|| format!("listing {dir}"))? {
+        let entry = entry.ctx(|| format!("listing {dir}"))?;
+        if let Some(tid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+            out.push(Pid::from_raw(tid));
+        }
+    }
+    Ok(out)
+}
+
+/// True when this process is already the tracer of `tid` (it was attached automatically).
+fn traced_by_us(tid: Pid) -> bool {
+    let me = std::process::id().to_string();
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .is_some_and(|v| v.trim() == me)
+        })
+        .unwrap_or(false)
 }
 
 /// True when `pid` is gone or a zombie.

@@ -17,6 +17,8 @@ pub struct Injector {
     base: Regs,
     /// Signals that arrived while injecting; they are delivered again when the tracee runs.
     stray: RefCell<Vec<i32>>,
+    /// Threads an injected clone created (tids in the tracer's pid namespace).
+    cloned: RefCell<Vec<Pid>>,
 }
 
 impl Injector {
@@ -26,6 +28,7 @@ impl Injector {
             at,
             base,
             stray: RefCell::new(Vec::new()),
+            cloned: RefCell::new(Vec::new()),
         }
     }
 
@@ -35,6 +38,11 @@ impl Injector {
 
     pub fn set_site(&mut self, at: u64) {
         self.at = at;
+    }
+
+    /// The threads created by the injected syscalls since the last call.
+    pub fn take_cloned(&self) -> Vec<Pid> {
+        std::mem::take(&mut self.cloned.borrow_mut())
     }
 
     pub fn take_stray_signals(&self) -> Vec<i32> {
@@ -57,6 +65,11 @@ impl Injector {
                         || s == libc::SIGTTIN
                         || s == libc::SIGTTOU => {}
                 Stop::Signal(s) => self.stray.borrow_mut().push(s),
+                Stop::Event(ptrace::EVENT_CLONE) => {
+                    let tid = ptrace::event_message(self.pid)
+                        .ctx(|| format!("reading the new thread's id from pid {}", self.pid))?;
+                    self.cloned.borrow_mut().push(Pid::from_raw(tid as i32));
+                }
                 Stop::Event(_) | Stop::Syscall => {}
                 Stop::Exited(_) | Stop::Killed(_) => {
                     return Err(EngineError::Died {

@@ -1,11 +1,13 @@
-//! The checkpoint/restore engine: freeze a process, capture it into an image, and bring an
-//! image back to life in a fresh process. Single-threaded x86_64 processes only, for now.
+//! The checkpoint/restore engine: freeze a process (every thread of it), capture it into an
+//! image, and bring an image back to life in a fresh process with the same pid and thread ids.
+//! x86_64 processes without children, for now.
 
 mod checks;
 mod compat;
 mod dump;
 pub(crate) mod error;
 mod freeze;
+mod refusal;
 pub(crate) mod inject;
 mod restore;
 mod spawn;
@@ -13,6 +15,7 @@ mod spawn;
 pub use compat::{check as check_compat, local as local_compat};
 pub use dump::{checkpoint, dump, Checkpointed, DumpOptions, DumpStats};
 pub use error::EngineError;
+pub use refusal::Refusal;
 pub use restore::{restore, RestoreOptions, Restored};
 
 /// Exit code of a restore helper started without its descriptors.

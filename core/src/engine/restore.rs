@@ -6,8 +6,6 @@ use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::RawFd;
 
-use nix::sys::signal::{kill, Signal};
-
 use super::compat;
 use super::error::{Context, EngineError, Result};
 use super::inject::{Injector, Scratch};
@@ -15,7 +13,7 @@ use super::spawn::{self, ChildPlan};
 use crate::arch;
 use crate::image::model::{Backing, Header, ProcessState, Vma};
 use crate::image::ImageReader;
-use crate::resource::{fds, mem, signals, task};
+use crate::resource::{fds, mem, signals, task, thread};
 use crate::sys::{memory, ns, ptrace, Pid};
 
 /// Size of the area that holds the syscall trap and scratch space during a restore.
@@ -44,11 +42,13 @@ pub struct Restored {
     pub header: Header,
 }
 
-/// The stages of a restore, in order. Each stage's work is undone by killing the fresh
-/// process, which the [`spawn::Spawned`] guard does on any error.
-#[derive(Debug, Clone, Copy)]
+/// The stages of a restore, in order. Each is a function over [`Restoring`]; [`Stage::undo`]
+/// says (and does) what undoes it when a later stage fails. Until [`Stage::Run`] lets it go,
+/// nothing of the fresh process has run a single instruction of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// Read and check the header: architecture, xsave layout and vDSO must match.
+    /// Read and check the header and the state: architecture, xsave layout and vDSO must
+    /// match; the image must have a leader thread.
     Header,
     /// Open the image's files here and create the fresh process, stopped at its exec.
     Spawn,
@@ -58,195 +58,343 @@ enum Stage {
     Specials,
     /// Map the image's memory areas and stream the pages into them.
     Memory,
-    /// Final protections, signals, mm fields, rseq, robust list, name, fd flags, rlimits.
+    /// Process-wide kernel state: final protections, dispositions, mm fields, fd flags,
+    /// rlimits, the process-wide signal queue; the leader's own thread state.
     Kernel,
-    /// Registers, xstate, signal mask; unmap the trap; let it run.
+    /// Create every other thread with its original id (clone3 `set_tid`, from inside the
+    /// leader), each stopped before its first instruction and given its own state.
+    Threads,
+    /// Unmap the trap; set every thread's registers, xstate and mask; release all threads.
     Run,
 }
 
-pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
-    let mut stage = Stage::Header;
-    let r = run(input, opts, &mut stage);
-    r.map_err(|e| match e {
-        EngineError::Os { what, source } => EngineError::Os {
-            what: format!("{what} (restore stage {stage:?})"),
-            source,
-        },
-        other => other,
-    })
-}
+impl Stage {
+    const ALL: [Stage; 8] = [
+        Stage::Header,
+        Stage::Spawn,
+        Stage::Clear,
+        Stage::Specials,
+        Stage::Memory,
+        Stage::Kernel,
+        Stage::Threads,
+        Stage::Run,
+    ];
 
-fn run<R: Read>(input: R, opts: &RestoreOptions, stage: &mut Stage) -> Result<Restored> {
-    let mut trace = crate::trace::Trace::new("restore");
-    let (mut reader, header) = ImageReader::open(input)?;
-    let here = compat::local(header.compat.xstate_size)?;
-    compat::check(&header.compat, &here)?;
-    let state = reader.read_state()?;
-
-    trace.mark(&format!("{stage:?}"));
-    *stage = Stage::Spawn;
-    let same_machine = header.boot_id == crate::resource::boot_id();
-    let prepared = fds::prepare(&state.fds, opts.stdio, same_machine)?;
-    let plan = ChildPlan {
-        exe: executable(&state, same_machine)?,
-        cwd: cstring(&state.cwd)?,
-        umask: state.umask,
-        personality: state.personality,
-        fds: prepared.plan.clone(),
-        own_process_group: opts.own_process_group,
-    };
-    // Threads first: none can be created once the pid namespace is unshared.
-    reader.start_workers()?;
-    if opts.original_pid {
-        ns::unshare_pid_namespace().map_err(|e| {
-            EngineError::Unrestorable(format!(
-                "cannot create a pid namespace to give the process its original pid {} ({e}); \
-             enable user namespaces or restore with a new pid",
-                header.pid
-            ))
-        })?;
-    }
-    let child = spawn::spawn(&plan, header.pid, opts.original_pid)?;
-    drop(prepared);
-    let pid = child.pid;
-    let xstate_here =
-        ptrace::get_xstate(pid).ctx(|| "reading the fresh process's xstate".into())?;
-    if xstate_here.len() != state.xstate.len() {
-        return Err(EngineError::Incompatible(format!(
-            "the image is incompatible with this machine: its xsave area is {} bytes, this CPU's is {}",
-            state.xstate.len(),
-            xstate_here.len()
-        )));
-    }
-
-    trace.mark(&format!("{stage:?}"));
-    *stage = Stage::Clear;
-    let start_regs =
-        ptrace::get_regs(pid).ctx(|| "reading the fresh process's registers".into())?;
-    let entry = arch::instruction_pointer(&start_regs);
-    ptrace::poke(pid, entry, arch::SYSCALL_TRAP).ctx(|| "planting the syscall trap".into())?;
-    let mut inj = Injector::new(pid, entry, start_regs);
-    let present = current_vmas(pid)?;
-    let mut taken: Vec<(u64, u64)> = present.iter().map(|v| (v.0, v.1)).collect();
-    taken.extend(state.vmas.iter().map(|v| (v.start, v.end)));
-    let tramp = free_gap(&taken, TRAMPOLINE).ok_or_else(|| {
-        EngineError::Unrestorable("no free address range for the restore trampoline".into())
-    })?;
-    inj.call(
-        "mmap of the trampoline",
-        libc::SYS_mmap,
-        [
-            tramp,
-            TRAMPOLINE,
-            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-            u64::MAX,
-            0,
-        ],
-    )?;
-    memory::write(pid, tramp, &arch::SYSCALL_TRAP.to_le_bytes())
-        .ctx(|| "writing the trampoline".into())?;
-    inj.set_site(tramp);
-    let scratch = Scratch {
-        addr: tramp + PAGE,
-        len: TRAMPOLINE - PAGE,
-    };
-    for (s, e, name) in &present {
-        if !mem::is_special_name(name) && name != "[vsyscall]" {
-            inj.call("munmap", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
+    fn run<R: Read>(self, r: &mut Restoring<'_, R>) -> Result<()> {
+        match self {
+            Stage::Header => r.check_header(),
+            Stage::Spawn => r.spawn(),
+            Stage::Clear => r.clear(),
+            Stage::Specials => r.specials(),
+            Stage::Memory => r.memory(),
+            Stage::Kernel => r.kernel(),
+            Stage::Threads => r.threads(),
+            Stage::Run => r.release(),
         }
     }
 
-    trace.mark(&format!("{stage:?}"));
-    *stage = Stage::Specials;
-    taken.push((tramp, tramp + TRAMPOLINE));
-    move_specials(&inj, &present, &state.vmas, &taken)?;
+    /// Undo this (completed) stage, after a later one failed. Everything from Clear to Threads
+    /// happened inside the fresh process and goes with it; Spawn's undo kills it (its threads
+    /// reaped first) and its pid namespace's init. Run is the point of no return.
+    fn undo<R: Read>(self, r: &mut Restoring<'_, R>) {
+        if self == Stage::Spawn {
+            drop(r.child.take());
+        }
+    }
+}
 
-    trace.mark(&format!("{stage:?}"));
-    *stage = Stage::Memory;
-    check_file_identities(&state.vmas, same_machine)?;
-    mem::map_vmas(&inj, &scratch, &state.vmas)?;
-    let mut buf = Vec::new();
-    while let Some(addr) = reader.next_pages(&mut buf)? {
-        memory::write(pid, addr, &buf).ctx(|| format!("writing pages at {addr:#x}"))?;
+/// Everything a restore holds between stages.
+struct Restoring<'a, R: Read> {
+    opts: &'a RestoreOptions,
+    reader: ImageReader<R>,
+    header: Header,
+    state: Option<ProcessState>,
+    same_machine: bool,
+    /// The fresh process (and its threads): killed if dropped unreleased.
+    child: Option<spawn::Spawned>,
+    /// Drives the leader; the trap sits at its entry point, then in the trampoline.
+    leader: Option<Injector>,
+    /// Mappings the fresh process had after its exec: `(start, end, name)`.
+    present: Vec<(u64, u64, String)>,
+    /// Address ranges in use by either layout (the trampoline's included once mapped).
+    taken: Vec<(u64, u64)>,
+    tramp: u64,
+    scratch: Scratch,
+    /// The other threads, created in the Threads stage: index into `state.threads` (our pid
+    /// namespace's id) and an injector driving each.
+    threads: Vec<(usize, Injector)>,
+    /// The capability lent for `set_tid` must be dropped before the process runs.
+    lent_capability: bool,
+}
+
+pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
+    let mut trace = crate::trace::Trace::new("restore");
+    let (reader, header) = ImageReader::open(input)?;
+    let mut r = Restoring {
+        opts,
+        reader,
+        same_machine: header.boot_id == crate::resource::boot_id(),
+        header,
+        state: None,
+        child: None,
+        leader: None,
+        present: Vec::new(),
+        taken: Vec::new(),
+        tramp: 0,
+        scratch: Scratch { addr: 0, len: 0 },
+        threads: Vec::new(),
+        lent_capability: false,
+    };
+    for (i, stage) in Stage::ALL.iter().enumerate() {
+        if let Err(e) = stage.run(&mut r) {
+            for done in Stage::ALL[..i].iter().rev() {
+                done.undo(&mut r);
+            }
+            return Err(match e {
+                EngineError::Os { what, source } => EngineError::Os {
+                    what: format!("{what} (restore stage {stage:?})"),
+                    source,
+                },
+                other => other,
+            });
+        }
+        trace.mark(&format!("{stage:?}"));
+    }
+    let Some(child) = r.child.take() else {
+        return Err(EngineError::Unrestorable("the restored process was lost".into()));
+    };
+    let (pid, reaper) = child.release();
+    Ok(Restored { pid, reaper, header: r.header })
+}
+
+impl<R: Read> Restoring<'_, R> {
+    fn state(&self) -> Result<&ProcessState> {
+        self.state.as_ref().ok_or_else(|| invalid("the state is not read yet"))
     }
 
-    trace.mark(&format!("{stage:?}"));
-    *stage = Stage::Kernel;
-    // Nothing may be delivered while the restore still drives the process.
-    ptrace::set_sigmask(pid, u64::MAX).ctx(|| "blocking signals".into())?;
-    mem::protect_vmas(&inj, &state.vmas)?;
-    signals::apply(&inj, &scratch, &state.sigactions, &state.altstack)?;
-    task::apply_injected(
-        &inj,
-        &scratch,
-        &state.mm,
-        state.robust_list,
-        state.clear_child_tid,
-        state.rseq.as_ref(),
-        &header.comm,
-    )?;
-    for fd in &prepared_cloexec(&state) {
+    fn leader(&self) -> Result<&Injector> {
+        self.leader.as_ref().ok_or_else(|| invalid("the fresh process is not ready yet"))
+    }
+
+    fn pid(&self) -> Result<Pid> {
+        self.child.as_ref().map(|c| c.pid).ok_or_else(|| invalid("there is no fresh process"))
+    }
+
+    fn check_header(&mut self) -> Result<()> {
+        let here = compat::local(self.header.compat.xstate_size)?;
+        compat::check(&self.header.compat, &here)?;
+        let state = self.reader.read_state()?;
+        if state.threads.is_empty() {
+            return Err(EngineError::Unrestorable("the image holds no thread".into()));
+        }
+        self.state = Some(state);
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let state = self.state()?;
+        let (opts, header) = (self.opts, &self.header);
+        let prepared = fds::prepare(&state.fds, opts.stdio, self.same_machine)?;
+        let lend = opts.original_pid && state.threads.len() > 1 && !nix::unistd::geteuid().is_root();
+        let plan = ChildPlan {
+            exe: executable(state, self.same_machine)?,
+            cwd: cstring(&state.cwd)?,
+            umask: state.umask,
+            personality: state.personality,
+            fds: prepared.plan.clone(),
+            own_process_group: opts.own_process_group,
+            lend_checkpoint_capability: lend,
+        };
+        let xstate_len = state.threads.first().map(|t| t.xstate.len()).unwrap_or(0);
+        // Threads first: none can be created once the pid namespace is unshared.
+        self.reader.start_workers()?;
+        if opts.original_pid {
+            ns::unshare_pid_namespace().map_err(|e| {
+                EngineError::Unrestorable(format!(
+                    "cannot create a pid namespace to give the process its original pid {} \
+                     ({e}); enable user namespaces or restore with a new pid",
+                    header.pid
+                ))
+            })?;
+        }
+        let child = spawn::spawn(&plan, header.pid, opts.original_pid)?;
+        drop(prepared);
+        let pid = child.pid;
+        self.child = Some(child);
+        self.lent_capability = lend;
+        let xstate_here =
+            ptrace::get_xstate(pid).ctx(|| "reading the fresh process's xstate".into())?;
+        if xstate_here.len() != xstate_len {
+            return Err(EngineError::Incompatible(format!(
+                "the image is incompatible with this machine: its xsave area is {xstate_len} \
+                 bytes, this CPU's is {}",
+                xstate_here.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        let pid = self.pid()?;
+        let start_regs =
+            ptrace::get_regs(pid).ctx(|| "reading the fresh process's registers".into())?;
+        let entry = arch::instruction_pointer(&start_regs);
+        ptrace::poke(pid, entry, arch::SYSCALL_TRAP).ctx(|| "planting the syscall trap".into())?;
+        let mut inj = Injector::new(pid, entry, start_regs);
+        self.present = current_vmas(pid)?;
+        self.taken = self.present.iter().map(|v| (v.0, v.1)).collect();
+        let image: Vec<(u64, u64)> = self.state()?.vmas.iter().map(|v| (v.start, v.end)).collect();
+        self.taken.extend(image);
+        let tramp = free_gap(&self.taken, TRAMPOLINE).ok_or_else(|| {
+            EngineError::Unrestorable("no free address range for the restore trampoline".into())
+        })?;
         inj.call(
-            "fcntl(F_SETFD)",
-            libc::SYS_fcntl,
+            "mmap of the trampoline",
+            libc::SYS_mmap,
             [
-                *fd as u64,
-                libc::F_SETFD as u64,
-                libc::FD_CLOEXEC as u64,
-                0,
-                0,
+                tramp,
+                TRAMPOLINE,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                u64::MAX,
                 0,
             ],
         )?;
+        memory::write(pid, tramp, &arch::SYSCALL_TRAP.to_le_bytes())
+            .ctx(|| "writing the trampoline".into())?;
+        inj.set_site(tramp);
+        self.tramp = tramp;
+        self.scratch = Scratch { addr: tramp + PAGE, len: TRAMPOLINE - PAGE };
+        for (s, e, name) in &self.present {
+            if !mem::is_special_name(name) && name != "[vsyscall]" {
+                inj.call("munmap", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
+            }
+        }
+        self.taken.push((tramp, tramp + TRAMPOLINE));
+        self.leader = Some(inj);
+        Ok(())
     }
-    task::apply_rlimits(pid, &state.rlimits)?;
-    let own_pid = if opts.original_pid {
-        header.pid
-    } else {
-        pid.as_raw()
-    };
-    signals::apply_queued(&inj, &scratch, own_pid, &state.queued_signals)?;
 
-    trace.mark(&format!("{stage:?}"));
-    *stage = Stage::Run;
-    inj.call_last(
-        "munmap of the trampoline",
-        libc::SYS_munmap,
-        [tramp, TRAMPOLINE, 0, 0, 0, 0],
-    )?;
-    ptrace::set_xstate(pid, &state.xstate).ctx(|| "setting the FPU/AVX state".into())?;
-    ptrace::set_regs(pid, arch::from_image(&state.regs)).ctx(|| "setting the registers".into())?;
-    ptrace::set_sigmask(pid, state.sigmask).ctx(|| "setting the signal mask".into())?;
-    ptrace::detach(pid, None).ctx(|| "letting the restored process run".into())?;
-    let mut stray = inj.take_stray_signals();
-    stray.extend(&state.pending_signals);
-    for s in stray {
-        if let Ok(sig) = Signal::try_from(s) {
-            let _ = kill(pid, sig);
+    fn specials(&mut self) -> Result<()> {
+        move_specials(self.leader()?, &self.present, &self.state()?.vmas, &self.taken)
+    }
+
+    fn memory(&mut self) -> Result<()> {
+        let pid = self.pid()?;
+        let state = self.state.as_ref().ok_or_else(|| invalid("the state is not read yet"))?;
+        check_file_identities(&state.vmas, self.same_machine)?;
+        mem::map_vmas(self.leader()?, &self.scratch, &state.vmas)?;
+        let mut buf = Vec::new();
+        while let Some(addr) = self.reader.next_pages(&mut buf)? {
+            memory::write(pid, addr, &buf).ctx(|| format!("writing pages at {addr:#x}"))?;
+        }
+        Ok(())
+    }
+
+    fn kernel(&mut self) -> Result<()> {
+        let pid = self.pid()?;
+        let (inj, scratch, state) = (self.leader()?, &self.scratch, self.state()?);
+        let leader_state = state.leader().ok_or_else(|| invalid("no leader thread"))?;
+        // Nothing may be delivered while the restore still drives the process; the threads
+        // created next inherit this mask.
+        ptrace::set_sigmask(pid, u64::MAX).ctx(|| "blocking signals".into())?;
+        mem::protect_vmas(inj, &state.vmas)?;
+        signals::apply_actions(inj, scratch, &state.sigactions)?;
+        task::apply_mm(inj, scratch, &state.mm)?;
+        thread::apply_injected(inj, scratch, leader_state)?;
+        thread::apply_affinity(pid, leader_state);
+        for fd in state.fds.iter().filter(|f| f.cloexec).map(|f| f.fd) {
+            inj.call(
+                "fcntl(F_SETFD)",
+                libc::SYS_fcntl,
+                [fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0],
+            )?;
+        }
+        task::apply_rlimits(pid, &state.rlimits)?;
+        let own_pid = self.own_pid(pid);
+        signals::apply_queued(inj, scratch, own_pid, None, &state.queued_signals)?;
+        signals::apply_queued(inj, scratch, own_pid, Some(own_pid), &leader_state.queued_signals)
+    }
+
+    /// The process's pid as it sees itself.
+    fn own_pid(&self, pid: Pid) -> i32 {
+        if self.opts.original_pid {
+            self.header.pid
+        } else {
+            pid.as_raw()
         }
     }
-    trace.mark("Run");
-    let (pid, reaper) = child.release();
-    Ok(Restored {
-        pid,
-        reaper,
-        header,
-    })
+
+    fn threads(&mut self) -> Result<()> {
+        let pid = self.pid()?;
+        let own_pid = self.own_pid(pid);
+        let exact = self.opts.original_pid;
+        let count = self.state()?.threads.len();
+        for index in 1..count {
+            let tid = self.state()?.threads[index].tid;
+            let outer = thread::create(self.leader()?, &self.scratch, tid, exact)?;
+            if let Some(child) = self.child.as_mut() {
+                child.threads.push(outer);
+            }
+            let (inj, scratch, state) = (self.leader()?, &self.scratch, self.state()?);
+            let t = &state.threads[index];
+            let base = ptrace::get_regs(outer)
+                .ctx(|| format!("reading the registers of the new thread {tid}"))?;
+            let own = Injector::new(outer, self.tramp, base);
+            thread::apply_injected(&own, scratch, t)?;
+            thread::apply_affinity(outer, t);
+            // Without a pid namespace the process sees our ids.
+            let seen = if exact { tid } else { outer.as_raw() };
+            signals::apply_queued(inj, scratch, own_pid, Some(seen), &t.queued_signals)?;
+            self.threads.push((index, own));
+        }
+        if self.lent_capability {
+            thread::drop_capabilities(self.leader()?, &self.scratch)?;
+            for (_, own) in &self.threads {
+                thread::drop_capabilities(own, &self.scratch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&mut self) -> Result<()> {
+        let pid = self.pid()?;
+        let (inj, state) = (self.leader()?, self.state()?);
+        let leader_state = state.leader().ok_or_else(|| invalid("no leader thread"))?;
+        inj.call_last(
+            "munmap of the trampoline",
+            libc::SYS_munmap,
+            [self.tramp, TRAMPOLINE, 0, 0, 0, 0],
+        )?;
+        for (index, own) in &self.threads {
+            thread::apply_registers(own.pid(), &state.threads[*index])?;
+        }
+        thread::apply_registers(pid, leader_state)?;
+        // All threads hold their full state: let them go, the others first, then the leader.
+        let mut resend = Vec::new();
+        for (index, own) in &self.threads {
+            ptrace::detach(own.pid(), None).ctx(|| "letting a restored thread run".into())?;
+            let t = &state.threads[*index];
+            resend.extend(own.take_stray_signals().into_iter().map(|s| (own.pid(), s)));
+            resend.extend(t.pending_signals.iter().map(|s| (own.pid(), *s)));
+        }
+        ptrace::detach(pid, None).ctx(|| "letting the restored process run".into())?;
+        resend.extend(inj.take_stray_signals().into_iter().map(|s| (pid, s)));
+        resend.extend(leader_state.pending_signals.iter().map(|s| (pid, *s)));
+        for (tid, s) in resend {
+            let _ = crate::sys::signals::tgkill(pid, tid, s);
+        }
+        Ok(())
+    }
+}
+
+fn invalid(what: &str) -> EngineError {
+    EngineError::Unrestorable(format!("restore stages out of order: {what} (a bug in mrun)"))
 }
 
 fn cstring(s: &str) -> Result<CString> {
     CString::new(s)
         .map_err(|_| EngineError::Unrestorable(format!("path {s:?} contains a NUL byte")))
-}
-
-fn prepared_cloexec(state: &ProcessState) -> Vec<RawFd> {
-    state
-        .fds
-        .iter()
-        .filter(|f| f.cloexec)
-        .map(|f| f.fd)
-        .collect()
 }
 
 /// The executable to exec: the image's own if it is still the same file, so that

@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use nix::sys::signal::{kill, Signal};
 
 use super::error::{Context, EngineError, Result};
-use crate::sys::{ns, ptrace, ptrace::Stop, Pid};
+use crate::sys::{caps, ns, ptrace, ptrace::Stop, Pid};
 
 /// Everything the child needs, prepared before it is created (the child only makes syscalls).
 pub struct ChildPlan {
@@ -20,12 +20,18 @@ pub struct ChildPlan {
     pub fds: Vec<(RawFd, RawFd)>,
     /// Put the process in a process group of its own (see [`super::RestoreOptions`]).
     pub own_process_group: bool,
+    /// Keep the capability that clone3's `set_tid` needs across the exec (an unprivileged
+    /// restore of a threaded process into a pid namespace; see [`crate::sys::caps`]).
+    pub lend_checkpoint_capability: bool,
 }
 
 /// The fresh process and its namespace's init. Dropping it kills both, unless released.
 pub struct Spawned {
     pub pid: Pid,
     pub reaper: Option<Pid>,
+    /// Threads created in it so far (ids in our pid namespace): traced, so their exits must
+    /// be collected before the leader's can be.
+    pub threads: Vec<Pid>,
     released: bool,
 }
 
@@ -41,6 +47,9 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         if !self.released {
             let _ = kill(self.pid, Signal::SIGKILL);
+            for t in &self.threads {
+                let _ = ptrace::wait(*t);
+            }
             let _ = nix::sys::wait::waitpid(self.pid, None);
             if let Some(r) = self.reaper {
                 let _ = kill(r, Signal::SIGKILL);
@@ -80,6 +89,7 @@ pub fn spawn(plan: &ChildPlan, pid: i32, pid_ns: bool) -> Result<Spawned> {
     let spawned = Spawned {
         pid: child,
         reaper,
+        threads: Vec::new(),
         released: false,
     };
     match ptrace::wait(child).ctx(|| "waiting for the fresh process".into())? {
@@ -154,6 +164,9 @@ fn child_main(plan: &ChildPlan) -> ! {
         libc::personality(plan.personality as libc::c_ulong);
         if plan.own_process_group && libc::setpgid(0, 0) != 0 {
             fail("setpgid");
+        }
+        if plan.lend_checkpoint_capability && caps::keep_checkpoint_capability_across_exec().is_err() {
+            fail("capabilities");
         }
         if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
             fail("traceme");

@@ -70,10 +70,11 @@ pub struct Rseq {
     pub flags: u32,
 }
 
+/// A queued signal. Which queue it sits in is told by where it is kept: the process-wide
+/// queue (kill, sigqueue) in [`ProcessState`], a thread's own (tgkill, faults) in its
+/// [`ThreadState`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueuedSignal {
-    /// Process-wide queue (kill, sigqueue) rather than the thread's own (tgkill, faults).
-    pub shared: bool,
     pub signo: i32,
     /// The raw 128-byte `siginfo_t`.
     pub info: Vec<u8>,
@@ -176,6 +177,36 @@ pub struct Fd {
     pub kind: FdKind,
 }
 
+/// One thread (task) of the process: what the kernel keeps per thread.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThreadState {
+    /// Thread id as the process sees it (innermost pid namespace); the leader's equals the
+    /// process's pid.
+    pub tid: i32,
+    /// General registers, already rewound so an interrupted syscall runs again (or returns
+    /// EINTR when its restart state lived in the kernel).
+    pub regs: GpRegs,
+    /// The NT_X86_XSTATE register set, as the kernel returned it.
+    pub xstate: Vec<u8>,
+    pub sigmask: u64,
+    /// Signals queued to this thread alone, oldest first, with their siginfo.
+    pub queued_signals: Vec<QueuedSignal>,
+    /// Signals that arrived at this thread while the checkpoint ran, siginfo unknown; sent
+    /// again with tgkill(2).
+    pub pending_signals: Vec<i32>,
+    pub altstack: AltStack,
+    pub rseq: Option<Rseq>,
+    /// `(head, len)` of the robust futex list (`get_robust_list`).
+    pub robust_list: (u64, u64),
+    /// The address the kernel clears and wakes at thread exit (`set_tid_address`).
+    pub clear_child_tid: u64,
+    /// The thread's name (`/proc/PID/task/TID/comm`).
+    pub name: String,
+    /// CPU affinity as a bit mask (64 CPUs per word), or `None` when the thread may run on
+    /// every CPU the checkpointed machine offered it (then it may on the target's too).
+    pub affinity: Option<Vec<u64>>,
+}
+
 /// Everything about the process except its page contents.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessState {
@@ -183,15 +214,9 @@ pub struct ProcessState {
     /// is right.
     pub exe: String,
     pub exe_identity: FileIdentity,
-    pub regs: GpRegs,
-    /// The NT_X86_XSTATE register set, as the kernel returned it.
-    pub xstate: Vec<u8>,
-    pub sigmask: u64,
+    /// Every thread, the leader first, the others in ascending tid order.
+    pub threads: Vec<ThreadState>,
     pub sigactions: Vec<SigAction>,
-    pub altstack: AltStack,
-    pub rseq: Option<Rseq>,
-    pub robust_list: (u64, u64),
-    pub clear_child_tid: u64,
     pub personality: u32,
     pub mm: MmFields,
     pub cwd: String,
@@ -199,9 +224,14 @@ pub struct ProcessState {
     pub rlimits: Vec<Rlimit>,
     pub vmas: Vec<Vma>,
     pub fds: Vec<Fd>,
-    /// Signals queued but not yet delivered (blocked, or caught arriving), with their
-    /// siginfo; queued again in the same order after restore.
+    /// Signals in the process-wide queue, oldest first, with their siginfo; queued again in
+    /// the same order after restore.
     pub queued_signals: Vec<QueuedSignal>,
-    /// Signals that arrived while the checkpoint ran, siginfo unknown; sent again by kill(2).
-    pub pending_signals: Vec<i32>,
+}
+
+impl ProcessState {
+    /// The thread group leader (the first thread).
+    pub fn leader(&self) -> Option<&ThreadState> {
+        self.threads.first()
+    }
 }

@@ -54,9 +54,29 @@ fn state() -> ProcessState {
     ProcessState {
         exe: "/usr/bin/victim".into(),
         exe_identity: id.clone(),
-        regs: GpRegs([7; 27]),
-        xstate: vec![0xab; 64],
-        sigmask: 1 << 9,
+        threads: vec![ThreadState {
+            tid: 4242,
+            regs: GpRegs([7; 27]),
+            xstate: vec![0xab; 64],
+            sigmask: 1 << 9,
+            queued_signals: Vec::new(),
+            pending_signals: vec![10],
+            altstack: AltStack {
+                sp: 0,
+                flags: 2,
+                size: 0,
+            },
+            rseq: Some(Rseq {
+                addr: 0x7000,
+                len: 32,
+                sig: 0x53053053,
+                flags: 0,
+            }),
+            robust_list: (0x7100, 24),
+            clear_child_tid: 0x7200,
+            name: "victim".into(),
+            affinity: None,
+        }],
         sigactions: vec![SigAction {
             signo: 2,
             handler: 0x401000,
@@ -64,19 +84,6 @@ fn state() -> ProcessState {
             restorer: 0x402000,
             mask: 0,
         }],
-        altstack: AltStack {
-            sp: 0,
-            flags: 2,
-            size: 0,
-        },
-        rseq: Some(Rseq {
-            addr: 0x7000,
-            len: 32,
-            sig: 0x53053053,
-            flags: 0,
-        }),
-        robust_list: (0x7100, 24),
-        clear_child_tid: 0x7200,
         personality: 0,
         mm: MmFields {
             start_code: 0x400000,
@@ -108,7 +115,6 @@ fn state() -> ProcessState {
             kind: FdKind::Stdio { slot: 1 },
         }],
         queued_signals: Vec::new(),
-        pending_signals: vec![10],
     }
 }
 

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
 use crate::engine::error::{Context, EngineError, Result};
+use crate::engine::Refusal;
 use crate::image::model::{Fd, FdKind};
 use crate::sys::Pid;
 
@@ -50,9 +51,7 @@ fn fdinfo(pid: Pid, fd: i32) -> Result<FdInfo> {
 }
 
 fn refuse(pid: Pid, fd: i32, what: &str) -> EngineError {
-    EngineError::Refused(format!(
-        "pid {pid} has {what} open on fd {fd}; it cannot be checkpointed yet"
-    ))
+    Refusal::Descriptor { pid, fd, what: what.to_string() }.into()
 }
 
 /// The fd table of `pid`, or a refusal naming the first descriptor that cannot be carried.

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use procfs::process::{MMPermissions, MMapPath, Process};
 
-use crate::engine::error::{Context, EngineError, Result};
+use crate::engine::error::{Context, Result};
+use crate::engine::Refusal;
 use crate::engine::inject::{Injector, Scratch};
 use crate::image::model::{Backing, Vma};
 use crate::image::{ImageWriter, PAGE_SIZE};
@@ -50,29 +51,21 @@ pub fn capture_vmas(pid: Pid) -> Result<Vec<Vma>> {
             }
             MMapPath::Heap | MMapPath::Stack | MMapPath::Anonymous | MMapPath::TStack(_) => {
                 if shared {
-                    return Err(EngineError::Refused(format!(
-                        "pid {pid} has shared anonymous memory at {start:#x}; shared memory cannot be checkpointed yet"
-                    )));
+                    return Err(Refusal::SharedAnonymous { pid, at: start }.into());
                 }
                 Backing::Anonymous
             }
             MMapPath::Vsys(key) => {
-                return Err(EngineError::Refused(format!(
-                    "pid {pid} has System V shared memory attached (key {key:#x}); SysV shm cannot be checkpointed yet"
-                )))
+                return Err(Refusal::SysvShm { pid, key: *key as u64 }.into())
             }
             MMapPath::Path(p) => {
                 let text = p.to_string_lossy();
                 if shared && prot & libc::PROT_WRITE as u32 != 0 {
-                    return Err(EngineError::Refused(format!(
-                        "pid {pid} has a writable shared mapping of {text}; writable MAP_SHARED memory cannot be checkpointed yet"
-                    )));
+                    return Err(Refusal::WritableSharedFile { pid, path: text.into_owned() }.into());
                 }
                 if text.ends_with(" (deleted)") || text.starts_with("/memfd:") {
                     if shared {
-                        return Err(EngineError::Refused(format!(
-                            "pid {pid} has a shared mapping of a deleted file or memfd ({text}); it cannot be checkpointed yet"
-                        )));
+                        return Err(Refusal::SharedDeletedFile { pid, path: text.into_owned() }.into());
                     }
                     // The file is gone: carry every page of the mapping instead.
                     Backing::Carried { path: text.into_owned() }
@@ -81,9 +74,12 @@ pub fn capture_vmas(pid: Pid) -> Result<Vec<Vma>> {
                 }
             }
             other => {
-                return Err(EngineError::Refused(format!(
-                    "pid {pid} has a mapping of an unsupported kind ({other:?}) at {start:#x}"
-                )))
+                return Err(Refusal::UnsupportedMapping {
+                    pid,
+                    kind: format!("{other:?}"),
+                    at: start,
+                }
+                .into())
             }
         };
         vmas.push(Vma {
@@ -114,10 +110,12 @@ fn file_backing(
             offset,
             identity: super::identity_of(&meta),
         }),
-        _ if shared => Err(EngineError::Refused(format!(
-            "pid {pid} has a shared mapping at {start:#x} of {} which was replaced on disk; it cannot be checkpointed",
-            path.display()
-        ))),
+        _ if shared => Err(Refusal::SharedReplacedFile {
+            pid,
+            at: start,
+            path: path.display().to_string(),
+        }
+        .into()),
         _ => Ok(Backing::Carried { path: path.to_string_lossy().into_owned() }),
     }
 }

@@ -5,6 +5,7 @@ pub mod fds;
 pub mod mem;
 pub mod signals;
 pub mod task;
+pub mod thread;
 
 use std::os::unix::fs::MetadataExt;
 

@@ -1,6 +1,7 @@
-//! Signal state: all 64 dispositions, the alternate signal stack and the blocked mask.
-//! Dispositions and the altstack are read and set by syscalls run inside the process; the
-//! mask goes through PTRACE_GETSIGMASK/SETSIGMASK.
+//! Signal state: the process's 64 dispositions and its shared queue; per thread, the
+//! alternate signal stack and the thread's own queue (the blocked mask travels with the
+//! registers, see [`super::thread`]). Dispositions and altstacks are read and set by syscalls
+//! run inside the process.
 
 use crate::engine::error::{Context, Result};
 use crate::engine::inject::{u64_at, Injector, Scratch};
@@ -10,21 +11,18 @@ use crate::sys::{ptrace, Pid};
 /// `struct kernel_sigaction` on x86_64: handler, flags, restorer, mask.
 const KSIGACTION: usize = 32;
 /// `stack_t`: sp, flags (int, padded), size.
-const STACK_T: usize = 24;
+pub const STACK_T: usize = 24;
 
 fn settable(sig: u8) -> bool {
     sig as i32 != libc::SIGKILL && sig as i32 != libc::SIGSTOP
 }
 
-pub fn capture(inj: &Injector, scratch: &Scratch) -> Result<(Vec<SigAction>, AltStack)> {
+/// All dispositions, read inside the process.
+pub fn capture_actions(inj: &Injector, scratch: &Scratch) -> Result<Vec<SigAction>> {
     let pid = inj.pid();
     let mut actions = Vec::with_capacity(64);
     for signo in (1..=64u8).filter(|s| settable(*s)) {
-        inj.call(
-            "rt_sigaction",
-            libc::SYS_rt_sigaction,
-            [signo as u64, 0, scratch.addr, 8, 0, 0],
-        )?;
+        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [signo as u64, 0, scratch.addr, 8, 0, 0])?;
         let b = scratch.read(pid, 0, KSIGACTION)?;
         actions.push(SigAction {
             signo,
@@ -34,28 +32,16 @@ pub fn capture(inj: &Injector, scratch: &Scratch) -> Result<(Vec<SigAction>, Alt
             mask: u64_at(&b, 24),
         });
     }
-    inj.call(
-        "sigaltstack",
-        libc::SYS_sigaltstack,
-        [0, scratch.addr, 0, 0, 0, 0],
-    )?;
-    let b = scratch.read(pid, 0, STACK_T)?;
-    let alt = AltStack {
-        sp: u64_at(&b, 0),
-        flags: u64_at(&b, 8) as u32 as i32,
-        size: u64_at(&b, 16),
-    };
-    Ok((actions, alt))
+    Ok(actions)
 }
 
-/// Set every disposition (SIG_DFL included: the fresh process may have inherited others) and
-/// the alternate stack.
-pub fn apply(
-    inj: &Injector,
-    scratch: &Scratch,
-    actions: &[SigAction],
-    alt: &AltStack,
-) -> Result<()> {
+/// A `stack_t` as sigaltstack(2) returns it.
+pub fn decode_altstack(b: &[u8]) -> AltStack {
+    AltStack { sp: u64_at(b, 0), flags: u64_at(b, 8) as u32 as i32, size: u64_at(b, 16) }
+}
+
+/// Set every disposition (SIG_DFL included: the fresh process may have inherited others).
+pub fn apply_actions(inj: &Injector, scratch: &Scratch, actions: &[SigAction]) -> Result<()> {
     let pid = inj.pid();
     let mut table = vec![0u8; 65 * KSIGACTION];
     for a in actions {
@@ -70,65 +56,63 @@ pub fn apply(
     let base = scratch.write(pid, 0, &table)?;
     for signo in (1..=64u8).filter(|s| settable(*s)) {
         let act = base + signo as u64 * KSIGACTION as u64;
-        inj.call(
-            "rt_sigaction",
-            libc::SYS_rt_sigaction,
-            [signo as u64, act, 0, 8, 0, 0],
-        )?;
+        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [signo as u64, act, 0, 8, 0, 0])?;
     }
+    Ok(())
+}
+
+/// The alternate stack of the thread `inj` drives.
+pub fn apply_altstack(inj: &Injector, scratch: &Scratch, alt: &AltStack) -> Result<()> {
     let mut st = [0u8; STACK_T];
     st[0..8].copy_from_slice(&alt.sp.to_le_bytes());
     // SS_ONSTACK only reports that the stack was in use; it is not a setting.
     let flags = alt.flags & !libc::SS_ONSTACK;
     st[8..12].copy_from_slice(&flags.to_le_bytes());
     st[16..24].copy_from_slice(&alt.size.to_le_bytes());
-    let p = scratch.write(pid, 0, &st)?;
+    let p = scratch.write(inj.pid(), 0, &st)?;
     inj.call("sigaltstack", libc::SYS_sigaltstack, [p, 0, 0, 0, 0, 0])?;
     Ok(())
 }
 
-/// The queued signals of a frozen process, both queues, oldest first.
-pub fn capture_queued(pid: Pid) -> Result<Vec<QueuedSignal>> {
-    let mut out = Vec::new();
-    for shared in [false, true] {
-        let infos = ptrace::peek_siginfo(pid, shared)
-            .ctx(|| format!("reading the queued signals of pid {pid}"))?;
-        for info in infos {
-            let signo = i32::from_le_bytes([info[0], info[1], info[2], info[3]]);
-            out.push(QueuedSignal {
-                shared,
-                signo,
-                info: info.to_vec(),
-            });
-        }
-    }
-    Ok(out)
+/// The queued signals of a frozen thread, oldest first: its own queue, or the process-wide one
+/// when `shared`.
+pub fn capture_queued(tid: Pid, shared: bool) -> Result<Vec<QueuedSignal>> {
+    let infos = ptrace::peek_siginfo(tid, shared)
+        .ctx(|| format!("reading the queued signals of thread {tid}"))?;
+    Ok(infos
+        .iter()
+        .map(|info| QueuedSignal {
+            signo: i32::from_le_bytes([info[0], info[1], info[2], info[3]]),
+            info: info.to_vec(),
+        })
+        .collect())
 }
 
-/// Queue the signals again, from inside the process (which may queue any siginfo to itself).
-/// All signals must be blocked meanwhile so none is delivered during the restore.
+/// Queue the signals again, from inside the leader (whose tid is the process id, which lets it
+/// queue any siginfo to its own process): to the process when `to_thread` is `None`, else to
+/// that thread. All signals must be blocked meanwhile so none is delivered during the restore.
 pub fn apply_queued(
-    inj: &Injector,
+    leader: &Injector,
     scratch: &Scratch,
     own_pid: i32,
+    to_thread: Option<i32>,
     queued: &[QueuedSignal],
 ) -> Result<()> {
     for q in queued {
-        let info = scratch.write(inj.pid(), 0, &q.info)?;
+        let info = scratch.write(leader.pid(), 0, &q.info)?;
         let pid = own_pid as u64;
-        if q.shared {
-            inj.call(
+        match to_thread {
+            None => leader.call(
                 "rt_sigqueueinfo",
                 libc::SYS_rt_sigqueueinfo,
                 [pid, q.signo as u64, info, 0, 0, 0],
-            )?;
-        } else {
-            inj.call(
+            )?,
+            Some(tid) => leader.call(
                 "rt_tgsigqueueinfo",
                 libc::SYS_rt_tgsigqueueinfo,
-                [pid, pid, q.signo as u64, info, 0, 0],
-            )?;
-        }
+                [pid, tid as u64, q.signo as u64, info, 0, 0],
+            )?,
+        };
     }
     Ok(())
 }

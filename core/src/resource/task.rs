@@ -1,16 +1,16 @@
-//! Per-task and per-mm state: mm fields and auxv, brk, rseq, robust list, clear_child_tid,
-//! cwd, umask, rlimits, personality and the command name.
+//! Per-process state that is not memory, files or signals: mm fields and auxv, brk, umask,
+//! rlimits and interval timers. (Per-thread state lives in [`super::thread`].)
 
 use procfs::process::Process;
 
 use crate::engine::error::{Context, EngineError, Result};
+use crate::engine::Refusal;
 use crate::engine::inject::{u64_at, Injector, Scratch};
-use crate::image::model::{MmFields, Rlimit, Rseq};
-use crate::sys::{ptrace, Pid};
+use crate::image::model::{MmFields, Rlimit};
+use crate::sys::Pid;
 
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
-const PR_GET_TID_ADDRESS: u64 = 40;
 /// `struct prctl_mm_map`.
 const MM_MAP_SIZE: usize = 104;
 const RLIMIT_NLIMITS: u32 = 16;
@@ -18,59 +18,27 @@ const RLIMIT_NLIMITS: u32 = 16;
 /// State read by running syscalls inside the frozen process.
 pub struct Injected {
     pub brk: u64,
-    pub robust_list: (u64, u64),
-    pub clear_child_tid: u64,
     pub umask: u32,
 }
 
-pub fn capture_injected(inj: &Injector, scratch: &Scratch) -> Result<Injected> {
-    let pid = inj.pid();
+pub fn capture_injected(inj: &Injector) -> Result<Injected> {
     let brk = inj.call("brk", libc::SYS_brk, [0; 6])?;
-    inj.call(
-        "get_robust_list",
-        libc::SYS_get_robust_list,
-        [0, scratch.addr, scratch.addr + 8, 0, 0, 0],
-    )?;
-    let b = scratch.read(pid, 0, 16)?;
-    let robust_list = (u64_at(&b, 0), u64_at(&b, 8));
-    inj.call(
-        "prctl(PR_GET_TID_ADDRESS)",
-        libc::SYS_prctl,
-        [PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0],
-    )?;
-    let clear_child_tid = u64_at(&scratch.read(pid, 0, 8)?, 0);
     let umask = inj.call("umask", libc::SYS_umask, [0o22, 0, 0, 0, 0, 0])? as u32;
     inj.call("umask", libc::SYS_umask, [umask as u64, 0, 0, 0, 0, 0])?;
-    Ok(Injected {
-        brk,
-        robust_list,
-        clear_child_tid,
-        umask,
-    })
+    Ok(Injected { brk, umask })
 }
 
-/// An armed interval timer (ITIMER_REAL, _VIRTUAL or _PROF), as a refusal sentence.
-pub fn armed_itimer(inj: &Injector, scratch: &Scratch) -> Result<Option<String>> {
-    for (which, name) in [
-        (0u64, "ITIMER_REAL"),
-        (1, "ITIMER_VIRTUAL"),
-        (2, "ITIMER_PROF"),
-    ] {
-        inj.call(
-            "getitimer",
-            libc::SYS_getitimer,
-            [which, scratch.addr, 0, 0, 0, 0],
-        )?;
+/// An armed interval timer (ITIMER_REAL, _VIRTUAL or _PROF) is refused.
+pub fn refuse_armed_itimer(inj: &Injector, scratch: &Scratch, pid: Pid) -> Result<()> {
+    for (which, name) in [(0u64, "ITIMER_REAL"), (1, "ITIMER_VIRTUAL"), (2, "ITIMER_PROF")] {
+        inj.call("getitimer", libc::SYS_getitimer, [which, scratch.addr, 0, 0, 0, 0])?;
         let b = scratch.read(inj.pid(), 0, 32)?;
         // struct itimerval { interval, value }: value is the second timeval.
         if u64_at(&b, 16) != 0 || u64_at(&b, 24) != 0 {
-            return Ok(Some(format!(
-                "pid {} has an armed interval timer ({name}); processes with timers cannot be checkpointed yet",
-                inj.pid()
-            )));
+            return Err(Refusal::IntervalTimer { pid, which: name }.into());
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 pub fn capture_mm(pid: Pid, brk: u64) -> Result<MmFields> {
@@ -92,16 +60,6 @@ pub fn capture_mm(pid: Pid, brk: u64) -> Result<MmFields> {
         env_end: stat.env_end.unwrap_or(0),
         auxv,
     })
-}
-
-pub fn capture_rseq(pid: Pid) -> Result<Option<Rseq>> {
-    let c = ptrace::get_rseq(pid).ctx(|| format!("reading the rseq registration of pid {pid}"))?;
-    Ok((c.rseq_abi_pointer != 0).then_some(Rseq {
-        addr: c.rseq_abi_pointer,
-        len: c.rseq_abi_size,
-        sig: c.signature,
-        flags: c.flags,
-    }))
 }
 
 pub fn capture_rlimits(pid: Pid) -> Result<Vec<Rlimit>> {
@@ -159,16 +117,8 @@ pub fn apply_rlimits(pid: Pid, limits: &[Rlimit]) -> Result<()> {
     Ok(())
 }
 
-/// The mm fields, auxv, brk, robust list, clear_child_tid, rseq and command name.
-pub fn apply_injected(
-    inj: &Injector,
-    scratch: &Scratch,
-    mm: &MmFields,
-    robust: (u64, u64),
-    clear_child_tid: u64,
-    rseq: Option<&Rseq>,
-    comm: &str,
-) -> Result<()> {
+/// The mm fields, auxv and brk (`prctl(PR_SET_MM_MAP)`).
+pub fn apply_mm(inj: &Injector, scratch: &Scratch, mm: &MmFields) -> Result<()> {
     let pid = inj.pid();
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|v| v.to_le_bytes()).collect();
     let auxv_at = scratch.write(pid, 2048, &auxv)?;
@@ -197,29 +147,6 @@ pub fn apply_injected(
         "prctl(PR_SET_MM_MAP)",
         libc::SYS_prctl,
         [PR_SET_MM, PR_SET_MM_MAP, map_at, MM_MAP_SIZE as u64, 0, 0],
-    )?;
-    inj.call(
-        "set_robust_list",
-        libc::SYS_set_robust_list,
-        [robust.0, robust.1, 0, 0, 0, 0],
-    )?;
-    inj.call(
-        "set_tid_address",
-        libc::SYS_set_tid_address,
-        [clear_child_tid, 0, 0, 0, 0, 0],
-    )?;
-    if let Some(r) = rseq {
-        inj.call(
-            "rseq",
-            libc::SYS_rseq,
-            [r.addr, r.len as u64, 0, r.sig as u64, 0, 0],
-        )?;
-    }
-    let name = scratch.write_cstr(pid, 0, comm)?;
-    inj.call(
-        "prctl(PR_SET_NAME)",
-        libc::SYS_prctl,
-        [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
     )?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The only code in mrun-core that talks to the kernel directly: ptrace, process memory,
 //! namespaces and clone3. Everything here is a thin, typed wrapper; policy lives in `engine`.
 
+pub mod caps;
 pub mod fdio;
 pub mod kcmp;
 pub mod memory;

@@ -157,6 +157,12 @@ pub fn poke(pid: Pid, addr: u64, word: u64) -> io::Result<()> {
     ptrace::write(pid, addr as ptrace::AddressType, word as libc::c_long).map_err(io::Error::from)
 }
 
+/// `PTRACE_EVENT_CLONE`, as reported in [`Stop::Event`].
+pub const EVENT_CLONE: i32 = libc::PTRACE_EVENT_CLONE;
+/// `PTRACE_EVENT_STOP`: a stop requested by PTRACE_INTERRUPT, a group stop, or the first stop
+/// of an automatically attached thread.
+pub const EVENT_STOP: i32 = 128;
+
 /// How a waited-for tracee stopped or ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -189,8 +195,20 @@ pub fn wait(pid: Pid) -> io::Result<Stop> {
     }
 }
 
-pub fn seize(pid: Pid) -> io::Result<()> {
-    ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACESYSGOOD).map_err(io::Error::from)
+/// Attach to one thread without stopping it. Threads it creates from now on are attached
+/// too (PTRACE_O_TRACECLONE), so none escapes a freeze.
+pub fn seize(tid: Pid) -> io::Result<()> {
+    ptrace::seize(
+        tid,
+        ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_TRACECLONE,
+    )
+    .map_err(io::Error::from)
+}
+
+/// The message of the last ptrace event stop: for PTRACE_EVENT_CLONE, the new thread's id in
+/// the tracer's pid namespace.
+pub fn event_message(tid: Pid) -> io::Result<i64> {
+    ptrace::getevent(tid).map_err(io::Error::from)
 }
 
 pub fn interrupt(pid: Pid) -> io::Result<()> {
@@ -209,8 +227,10 @@ pub fn detach(pid: Pid, sig: Option<Signal>) -> io::Result<()> {
     ptrace::detach(pid, sig).map_err(io::Error::from)
 }
 
+/// Options for a tracee the engine creates: syscall stops marked, killed if the tracer dies,
+/// and the threads it clones attached.
 pub fn set_options(pid: Pid, exitkill: bool) -> io::Result<()> {
-    let mut o = ptrace::Options::PTRACE_O_TRACESYSGOOD;
+    let mut o = ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_TRACECLONE;
     if exitkill {
         o |= ptrace::Options::PTRACE_O_EXITKILL;
     }

@@ -4,6 +4,7 @@
 use std::io;
 
 use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::Pid;
 
 /// A received signal and whether it was sent by a process (kill, sigqueue, tgkill) rather
 /// than by the kernel (a terminal's ^C, a child's exit).
@@ -46,4 +47,14 @@ pub fn set_default(sig: Signal) -> io::Result<()> {
     unsafe { nix::sys::signal::sigaction(sig, &act) }
         .map(|_| ())
         .map_err(io::Error::from)
+}
+
+/// Send `sig` to thread `tid` of process `pid` (tgkill(2)).
+pub fn tgkill(pid: Pid, tid: Pid, sig: i32) -> io::Result<()> {
+    // SAFETY: tgkill takes only integers.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid.as_raw(), tid.as_raw(), sig) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -1,0 +1,81 @@
+//! Why a process cannot be checkpointed: one variant per thing the engine does not (or cannot)
+//! carry. A refused process is left running, untouched; the text is one sentence naming the
+//! thing. Supporting a feature deletes its variant.
+
+use crate::sys::Pid;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("there is no process with pid {pid}")]
+    NoSuchProcess { pid: Pid },
+    #[error("pid {pid} has already exited")]
+    Exited { pid: Pid },
+    #[error(
+        "pid {pid} cannot be traced by this user (another user's process, or a non-dumpable \
+         one); run mrunctl as its owner"
+    )]
+    NotTraceable { pid: Pid },
+    #[error("pid {pid} belongs to another user (uid {uid}); only its owner or root can checkpoint it")]
+    OtherUser { pid: Pid, uid: u32 },
+    #[error("pid {pid} is already traced by pid {tracer}; a traced process cannot be checkpointed")]
+    AlreadyTraced { pid: Pid, tracer: i32 },
+    #[error("{pid} is a thread of process {tgid}; checkpoint the process, pid {tgid}")]
+    NotAProcess { pid: Pid, tgid: i32 },
+    #[error(
+        "the main thread of pid {pid} has exited while its other threads run; such a process \
+         cannot be checkpointed"
+    )]
+    LeaderExited { pid: Pid },
+    #[error(
+        "pid {pid} keeps creating threads faster than they can be frozen; try again when it is \
+         calmer"
+    )]
+    ThreadChurn { pid: Pid },
+    #[error(
+        "thread {tid} of pid {pid} has a shadow stack enabled (x86 CET); shadow stacks cannot be \
+         checkpointed yet"
+    )]
+    ShadowStack { pid: Pid, tid: i32 },
+    #[error(
+        "pid {pid} has {count} child process{}; processes with children cannot be checkpointed yet",
+        if *.count == 1 { "" } else { "es" }
+    )]
+    Children { pid: Pid, count: usize },
+    #[error("pid {pid} has an armed POSIX timer; processes with timers cannot be checkpointed yet")]
+    PosixTimer { pid: Pid },
+    #[error(
+        "pid {pid} has an armed interval timer ({which}); processes with timers cannot be \
+         checkpointed yet"
+    )]
+    IntervalTimer { pid: Pid, which: &'static str },
+    #[error("pid {pid} has no executable mapping to work with")]
+    NoExecutableMapping { pid: Pid },
+    #[error("pid {pid} has {what} open on fd {fd}; it cannot be checkpointed yet")]
+    Descriptor { pid: Pid, fd: i32, what: String },
+    #[error(
+        "pid {pid} has shared anonymous memory at {at:#x}; shared memory cannot be checkpointed yet"
+    )]
+    SharedAnonymous { pid: Pid, at: u64 },
+    #[error(
+        "pid {pid} has System V shared memory attached (key {key:#x}); SysV shm cannot be \
+         checkpointed yet"
+    )]
+    SysvShm { pid: Pid, key: u64 },
+    #[error(
+        "pid {pid} has a writable shared mapping of {path}; writable MAP_SHARED memory cannot be \
+         checkpointed yet"
+    )]
+    WritableSharedFile { pid: Pid, path: String },
+    #[error(
+        "pid {pid} has a shared mapping of a deleted file or memfd ({path}); it cannot be \
+         checkpointed yet"
+    )]
+    SharedDeletedFile { pid: Pid, path: String },
+    #[error(
+        "pid {pid} has a shared mapping at {at:#x} of {path} which was replaced on disk; it \
+         cannot be checkpointed"
+    )]
+    SharedReplacedFile { pid: Pid, at: u64, path: String },
+    #[error("pid {pid} has a mapping of an unsupported kind ({kind}) at {at:#x}")]
+    UnsupportedMapping { pid: Pid, kind: String, at: u64 },
+}
