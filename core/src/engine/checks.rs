@@ -11,11 +11,19 @@ pub fn preflight(pid: Pid) -> Result<()> {
     let proc_ = Process::new(pid.as_raw()).map_err(|_| Refusal::NoSuchProcess { pid })?;
     let status = proc_.status()?;
     if status.tgid != pid.as_raw() {
-        return Err(Refusal::NotAProcess { pid, tgid: status.tgid }.into());
+        return Err(Refusal::NotAProcess {
+            pid,
+            tgid: status.tgid,
+        }
+        .into());
     }
     let me = nix::unistd::geteuid().as_raw();
     if me != 0 && (status.ruid != me || status.euid != me || status.suid != me) {
-        return Err(Refusal::OtherUser { pid, uid: status.euid }.into());
+        return Err(Refusal::OtherUser {
+            pid,
+            uid: status.euid,
+        }
+        .into());
     }
     if status.state.starts_with('Z') || status.state.starts_with('X') {
         return Err(if status.threads > 1 {
@@ -26,7 +34,11 @@ pub fn preflight(pid: Pid) -> Result<()> {
         .into());
     }
     if status.tracerpid != 0 {
-        return Err(Refusal::AlreadyTraced { pid, tracer: status.tracerpid }.into());
+        return Err(Refusal::AlreadyTraced {
+            pid,
+            tracer: status.tracerpid,
+        }
+        .into());
     }
     refuse_children(pid)?;
     let timers = std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();

@@ -120,7 +120,13 @@ fn capture_injected(frozen: &mut Frozen) -> Result<(Vec<SigAction>, Injected, Ve
         let process = task::capture_injected(leader)?;
         let mut threads = Vec::with_capacity(frozen.threads().len());
         for t in frozen.threads() {
-            threads.push(thread::capture(pid, &t.injector, &scratch, &t.regs, Vec::new())?);
+            threads.push(thread::capture(
+                pid,
+                &t.injector,
+                &scratch,
+                &t.regs,
+                Vec::new(),
+            )?);
         }
         Ok((actions, process, threads))
     })();
@@ -154,7 +160,12 @@ fn capture<W: Write>(
         .unwrap_or(0);
     let (own_pid, comm, xstate_size) = match threads.first() {
         Some(l) => (l.tid, l.name.clone(), l.xstate.len() as u32),
-        None => return Err(EngineError::Died { pid: pid.as_raw(), stage: "capture" }),
+        None => {
+            return Err(EngineError::Died {
+                pid: pid.as_raw(),
+                stage: "capture",
+            })
+        }
     };
 
     let state = ProcessState {

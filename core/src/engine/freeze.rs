@@ -47,7 +47,12 @@ pub struct Frozen {
 impl Frozen {
     /// Freeze every thread of `pid`. On error, the threads frozen so far are let go.
     pub fn seize(pid: Pid) -> Result<Frozen> {
-        let mut frozen = Frozen { pid, threads: Vec::new(), planted: None, done: false };
+        let mut frozen = Frozen {
+            pid,
+            threads: Vec::new(),
+            planted: None,
+            done: false,
+        };
         freeze_leader(pid).map(|t| frozen.threads.push(t))?;
         let mut gone = BTreeSet::new();
         for _ in 0..MAX_PASSES {
@@ -223,7 +228,10 @@ fn freeze_leader(pid: Pid) -> Result<FrozenThread> {
             }
             Some(libc::EPERM) => Refusal::NotTraceable { pid }.into(),
             Some(libc::ESRCH) => Refusal::NoSuchProcess { pid }.into(),
-            _ => EngineError::Os { what: format!("PTRACE_SEIZE of pid {pid}"), source: e },
+            _ => EngineError::Os {
+                what: format!("PTRACE_SEIZE of pid {pid}"),
+                source: e,
+            },
         }
     })?;
     let stopped = ptrace::interrupt(pid)
@@ -231,7 +239,10 @@ fn freeze_leader(pid: Pid) -> Result<FrozenThread> {
         .and_then(|()| wait_stopped(pid));
     match stopped {
         Ok(Some(t)) => Ok(t),
-        Ok(None) => Err(EngineError::Died { pid: pid.as_raw(), stage: "freeze" }),
+        Ok(None) => Err(EngineError::Died {
+            pid: pid.as_raw(),
+            stage: "freeze",
+        }),
         Err(e) => {
             let _ = ptrace::detach(pid, None);
             Err(e)
@@ -248,13 +259,19 @@ fn attach(tid: Pid) -> Result<bool> {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) && traced_by_us(tid) => return Ok(true),
         Err(e) => {
-            return Err(EngineError::Os { what: format!("PTRACE_SEIZE of thread {tid}"), source: e })
+            return Err(EngineError::Os {
+                what: format!("PTRACE_SEIZE of thread {tid}"),
+                source: e,
+            })
         }
     }
     match ptrace::interrupt(tid) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(true),
-        Err(e) => Err(EngineError::Os { what: format!("PTRACE_INTERRUPT of thread {tid}"), source: e }),
+        Err(e) => Err(EngineError::Os {
+            what: format!("PTRACE_INTERRUPT of thread {tid}"),
+            source: e,
+        }),
     }
 }
 
@@ -279,7 +296,12 @@ fn wait_stopped(tid: Pid) -> Result<Option<FrozenThread>> {
         }
     }
     let regs = ptrace::get_regs(tid).ctx(|| format!("reading registers of thread {tid}"))?;
-    Ok(Some(FrozenThread { tid, regs, injector: Injector::new(tid, 0, regs), pending }))
+    Ok(Some(FrozenThread {
+        tid,
+        regs,
+        injector: Injector::new(tid, 0, regs),
+        pending,
+    }))
 }
 
 /// The thread ids of `pid` (`/proc/PID/task`), in the tracer's pid namespace.

@@ -7,8 +7,8 @@ mod compat;
 mod dump;
 pub(crate) mod error;
 mod freeze;
-mod refusal;
 pub(crate) mod inject;
+mod refusal;
 mod restore;
 mod spawn;
 

@@ -15,9 +15,13 @@ pub enum Refusal {
          one); run mrunctl as its owner"
     )]
     NotTraceable { pid: Pid },
-    #[error("pid {pid} belongs to another user (uid {uid}); only its owner or root can checkpoint it")]
+    #[error(
+        "pid {pid} belongs to another user (uid {uid}); only its owner or root can checkpoint it"
+    )]
     OtherUser { pid: Pid, uid: u32 },
-    #[error("pid {pid} is already traced by pid {tracer}; a traced process cannot be checkpointed")]
+    #[error(
+        "pid {pid} is already traced by pid {tracer}; a traced process cannot be checkpointed"
+    )]
     AlreadyTraced { pid: Pid, tracer: i32 },
     #[error("{pid} is a thread of process {tgid}; checkpoint the process, pid {tgid}")]
     NotAProcess { pid: Pid, tgid: i32 },
@@ -41,7 +45,9 @@ pub enum Refusal {
         if *.count == 1 { "" } else { "es" }
     )]
     Children { pid: Pid, count: usize },
-    #[error("pid {pid} has an armed POSIX timer; processes with timers cannot be checkpointed yet")]
+    #[error(
+        "pid {pid} has an armed POSIX timer; processes with timers cannot be checkpointed yet"
+    )]
     PosixTimer { pid: Pid },
     #[error(
         "pid {pid} has an armed interval timer ({which}); processes with timers cannot be \

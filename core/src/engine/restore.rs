@@ -161,23 +161,36 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
         trace.mark(&format!("{stage:?}"));
     }
     let Some(child) = r.child.take() else {
-        return Err(EngineError::Unrestorable("the restored process was lost".into()));
+        return Err(EngineError::Unrestorable(
+            "the restored process was lost".into(),
+        ));
     };
     let (pid, reaper) = child.release();
-    Ok(Restored { pid, reaper, header: r.header })
+    Ok(Restored {
+        pid,
+        reaper,
+        header: r.header,
+    })
 }
 
 impl<R: Read> Restoring<'_, R> {
     fn state(&self) -> Result<&ProcessState> {
-        self.state.as_ref().ok_or_else(|| invalid("the state is not read yet"))
+        self.state
+            .as_ref()
+            .ok_or_else(|| invalid("the state is not read yet"))
     }
 
     fn leader(&self) -> Result<&Injector> {
-        self.leader.as_ref().ok_or_else(|| invalid("the fresh process is not ready yet"))
+        self.leader
+            .as_ref()
+            .ok_or_else(|| invalid("the fresh process is not ready yet"))
     }
 
     fn pid(&self) -> Result<Pid> {
-        self.child.as_ref().map(|c| c.pid).ok_or_else(|| invalid("there is no fresh process"))
+        self.child
+            .as_ref()
+            .map(|c| c.pid)
+            .ok_or_else(|| invalid("there is no fresh process"))
     }
 
     fn check_header(&mut self) -> Result<()> {
@@ -185,7 +198,9 @@ impl<R: Read> Restoring<'_, R> {
         compat::check(&self.header.compat, &here)?;
         let state = self.reader.read_state()?;
         if state.threads.is_empty() {
-            return Err(EngineError::Unrestorable("the image holds no thread".into()));
+            return Err(EngineError::Unrestorable(
+                "the image holds no thread".into(),
+            ));
         }
         self.state = Some(state);
         Ok(())
@@ -195,7 +210,8 @@ impl<R: Read> Restoring<'_, R> {
         let state = self.state()?;
         let (opts, header) = (self.opts, &self.header);
         let prepared = fds::prepare(&state.fds, opts.stdio, self.same_machine)?;
-        let lend = opts.original_pid && state.threads.len() > 1 && !nix::unistd::geteuid().is_root();
+        let lend =
+            opts.original_pid && state.threads.len() > 1 && !nix::unistd::geteuid().is_root();
         let plan = ChildPlan {
             exe: executable(state, self.same_machine)?,
             cwd: cstring(&state.cwd)?,
@@ -203,6 +219,7 @@ impl<R: Read> Restoring<'_, R> {
             personality: state.personality,
             fds: prepared.plan.clone(),
             own_process_group: opts.own_process_group,
+            own_proc: opts.original_pid,
             lend_checkpoint_capability: lend,
         };
         let xstate_len = state.threads.first().map(|t| t.xstate.len()).unwrap_or(0);
@@ -243,7 +260,12 @@ impl<R: Read> Restoring<'_, R> {
         let mut inj = Injector::new(pid, entry, start_regs);
         self.present = current_vmas(pid)?;
         self.taken = self.present.iter().map(|v| (v.0, v.1)).collect();
-        let image: Vec<(u64, u64)> = self.state()?.vmas.iter().map(|v| (v.start, v.end)).collect();
+        let image: Vec<(u64, u64)> = self
+            .state()?
+            .vmas
+            .iter()
+            .map(|v| (v.start, v.end))
+            .collect();
         self.taken.extend(image);
         let tramp = free_gap(&self.taken, TRAMPOLINE).ok_or_else(|| {
             EngineError::Unrestorable("no free address range for the restore trampoline".into())
@@ -264,7 +286,10 @@ impl<R: Read> Restoring<'_, R> {
             .ctx(|| "writing the trampoline".into())?;
         inj.set_site(tramp);
         self.tramp = tramp;
-        self.scratch = Scratch { addr: tramp + PAGE, len: TRAMPOLINE - PAGE };
+        self.scratch = Scratch {
+            addr: tramp + PAGE,
+            len: TRAMPOLINE - PAGE,
+        };
         for (s, e, name) in &self.present {
             if !mem::is_special_name(name) && name != "[vsyscall]" {
                 inj.call("munmap", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
@@ -276,12 +301,20 @@ impl<R: Read> Restoring<'_, R> {
     }
 
     fn specials(&mut self) -> Result<()> {
-        move_specials(self.leader()?, &self.present, &self.state()?.vmas, &self.taken)
+        move_specials(
+            self.leader()?,
+            &self.present,
+            &self.state()?.vmas,
+            &self.taken,
+        )
     }
 
     fn memory(&mut self) -> Result<()> {
         let pid = self.pid()?;
-        let state = self.state.as_ref().ok_or_else(|| invalid("the state is not read yet"))?;
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| invalid("the state is not read yet"))?;
         check_file_identities(&state.vmas, self.same_machine)?;
         mem::map_vmas(self.leader()?, &self.scratch, &state.vmas)?;
         let mut buf = Vec::new();
@@ -307,13 +340,26 @@ impl<R: Read> Restoring<'_, R> {
             inj.call(
                 "fcntl(F_SETFD)",
                 libc::SYS_fcntl,
-                [fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0],
+                [
+                    fd as u64,
+                    libc::F_SETFD as u64,
+                    libc::FD_CLOEXEC as u64,
+                    0,
+                    0,
+                    0,
+                ],
             )?;
         }
         task::apply_rlimits(pid, &state.rlimits)?;
         let own_pid = self.own_pid(pid);
         signals::apply_queued(inj, scratch, own_pid, None, &state.queued_signals)?;
-        signals::apply_queued(inj, scratch, own_pid, Some(own_pid), &leader_state.queued_signals)
+        signals::apply_queued(
+            inj,
+            scratch,
+            own_pid,
+            Some(own_pid),
+            &leader_state.queued_signals,
+        )
     }
 
     /// The process's pid as it sees itself.
@@ -389,7 +435,9 @@ impl<R: Read> Restoring<'_, R> {
 }
 
 fn invalid(what: &str) -> EngineError {
-    EngineError::Unrestorable(format!("restore stages out of order: {what} (a bug in mrun)"))
+    EngineError::Unrestorable(format!(
+        "restore stages out of order: {what} (a bug in mrun)"
+    ))
 }
 
 fn cstring(s: &str) -> Result<CString> {

@@ -20,6 +20,9 @@ pub struct ChildPlan {
     pub fds: Vec<(RawFd, RawFd)>,
     /// Put the process in a process group of its own (see [`super::RestoreOptions`]).
     pub own_process_group: bool,
+    /// Mount a `/proc` of the new pid namespace in a mount namespace of its own (best
+    /// effort; see [`ns::mount_own_proc`]).
+    pub own_proc: bool,
     /// Keep the capability that clone3's `set_tid` needs across the exec (an unprivileged
     /// restore of a threaded process into a pid namespace; see [`crate::sys::caps`]).
     pub lend_checkpoint_capability: bool,
@@ -154,6 +157,9 @@ fn child_main(plan: &ChildPlan) -> ! {
             }
         }
         libc::syscall(libc::SYS_close_range, top as u32, u32::MAX, 0u32);
+        if plan.own_proc {
+            ns::mount_own_proc();
+        }
         if libc::chdir(plan.cwd.as_ptr()) != 0 {
             fail("chdir");
         }
@@ -165,7 +171,9 @@ fn child_main(plan: &ChildPlan) -> ! {
         if plan.own_process_group && libc::setpgid(0, 0) != 0 {
             fail("setpgid");
         }
-        if plan.lend_checkpoint_capability && caps::keep_checkpoint_capability_across_exec().is_err() {
+        if plan.lend_checkpoint_capability
+            && caps::keep_checkpoint_capability_across_exec().is_err()
+        {
             fail("capabilities");
         }
         if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {

@@ -51,7 +51,12 @@ fn fdinfo(pid: Pid, fd: i32) -> Result<FdInfo> {
 }
 
 fn refuse(pid: Pid, fd: i32, what: &str) -> EngineError {
-    Refusal::Descriptor { pid, fd, what: what.to_string() }.into()
+    Refusal::Descriptor {
+        pid,
+        fd,
+        what: what.to_string(),
+    }
+    .into()
 }
 
 /// The fd table of `pid`, or a refusal naming the first descriptor that cannot be carried.

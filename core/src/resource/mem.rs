@@ -10,8 +10,8 @@ use std::path::Path;
 use procfs::process::{MMPermissions, MMapPath, Process};
 
 use crate::engine::error::{Context, Result};
-use crate::engine::Refusal;
 use crate::engine::inject::{Injector, Scratch};
+use crate::engine::Refusal;
 use crate::image::model::{Backing, Vma};
 use crate::image::{ImageWriter, PAGE_SIZE};
 use crate::sys::{memory, Pid};
@@ -44,10 +44,16 @@ pub fn capture_vmas(pid: Pid) -> Result<Vec<Vma>> {
         let prot = prot_of(m.perms);
         let backing = match &m.pathname {
             MMapPath::Vsyscall => continue,
-            MMapPath::Vdso => Backing::Special { name: "[vdso]".into() },
-            MMapPath::Vvar => Backing::Special { name: "[vvar]".into() },
+            MMapPath::Vdso => Backing::Special {
+                name: "[vdso]".into(),
+            },
+            MMapPath::Vvar => Backing::Special {
+                name: "[vvar]".into(),
+            },
             MMapPath::Other(name) if name == "vvar_vclock" || name == "[vvar_vclock]" => {
-                Backing::Special { name: "[vvar_vclock]".into() }
+                Backing::Special {
+                    name: "[vvar_vclock]".into(),
+                }
             }
             MMapPath::Heap | MMapPath::Stack | MMapPath::Anonymous | MMapPath::TStack(_) => {
                 if shared {
@@ -56,19 +62,33 @@ pub fn capture_vmas(pid: Pid) -> Result<Vec<Vma>> {
                 Backing::Anonymous
             }
             MMapPath::Vsys(key) => {
-                return Err(Refusal::SysvShm { pid, key: *key as u64 }.into())
+                return Err(Refusal::SysvShm {
+                    pid,
+                    key: *key as u64,
+                }
+                .into())
             }
             MMapPath::Path(p) => {
                 let text = p.to_string_lossy();
                 if shared && prot & libc::PROT_WRITE as u32 != 0 {
-                    return Err(Refusal::WritableSharedFile { pid, path: text.into_owned() }.into());
+                    return Err(Refusal::WritableSharedFile {
+                        pid,
+                        path: text.into_owned(),
+                    }
+                    .into());
                 }
                 if text.ends_with(" (deleted)") || text.starts_with("/memfd:") {
                     if shared {
-                        return Err(Refusal::SharedDeletedFile { pid, path: text.into_owned() }.into());
+                        return Err(Refusal::SharedDeletedFile {
+                            pid,
+                            path: text.into_owned(),
+                        }
+                        .into());
                     }
                     // The file is gone: carry every page of the mapping instead.
-                    Backing::Carried { path: text.into_owned() }
+                    Backing::Carried {
+                        path: text.into_owned(),
+                    }
                 } else {
                     file_backing(pid, start, p, m.offset, m.inode, shared)?
                 }
@@ -116,7 +136,9 @@ fn file_backing(
             path: path.display().to_string(),
         }
         .into()),
-        _ => Ok(Backing::Carried { path: path.to_string_lossy().into_owned() }),
+        _ => Ok(Backing::Carried {
+            path: path.to_string_lossy().into_owned(),
+        }),
     }
 }
 

@@ -22,7 +22,11 @@ pub fn capture_actions(inj: &Injector, scratch: &Scratch) -> Result<Vec<SigActio
     let pid = inj.pid();
     let mut actions = Vec::with_capacity(64);
     for signo in (1..=64u8).filter(|s| settable(*s)) {
-        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [signo as u64, 0, scratch.addr, 8, 0, 0])?;
+        inj.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [signo as u64, 0, scratch.addr, 8, 0, 0],
+        )?;
         let b = scratch.read(pid, 0, KSIGACTION)?;
         actions.push(SigAction {
             signo,
@@ -37,7 +41,11 @@ pub fn capture_actions(inj: &Injector, scratch: &Scratch) -> Result<Vec<SigActio
 
 /// A `stack_t` as sigaltstack(2) returns it.
 pub fn decode_altstack(b: &[u8]) -> AltStack {
-    AltStack { sp: u64_at(b, 0), flags: u64_at(b, 8) as u32 as i32, size: u64_at(b, 16) }
+    AltStack {
+        sp: u64_at(b, 0),
+        flags: u64_at(b, 8) as u32 as i32,
+        size: u64_at(b, 16),
+    }
 }
 
 /// Set every disposition (SIG_DFL included: the fresh process may have inherited others).
@@ -56,7 +64,11 @@ pub fn apply_actions(inj: &Injector, scratch: &Scratch, actions: &[SigAction]) -
     let base = scratch.write(pid, 0, &table)?;
     for signo in (1..=64u8).filter(|s| settable(*s)) {
         let act = base + signo as u64 * KSIGACTION as u64;
-        inj.call("rt_sigaction", libc::SYS_rt_sigaction, [signo as u64, act, 0, 8, 0, 0])?;
+        inj.call(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [signo as u64, act, 0, 8, 0, 0],
+        )?;
     }
     Ok(())
 }

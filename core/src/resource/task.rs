@@ -4,8 +4,8 @@
 use procfs::process::Process;
 
 use crate::engine::error::{Context, EngineError, Result};
-use crate::engine::Refusal;
 use crate::engine::inject::{u64_at, Injector, Scratch};
+use crate::engine::Refusal;
 use crate::image::model::{MmFields, Rlimit};
 use crate::sys::Pid;
 
@@ -30,8 +30,16 @@ pub fn capture_injected(inj: &Injector) -> Result<Injected> {
 
 /// An armed interval timer (ITIMER_REAL, _VIRTUAL or _PROF) is refused.
 pub fn refuse_armed_itimer(inj: &Injector, scratch: &Scratch, pid: Pid) -> Result<()> {
-    for (which, name) in [(0u64, "ITIMER_REAL"), (1, "ITIMER_VIRTUAL"), (2, "ITIMER_PROF")] {
-        inj.call("getitimer", libc::SYS_getitimer, [which, scratch.addr, 0, 0, 0, 0])?;
+    for (which, name) in [
+        (0u64, "ITIMER_REAL"),
+        (1, "ITIMER_VIRTUAL"),
+        (2, "ITIMER_PROF"),
+    ] {
+        inj.call(
+            "getitimer",
+            libc::SYS_getitimer,
+            [which, scratch.addr, 0, 0, 0, 0],
+        )?;
         let b = scratch.read(inj.pid(), 0, 32)?;
         // struct itimerval { interval, value }: value is the second timeval.
         if u64_at(&b, 16) != 0 || u64_at(&b, 24) != 0 {

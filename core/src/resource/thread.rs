@@ -42,7 +42,10 @@ pub struct TaskStatus {
 pub fn task_status(pid: Pid, tid: Pid) -> Result<TaskStatus> {
     let path = format!("/proc/{pid}/task/{tid}/status");
     let text = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
-    let mut st = TaskStatus { inner_tid: tid.as_raw(), shadow_stack: false };
+    let mut st = TaskStatus {
+        inner_tid: tid.as_raw(),
+        shadow_stack: false,
+    };
     for line in text.lines() {
         if let Some(v) = line.strip_prefix("NSpid:") {
             if let Some(last) = v.split_whitespace().last().and_then(|t| t.parse().ok()) {
@@ -67,7 +70,11 @@ pub fn capture(
     let tid = inj.pid();
     let status = task_status(pid, tid)?;
     if status.shadow_stack {
-        return Err(Refusal::ShadowStack { pid, tid: status.inner_tid }.into());
+        return Err(Refusal::ShadowStack {
+            pid,
+            tid: status.inner_tid,
+        }
+        .into());
     }
     let xstate =
         ptrace::get_xstate(tid).ctx(|| format!("reading the FPU/AVX state of thread {tid}"))?;
@@ -79,7 +86,11 @@ pub fn capture(
         abort_rseq_critical_section(pid, r, &mut regs)?;
     }
 
-    inj.call("sigaltstack", libc::SYS_sigaltstack, [0, scratch.addr, 0, 0, 0, 0])?;
+    inj.call(
+        "sigaltstack",
+        libc::SYS_sigaltstack,
+        [0, scratch.addr, 0, 0, 0, 0],
+    )?;
     let altstack = signals::decode_altstack(&scratch.read(pid, 0, signals::STACK_T)?);
     inj.call(
         "get_robust_list",
@@ -115,8 +126,8 @@ pub fn capture(
 }
 
 fn capture_rseq(tid: Pid) -> Result<Option<Rseq>> {
-    let c = ptrace::get_rseq(tid)
-        .ctx(|| format!("reading the rseq registration of thread {tid}"))?;
+    let c =
+        ptrace::get_rseq(tid).ctx(|| format!("reading the rseq registration of thread {tid}"))?;
     Ok((c.rseq_abi_pointer != 0).then_some(Rseq {
         addr: c.rseq_abi_pointer,
         len: c.rseq_abi_size,
@@ -154,7 +165,9 @@ fn abort_rseq_critical_section(pid: Pid, r: &Rseq, regs: &mut arch::Regs) -> Res
 fn capture_affinity(tid: Pid) -> Option<Vec<u64>> {
     let mask = sched_getaffinity(tid).ok()?;
     let words = to_words(&mask);
-    let ours = sched_getaffinity(Pid::from_raw(0)).ok().map(|m| to_words(&m));
+    let ours = sched_getaffinity(Pid::from_raw(0))
+        .ok()
+        .map(|m| to_words(&m));
     let covers = |other: &[u64]| other.iter().zip(&words).all(|(o, w)| o & !w == 0);
     if ours.as_deref().is_some_and(covers) || online_cpus().as_deref().is_some_and(covers) {
         return None;
@@ -201,7 +214,11 @@ pub fn create(leader: &Injector, scratch: &Scratch, tid: i32, exact_tid: bool) -
     let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_le_bytes()).collect();
     let at = scratch.write(pid, 8, &bytes)?;
     let made = leader
-        .call("clone3 of a thread", libc::SYS_clone3, [at, CLONE_ARGS_SIZE as u64, 0, 0, 0, 0])
+        .call(
+            "clone3 of a thread",
+            libc::SYS_clone3,
+            [at, CLONE_ARGS_SIZE as u64, 0, 0, 0, 0],
+        )
         .map_err(|e| match e {
             EngineError::Os { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
                 EngineError::Unrestorable(format!("thread id {tid} is already taken"))
@@ -230,18 +247,30 @@ pub fn create(leader: &Injector, scratch: &Scratch, tid: i32, exact_tid: bool) -
 /// area, alternate signal stack and name.
 pub fn apply_injected(inj: &Injector, scratch: &Scratch, t: &ThreadState) -> Result<()> {
     let pid = inj.pid();
-    inj.call("set_tid_address", libc::SYS_set_tid_address, [t.clear_child_tid, 0, 0, 0, 0, 0])?;
+    inj.call(
+        "set_tid_address",
+        libc::SYS_set_tid_address,
+        [t.clear_child_tid, 0, 0, 0, 0, 0],
+    )?;
     inj.call(
         "set_robust_list",
         libc::SYS_set_robust_list,
         [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0],
     )?;
     if let Some(r) = &t.rseq {
-        inj.call("rseq", libc::SYS_rseq, [r.addr, r.len as u64, 0, r.sig as u64, 0, 0])?;
+        inj.call(
+            "rseq",
+            libc::SYS_rseq,
+            [r.addr, r.len as u64, 0, r.sig as u64, 0, 0],
+        )?;
     }
     signals::apply_altstack(inj, scratch, &t.altstack)?;
     let name = scratch.write_cstr(pid, 0, &t.name)?;
-    inj.call("prctl(PR_SET_NAME)", libc::SYS_prctl, [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0])?;
+    inj.call(
+        "prctl(PR_SET_NAME)",
+        libc::SYS_prctl,
+        [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+    )?;
     Ok(())
 }
 
@@ -266,7 +295,10 @@ pub fn apply_affinity(tid: Pid, t: &ThreadState) {
     let Some(words) = &t.affinity else { return };
     let mut set = CpuSet::new();
     for cpu in 0..CpuSet::count() {
-        if words.get(cpu / 64).is_some_and(|w| w & (1 << (cpu % 64)) != 0) {
+        if words
+            .get(cpu / 64)
+            .is_some_and(|w| w & (1 << (cpu % 64)) != 0)
+        {
             let _ = set.set(cpu);
         }
     }

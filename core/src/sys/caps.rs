@@ -30,7 +30,10 @@ struct CapData {
 /// Make CAP_CHECKPOINT_RESTORE (CAP_SYS_ADMIN on kernels before 5.9) ambient, so it survives
 /// the coming execve. Async-signal-safe: called in a forked child.
 pub fn keep_checkpoint_capability_across_exec() -> io::Result<()> {
-    let mut header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
     let mut data = [CapData::default(); 2];
     // SAFETY: header and data are valid for the kernel's v3 layout (two data words).
     if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
@@ -47,7 +50,15 @@ pub fn keep_checkpoint_capability_across_exec() -> io::Result<()> {
             continue;
         }
         // SAFETY: prctl with integer arguments.
-        let r = unsafe { libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap as libc::c_ulong, 0, 0) };
+        let r = unsafe {
+            libc::prctl(
+                PR_CAP_AMBIENT,
+                PR_CAP_AMBIENT_RAISE,
+                cap as libc::c_ulong,
+                0,
+                0,
+            )
+        };
         if r == 0 {
             return Ok(());
         }

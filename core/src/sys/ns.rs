@@ -96,3 +96,35 @@ pub fn fork_with_pid(pid: i32) -> io::Result<Option<Pid>> {
         child => Ok(Some(Pid::from_raw(child as i32))),
     }
 }
+
+/// Give the calling process (the first of a new pid namespace) a mount namespace whose `/proc`
+/// shows that pid namespace, so that `/proc/self/task/TID` matches the ids the process knows.
+/// Mounts made here never propagate back (the tree is made a slave first); if that cannot be
+/// ensured, nothing is mounted. Returns whether `/proc` was mounted. Async-signal-safe.
+pub fn mount_own_proc() -> bool {
+    // SAFETY: unshare and mount take flags and NUL-terminated static strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return false;
+        }
+        let none = std::ptr::null();
+        if libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_SLAVE,
+            none.cast(),
+        ) != 0
+        {
+            return false;
+        }
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            flags,
+            none.cast(),
+        ) == 0
+    }
+}
