@@ -5,6 +5,7 @@ use procfs::process::Process;
 
 use super::error::Result;
 use super::refusal::Refusal;
+use crate::resource::thread;
 use crate::sys::Pid;
 
 pub fn preflight(pid: Pid) -> Result<()> {
@@ -41,6 +42,7 @@ pub fn preflight(pid: Pid) -> Result<()> {
         .into());
     }
     refuse_children(pid)?;
+    refuse_shadow_stacks(pid)?;
     let timers = std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();
     if timers.lines().any(|l| l.starts_with("ID:")) {
         return Err(Refusal::PosixTimer { pid }.into());
@@ -51,6 +53,28 @@ pub fn preflight(pid: Pid) -> Result<()> {
 /// The checks that could race with a running process, repeated once it is frozen.
 pub fn preflight_frozen(pid: Pid) -> Result<()> {
     refuse_children(pid)
+}
+
+/// A thread with an x86 shadow stack (CET): its hidden stack is not captured yet. Checked
+/// again per thread once frozen (a thread may enable it meanwhile).
+fn refuse_shadow_stacks(pid: Pid) -> Result<()> {
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            if let Ok(st) = thread::task_status(pid, Pid::from_raw(tid)) {
+                if st.shadow_stack {
+                    return Err(Refusal::ShadowStack {
+                        pid,
+                        tid: st.inner_tid,
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Children of any thread of `pid` (each thread has its own `children` list).
