@@ -79,18 +79,25 @@ pub fn run_timed(
 }
 
 /// What one checkpoint and restore of a victim took.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     pub checkpoint: Duration,
     pub image_bytes: u64,
     /// `mrunctl restore` from spawn to its exit, including the victim's verification and exit.
     pub restore_raw: Duration,
-    /// The restored victim's checksum pass plus munmap, timed by itself.
+    /// The restored victim's checksum pass, munmap, and waking and joining its other threads
+    /// (none with one thread), timed by itself.
     pub verify: Duration,
     /// The checksum pass alone, of `verify`.
     pub verify_check: Duration,
+    /// Waking and joining the other threads, of `verify`.
+    pub verify_join: Duration,
     /// The original victim's checksum pass (for comparison with `verify`).
     pub original_check: Duration,
+    /// The stages `mrunctl checkpoint` reported with `MRUN_TRACE=1`, in its order.
+    pub checkpoint_stages: Vec<(String, Duration)>,
+    /// The same for `mrunctl restore`.
+    pub restore_stages: Vec<(String, Duration)>,
 }
 
 pub struct Setup<'a> {
@@ -104,19 +111,22 @@ fn timeout(mib: u64) -> Duration {
     Duration::from_secs(30 + 30 * mib.div_ceil(1024))
 }
 
-/// Starts a victim, checkpoints it, restores the image and checks that the restored victim
-/// found its memory intact. `expected_sum` is the checksum of the baseline's bytes.
+/// Starts a victim with `threads` threads, checkpoints it, restores the image and checks that
+/// the restored victim found its memory intact and every thread still itself. `expected_sum` is
+/// the checksum of the baseline's bytes. mrunctl runs with `MRUN_TRACE=1` (a few lines on its
+/// stderr), so that the sample also holds its stage times.
 pub fn checkpoint_restore(
     s: &Setup,
     mib: u64,
     contents: Contents,
+    threads: u32,
     expected_sum: u64,
 ) -> anyhow::Result<Sample> {
     let image = s.dir.file("image");
     let timeout = timeout(mib);
     // Regular files: restore reopens them by path, so the restored victim reports into them too.
     let (out, err) = (s.dir.file("victim.out"), s.dir.file("victim.err"));
-    let victim = Victim::start(s.victim, mib, contents, &out, &err, timeout)?;
+    let victim = Victim::start(s.victim, mib, contents, threads, &out, &err, timeout)?;
     if victim.ready.sum != expected_sum {
         bail!(
             "the victim's checksum {:016x} differs from the baseline's {expected_sum:016x}: \
@@ -125,14 +135,20 @@ pub fn checkpoint_restore(
         );
     }
     let original_check = victim.ready.check;
+    let live = victim.threads()?;
+    if live != threads {
+        bail!("the victim runs {live} threads, not the {threads} it was started with");
+    }
 
     let mut cmd = Command::new(s.mrunctl);
     cmd.arg("checkpoint")
         .arg(victim.pid().to_string())
         .arg("-o")
         .arg(&image)
+        .env("MRUN_TRACE", "1")
         .stdin(Stdio::null());
-    let ckpt = run_timed(&mut cmd, s.dir, "checkpoint", timeout)?;
+    let mut ckpt = run_timed(&mut cmd, s.dir, "checkpoint", timeout)?;
+    let checkpoint_stages = take_trace(&mut ckpt.stderr, "checkpoint");
     victim.end();
     if !ckpt.status.success() {
         return Err(ckpt.failure("mrunctl checkpoint"));
@@ -142,10 +158,14 @@ pub fn checkpoint_restore(
         .len();
 
     let mut cmd = Command::new(s.mrunctl);
-    cmd.arg("restore").arg(&image).stdin(Stdio::null());
+    cmd.arg("restore")
+        .arg(&image)
+        .env("MRUN_TRACE", "1")
+        .stdin(Stdio::null());
     let rst = run_timed(&mut cmd, s.dir, "restore", timeout);
     let _ = std::fs::remove_file(&image);
-    let rst = rst?;
+    let mut rst = rst?;
+    let restore_stages = take_trace(&mut rst.stderr, "restore");
     let said = std::fs::read_to_string(&out).unwrap_or_default();
     let line = said
         .lines()
@@ -169,14 +189,60 @@ pub fn checkpoint_restore(
         bail!("mrunctl restore exited 0 but the victim did not report a verified memory in {}: {said:?}",
               out.display());
     };
+    // The victim already counts a thread that failed its check as a failure; this catches a
+    // victim that does not know how many threads it should have.
+    let (Some(n), Some(n_ok), Some(join)) = (ns("threads"), ns("threads_ok"), ns("join_ns")) else {
+        bail!(
+            "the restored victim did not report its threads in {}: {said:?}",
+            out.display()
+        );
+    };
+    if n != u64::from(threads) || n_ok != n {
+        bail!(
+            "the restored victim had {n_ok} of {n} threads intact; it was started with {threads}"
+        );
+    }
     Ok(Sample {
         checkpoint: ckpt.elapsed,
         image_bytes,
         restore_raw: rst.elapsed,
-        verify: Duration::from_nanos(check + unmap),
+        verify: Duration::from_nanos(check + unmap + join),
         verify_check: Duration::from_nanos(check),
+        verify_join: Duration::from_nanos(join),
         original_check,
+        checkpoint_stages,
+        restore_stages,
     })
+}
+
+/// Removes the `mrun trace: WHAT STAGE: N ms` lines from `stderr` (so that an error message
+/// shows only the error) and returns their stages and times, in order.
+pub fn take_trace(stderr: &mut String, what: &str) -> Vec<(String, Duration)> {
+    let mut stages = Vec::new();
+    let mut rest = String::new();
+    for line in stderr.lines() {
+        let stage = line
+            .strip_prefix("mrun trace: ")
+            .and_then(|l| l.strip_prefix(what))
+            .and_then(|l| l.strip_prefix(' '))
+            .and_then(|l| l.rsplit_once(": "))
+            .and_then(|(stage, t)| {
+                let ms: f64 = t.strip_suffix(" ms")?.parse().ok()?;
+                Some((
+                    stage.to_string(),
+                    Duration::from_secs_f64(ms.max(0.0) / 1e3),
+                ))
+            });
+        match stage {
+            Some(st) => stages.push(st),
+            None => {
+                rest.push_str(line);
+                rest.push('\n');
+            }
+        }
+    }
+    *stderr = rest;
+    stages
 }
 
 /// The baseline: `bytes` written raw to a file (no fsync) and read back into fresh,
@@ -208,4 +274,26 @@ pub fn copy(bytes: &[u8], path: &Path) -> anyhow::Result<CopyTimes> {
         out,
         back: back_time,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_trace_keeps_the_error_and_returns_the_stages() {
+        let mut stderr = "mrun trace: checkpoint freeze: 53.5 ms\n\
+                          mrunctl: something went wrong\n\
+                          mrun trace: checkpoint state: 0.4 ms\n\
+                          mrun trace: restore Header: 1.0 ms\n"
+            .to_string();
+        let stages = take_trace(&mut stderr, "checkpoint");
+        let names: Vec<&str> = stages.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["freeze", "state"]);
+        assert_eq!(stages[1].1, Duration::from_micros(400));
+        assert_eq!(
+            stderr,
+            "mrunctl: something went wrong\nmrun trace: restore Header: 1.0 ms\n"
+        );
+    }
 }

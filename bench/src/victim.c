@@ -1,16 +1,32 @@
-/* mrun-bench victim: touch N MiB with known contents, say so, block on stdin, then check that
- * the memory still holds what was written.
+/* mrun-bench victim: touch N MiB with known contents, start THREADS-1 more threads, say so,
+ * block on stdin, then check that the memory still holds what was written and that every thread
+ * is still itself.
  *
- *   victim SIZE_MIB random|text
+ *   victim SIZE_MIB random|text [THREADS]
  *
- * stdout, once filled:  "ready\nsum=<hex> fill_ns=<n> check_ns=<n>\n"
- * stdout, after stdin returns (EOF or data):  "verified=<ok|bad> check_ns=<n> unmap_ns=<n>\n"
- * Exit status 0 when the checksum matches, 1 when not, 2 on a usage or system error.
+ * THREADS (default 1) counts the main thread, which fills the memory and blocks in read(0).
+ * The others are live threads with default (glibc) stacks: thread 1 spins on a counter; the rest
+ * take turns waiting in pthread_cond_wait, sleeping in a 100 ms nanosleep loop, and waiting in
+ * a raw FUTEX_WAIT. Each records its gettid(), its index in a __thread variable and a 256-byte
+ * pattern on its own stack; once stopped (after stdin returns) each checks all three, so a
+ * restore that loses, swaps or corrupts a thread makes the victim fail, or hang in join.
+ *
+ * stdout, once filled and all threads started:
+ *     "ready\nsum=<hex> fill_ns=<n> check_ns=<n> threads=<n>\n"
+ * stdout, after stdin returns (EOF or data):
+ *     "verified=<ok|bad> check_ns=<n> unmap_ns=<n> threads=<n> threads_ok=<n> join_ns=<n>\n"
+ * (join_ns: waking every other thread, joining it and collecting its check.)
+ * Exit status 0 when the checksum matches and every thread checked out, 1 when not, 2 on a
+ * usage or system error.
  *
  * The contents and the checksum must stay byte-for-byte equal to bench/src/pattern.rs: the
  * bench compares the checksum printed here with its own. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -113,18 +129,127 @@ static int say(const char *fmt, ...) {
     return 0;
 }
 
+/* ---- the other threads ---- */
+
+enum kind { SPIN, COND, SLEEP, FUTEX };
+
+struct worker {
+    pthread_t th;
+    unsigned index;
+    enum kind kind;
+    pid_t tid;
+    volatile uint64_t spins;
+};
+
+static atomic_int started;
+static atomic_int stop;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int stop_cond; /* under mu */
+static atomic_uint futex_word;
+static __thread unsigned my_index;
+
+static pid_t tid_now(void) { return (pid_t)syscall(SYS_gettid); }
+
+static void *work(void *arg) {
+    struct worker *w = arg;
+    my_index = w->index;
+    w->tid = tid_now();
+    volatile unsigned char canary[256];
+    for (unsigned i = 0; i < sizeof canary; i++)
+        canary[i] = (unsigned char)(w->index * 31u + i);
+    atomic_fetch_add(&started, 1);
+
+    switch (w->kind) {
+    case SPIN:
+        while (!atomic_load_explicit(&stop, memory_order_relaxed))
+            w->spins++;
+        break;
+    case COND:
+        pthread_mutex_lock(&mu);
+        while (!stop_cond)
+            pthread_cond_wait(&cv, &mu);
+        pthread_mutex_unlock(&mu);
+        break;
+    case SLEEP:
+        while (!atomic_load(&stop)) {
+            struct timespec t = {0, 100 * 1000 * 1000};
+            nanosleep(&t, NULL);
+        }
+        break;
+    case FUTEX:
+        while (atomic_load(&futex_word) == 0)
+            syscall(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+        break;
+    }
+
+    int ok = tid_now() == w->tid && my_index == w->index && pthread_equal(pthread_self(), w->th);
+    for (unsigned i = 0; i < sizeof canary; i++)
+        ok &= canary[i] == (unsigned char)(w->index * 31u + i);
+    if (!ok)
+        fprintf(stderr, "victim: thread %u (tid %d, kind %d) is not itself after restore\n",
+                w->index, (int)w->tid, (int)w->kind);
+    return ok ? w : NULL;
+}
+
+/* Starts threads 1..n-1 and waits until each has recorded itself. */
+static struct worker *start_threads(unsigned n) {
+    if (n < 2)
+        return NULL;
+    struct worker *ws = calloc(n, sizeof *ws);
+    if (!ws) {
+        perror("victim: calloc");
+        exit(2);
+    }
+    for (unsigned i = 1; i < n; i++) {
+        ws[i].index = i;
+        ws[i].kind = i == 1 ? SPIN : (enum kind)(COND + (i - 2) % 3);
+        int e = pthread_create(&ws[i].th, NULL, work, &ws[i]);
+        if (e != 0) {
+            fprintf(stderr, "victim: pthread_create of thread %u: %s\n", i, strerror(e));
+            exit(2);
+        }
+    }
+    while (atomic_load(&started) < (int)(n - 1)) {
+        struct timespec t = {0, 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
+    return ws;
+}
+
+/* Wakes and joins threads 1..n-1; returns how many checked out, counting the main thread. */
+static unsigned stop_threads(struct worker *ws, unsigned n, pid_t main_tid) {
+    unsigned ok = tid_now() == main_tid && my_index == 0;
+    if (n < 2)
+        return ok;
+    atomic_store(&stop, 1);
+    pthread_mutex_lock(&mu);
+    stop_cond = 1;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    atomic_store(&futex_word, 1);
+    syscall(SYS_futex, &futex_word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    for (unsigned i = 1; i < n; i++) {
+        void *r = NULL;
+        if (pthread_join(ws[i].th, &r) == 0 && r == &ws[i])
+            ok++;
+    }
+    return ok;
+}
+
 int main(int argc, char **argv) {
     /* Own stdin, stdout and stderr only: fds the bench's parent leaked are not ours to carry. */
     if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
         for (int fd = 3; fd < 1024; fd++)
             close(fd);
-    if (argc != 3) {
-        fprintf(stderr, "usage: victim SIZE_MIB random|text\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: victim SIZE_MIB random|text [THREADS]\n");
         return 2;
     }
     size_t n = (size_t)strtoull(argv[1], NULL, 10) << 20;
     int text = strcmp(argv[2], "text") == 0;
-    if (n == 0 || (!text && strcmp(argv[2], "random") != 0)) {
+    unsigned long threads = argc == 4 ? strtoul(argv[3], NULL, 10) : 1;
+    if (n == 0 || (!text && strcmp(argv[2], "random") != 0) || threads == 0 || threads > 100000) {
         fprintf(stderr, "victim: bad arguments\n");
         return 2;
     }
@@ -141,8 +266,10 @@ int main(int argc, char **argv) {
     uint64_t t1 = now_ns();
     uint64_t sum = checksum(m, n);
     uint64_t t2 = now_ns();
-    if (say("ready\nsum=%016llx fill_ns=%llu check_ns=%llu\n", (unsigned long long)sum,
-            (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1)) < 0)
+    pid_t main_tid = tid_now();
+    struct worker *ws = start_threads((unsigned)threads);
+    if (say("ready\nsum=%016llx fill_ns=%llu check_ns=%llu threads=%lu\n", (unsigned long long)sum,
+            (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1), threads) < 0)
         return 2;
 
     char c;
@@ -156,10 +283,13 @@ int main(int argc, char **argv) {
     uint64_t t4 = now_ns();
     munmap(m, n);
     uint64_t t5 = now_ns();
-    int ok = again == sum;
-    say("verified=%s check_ns=%llu unmap_ns=%llu\n", ok ? "ok" : "bad",
-        (unsigned long long)(t4 - t3), (unsigned long long)(t5 - t4));
-    if (!ok)
+    unsigned threads_ok = stop_threads(ws, (unsigned)threads, main_tid);
+    uint64_t t6 = now_ns();
+    int ok = again == sum && threads_ok == threads;
+    say("verified=%s check_ns=%llu unmap_ns=%llu threads=%lu threads_ok=%u join_ns=%llu\n",
+        ok ? "ok" : "bad", (unsigned long long)(t4 - t3), (unsigned long long)(t5 - t4), threads,
+        threads_ok, (unsigned long long)(t6 - t5));
+    if (again != sum)
         fprintf(stderr, "victim: checksum mismatch: %016llx before, %016llx after\n",
                 (unsigned long long)sum, (unsigned long long)again);
     return ok ? 0 : 1;

@@ -13,13 +13,13 @@ use crate::pattern::Contents;
 
 const SOURCE: &str = include_str!("victim.c");
 
-/// Compiles the victim with `cc -O2` into `dir`.
+/// Compiles the victim with `cc -O2 -pthread` into `dir`.
 pub fn compile(dir: &Path) -> anyhow::Result<PathBuf> {
     let src = dir.join("victim.c");
     let exe = dir.join("victim");
     std::fs::write(&src, SOURCE).with_context(|| format!("cannot write {}", src.display()))?;
     let out = Command::new("cc")
-        .args(["-O2", "-o"])
+        .args(["-O2", "-pthread", "-o"])
         .arg(&exe)
         .arg(&src)
         .output()
@@ -52,12 +52,14 @@ pub struct Victim {
 }
 
 impl Victim {
-    /// Starts `exe` with `mib` MiB of `contents` and waits until it reports ready.
-    /// Its stdout goes to `out` and its stderr to `err` (both regular files, as restore needs).
+    /// Starts `exe` with `mib` MiB of `contents` and `threads` threads (the main one included)
+    /// and waits until it reports ready. Its stdout goes to `out` and its stderr to `err` (both
+    /// regular files, as restore needs).
     pub fn start(
         exe: &Path,
         mib: u64,
         contents: Contents,
+        threads: u32,
         out: &Path,
         err: &Path,
         timeout: Duration,
@@ -69,6 +71,7 @@ impl Victim {
         let mut child = Command::new(exe)
             .arg(mib.to_string())
             .arg(contents.name())
+            .arg(threads.to_string())
             .stdin(Stdio::piped())
             .stdout(stdout)
             .stderr(stderr)
@@ -89,6 +92,18 @@ impl Victim {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its thread count, as the kernel sees it (`Threads:` in `/proc/PID/status`).
+    pub fn threads(&self) -> anyhow::Result<u32> {
+        let path = format!("/proc/{}/status", self.pid());
+        let status =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no thread count in {path}"))
     }
 
     fn wait_ready(&mut self, out: &Path, err: &Path, timeout: Duration) -> anyhow::Result<Ready> {
