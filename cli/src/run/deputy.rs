@@ -161,28 +161,29 @@ fn now_ms() -> u64 {
 
 /// Where the job's output goes while it runs away: our stdout and stderr, each chunk flushed
 /// at once (the job's own buffering already happened on the node).
-struct Output {
-    out: tokio::io::Stdout,
-    err: tokio::io::Stderr,
-}
+struct Output;
 
 impl Output {
     fn new() -> Output {
-        Output {
-            out: tokio::io::stdout(),
-            err: tokio::io::stderr(),
-        }
+        Output
     }
 
     async fn stdout(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.out.write_all(b).await?;
-        self.out.flush().await
+        write_shared(1, b).await
     }
 
     async fn stderr(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.err.write_all(b).await?;
-        self.err.flush().await
+        write_shared(2, b).await
     }
+}
+
+/// Write to one of our stdio descriptors, which the job shared while it ran at home and may
+/// have left non-blocking (xz does): a full pipe then means wait, not EAGAIN.
+async fn write_shared(fd: i32, b: &[u8]) -> std::io::Result<()> {
+    let data = b.to_vec();
+    tokio::task::spawn_blocking(move || mrun_core::sys::fdio::write_all(fd, &data))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// What woke the deputy up.

@@ -39,6 +39,8 @@ impl StdinRelay {
                         continue;
                     }
                     match fdio::read(0, &mut buf) {
+                        // The job at home may have left our shared stdin non-blocking.
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                         Ok(0) | Err(_) => None,
                         Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
                     }

@@ -1,5 +1,6 @@
-//! Blocking reads from a descriptor that other processes share (our stdin), without changing
-//! its flags: wait for readiness with poll, then read.
+//! Blocking reads and writes on descriptors that other processes share (our stdin, stdout,
+//! stderr), without changing their flags: a job running at home may have made the shared open
+//! file non-blocking (xz does, for its stdout), so wait for readiness with poll, then retry.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -38,4 +39,32 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     } else {
         Ok(n as usize)
     }
+}
+
+/// Write all of `data` to `fd`, waiting (poll) whenever the descriptor is non-blocking and
+/// full, and retrying after EINTR.
+pub fn write_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: `data` is valid for reads of its length.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n >= 0 {
+            data = data.get(n as usize..).unwrap_or_default();
+            continue;
+        }
+        let e = last_err();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, -1) };
+            }
+            _ => return Err(e),
+        }
+    }
+    Ok(())
 }
