@@ -334,7 +334,7 @@ impl<R: Read> Restoring<'_, R> {
         mem::protect_vmas(inj, &state.vmas)?;
         signals::apply_actions(inj, scratch, &state.sigactions)?;
         task::apply_mm(inj, scratch, &state.mm)?;
-        thread::apply_injected(inj, scratch, leader_state)?;
+        thread::apply_leader(inj, scratch, leader_state)?;
         thread::apply_affinity(pid, leader_state);
         for fd in state.fds.iter().filter(|f| f.cloexec).map(|f| f.fd) {
             inj.call(
@@ -377,8 +377,9 @@ impl<R: Read> Restoring<'_, R> {
         let exact = self.opts.original_pid;
         let count = self.state()?.threads.len();
         for index in 1..count {
-            let tid = self.state()?.threads[index].tid;
-            let outer = thread::create(self.leader()?, &self.scratch, tid, exact)?;
+            let t = &self.state()?.threads[index];
+            let tid = t.tid;
+            let outer = thread::create(self.leader()?, &self.scratch, t, exact)?;
             if let Some(child) = self.child.as_mut() {
                 child.threads.push(outer);
             }
@@ -387,7 +388,8 @@ impl<R: Read> Restoring<'_, R> {
             let base = ptrace::get_regs(outer)
                 .ctx(|| format!("reading the registers of the new thread {tid}"))?;
             let own = Injector::new(outer, self.tramp, base);
-            thread::apply_injected(&own, scratch, t)?;
+            let inherited = state.leader().map(|l| l.name.as_str()).unwrap_or_default();
+            thread::apply_injected(&own, scratch, t, inherited)?;
             thread::apply_affinity(outer, t);
             // Without a pid namespace the process sees our ids.
             let seen = if exact { tid } else { outer.as_raw() };

@@ -92,13 +92,8 @@ pub fn capture(
         [0, scratch.addr, 0, 0, 0, 0],
     )?;
     let altstack = signals::decode_altstack(&scratch.read(pid, 0, signals::STACK_T)?);
-    inj.call(
-        "get_robust_list",
-        libc::SYS_get_robust_list,
-        [0, scratch.addr, scratch.addr + 8, 0, 0, 0],
-    )?;
-    let b = scratch.read(pid, 0, 16)?;
-    let robust_list = (u64_at(&b, 0), u64_at(&b, 8));
+    let robust_list = crate::sys::process::robust_list(tid)
+        .ctx(|| format!("reading the robust futex list of thread {tid}"))?;
     inj.call(
         "prctl(PR_GET_TID_ADDRESS)",
         libc::SYS_prctl,
@@ -202,11 +197,19 @@ fn online_cpus() -> Option<Vec<u64>> {
 /// Create thread `tid` (its id inside the process's pid namespace) in the process `leader`
 /// drives, stopped before its first instruction. Returns its id in our pid namespace. Without
 /// `exact_tid` the kernel picks the id (a restore without a pid namespace).
-pub fn create(leader: &Injector, scratch: &Scratch, tid: i32, exact_tid: bool) -> Result<Pid> {
+/// Its clear_child_tid is set by the clone itself (CLONE_CHILD_CLEARTID).
+pub fn create(
+    leader: &Injector,
+    scratch: &Scratch,
+    t: &ThreadState,
+    exact_tid: bool,
+) -> Result<Pid> {
     let pid = leader.pid();
+    let tid = t.tid;
     let tids = scratch.write(pid, 0, &tid.to_le_bytes())?;
     let mut args = [0u64; CLONE_ARGS_SIZE / 8];
-    args[0] = THREAD_FLAGS;
+    args[0] = THREAD_FLAGS | libc::CLONE_CHILD_CLEARTID as u64;
+    args[2] = t.clear_child_tid; // child_tid
     if exact_tid {
         args[8] = tids; // set_tid
         args[9] = 1; // set_tid_size: the innermost namespace only
@@ -243,15 +246,27 @@ pub fn create(leader: &Injector, scratch: &Scratch, tid: i32, exact_tid: bool) -
     }
 }
 
-/// The thread's kernel-side state, set from inside it: clear_child_tid, robust list, rseq
-/// area, alternate signal stack and name.
-pub fn apply_injected(inj: &Injector, scratch: &Scratch, t: &ThreadState) -> Result<()> {
-    let pid = inj.pid();
+/// The leader's kernel-side thread state, set from inside it: clear_child_tid, then what
+/// [`apply_injected`] sets.
+pub fn apply_leader(inj: &Injector, scratch: &Scratch, t: &ThreadState) -> Result<()> {
     inj.call(
         "set_tid_address",
         libc::SYS_set_tid_address,
         [t.clear_child_tid, 0, 0, 0, 0, 0],
     )?;
+    apply_injected(inj, scratch, t, "")
+}
+
+/// A thread's kernel-side state, set from inside it: robust list, rseq area, alternate signal
+/// stack and name. What a thread fresh from [`create`] already has is skipped: no altstack
+/// (the kernel gives a new thread none) and the name `inherited` from its creator.
+pub fn apply_injected(
+    inj: &Injector,
+    scratch: &Scratch,
+    t: &ThreadState,
+    inherited: &str,
+) -> Result<()> {
+    let pid = inj.pid();
     inj.call(
         "set_robust_list",
         libc::SYS_set_robust_list,
@@ -264,13 +279,17 @@ pub fn apply_injected(inj: &Injector, scratch: &Scratch, t: &ThreadState) -> Res
             [r.addr, r.len as u64, 0, r.sig as u64, 0, 0],
         )?;
     }
-    signals::apply_altstack(inj, scratch, &t.altstack)?;
-    let name = scratch.write_cstr(pid, 0, &t.name)?;
-    inj.call(
-        "prctl(PR_SET_NAME)",
-        libc::SYS_prctl,
-        [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
-    )?;
+    if inherited.is_empty() || t.altstack.flags & libc::SS_DISABLE == 0 {
+        signals::apply_altstack(inj, scratch, &t.altstack)?;
+    }
+    if t.name != inherited {
+        let name = scratch.write_cstr(pid, 0, &t.name)?;
+        inj.call(
+            "prctl(PR_SET_NAME)",
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+        )?;
+    }
     Ok(())
 }
 

@@ -85,3 +85,23 @@ pub fn unblock_signals_in_child(cmd: &mut Command) {
         });
     }
 }
+
+/// The robust futex list of thread `tid`: `(head, length)` (get_robust_list(2); needs ptrace
+/// access to it).
+pub fn robust_list(tid: super::Pid) -> std::io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: u64 = 0;
+    // SAFETY: both out-pointers are valid for one word each.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid.as_raw(),
+            &mut head as *mut u64,
+            &mut len as *mut u64,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((head, len))
+}
