@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod engine;
+pub mod feed;
 pub mod image;
 pub mod load;
 pub mod policy;

@@ -1,11 +1,13 @@
 //! One session with home: handshake, then one job: receive its image and restore it, relay
 //! its stdio and signals, report its end; or checkpoint it and send it on.
 
+use std::collections::VecDeque;
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use mrun_core::feed::Feed;
 use mrun_core::transfer::{self, DumpEvent, Restoring, Verdict};
 use mrun_core::wire::{Control, Ended, Frame, FrameCodec, Hello};
 
@@ -75,7 +77,7 @@ pub async fn run() -> Result<()> {
         Some(other) => bail!("expected a job to restore, got {other:?}"),
     };
     let exe = std::env::current_exe().context("finding mrun-agent's own path")?;
-    let (mut job, mut outputs) = match &terminal {
+    let (mut job, outputs) = match &terminal {
         // A terminal at home: a pty here, with the same size and modes.
         Some(term) => {
             let (pty, slave) = Pty::open(term)?;
@@ -126,7 +128,7 @@ pub async fn run() -> Result<()> {
         }
     };
     let helper = Pid::from_raw(job.child.id().map(|p| p as i32).unwrap_or(0));
-    let mut child_stdin = job.child.stdin.take();
+    let feed = Feed::child(job.child.stdin.take()).context("feeding the job's stdin")?;
 
     // Receive the image.
     fault("before-image");
@@ -166,7 +168,37 @@ pub async fn run() -> Result<()> {
     fault("before-running");
     out.send(Frame::Control(Control::Running { pid: proc_pid }))
         .await?;
+    relay(input, out, job, proc_pid, helper, feed, outputs).await
+}
 
+/// Frames for home wait here while the writer is busy; output and image chunks are read only
+/// while fewer than this many wait (back-pressure: a slow reader at home slows the job down).
+const OUTBOX: usize = 4;
+
+/// The job runs: relay its stdin, output, signals and control messages, each on its own,
+/// until it ends or leaves. Nothing here waits on one direction while another has work:
+/// home's frames are always read (input is bounded by `STDIN_WINDOW`), the job's stdin is
+/// written only as far as its pipe takes it, and frames for home go through a writer task,
+/// its output read only while the outbox has room.
+async fn relay(
+    mut input: FramedRead<tokio::io::Stdin, FrameCodec>,
+    mut out: Out,
+    mut job: Restoring,
+    proc_pid: i32,
+    helper: Pid,
+    mut feed: Feed,
+    mut outputs: Outputs,
+) -> Result<()> {
+    let (to_home, mut outgoing) = mpsc::channel::<Frame>(4);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            out.send(frame).await?;
+        }
+        anyhow::Ok(())
+    });
+    let mut outbox: VecDeque<Frame> = VecDeque::new();
+    // Bytes of input that left the feed and were not yet reported to home.
+    let mut taken: u64 = 0;
     let mut leaving: Option<oneshot::Sender<Verdict>> = None;
     let mut dump_events: Option<mpsc::Receiver<DumpEvent>> = None;
     // With a pty, a ^Z from home stops the process here: watch for it, so home can stop too.
@@ -174,27 +206,39 @@ pub async fn run() -> Result<()> {
     let mut stopped = false;
     loop {
         tokio::select! {
+            permit = to_home.reserve(), if !outbox.is_empty() || taken > 0 => {
+                let Ok(permit) = permit else { bail!("cannot write to home any more") };
+                if taken > 0 {
+                    permit.send(Frame::Control(Control::StdinRead { bytes: taken }));
+                    taken = 0;
+                } else if let Some(frame) = outbox.pop_front() {
+                    permit.send(frame);
+                }
+            }
             _ = stop_check.tick(), if outputs.pty.is_some() && leaving.is_none() => {
                 let now = job_control_stopped(proc_pid);
                 if now && !stopped {
-                    out.send(Frame::Control(Control::Stopped)).await?;
+                    outbox.push_back(Frame::Control(Control::Stopped));
                 }
                 stopped = now;
             }
+            n = feed.progress(), if leaving.is_none() => taken += n as u64,
             frame = input.next() => match frame {
                 Some(Ok(Frame::Stdin(data))) if outputs.pty.is_some() => {
+                    // Typed input: small, and a terminal takes it.
                     if let Some(p) = outputs.pty.as_ref() {
                         let _ = p.write_all(&data).await;
                     }
+                    taken += data.len() as u64;
                 }
                 Some(Ok(Frame::Stdin(data))) => {
-                    if let Some(i) = child_stdin.as_mut() {
-                        if i.write_all(&data).await.is_err() {
-                            child_stdin = None;
-                        }
+                    if feed.is_open() {
+                        feed.push(data);
+                    } else {
+                        taken += data.len() as u64;
                     }
                 }
-                Some(Ok(Frame::Control(Control::StdinEof))) => child_stdin = None,
+                Some(Ok(Frame::Control(Control::StdinEof))) => feed.end(),
                 Some(Ok(Frame::Control(Control::Signal { signo }))) => {
                     if let Ok(sig) = Signal::try_from(signo) {
                         let _ = kill(helper, sig);
@@ -231,44 +275,50 @@ pub async fn run() -> Result<()> {
                     return Ok(());
                 }
             },
-            ev = next_event(&mut dump_events) => match ev {
-                Some(DumpEvent::Chunk(c)) => out.send(Frame::Image(c)).await?,
+            ev = next_event(&mut dump_events), if outbox.len() < OUTBOX => match ev {
+                Some(DumpEvent::Chunk(c)) => outbox.push_back(Frame::Image(c)),
                 Some(DumpEvent::Done) => {
                     dump_events = None;
                     // The process is frozen: everything it wrote is in the pipes now. It goes
                     // out before the image ends, so no byte can arrive after the next copy's.
-                    for frame in outputs.drain() {
-                        out.send(frame).await?;
-                    }
-                    // Input it has not read yet goes back home, for its next copy.
+                    outbox.extend(outputs.drain());
+                    // Input it has not read yet goes back home, for its next copy: what waits
+                    // in its pipe, then what waits here.
                     if outputs.pty.is_none() {
-                        let unread = transfer::unread_stdin(Pid::from_raw(proc_pid));
-                        if !unread.is_empty() {
-                            out.send(Frame::Stdin(Bytes::from(unread))).await?;
-                        }
+                        let mut unread = transfer::unread_stdin(Pid::from_raw(proc_pid));
+                        let queued = feed.take_queued();
+                        taken += queued.len() as u64;
+                        unread.extend_from_slice(&queued);
+                        outbox.extend(mrun_core::feed::stdin_pieces(unread).map(Frame::Stdin));
                     }
-                    out.send(Frame::Control(Control::ImageEnd)).await?;
+                    outbox.push_back(Frame::Control(Control::ImageEnd));
                 }
                 Some(DumpEvent::Failed(why)) => {
                     dump_events = None;
                     leaving = None;
-                    out.send(Frame::Control(Control::Error { message: format!("checkpoint failed on this node: {why}") })).await?;
+                    outbox.push_back(Frame::Control(Control::Error { message: format!("checkpoint failed on this node: {why}") }));
                 }
                 None => dump_events = None,
             },
-            data = outputs.next() => {
+            data = outputs.next(), if outbox.len() < OUTBOX && leaving.is_none() => {
                 if let Some(frame) = data {
-                    out.send(frame).await?;
+                    outbox.push_back(frame);
                 }
             }
             status = job.child.wait(), if outputs.closed() => {
                 let status = status.context("waiting for the restore helper")?;
-                let ended = Ended::from(status);
-                out.send(Frame::Control(Control::Exited(ended))).await?;
-                return Ok(());
+                outbox.push_back(Frame::Control(Control::Exited(Ended::from(status))));
+                break;
             }
         }
     }
+    // The job ended: what waits goes out, its end last.
+    for frame in outbox {
+        to_home.send(frame).await?;
+    }
+    drop(to_home);
+    writer.await??;
+    Ok(())
 }
 
 async fn next_event(rx: &mut Option<mpsc::Receiver<DumpEvent>>) -> Option<DumpEvent> {

@@ -1374,3 +1374,104 @@ fn same_pid_home_a_b_home_daemon() {
 fn same_pid_home_a_b_home_direct() {
     same_pid_home_a_b_home("ssh-getpid-direct", Via::Direct);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A filter in the middle of a pipeline, `cat big | mrun FILTER | consumer`: tens of MiB each
+// way through the relay, with a fast and with a slow consumer.
+// ---------------------------------------------------------------------------------------------
+
+/// The filter: `tr` (one thread, no children) writes as much as it reads, so stdin and stdout
+/// are both 40 MiB.
+const FILTER: [&str; 2] = ["a-z", "b-za"];
+
+/// A consumer that takes `chunk` bytes at a time with `pause` between reads, on a thread of
+/// its own; it returns everything it read once the pipe ends.
+fn slow_reader(mut from: File, chunk: usize, pause: Duration) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut all = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+            std::thread::sleep(pause);
+        }
+    })
+}
+
+/// `cat big | mrun tr ... | consumer` (40 MiB of text): the input goes in in as many stages as
+/// there are hops plus one, and after each stage the job moves on along `hops` (each stage's
+/// writes return once the job took all but a pipe's worth, so it runs and reads at every
+/// move); then stdin closes. While away, input and output pass through the relay in both
+/// directions at once, each far larger than any buffer on the way. The job stays listed by
+/// `mrunctl status` while its output backs up, and the output is byte for byte the
+/// uninterrupted run's.
+fn pipeline_across_hops(name: &str, hops: &[&str], slow: bool) {
+    let sb = Sandbox::new(name);
+    let (a, b, client) = two_nodes(&sb);
+    let m = SshMrun::new(&sb, &client, RemoteAgent::Built);
+    let input = text_file(40 * MIB);
+    let data = read(&input);
+    let tr = Path::new("/usr/bin/tr");
+    let want = reference(name, tr, &FILTER, &[], Input::File(input.clone()));
+
+    let (read_end, mut write_end) = pipe();
+    let (stdout, consumer) = if slow {
+        let (from, to) = pipe();
+        (
+            Output::Stdio(to.into()),
+            Some(slow_reader(from, 16 * 1024, Duration::from_millis(1))),
+        )
+    } else {
+        (Output::Pipe, None)
+    };
+    let mut job = m.start(name, tr, &FILTER, Input::Stdio(read_end.into()), stdout);
+    let stage = data.len() / (hops.len() + 1);
+    for (k, hop) in hops.iter().enumerate() {
+        let part = &data[k * stage..(k + 1) * stage];
+        feed(&mut job, &mut write_end, part, &format!("stage {k}"));
+        m.mrun.migrate_ok(&job, hop);
+        assert_at(&job, &[&a, &b], at_of(hop));
+        let status = m.mrun.mrunctl(&["status"]);
+        assert!(
+            status.stdout_text().contains(&job.id.to_string()),
+            "{name}: mrunctl status does not list job {} on {hop}: {}",
+            job.id,
+            status.describe()
+        );
+    }
+    feed(
+        &mut job,
+        &mut write_end,
+        &data[hops.len() * stage..],
+        "the last stage",
+    );
+    drop(write_end);
+    let done = job.finish();
+    done.assert_success();
+    assert!(
+        done.stderr.is_empty(),
+        "{name}: mrun printed on stderr: {}",
+        done.describe()
+    );
+    let got = match consumer {
+        Some(reader) => reader.join().expect("the slow reader panicked"),
+        None => done.stdout,
+    };
+    assert_same_bytes(name, &got, &want);
+}
+
+/// `cat 40MiB | mrun tr | test`, home -> a -> b -> home while input flows.
+#[test]
+fn pipeline_40mib_each_way_home_a_b_home() {
+    pipeline_across_hops("ssh-pipeline", &["a", "b", "home"], false);
+}
+
+/// The same with a consumer that reads 16 KiB a millisecond: the job's output backs up all the
+/// way to the node while input keeps coming, and moves still go through.
+#[test]
+fn pipeline_40mib_slow_consumer_home_a_b_home() {
+    pipeline_across_hops("ssh-pipeline-slow", &["a", "b", "home"], true);
+}

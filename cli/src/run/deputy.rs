@@ -17,6 +17,8 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use mrun_core::feed::{stdin_pieces, Feed, STDIN_WINDOW};
+
 use super::control::{self, JobSocket, Request};
 use super::link::Link;
 use super::stdin::StdinRelay;
@@ -32,7 +34,7 @@ enum Place {
     Home {
         child: tokio::process::Child,
         pid: i32,
-        feed: Option<tokio::process::ChildStdin>,
+        feed: Feed,
     },
     Away {
         link: Link,
@@ -71,7 +73,14 @@ pub fn run(command: Vec<OsString>, pinned_home: bool, balanced: bool) -> ! {
             Err(_) => return,
         }
     });
-    match runtime.block_on(deputy(command, pinned_home, balanced, sig_rx)) {
+    let ended = runtime.block_on(async {
+        let mut output = Output::new();
+        let ended = deputy(command, pinned_home, balanced, sig_rx, &mut output).await;
+        // Output relayed from a node is all written before we end like the job.
+        output.flush().await;
+        ended
+    });
+    match ended {
         Ok(ended) => supervise::end_like(ended),
         Err(e) => crate::exit::fail("mrun", format!("{e:#}"), 1),
     }
@@ -159,31 +168,103 @@ fn now_ms() -> u64 {
     crate::jobs::unix_now().as_millis() as u64
 }
 
-/// Where the job's output goes while it runs away: our stdout and stderr, each chunk flushed
-/// at once (the job's own buffering already happened on the node).
-struct Output;
+/// What the output thread is asked to do.
+enum OutputWork {
+    Write(i32, bytes::Bytes),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Where the job's output goes while it runs away: our stdout and stderr, written by a thread
+/// of its own (a consumer that reads slowly makes it wait, not the deputy), through a short
+/// queue: when it is full the deputy stops reading from the node, so the node's agent stops
+/// reading the job's output and the job waits, as it would writing to a slow pipe at home.
+struct Output {
+    queue: mpsc::Sender<OutputWork>,
+    /// A chunk that did not fit in the queue yet; nothing more is read from the node meanwhile.
+    held: Option<OutputWork>,
+}
 
 impl Output {
     fn new() -> Output {
-        Output
+        let (queue, mut work) = mpsc::channel::<OutputWork>(8);
+        std::thread::spawn(move || {
+            while let Some(w) = work.blocking_recv() {
+                match w {
+                    // Our stdio descriptors were shared with the job at home, which may have
+                    // left them non-blocking (xz does): write_all waits on a full pipe.
+                    OutputWork::Write(fd, b) => {
+                        if mrun_core::sys::fdio::write_all(fd, &b).is_err() {
+                            return; // The queue closes: the deputy sees it at its next write.
+                        }
+                    }
+                    OutputWork::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Output { queue, held: None }
     }
 
-    async fn stdout(&mut self, b: &[u8]) -> std::io::Result<()> {
-        write_shared(1, b).await
+    fn closed() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "cannot write the job's output any more",
+        )
     }
 
-    async fn stderr(&mut self, b: &[u8]) -> std::io::Result<()> {
-        write_shared(2, b).await
+    /// Queue output without waiting; if the queue is full it is held until `unhold`.
+    fn offer(&mut self, fd: i32, b: bytes::Bytes) -> std::io::Result<()> {
+        match self.queue.try_send(OutputWork::Write(fd, b)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(w)) => {
+                self.held = Some(w);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Output::closed()),
+        }
     }
-}
 
-/// Write to one of our stdio descriptors, which the job shared while it ran at home and may
-/// have left non-blocking (xz does): a full pipe then means wait, not EAGAIN.
-async fn write_shared(fd: i32, b: &[u8]) -> std::io::Result<()> {
-    let data = b.to_vec();
-    tokio::task::spawn_blocking(move || mrun_core::sys::fdio::write_all(fd, &data))
-        .await
-        .map_err(std::io::Error::other)?
+    /// Whether more output can be taken from the node now.
+    fn has_room(&self) -> bool {
+        self.held.is_none()
+    }
+
+    /// Wait until the held chunk is queued (pending forever when none is). Cancel-safe.
+    async fn unhold(&mut self) -> std::io::Result<()> {
+        if self.held.is_none() {
+            return std::future::pending().await;
+        }
+        let permit = self.queue.reserve().await.map_err(|_| Output::closed())?;
+        if let Some(w) = self.held.take() {
+            permit.send(w);
+        }
+        Ok(())
+    }
+
+    async fn put(&mut self, work: OutputWork) -> std::io::Result<()> {
+        if let Some(w) = self.held.take() {
+            self.queue.send(w).await.map_err(|_| Output::closed())?;
+        }
+        self.queue.send(work).await.map_err(|_| Output::closed())
+    }
+
+    async fn stdout(&mut self, b: bytes::Bytes) -> std::io::Result<()> {
+        self.put(OutputWork::Write(1, b)).await
+    }
+
+    async fn stderr(&mut self, b: bytes::Bytes) -> std::io::Result<()> {
+        self.put(OutputWork::Write(2, b)).await
+    }
+
+    /// Wait until everything queued was written (before the job writes to our stdio itself,
+    /// and before we end).
+    async fn flush(&mut self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.put(OutputWork::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
 }
 
 /// What woke the deputy up.
@@ -201,6 +282,7 @@ async fn deputy(
     pinned_home: bool,
     balanced: bool,
     mut signals: mpsc::Receiver<Received>,
+    output: &mut Output,
 ) -> Result<Ended> {
     let Some((program, args)) = command.split_first() else {
         bail!("no command given")
@@ -246,26 +328,30 @@ async fn deputy(
     let mut place = Place::Home {
         child,
         pid: job as i32,
-        feed: None,
+        feed: Feed::default(),
     };
-    let mut output = Output::new();
+    // Input sent to the node and not yet reported taken by the job's stdin (at most
+    // STDIN_WINDOW: the rest waits in our own stdin).
+    let mut in_flight: u64 = 0;
     loop {
         let event = match &mut place {
             Place::Home { child, feed, .. } => tokio::select! {
                 status = child.wait() => Event::Ended(Ended::from(status.context("waiting for the command")?)),
                 Some(sig) = signals.recv() => Event::Signal(sig),
-                chunk = stdin_rx.recv(), if stdin_open && feed.is_some() => Event::Stdin(chunk.flatten()),
+                chunk = stdin_rx.recv(), if stdin_open && feed.is_open() && (feed.queued() as u64) < STDIN_WINDOW => Event::Stdin(chunk.flatten()),
+                _ = feed.progress(), if feed.busy() => continue,
                 (r, s) = next_request(&mut socket) => Event::Request(r, s),
             },
             Place::Away { link } => tokio::select! {
-                frame = link.rx.next() => match frame {
+                held = output.unhold() => { held?; continue }
+                frame = link.rx.next(), if output.has_room() => match frame {
                     Some(Ok(Frame::Control(Control::Exited(ended)))) => Event::Ended(ended),
                     Some(Ok(f)) => Event::Output(f),
                     Some(Err(e)) => Event::Lost(format!(": {e}")),
                     None => Event::Lost(String::new()),
                 },
                 Some(sig) = signals.recv() => Event::Signal(sig),
-                chunk = stdin_rx.recv(), if stdin_open => Event::Stdin(chunk.flatten()),
+                chunk = stdin_rx.recv(), if stdin_open && in_flight < STDIN_WINDOW => Event::Stdin(chunk.flatten()),
                 (r, s) = next_request(&mut socket) => Event::Request(r, s),
             },
         };
@@ -305,8 +391,11 @@ async fn deputy(
                 }
             },
             Event::Output(frame) => match frame {
-                Frame::Stdout(b) => output.stdout(&b).await?,
-                Frame::Stderr(b) => output.stderr(&b).await?,
+                Frame::Stdout(b) => output.offer(1, b)?,
+                Frame::Stderr(b) => output.offer(2, b)?,
+                Frame::Control(Control::StdinRead { bytes }) => {
+                    in_flight = in_flight.saturating_sub(bytes)
+                }
                 Frame::Control(Control::Error { message }) => {
                     eprintln!("mrun: {}: {message}", describe(&place))
                 }
@@ -327,20 +416,19 @@ async fn deputy(
             Event::Lost(why) => return Ok(job_lost(&mut terminal, &place, &why)),
             Event::Stdin(chunk) => {
                 if let Place::Home { feed, .. } = &mut place {
-                    match (chunk, feed.as_mut()) {
-                        (Some(b), Some(pipe)) => {
-                            if pipe.write_all(&b).await.is_err() {
-                                *feed = None;
-                            }
-                        }
-                        _ => {
+                    match chunk {
+                        Some(b) => feed.push(b),
+                        None => {
                             stdin_open = false;
-                            *feed = None;
+                            feed.end();
                         }
                     }
                 } else if let Place::Away { link } = &mut place {
                     let frame = match chunk {
-                        Some(b) => Frame::Stdin(b),
+                        Some(b) => {
+                            in_flight += b.len() as u64;
+                            Frame::Stdin(b)
+                        }
                         None => {
                             stdin_open = false;
                             Frame::Control(Control::StdinEof)
@@ -362,12 +450,14 @@ async fn deputy(
                     &stdin_relay,
                     stdin_open,
                     &mut terminal,
-                    &mut output,
+                    output,
                 )
                 .await;
                 place = next;
                 if let Some((_, bytes)) = before.filter(|(from, _)| *from != place_name(&place)) {
                     meta.arrived_now(bytes);
+                    // A new session: its agent has none of our input yet.
+                    in_flight = 0;
                 }
                 match &answer {
                     Ok(text) if is_move => {
@@ -445,9 +535,20 @@ async fn handle(
     };
     match place {
         Place::Home { .. } if target == "home" => (place, Ok("the job is already at home".into())),
-        Place::Home { child, pid, feed } => {
+        Place::Home {
+            child,
+            pid,
+            mut feed,
+        } => {
             match move_away(pid, job, &target, terminal.describe()).await {
-                Ok(link) => {
+                Ok(mut link) => {
+                    // After what waited in its pipe (sent by move_away): what waited for it.
+                    for piece in stdin_pieces(feed.take_queued()) {
+                        let _ = link.tx.send(Frame::Stdin(piece)).await;
+                    }
+                    if !stdin_open {
+                        let _ = link.tx.send(Frame::Control(Control::StdinEof)).await;
+                    }
                     terminal.away();
                     stdin.set_away(true);
                     // The home copy was killed; tokio reaps it.
@@ -470,12 +571,11 @@ async fn handle(
             let (stdin_cfg, feed) = if terminal.present() {
                 stdin.set_away(false);
                 (Stdio::inherit(), false)
-            } else if stdin_open {
-                (Stdio::piped(), true)
             } else {
-                (Stdio::null(), false)
+                // Fed by us even when our input ended: what it had not read comes first.
+                (Stdio::piped(), true)
             };
-            match move_home(&mut link, stdin_cfg, feed, output).await {
+            match move_home(&mut link, stdin_cfg, feed, stdin_open, output).await {
                 Ok((child, pid, feed)) => {
                     terminal.home();
                     link.finish().await;
@@ -492,7 +592,10 @@ async fn handle(
         }
         Place::Away { mut link } => {
             match move_between(&mut link, job, &target, terminal.describe(), output).await {
-                Ok(next) => {
+                Ok(mut next) => {
+                    if !stdin_open {
+                        let _ = next.tx.send(Frame::Control(Control::StdinEof)).await;
+                    }
                     link.finish().await;
                     (
                         Place::Away { link: next },
@@ -508,8 +611,8 @@ async fn handle(
 /// A move failed after the node handed back the input its copy had not read: that copy runs
 /// on, so the input goes back to it (its pipe was emptied, so it lands in front again).
 async fn give_back(link: &mut Link, unread: Vec<u8>) {
-    if !unread.is_empty() {
-        let _ = link.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await;
+    for piece in stdin_pieces(unread) {
+        let _ = link.tx.send(Frame::Stdin(piece)).await;
     }
 }
 
@@ -550,8 +653,9 @@ async fn move_between(
         loop {
             match from.rx.next().await {
                 Some(Ok(Frame::Stdin(b))) => unread.extend_from_slice(&b),
-                Some(Ok(Frame::Stdout(b))) => output.stdout(&b).await?,
-                Some(Ok(Frame::Stderr(b))) => output.stderr(&b).await?,
+                Some(Ok(Frame::Stdout(b))) => output.stdout(b).await?,
+                Some(Ok(Frame::Stderr(b))) => output.stderr(b).await?,
+                Some(Ok(Frame::Control(Control::StdinRead { .. }))) => {}
                 Some(Ok(Frame::Image(c))) => to.send_watching(Frame::Image(c)).await?,
                 Some(Ok(Frame::Control(Control::ImageEnd))) => break,
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
@@ -578,8 +682,8 @@ async fn move_between(
             // The job runs on `to` now: failed sends past this point cannot undo that (the old
             // agent ends its frozen copy when it loses home; a dead `to` is seen next).
             let _ = from.tx.send(Frame::Control(Control::Commit)).await;
-            if !unread.is_empty() {
-                let _ = to.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await;
+            for piece in stdin_pieces(unread) {
+                let _ = to.tx.send(Frame::Stdin(piece)).await;
             }
             Ok(to)
         }
@@ -651,8 +755,8 @@ async fn move_away(
         .map_err(|_| anyhow!("the checkpoint thread is gone"))?;
     // The home copy is gone: the job lives on the node now, whatever happens next. A failed
     // send means the connection died, which the deputy sees (and reports) right after.
-    if !unread.is_empty() {
-        let _ = link.tx.send(Frame::Stdin(bytes::Bytes::from(unread))).await;
+    for piece in stdin_pieces(unread) {
+        let _ = link.tx.send(Frame::Stdin(piece)).await;
     }
     Ok(link)
 }
@@ -662,12 +766,9 @@ async fn move_home(
     link: &mut Link,
     stdin_cfg: Stdio,
     feed: bool,
+    stdin_open: bool,
     output: &mut Output,
-) -> Result<(
-    tokio::process::Child,
-    i32,
-    Option<tokio::process::ChildStdin>,
-)> {
+) -> Result<(tokio::process::Child, i32, Feed)> {
     link.tx.send(Frame::Control(Control::Checkpoint)).await?;
     let exe = std::env::current_exe().context("finding mrun's own path")?;
     let mut job = Restoring::start(
@@ -679,25 +780,45 @@ async fn move_home(
     )?;
     let mut image = job.image.take();
     let mut unread = Vec::new();
+    // The last chunk seen is held back until the image ends: it completes the image, after
+    // which the restored copy may write to our stdio at once, so every byte of output of the
+    // node's copy (which comes after the image's chunks) must be written before it.
+    let mut last: Option<bytes::Bytes> = None;
     loop {
-        match link.rx.next().await {
-            Some(Ok(Frame::Stdin(b))) => unread.extend_from_slice(&b),
-            Some(Ok(Frame::Stdout(b))) => output.stdout(&b).await?,
-            Some(Ok(Frame::Stderr(b))) => output.stderr(&b).await?,
-            Some(Ok(Frame::Image(c))) => {
-                if let Some(w) = image.as_mut() {
-                    if tokio::io::AsyncWriteExt::write_all(w, &c).await.is_err() {
-                        image = None;
-                    }
-                }
+        let chunk = match link.rx.next().await {
+            Some(Ok(Frame::Stdin(b))) => {
+                unread.extend_from_slice(&b);
+                None
             }
-            Some(Ok(Frame::Control(Control::ImageEnd))) => break,
+            Some(Ok(Frame::Stdout(b))) => {
+                output.stdout(b).await?;
+                None
+            }
+            Some(Ok(Frame::Stderr(b))) => {
+                output.stderr(b).await?;
+                None
+            }
+            Some(Ok(Frame::Control(Control::StdinRead { .. }))) => None,
+            Some(Ok(Frame::Image(c))) => last.replace(c),
+            Some(Ok(Frame::Control(Control::ImageEnd))) => {
+                output.flush().await;
+                let end = last.take();
+                if let (Some(w), Some(c)) = (image.as_mut(), end) {
+                    let _ = w.write_all(&c).await;
+                }
+                break;
+            }
             Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
             Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", link.node),
             Some(Err(e)) => {
                 return Err(anyhow!(e)).context(format!("the connection to {} failed", link.node))
             }
             None => bail!("the agent on {} went away during the checkpoint", link.node),
+        };
+        if let (Some(w), Some(c)) = (image.as_mut(), chunk) {
+            if w.write_all(&c).await.is_err() {
+                image = None; // The helper gave up; its status line says why.
+            }
         }
     }
     drop(image);
@@ -706,11 +827,16 @@ async fn move_home(
             // The job runs here now. Should Commit not get through, the node's agent loses
             // home and ends its frozen copy all the same.
             let _ = link.tx.send(Frame::Control(Control::Commit)).await;
-            let mut pipe = if feed { job.child.stdin.take() } else { None };
-            if let Some(p) = pipe.as_mut() {
-                if p.write_all(&unread).await.is_err() {
-                    pipe = None;
-                }
+            let mut pipe = if feed {
+                Feed::child(job.child.stdin.take()).unwrap_or_default()
+            } else {
+                Feed::default()
+            };
+            for piece in stdin_pieces(unread) {
+                pipe.push(piece);
+            }
+            if !stdin_open {
+                pipe.end();
             }
             Ok((job.child, pid, pipe))
         }

@@ -8,7 +8,9 @@ use futures_util::{SinkExt, StreamExt};
 use mrun_core::wire::{Control, Frame, FrameCodec, Hello};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::process::Child;
+use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::PollSender;
 
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
@@ -21,10 +23,17 @@ enum Carrier {
     Daemon,
 }
 
+/// Frames waiting for the writer task. Enough for a full stdin window in 64 KiB pieces plus
+/// control messages, so that relaying never waits here (see `feed::STDIN_WINDOW`).
+const QUEUED_FRAMES: usize = 64;
+
 pub struct Link {
     pub node: String,
     pub rx: FramedRead<Reader, FrameCodec>,
-    pub tx: FramedWrite<Writer, FrameCodec>,
+    /// Frames for the agent, written by a task of their own: a send never waits for the
+    /// connection, so reading what the agent sends never stops behind a write to it.
+    pub tx: PollSender<Frame>,
+    writer: tokio::task::JoinHandle<()>,
     carrier: Carrier,
 }
 
@@ -78,10 +87,21 @@ impl Link {
     }
 
     async fn handshake(node: &str, rx: Reader, tx: Writer, carrier: Carrier) -> Result<Link> {
+        let (queue, mut queued) = mpsc::channel::<Frame>(QUEUED_FRAMES);
+        let writer = tokio::spawn(async move {
+            let mut tx = FramedWrite::new(tx, FrameCodec::default());
+            while let Some(frame) = queued.recv().await {
+                if tx.send(frame).await.is_err() {
+                    return; // The reading side sees the connection's end.
+                }
+            }
+            let _ = tx.close().await;
+        });
         let mut link = Link {
             node: node.to_string(),
             rx: FramedRead::new(rx, FrameCodec::default()),
-            tx: FramedWrite::new(tx, FrameCodec::default()),
+            tx: PollSender::new(queue),
+            writer,
             carrier,
         };
         let ours = Hello::ours();
@@ -124,7 +144,9 @@ impl Link {
 
     /// Wait for the agent process to end (after the session is over).
     pub async fn finish(self) {
+        // What was queued (a Commit, say) goes out before the connection ends.
         drop(self.tx);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.writer).await;
         match self.carrier {
             Carrier::Local(mut agent) => {
                 let _ = agent.wait().await;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to frames or control messages.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// First message in each direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,4 +145,10 @@ pub enum Control {
     /// ^Z typed at home reached its pty. Home stops too, so the user's shell gets the terminal
     /// back; its `fg` reaches the process as a `Signal` of SIGCONT.
     Stopped,
+    /// agent -> home: the process's stdin took `bytes` more bytes of the input home sent (or
+    /// they were dropped because it closed its stdin). Home keeps at most
+    /// `feed::STDIN_WINDOW` bytes of input on their way, so input waits at home, not here.
+    StdinRead {
+        bytes: u64,
+    },
 }
