@@ -130,12 +130,7 @@ fn output_across_hops(
         );
     }
     let done = job.finish();
-    done.assert_success();
-    assert!(
-        done.stderr.is_empty(),
-        "{label}: mrun printed on stderr: {}",
-        done.describe()
-    );
+    done.assert_quiet_success(label);
     let got = match sink {
         Sink::File => {
             assert!(
@@ -616,12 +611,7 @@ fn stdin_to_node(name: &str, program: &Path, args: &[&str], envs: &[(&str, &str)
     feed(&mut job, &mut write_end, &data[half..], "the second half");
     drop(write_end);
     let done = job.finish();
-    done.assert_success();
-    assert!(
-        done.stderr.is_empty(),
-        "{name}: mrun printed on stderr: {}",
-        done.describe()
-    );
+    done.assert_quiet_success(name);
     assert_same_bytes(name, &done.stdout, &want);
 }
 
@@ -1450,12 +1440,7 @@ fn pipeline_across_hops(name: &str, hops: &[&str], slow: bool) {
     );
     drop(write_end);
     let done = job.finish();
-    done.assert_success();
-    assert!(
-        done.stderr.is_empty(),
-        "{name}: mrun printed on stderr: {}",
-        done.describe()
-    );
+    done.assert_quiet_success(name);
     let got = match consumer {
         Some(reader) => reader.join().expect("the slow reader panicked"),
         None => done.stdout,

@@ -440,6 +440,17 @@ impl Finished {
         self
     }
 
+    /// Success with nothing on stderr (`what` names the run in the failure).
+    pub fn assert_quiet_success(&self, what: &str) -> &Self {
+        self.assert_success();
+        assert!(
+            self.stderr.is_empty(),
+            "{what}: mrun printed on stderr: {}",
+            self.describe()
+        );
+        self
+    }
+
     pub fn assert_exit_code(&self, code: i32) -> &Self {
         assert_eq!(
             self.status.code(),
