@@ -23,7 +23,7 @@ _mrun() {
 
     case "${cmd}" in
         mrun)
-            opts="-j -h -V --home --each --jobs --joblog --help --version"
+            opts="-j -h -V --home --each --jobs --joblog --keep-fd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -50,6 +50,10 @@ _mrun() {
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o filenames
                     fi
+                    return 0
+                    ;;
+                --keep-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -38,6 +38,11 @@ pub struct MrunCli {
     /// With --each: write GNU parallel's job log to FILE (one tab-separated line per job).
     #[arg(long, value_name = "FILE", requires = "each", value_hint = clap::ValueHint::FilePath)]
     pub joblog: Option<std::path::PathBuf>,
+    /// Pass descriptor FD, inherited by mrun, on to the job (repeatable, or `3,4`; `all` for
+    /// every one). By default a job gets only stdin, stdout and stderr, as with sudo. A job
+    /// holding a kept pipe, socket or terminal that a process outside it shares cannot move.
+    #[arg(long = "keep-fd", value_name = "FD", value_delimiter = ',', value_parser = crate::fds::parse_keep_fd)]
+    pub keep_fd: Vec<crate::fds::KeepFd>,
     /// The command and its arguments (everything from the first non-option word on).
     #[arg(required = true, allow_hyphen_values = true, value_name = "COMMAND", value_hint = clap::ValueHint::CommandWithArguments)]
     pub command: Vec<OsString>,

@@ -47,6 +47,13 @@ pub struct JobInfo {
     /// unknown away).
     #[serde(default)]
     pub cpu_demand: Option<f64>,
+    /// Descriptors the job holds (passed on by `mrun --keep-fd`) that it shares with a process
+    /// outside it: while it holds any, it cannot move (at home; empty away).
+    #[serde(default)]
+    pub shared_fds: Vec<crate::fds::SharedFd>,
+    /// Why the job cannot move right now (one sentence naming those descriptors), if it can't.
+    #[serde(default)]
+    pub cannot_move: Option<String>,
 }
 
 /// Time since the Unix epoch (the clock job times are given in).

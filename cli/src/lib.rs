@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod each;
 pub mod exit;
+pub mod fds;
 pub mod jobs;
 pub mod log;
 pub mod nodes;

@@ -16,11 +16,14 @@ fn main() {
         _ => {}
     }
     let cli = mrun::args::MrunCli::parse();
+    // Only stdin, stdout and stderr go on to the job, unless --keep-fd says otherwise.
+    let kept = mrun::fds::take_inherited(&cli.keep_fd);
     if cli.each {
         let options = mrun::each::EachOptions {
             jobs: cli.jobs,
             joblog: cli.joblog,
             home: cli.home,
+            kept_fds: kept,
         };
         mrun::each::run(cli.command, options)
     }
@@ -34,5 +37,5 @@ fn main() {
             .first()
             .is_some_and(|p| mrun::nodes::stays_home(&cfg, p));
     let balanced = !pinned && cfg.balances();
-    mrun::run::deputy::run(cli.command, pinned, balanced)
+    mrun::run::deputy::run(cli.command, pinned, balanced, kept)
 }

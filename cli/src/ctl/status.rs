@@ -83,7 +83,12 @@ pub fn table(list: &[JobInfo], now: u64) -> String {
             cpu,
             j.command
         ));
-        if let Some(p) = &j.last_problem {
+        if let Some(why) = &j.cannot_move {
+            out.push_str(&format!("{:<8} {why}\n", ""));
+        }
+        // A move refused for that same reason would only say it again.
+        let repeated = |p: &str| j.cannot_move.as_deref().is_some_and(|w| p.starts_with(w));
+        if let Some(p) = j.last_problem.as_deref().filter(|p| !repeated(p)) {
             out.push_str(&format!("{:<8} last migration failed: {p}\n", ""));
         }
     }
@@ -114,13 +119,33 @@ mod tests {
             moves: 1,
             bytes: 1 << 20,
             cpu_demand: Some(0.9),
+            shared_fds: Vec::new(),
+            cannot_move: None,
         };
+        let job_clone = job.clone();
         let t = table(&[job], 1075);
         let line = t.lines().nth(1).expect("a job line");
         for part in ["42", "nodea", "running", "1m15s", "1.2s", "gzip -9 big"] {
             assert!(line.contains(part), "{part} missing from {line:?}");
         }
         assert!(t.contains("last migration failed: pid 42 has 2 threads"));
+        let held = JobInfo {
+            place: "home".into(),
+            last_problem: Some("the job cannot move: it holds fd 9 (a pipe); stays".into()),
+            shared_fds: vec![crate::fds::SharedFd {
+                fd: 9,
+                what: "a pipe".into(),
+            }],
+            cannot_move: Some("the job cannot move: it holds fd 9 (a pipe)".into()),
+            ..job_clone
+        };
+        let t = table(&[held], 1075);
+        assert!(
+            t.lines()
+                .nth(2)
+                .is_some_and(|l| l.contains("cannot move: it holds fd 9 (a pipe)")),
+            "{t}"
+        );
         assert!(table(&[], 0).contains("(no jobs)"));
     }
 }

@@ -154,7 +154,9 @@ fn policy_job(j: &JobInfo, now_ms: u64) -> Job {
         age,
         bytes: j.bytes,
         since_move,
-        pinned_home: j.pinned_home,
+        // A job holding a descriptor shared with a process outside it cannot move: trying
+        // every second would only fail every second.
+        pinned_home: j.pinned_home || !j.shared_fds.is_empty(),
         cpu_demand: j.cpu_demand.unwrap_or(1.0),
     }
 }
@@ -211,6 +213,8 @@ mod tests {
             moves: 1,
             bytes: 10,
             cpu_demand: None,
+            shared_fds: Vec::new(),
+            cannot_move: None,
         };
         let p = policy_job(&j, 160_000);
         assert_eq!(

@@ -1,6 +1,7 @@
-//! One job of `mrun --each`: an ordinary `mrun` deputy (`mrun [--home] -- COMMAND ARG`) run as
-//! our child, so it migrates, takes signals and ends like any job. Its stdin is /dev/null; its
-//! output is collected whole, to be shown in one piece when it ends. A job has ended once its
+//! One job of `mrun --each`: an ordinary `mrun` deputy (`mrun [--home] [--keep-fd FDS] --
+//! COMMAND ARG`) run as our child, so it migrates, takes signals and ends like any job. Its
+//! stdin is /dev/null; its output is collected whole, to be shown in one piece when it ends;
+//! inherited descriptors named by `--keep-fd` go on to it. A job has ended once its
 //! deputy exited and both its output pipes closed: a process it left running in the background
 //! with those pipes open holds the job (and its output) until that process closes them.
 
@@ -27,12 +28,17 @@ pub struct Started {
 
 /// Starts `spec` through the `mrun` binary `exe`. When it cannot start, the future yields that
 /// failure at once.
-pub fn start(exe: &Path, home: bool, spec: JobSpec) -> Started {
+/// `kept_fds` (from `--keep-fd`) go on to the deputy, which passes them on to its job.
+pub fn start(exe: &Path, home: bool, kept_fds: &[i32], spec: JobSpec) -> Started {
     let started_unix = crate::jobs::unix_now().as_secs_f64();
     let started = Instant::now();
     let mut cmd = std::process::Command::new(exe);
     if home {
         cmd.arg("--home");
+    }
+    if let Some(keep) = crate::fds::keep_arg(kept_fds) {
+        cmd.arg("--keep-fd").arg(keep);
+        mrun_core::sys::process::keep_fds_in_child(&mut cmd, kept_fds);
     }
     cmd.arg("--")
         .args(&spec.words)

@@ -40,6 +40,8 @@ pub struct EachOptions {
     pub joblog: Option<PathBuf>,
     /// Every job stays home (`mrun --home`).
     pub home: bool,
+    /// Inherited descriptors passed on to every job (`--keep-fd`).
+    pub kept_fds: Vec<i32>,
 }
 
 /// Runs the batch of `words` (everything after the options) and exits with its status.
@@ -86,6 +88,7 @@ pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
     let batch = Batch {
         exe: &exe,
         home: options.home,
+        kept_fds: &options.kept_fds,
         at_once: at_once.max(1),
         joblog,
     };
@@ -103,6 +106,7 @@ fn fail(e: anyhow::Error) -> ! {
 struct Batch<'a> {
     exe: &'a Path,
     home: bool,
+    kept_fds: &'a [i32],
     at_once: usize,
     joblog: Option<JobLog>,
 }
@@ -129,7 +133,7 @@ impl Batch<'_> {
         loop {
             while tally.stopped_by.is_none() && running.len() < self.at_once {
                 let Some(spec) = queue.next() else { break };
-                let started = job::start(self.exe, self.home, spec);
+                let started = job::start(self.exe, self.home, self.kept_fds, spec);
                 let id = tasks.spawn(started.ended).id();
                 running.insert(
                     id,

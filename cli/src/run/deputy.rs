@@ -43,7 +43,8 @@ enum Place {
 
 /// `pinned_home`: the balancer leaves the job at home. `balanced`: the balancer may move it
 /// (nodes are configured and balancing is on), so wake the daemon once the job is old enough.
-pub fn run(command: Vec<OsString>, pinned_home: bool, balanced: bool) -> ! {
+/// `kept_fds`: inherited descriptors (close-on-exec here) the job gets (`--keep-fd`).
+pub fn run(command: Vec<OsString>, pinned_home: bool, balanced: bool, kept_fds: Vec<i32>) -> ! {
     // Signals to pass on are taken by a thread of their own (set before any thread starts,
     // so all inherit the mask; every process we start gets an empty mask again).
     // SIGTSTP is left to its default: a terminal's ^Z stops mrun together with the job in its
@@ -75,7 +76,7 @@ pub fn run(command: Vec<OsString>, pinned_home: bool, balanced: bool) -> ! {
     });
     let ended = runtime.block_on(async {
         let mut output = Output::new();
-        let ended = deputy(command, pinned_home, balanced, sig_rx, &mut output).await;
+        let ended = deputy(command, pinned_home, balanced, kept_fds, sig_rx, &mut output).await;
         // Output relayed from a node is all written before we end like the job.
         output.flush().await;
         ended
@@ -101,6 +102,8 @@ struct JobMeta {
     moves: u32,
     /// The last sample at home (when, seconds run or waiting to run) and the demand it gave.
     cpu_sample: std::cell::Cell<Option<(std::time::Instant, f64, f64)>>,
+    /// Inherited descriptors passed on to the job (`--keep-fd`); we hold them too.
+    kept_fds: Vec<i32>,
 }
 
 impl JobMeta {
@@ -112,6 +115,7 @@ impl JobMeta {
             ),
             Place::Away { .. } => (None, None),
         };
+        let shared_fds = self.shared_fds(place);
         crate::jobs::JobInfo {
             job: self.job,
             pid: self.job,
@@ -127,6 +131,17 @@ impl JobMeta {
             moves: self.moves,
             bytes: self.bytes(place),
             cpu_demand,
+            cannot_move: (!shared_fds.is_empty()).then(|| crate::fds::cannot_move(&shared_fds)),
+            shared_fds,
+        }
+    }
+
+    /// The kept descriptors the job still holds that a process outside it shares (at home;
+    /// away it holds none: it could not have moved with one).
+    fn shared_fds(&self, place: &Place) -> Vec<crate::fds::SharedFd> {
+        match place {
+            Place::Home { pid, .. } => crate::fds::shared_with_outside(*pid, &self.kept_fds),
+            Place::Away { .. } => Vec::new(),
         }
     }
 
@@ -281,6 +296,7 @@ async fn deputy(
     command: Vec<OsString>,
     pinned_home: bool,
     balanced: bool,
+    kept_fds: Vec<i32>,
     mut signals: mpsc::Receiver<Received>,
     output: &mut Output,
 ) -> Result<Ended> {
@@ -290,6 +306,7 @@ async fn deputy(
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
     mrun_core::sys::process::unblock_signals_in_child(&mut cmd);
+    mrun_core::sys::process::keep_fds_in_child(&mut cmd, &kept_fds);
     let child = match tokio::process::Command::from(cmd).spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -317,7 +334,18 @@ async fn deputy(
         bytes_at_move: 0,
         moves: 0,
         cpu_sample: std::cell::Cell::new(None),
+        kept_fds,
     };
+    // Said once, in the log: the job holds what keeps it here (`mrunctl status` shows it as
+    // long as it does; a move asked for meanwhile is refused with the same sentence).
+    let held = crate::fds::shared_with_outside(job as i32, &meta.kept_fds);
+    if !held.is_empty() {
+        crate::log::line(&format!(
+            "job {job} ({}): {}",
+            meta.command,
+            crate::fds::cannot_move(&held)
+        ));
+    }
     let mut socket = JobSocket::bind(job).ok();
     if balanced {
         tokio::spawn(wake_balancer());
@@ -540,6 +568,16 @@ async fn handle(
             pid,
             mut feed,
         } => {
+            // Refused before anything is touched: what the job shares with a process outside
+            // it cannot go with it.
+            let held = crate::fds::shared_with_outside(pid, &meta.kept_fds);
+            if !held.is_empty() {
+                let why = crate::fds::cannot_move(&held);
+                return (
+                    Place::Home { child, pid, feed },
+                    Err(anyhow!("{why}; the job stays at home")),
+                );
+            }
             match move_away(pid, job, &target, terminal.describe()).await {
                 Ok(mut link) => {
                     // After what waited in its pipe (sent by move_away): what waited for it.

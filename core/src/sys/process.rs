@@ -105,3 +105,54 @@ pub fn robust_list(tid: super::Pid) -> std::io::Result<(u64, u64)> {
     }
     Ok((head, len))
 }
+
+/// The descriptors above stderr (3 and up) this process has open, in ascending order.
+pub fn open_fds_above_stdio() -> std::io::Result<Vec<RawFd>> {
+    let mut fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    fds.sort_unstable();
+    // The listing's own directory descriptor was among them, and is closed by now.
+    // SAFETY: F_GETFD only inspects the descriptor.
+    fds.retain(|fd| unsafe { libc::fcntl(*fd, libc::F_GETFD) } >= 0);
+    Ok(fds)
+}
+
+/// Mark descriptor `fd` close-on-exec: nothing this process starts inherits it (unless
+/// [`keep_fds_in_child`] says otherwise for one child).
+pub fn set_cloexec(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: F_GETFD only reads this descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFD only changes this descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Have `cmd`'s child inherit each of `fds` under its own number, although this process marked
+/// them close-on-exec (the flag belongs to the descriptor, so clearing it in the child leaves
+/// ours alone).
+pub fn keep_fds_in_child(cmd: &mut Command, fds: &[RawFd]) {
+    if fds.is_empty() {
+        return;
+    }
+    let fds = fds.to_vec();
+    // SAFETY: the closure runs in the forked child before exec; it allocates nothing (the
+    // vector was built before the fork) and only calls fcntl, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                }
+            }
+            Ok(())
+        });
+    }
+}
