@@ -76,7 +76,15 @@ pub fn run(command: Vec<OsString>, pinned_home: bool, balanced: bool, kept_fds: 
     });
     let ended = runtime.block_on(async {
         let mut output = Output::new();
-        let ended = deputy(command, pinned_home, balanced, kept_fds, sig_rx, &mut output).await;
+        let ended = deputy(
+            command,
+            pinned_home,
+            balanced,
+            kept_fds,
+            sig_rx,
+            &mut output,
+        )
+        .await;
         // Output relayed from a node is all written before we end like the job.
         output.flush().await;
         ended
