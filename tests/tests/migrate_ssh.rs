@@ -509,7 +509,8 @@ fn xz_threads_per_cpu_home_a_b_home() {
 
 #[test]
 fn pigz_two_threads_home_a_b_home() {
-    let input = text_file(64 * MIB);
+    // pigz on two cores outruns three SSH moves on a smaller input when CI is busy.
+    let input = text_file(128 * MIB);
     threaded_home_a_b_home(
         "ssh-pigz",
         "pigz -p 2",

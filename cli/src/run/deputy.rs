@@ -378,6 +378,10 @@ async fn deputy(
                 _ = feed.progress(), if feed.busy() => continue,
                 (r, s) = next_request(&mut socket) => Event::Request(r, s),
             },
+            Place::Away { link } if link.ended.is_some() => match link.ended.take() {
+                Some(ended) => Event::Ended(ended),
+                None => continue,
+            },
             Place::Away { link } => tokio::select! {
                 held = output.unhold() => { held?; continue }
                 frame = link.rx.next(), if output.has_room() => match frame {
@@ -705,6 +709,10 @@ async fn move_between(
                 Some(Ok(Frame::Image(c))) => to.send_watching(Frame::Image(c)).await?,
                 Some(Ok(Frame::Control(Control::ImageEnd))) => break,
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
+                Some(Ok(Frame::Control(Control::Exited(ended)))) => {
+                    from.ended = Some(ended);
+                    bail!("the job ended on {} before it could move", from.node)
+                }
                 Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", from.node),
                 Some(Err(e)) => {
                     return Err(anyhow!(e))
@@ -855,6 +863,10 @@ async fn move_home(
                 break;
             }
             Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
+            Some(Ok(Frame::Control(Control::Exited(ended)))) => {
+                link.ended = Some(ended);
+                bail!("the job ended on {} before it could move", link.node)
+            }
             Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", link.node),
             Some(Err(e)) => {
                 return Err(anyhow!(e)).context(format!("the connection to {} failed", link.node))

@@ -33,6 +33,9 @@ pub struct Link {
     /// Frames for the agent, written by a task of their own: a send never waits for the
     /// connection, so reading what the agent sends never stops behind a write to it.
     pub tx: PollSender<Frame>,
+    /// How the job ended, when a move saw it end on this node (the move then fails, and the
+    /// deputy ends like the job).
+    pub ended: Option<mrun_core::wire::Ended>,
     writer: tokio::task::JoinHandle<()>,
     carrier: Carrier,
 }
@@ -101,6 +104,7 @@ impl Link {
             node: node.to_string(),
             rx: FramedRead::new(rx, FrameCodec::default()),
             tx: PollSender::new(queue),
+            ended: None,
             writer,
             carrier,
         };
