@@ -139,3 +139,10 @@ fn xz_two_threads_as_nobody() {
     let sb = nobody("nobody-xz-t2");
     xz_two_threads_to_file(&sb, "xz -T2 as nobody", 1);
 }
+
+/// Issue 9: a pipeline under sh (a tree of three processes) as nobody.
+#[test]
+fn pipeline_under_sh_as_nobody() {
+    let sb = nobody("nobody-pipeline");
+    pipeline_to_file(&sb, "sh: gzip | sha256sum as nobody", 1);
+}

@@ -1,4 +1,4 @@
-//! Refusals decided from /proc before the process is touched: what the engine does not support
+//! Refusals decided from /proc before a process is touched: what the engine does not support
 //! yet, each a [`Refusal`].
 
 use procfs::process::Process;
@@ -8,9 +8,12 @@ use super::refusal::Refusal;
 use crate::resource::thread;
 use crate::sys::Pid;
 
+/// The process the user named: a whole process, not one of its threads, plus what
+/// [`preflight_member`] checks.
 pub fn preflight(pid: Pid) -> Result<()> {
-    let proc_ = Process::new(pid.as_raw()).map_err(|_| Refusal::NoSuchProcess { pid })?;
-    let status = proc_.status()?;
+    let status = Process::new(pid.as_raw())
+        .map_err(|_| Refusal::NoSuchProcess { pid })?
+        .status()?;
     if status.tgid != pid.as_raw() {
         return Err(Refusal::NotAProcess {
             pid,
@@ -18,6 +21,14 @@ pub fn preflight(pid: Pid) -> Result<()> {
         }
         .into());
     }
+    preflight_member(pid)
+}
+
+/// Any process of the job, before it is frozen.
+pub fn preflight_member(pid: Pid) -> Result<()> {
+    let status = Process::new(pid.as_raw())
+        .map_err(|_| Refusal::NoSuchProcess { pid })?
+        .status()?;
     let me = nix::unistd::geteuid().as_raw();
     if me != 0 && (status.ruid != me || status.euid != me || status.suid != me) {
         return Err(Refusal::OtherUser {
@@ -27,8 +38,13 @@ pub fn preflight(pid: Pid) -> Result<()> {
         .into());
     }
     if status.state.starts_with('Z') || status.state.starts_with('X') {
-        return Err(if status.threads > 1 {
+        return Err(if status.threads > 1 && !exiting(pid) {
             Refusal::LeaderExited { pid }
+        } else if status.ppid > 0 {
+            Refusal::Unreaped {
+                pid,
+                parent: Pid::from_raw(status.ppid),
+            }
         } else {
             Refusal::Exited { pid }
         }
@@ -41,7 +57,6 @@ pub fn preflight(pid: Pid) -> Result<()> {
         }
         .into());
     }
-    refuse_children(pid)?;
     refuse_shadow_stacks(pid)?;
     let timers = std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();
     if timers.lines().any(|l| l.starts_with("ID:")) {
@@ -50,9 +65,25 @@ pub fn preflight(pid: Pid) -> Result<()> {
     Ok(())
 }
 
+/// A process whose main thread is a zombie while others live is either one whose main thread
+/// called pthread_exit (it stays so) or one in the middle of exiting (its threads are gone in
+/// an instant): tell them apart by waiting a little.
+fn exiting(pid: Pid) -> bool {
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let threads = Process::new(pid.as_raw())
+            .and_then(|p| p.status())
+            .map(|s| s.threads);
+        if !matches!(threads, Ok(n) if n > 1) {
+            return true;
+        }
+    }
+    false
+}
+
 /// The checks that could race with a running process, repeated once it is frozen.
 pub fn preflight_frozen(pid: Pid) -> Result<()> {
-    refuse_children(pid)
+    refuse_unreaped_children(pid)
 }
 
 /// A thread with an x86 shadow stack (CET): its hidden stack is not captured yet. Checked
@@ -77,17 +108,30 @@ fn refuse_shadow_stacks(pid: Pid) -> Result<()> {
     Ok(())
 }
 
-/// Children of any thread of `pid` (each thread has its own `children` list).
-fn refuse_children(pid: Pid) -> Result<()> {
-    let mut count = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            count += list.split_whitespace().count();
+/// A child that exited and was not waited for (a zombie) cannot be restored yet.
+fn refuse_unreaped_children(pid: Pid) -> Result<()> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Ok(());
+    };
+    for task in tasks.flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in list
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .map(Pid::from_raw)
+        {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            if zombie {
+                return Err(Refusal::Unreaped {
+                    pid: child,
+                    parent: pid,
+                }
+                .into());
+            }
         }
-    }
-    if count > 0 {
-        return Err(Refusal::Children { pid, count }.into());
     }
     Ok(())
 }

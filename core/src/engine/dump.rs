@@ -1,5 +1,6 @@
-//! Checkpoint: freeze a process, capture its state into an image stream, then end it (or let
-//! it run on). Any refusal or failure before the image is complete leaves it running untouched.
+//! Checkpoint: freeze a job (a process and all its descendants), capture it into an image
+//! stream, then end it (or let it run on). Any refusal or failure before the image is complete
+//! leaves every process of it running untouched.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,7 +12,8 @@ use super::compat;
 use super::error::{Context, EngineError, Result};
 use super::freeze::Frozen;
 use super::refusal::Refusal;
-use crate::image::model::{Header, ProcessState, SigAction, ThreadState};
+use super::tree::FrozenTree;
+use crate::image::model::{Fd, Header, JobState, ProcessState, SigAction, ThreadState};
 use crate::image::ImageWriter;
 use crate::resource::task::Injected;
 use crate::resource::{fds, identity_of, mem, signals, task, thread};
@@ -41,6 +43,7 @@ impl Default for DumpOptions {
 
 #[derive(Debug, Clone, Default)]
 pub struct DumpStats {
+    pub processes: usize,
     pub pages: u64,
     pub vmas: usize,
     pub fds: usize,
@@ -63,7 +66,7 @@ pub fn checkpoint<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<Dump
 /// A process whose complete image has been written and which is still frozen: the caller
 /// decides its fate once the image is safely elsewhere. Dropping it resumes the process.
 pub struct Checkpointed {
-    frozen: Frozen,
+    frozen: FrozenTree,
     pub stats: DumpStats,
 }
 
@@ -84,9 +87,7 @@ impl Checkpointed {
 pub fn dump<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<Checkpointed> {
     let mut trace = crate::trace::Trace::new("checkpoint");
     checks::preflight(pid)?;
-    let mut frozen = Frozen::seize(pid)?;
-    // Re-check now that the process cannot change under us.
-    checks::preflight_frozen(pid)?;
+    let mut frozen = FrozenTree::seize(pid)?;
     trace.mark("freeze");
     let stats = capture(&mut frozen, out, opts, &mut trace)?;
     Ok(Checkpointed { frozen, stats })
@@ -140,52 +141,42 @@ fn capture_injected(frozen: &mut Frozen) -> Result<(Vec<SigAction>, Injected, Ve
 }
 
 fn capture<W: Write>(
-    frozen: &mut Frozen,
+    tree: &mut FrozenTree,
     out: W,
     opts: &DumpOptions,
     trace: &mut crate::trace::Trace,
 ) -> Result<DumpStats> {
-    let pid = frozen.pid();
-    let (sigactions, process, threads) = capture_injected(frozen)?;
-    let vmas = mem::capture_vmas(pid)?;
-    let fds = fds::capture(pid, opts.share_stdio_with)?;
-    let procfs = Process::new(pid.as_raw())?;
-    let exe = procfs.exe()?;
-    let exe_meta =
-        std::fs::metadata(format!("/proc/{pid}/exe")).ctx(|| format!("stat of /proc/{pid}/exe"))?;
-    let cwd = procfs.cwd()?;
-    let personality = std::fs::read_to_string(format!("/proc/{pid}/personality"))
-        .ok()
-        .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
-        .unwrap_or(0);
-    let (own_pid, comm, xstate_size) = match threads.first() {
-        Some(l) => (l.tid, l.name.clone(), l.xstate.len() as u32),
-        None => {
-            return Err(EngineError::Died {
-                pid: pid.as_raw(),
-                stage: "capture",
-            })
-        }
+    let mut ends = fds::PipeEnds::new();
+    let mut links = Vec::with_capacity(tree.members.len());
+    for m in &tree.members {
+        links.push(fds::list(m.frozen.pid(), &mut ends)?);
+    }
+    let mut files = fds::FileTable::default();
+    let mut processes = Vec::with_capacity(tree.members.len());
+    for (i, links) in links.into_iter().enumerate() {
+        let ids = job_ids(tree, i)?;
+        let frozen = &mut tree.members[i].frozen;
+        let pid = frozen.pid();
+        let (sigactions, process, threads) = capture_injected(frozen)?;
+        let fds = fds::capture(pid, links, &ends, &mut files, opts.share_stdio_with)?;
+        processes.push(process_state(pid, ids, sigactions, process, threads, fds)?);
+    }
+    let Some(root) = processes.first() else {
+        return Err(EngineError::Died {
+            pid: tree.root().as_raw(),
+            stage: "capture",
+        });
     };
-
-    let state = ProcessState {
-        exe: exe.to_string_lossy().into_owned(),
-        exe_identity: identity_of(&exe_meta),
-        threads,
-        sigactions,
-        personality,
-        mm: task::capture_mm(pid, process.brk)?,
-        cwd: cwd.to_string_lossy().into_owned(),
-        umask: process.umask,
-        rlimits: task::capture_rlimits(pid)?,
-        vmas,
-        fds,
-        queued_signals: signals::capture_queued(pid, true)?,
+    let Some(leader) = root.leader() else {
+        return Err(EngineError::Died {
+            pid: tree.root().as_raw(),
+            stage: "capture",
+        });
     };
     let header = Header {
-        compat: compat::local(xstate_size)?,
-        pid: own_pid,
-        comm,
+        compat: compat::local(leader.xstate.len() as u32)?,
+        pid: root.pid,
+        comm: leader.name.clone(),
         created_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -193,17 +184,96 @@ fn capture<W: Write>(
         writer: format!("mrun {}", env!("CARGO_PKG_VERSION")),
         boot_id: crate::resource::boot_id(),
     };
+    let state = JobState {
+        processes,
+        files: files.files,
+    };
     trace.mark("state");
     let mut writer = ImageWriter::new(out, &header, opts.level)?;
     writer.write_state(&state)?;
-    let pages = mem::dump_pages(pid, &state.vmas, &mut writer)?;
+    let mut stats = DumpStats {
+        processes: state.processes.len(),
+        ..DumpStats::default()
+    };
+    for (i, (m, p)) in tree.members.iter().zip(&state.processes).enumerate() {
+        stats.pages += mem::dump_pages(m.frozen.pid(), i as u32, &p.vmas, &mut writer)?;
+        stats.vmas += p.vmas.len();
+        stats.fds += p.fds.len();
+        stats.threads += p.threads.len();
+    }
     trace.mark("pages");
     writer.finish()?;
     trace.mark("finish");
-    Ok(DumpStats {
-        pages,
-        vmas: state.vmas.len(),
-        fds: state.fds.len(),
-        threads: state.threads.len(),
+    Ok(stats)
+}
+
+/// `(pid, ppid, pgid, sid)` of member `i` as the job knows them: the parent's pid (0 for the
+/// root); a group or session led by a member keeps its leader's pid, the root's own group or
+/// session (led from outside the job) is 0, any other one is refused.
+fn job_ids(tree: &FrozenTree, i: usize) -> Result<(i32, i32, i32, i32)> {
+    let (Some(m), Some(root)) = (tree.members.get(i), tree.members.first()) else {
+        return Err(EngineError::Died {
+            pid: tree.root().as_raw(),
+            stage: "capture",
+        });
+    };
+    let member = |id: i32| tree.members.iter().any(|o| o.inner.pid == id);
+    let map = |id: i32, outside: i32, what: &'static str| -> Result<i32> {
+        if id != 0 && member(id) {
+            Ok(id)
+        } else if id == 0 || id == outside {
+            Ok(0)
+        } else {
+            Err(Refusal::LedFromOutside {
+                pid: m.frozen.pid(),
+                what,
+                leader: id,
+            }
+            .into())
+        }
+    };
+    let ppid = m
+        .parent
+        .and_then(|p| tree.members.get(p))
+        .map(|p| p.inner.pid)
+        .unwrap_or(0);
+    let pgid = map(m.inner.pgid, root.inner.pgid, "process group")?;
+    let sid = map(m.inner.sid, root.inner.sid, "session")?;
+    Ok((m.inner.pid, ppid, pgid, sid))
+}
+
+fn process_state(
+    pid: Pid,
+    (own_pid, ppid, pgid, sid): (i32, i32, i32, i32),
+    sigactions: Vec<SigAction>,
+    process: Injected,
+    threads: Vec<ThreadState>,
+    fds: Vec<Fd>,
+) -> Result<ProcessState> {
+    let procfs = Process::new(pid.as_raw())?;
+    let exe = procfs.exe()?;
+    let exe_meta =
+        std::fs::metadata(format!("/proc/{pid}/exe")).ctx(|| format!("stat of /proc/{pid}/exe"))?;
+    let personality = std::fs::read_to_string(format!("/proc/{pid}/personality"))
+        .ok()
+        .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
+        .unwrap_or(0);
+    Ok(ProcessState {
+        pid: own_pid,
+        ppid,
+        pgid,
+        sid,
+        exe: exe.to_string_lossy().into_owned(),
+        exe_identity: identity_of(&exe_meta),
+        threads,
+        sigactions,
+        personality,
+        mm: task::capture_mm(pid, process.brk)?,
+        cwd: procfs.cwd()?.to_string_lossy().into_owned(),
+        umask: process.umask,
+        rlimits: task::capture_rlimits(pid)?,
+        vmas: mem::capture_vmas(pid)?,
+        fds,
+        queued_signals: signals::capture_queued(pid, true)?,
     })
 }

@@ -11,6 +11,7 @@ pub(crate) mod inject;
 mod refusal;
 mod restore;
 mod spawn;
+mod tree;
 
 pub use compat::{check as check_compat, local as local_compat};
 pub use dump::{checkpoint, dump, Checkpointed, DumpOptions, DumpStats};

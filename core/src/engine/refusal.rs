@@ -41,10 +41,24 @@ pub enum Refusal {
     )]
     ShadowStack { pid: Pid, tid: i32 },
     #[error(
-        "pid {pid} has {count} child process{}; processes with children cannot be checkpointed yet",
-        if *.count == 1 { "" } else { "es" }
+        "pid {pid}, a child of pid {parent}, has exited and was not waited for; exited children \
+         cannot be checkpointed yet"
     )]
-    Children { pid: Pid, count: usize },
+    Unreaped { pid: Pid, parent: Pid },
+    #[error(
+        "the processes of job {pid} keep creating children faster than they can be frozen; try \
+         again when it is calmer"
+    )]
+    ProcessChurn { pid: Pid },
+    #[error(
+        "pid {pid} of the job is in a {what} led by pid {leader}, which is outside the job; it \
+         cannot be checkpointed"
+    )]
+    LedFromOutside {
+        pid: Pid,
+        what: &'static str,
+        leader: i32,
+    },
     #[error(
         "pid {pid} has an armed POSIX timer; processes with timers cannot be checkpointed yet"
     )]

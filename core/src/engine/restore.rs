@@ -1,6 +1,6 @@
-//! Restore: bring an image back to life in a fresh process, stage by stage. The process runs
-//! only after the whole image was read and verified; any failure before that kills it and
-//! nothing of it ever ran.
+//! Restore: bring an image back to life in fresh processes (the job's tree), stage by stage.
+//! The processes run only after the whole image was read and verified; any failure before
+//! that kills them all and nothing of them ever ran.
 
 use std::ffi::CString;
 use std::io::Read;
@@ -9,9 +9,9 @@ use std::os::fd::RawFd;
 use super::compat;
 use super::error::{Context, EngineError, Result};
 use super::inject::{Injector, Scratch};
-use super::spawn::{self, ChildPlan};
+use super::spawn::{self, ChildPlan, TreePlan};
 use crate::arch;
-use crate::image::model::{Backing, Header, ProcessState, Vma};
+use crate::image::model::{Backing, Header, JobState, ProcessState, Vma};
 use crate::image::ImageReader;
 use crate::resource::{fds, mem, signals, task, thread};
 use crate::sys::{memory, ns, ptrace, Pid};
@@ -50,7 +50,8 @@ enum Stage {
     /// Read and check the header and the state: architecture, xsave layout and vDSO must
     /// match; the image must have a leader thread.
     Header,
-    /// Open the image's files here and create the fresh process, stopped at its exec.
+    /// Open the image's files here (each open file once) and create the fresh processes, the
+    /// job's tree with its pids, sessions and groups, each stopped at its exec.
     Spawn,
     /// Map the trap/scratch area at a place free in both layouts; drop the exec'd mappings.
     Clear,
@@ -61,7 +62,7 @@ enum Stage {
     /// Process-wide kernel state: final protections, dispositions, mm fields, fd flags,
     /// rlimits, the process-wide signal queue; the leader's own thread state.
     Kernel,
-    /// Create every other thread with its original id (clone3 `set_tid`, from inside the
+    /// In every process, create every other thread with its original id (clone3 `set_tid`, from inside the
     /// leader), each stopped before its first instruction and given its own state.
     Threads,
     /// Unmap the trap; set every thread's registers, xstate and mask; release all threads.
@@ -108,23 +109,39 @@ struct Restoring<'a, R: Read> {
     opts: &'a RestoreOptions,
     reader: ImageReader<R>,
     header: Header,
-    state: Option<ProcessState>,
+    state: Option<JobState>,
     same_machine: bool,
-    /// The fresh process (and its threads): killed if dropped unreleased.
+    /// The fresh processes (and their threads): killed if dropped unreleased.
     child: Option<spawn::Spawned>,
-    /// Drives the leader; the trap sits at its entry point, then in the trampoline.
+    /// One per process of the job, in image order.
+    fresh: Vec<Fresh>,
+}
+
+/// One fresh process being filled.
+struct Fresh {
+    /// Its pid in our namespace.
+    pid: Pid,
+    /// Drives its leader thread; the trap sits at its entry point, then in the trampoline.
     leader: Option<Injector>,
-    /// Mappings the fresh process had after its exec: `(start, end, name)`.
+    /// Mappings it had after its exec: `(start, end, name)`.
     present: Vec<(u64, u64, String)>,
     /// Address ranges in use by either layout (the trampoline's included once mapped).
     taken: Vec<(u64, u64)>,
     tramp: u64,
     scratch: Scratch,
-    /// The other threads, created in the Threads stage: index into `state.threads` (our pid
-    /// namespace's id) and an injector driving each.
+    /// Its other threads, created in the Threads stage: index into the process's threads and
+    /// an injector driving each.
     threads: Vec<(usize, Injector)>,
     /// The capability lent for `set_tid` must be dropped before the process runs.
     lent_capability: bool,
+}
+
+impl Fresh {
+    fn leader(&self) -> Result<&Injector> {
+        self.leader
+            .as_ref()
+            .ok_or_else(|| invalid("the fresh process is not ready yet"))
+    }
 }
 
 pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
@@ -137,13 +154,7 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
         header,
         state: None,
         child: None,
-        leader: None,
-        present: Vec::new(),
-        taken: Vec::new(),
-        tramp: 0,
-        scratch: Scratch { addr: 0, len: 0 },
-        threads: Vec::new(),
-        lent_capability: false,
+        fresh: Vec::new(),
     };
     for (i, stage) in Stage::ALL.iter().enumerate() {
         if let Err(e) = stage.run(&mut r) {
@@ -174,32 +185,13 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
 }
 
 impl<R: Read> Restoring<'_, R> {
-    fn state(&self) -> Result<&ProcessState> {
-        self.state
-            .as_ref()
-            .ok_or_else(|| invalid("the state is not read yet"))
-    }
-
-    fn leader(&self) -> Result<&Injector> {
-        self.leader
-            .as_ref()
-            .ok_or_else(|| invalid("the fresh process is not ready yet"))
-    }
-
-    fn pid(&self) -> Result<Pid> {
-        self.child
-            .as_ref()
-            .map(|c| c.pid)
-            .ok_or_else(|| invalid("there is no fresh process"))
-    }
-
     fn check_header(&mut self) -> Result<()> {
         let here = compat::local(self.header.compat.xstate_size)?;
         compat::check(&self.header.compat, &here)?;
         let state = self.reader.read_state()?;
-        if state.threads.is_empty() {
+        if state.processes.is_empty() || state.processes.iter().any(|p| p.threads.is_empty()) {
             return Err(EngineError::Unrestorable(
-                "the image holds no thread".into(),
+                "the image holds a process without threads".into(),
             ));
         }
         self.state = Some(state);
@@ -207,22 +199,42 @@ impl<R: Read> Restoring<'_, R> {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let state = self.state()?;
         let (opts, header) = (self.opts, &self.header);
-        let prepared = fds::prepare(&state.fds, opts.stdio, self.same_machine)?;
-        let lend =
-            opts.original_pid && state.threads.len() > 1 && !nix::unistd::geteuid().is_root();
-        let plan = ChildPlan {
-            exe: executable(state, self.same_machine)?,
-            cwd: cstring(&state.cwd)?,
-            umask: state.umask,
-            personality: state.personality,
-            fds: prepared.plan.clone(),
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| invalid("the state is not read yet"))?;
+        let prepared = fds::prepare(&state.files, opts.stdio, self.same_machine)?;
+        let unprivileged = !nix::unistd::geteuid().is_root();
+        let mut members = Vec::with_capacity(state.processes.len());
+        for p in &state.processes {
+            members.push(ChildPlan {
+                pid: p.pid,
+                exe: executable(p, self.same_machine)?,
+                cwd: cstring(&p.cwd)?,
+                umask: p.umask,
+                personality: p.personality,
+                fds: prepared.plan(&p.fds),
+                lend_checkpoint_capability: opts.original_pid
+                    && p.threads.len() > 1
+                    && unprivileged,
+                setsid: p.sid != 0 && p.sid == p.pid,
+                pgid: (p.pgid != 0).then_some(p.pgid),
+                children: state
+                    .processes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.ppid != 0 && c.ppid == p.pid)
+                    .map(|(i, _)| i)
+                    .collect(),
+            });
+        }
+        let plan = TreePlan {
+            members,
             own_process_group: opts.own_process_group,
             own_proc: opts.original_pid,
-            lend_checkpoint_capability: lend,
         };
-        let xstate_len = state.threads.first().map(|t| t.xstate.len()).unwrap_or(0);
+        let xstate_len = state.processes[0].threads[0].xstate.len();
         // Threads first: none can be created once the pid namespace is unshared.
         self.reader.start_workers()?;
         if opts.original_pid {
@@ -234,13 +246,27 @@ impl<R: Read> Restoring<'_, R> {
                 ))
             })?;
         }
-        let child = spawn::spawn(&plan, header.pid, opts.original_pid)?;
+        let child = spawn::spawn(&plan, opts.original_pid)?;
         drop(prepared);
-        let pid = child.pid;
+        self.fresh = child
+            .members
+            .iter()
+            .zip(&plan.members)
+            .map(|(pid, m)| Fresh {
+                pid: *pid,
+                leader: None,
+                present: Vec::new(),
+                taken: Vec::new(),
+                tramp: 0,
+                scratch: Scratch { addr: 0, len: 0 },
+                threads: Vec::new(),
+                lent_capability: m.lend_checkpoint_capability,
+            })
+            .collect();
+        let root = child.pid;
         self.child = Some(child);
-        self.lent_capability = lend;
         let xstate_here =
-            ptrace::get_xstate(pid).ctx(|| "reading the fresh process's xstate".into())?;
+            ptrace::get_xstate(root).ctx(|| "reading the fresh process's xstate".into())?;
         if xstate_here.len() != xstate_len {
             return Err(EngineError::Incompatible(format!(
                 "the image is incompatible with this machine: its xsave area is {xstate_len} \
@@ -251,189 +277,241 @@ impl<R: Read> Restoring<'_, R> {
         Ok(())
     }
 
-    fn clear(&mut self) -> Result<()> {
-        let pid = self.pid()?;
-        let start_regs =
-            ptrace::get_regs(pid).ctx(|| "reading the fresh process's registers".into())?;
-        let entry = arch::instruction_pointer(&start_regs);
-        ptrace::poke(pid, entry, arch::SYSCALL_TRAP).ctx(|| "planting the syscall trap".into())?;
-        let mut inj = Injector::new(pid, entry, start_regs);
-        self.present = current_vmas(pid)?;
-        self.taken = self.present.iter().map(|v| (v.0, v.1)).collect();
-        let image: Vec<(u64, u64)> = self
-            .state()?
-            .vmas
-            .iter()
-            .map(|v| (v.start, v.end))
-            .collect();
-        self.taken.extend(image);
-        let tramp = free_gap(&self.taken, TRAMPOLINE).ok_or_else(|| {
-            EngineError::Unrestorable("no free address range for the restore trampoline".into())
-        })?;
-        inj.call(
-            "mmap of the trampoline",
-            libc::SYS_mmap,
-            [
-                tramp,
-                TRAMPOLINE,
-                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
-        memory::write(pid, tramp, &arch::SYSCALL_TRAP.to_le_bytes())
-            .ctx(|| "writing the trampoline".into())?;
-        inj.set_site(tramp);
-        self.tramp = tramp;
-        self.scratch = Scratch {
-            addr: tramp + PAGE,
-            len: TRAMPOLINE - PAGE,
-        };
-        for (s, e, name) in &self.present {
-            if !mem::is_special_name(name) && name != "[vsyscall]" {
-                inj.call("munmap", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
-            }
-        }
-        self.taken.push((tramp, tramp + TRAMPOLINE));
-        self.leader = Some(inj);
-        Ok(())
-    }
-
-    fn specials(&mut self) -> Result<()> {
-        move_specials(
-            self.leader()?,
-            &self.present,
-            &self.state()?.vmas,
-            &self.taken,
-        )
-    }
-
-    fn memory(&mut self) -> Result<()> {
-        let pid = self.pid()?;
+    /// The fresh processes with their images, in order.
+    fn each(&mut self) -> Result<(&mut Vec<Fresh>, &JobState)> {
         let state = self
             .state
             .as_ref()
             .ok_or_else(|| invalid("the state is not read yet"))?;
-        check_file_identities(&state.vmas, self.same_machine)?;
-        mem::map_vmas(self.leader()?, &self.scratch, &state.vmas)?;
+        Ok((&mut self.fresh, state))
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        let (fresh, state) = self.each()?;
+        for (f, p) in fresh.iter_mut().zip(&state.processes) {
+            clear_one(f, p)?;
+        }
+        Ok(())
+    }
+
+    fn specials(&mut self) -> Result<()> {
+        let (fresh, state) = self.each()?;
+        for (f, p) in fresh.iter().zip(&state.processes) {
+            move_specials(f.leader()?, &f.present, &p.vmas, &f.taken)?;
+        }
+        Ok(())
+    }
+
+    fn memory(&mut self) -> Result<()> {
+        let same_machine = self.same_machine;
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| invalid("the state is not read yet"))?;
+        for (f, p) in self.fresh.iter().zip(&state.processes) {
+            check_file_identities(&p.vmas, same_machine)?;
+            mem::map_vmas(f.leader()?, &f.scratch, &p.vmas)?;
+        }
         let mut buf = Vec::new();
-        while let Some(addr) = self.reader.next_pages(&mut buf)? {
-            memory::write(pid, addr, &buf).ctx(|| format!("writing pages at {addr:#x}"))?;
+        while let Some(tagged) = self.reader.next_pages(&mut buf)? {
+            let (index, addr) = crate::image::split_page_address(tagged);
+            let Some(f) = self.fresh.get(index as usize) else {
+                return Err(EngineError::Unrestorable(format!(
+                    "the image has pages of process {index}, which it does not describe"
+                )));
+            };
+            memory::write(f.pid, addr, &buf).ctx(|| format!("writing pages at {addr:#x}"))?;
         }
         Ok(())
     }
 
     fn kernel(&mut self) -> Result<()> {
-        let pid = self.pid()?;
-        let (inj, scratch, state) = (self.leader()?, &self.scratch, self.state()?);
-        let leader_state = state.leader().ok_or_else(|| invalid("no leader thread"))?;
-        // Nothing may be delivered while the restore still drives the process; the threads
-        // created next inherit this mask.
-        ptrace::set_sigmask(pid, u64::MAX).ctx(|| "blocking signals".into())?;
-        mem::protect_vmas(inj, &state.vmas)?;
-        signals::apply_actions(inj, scratch, &state.sigactions)?;
-        task::apply_mm(inj, scratch, &state.mm)?;
-        thread::apply_leader(inj, scratch, leader_state)?;
-        thread::apply_affinity(pid, leader_state);
-        for fd in state.fds.iter().filter(|f| f.cloexec).map(|f| f.fd) {
-            inj.call(
-                "fcntl(F_SETFD)",
-                libc::SYS_fcntl,
-                [
-                    fd as u64,
-                    libc::F_SETFD as u64,
-                    libc::FD_CLOEXEC as u64,
-                    0,
-                    0,
-                    0,
-                ],
-            )?;
+        let original_pid = self.opts.original_pid;
+        let (fresh, state) = self.each()?;
+        for (f, p) in fresh.iter().zip(&state.processes) {
+            let own_pid = if original_pid { p.pid } else { f.pid.as_raw() };
+            kernel_one(f, p, own_pid)?;
         }
-        task::apply_rlimits(pid, &state.rlimits)?;
-        let own_pid = self.own_pid(pid);
-        signals::apply_queued(inj, scratch, own_pid, None, &state.queued_signals)?;
-        signals::apply_queued(
-            inj,
-            scratch,
-            own_pid,
-            Some(own_pid),
-            &leader_state.queued_signals,
-        )
-    }
-
-    /// The process's pid as it sees itself.
-    fn own_pid(&self, pid: Pid) -> i32 {
-        if self.opts.original_pid {
-            self.header.pid
-        } else {
-            pid.as_raw()
-        }
+        Ok(())
     }
 
     fn threads(&mut self) -> Result<()> {
-        let pid = self.pid()?;
-        let own_pid = self.own_pid(pid);
         let exact = self.opts.original_pid;
-        let count = self.state()?.threads.len();
-        for index in 1..count {
-            let t = &self.state()?.threads[index];
-            let tid = t.tid;
-            let outer = thread::create(self.leader()?, &self.scratch, t, exact)?;
-            if let Some(child) = self.child.as_mut() {
-                child.threads.push(outer);
-            }
-            let (inj, scratch, state) = (self.leader()?, &self.scratch, self.state()?);
-            let t = &state.threads[index];
-            let base = ptrace::get_regs(outer)
-                .ctx(|| format!("reading the registers of the new thread {tid}"))?;
-            let own = Injector::new(outer, self.tramp, base);
-            let inherited = state.leader().map(|l| l.name.as_str()).unwrap_or_default();
-            thread::apply_injected(&own, scratch, t, inherited)?;
-            thread::apply_affinity(outer, t);
-            // Without a pid namespace the process sees our ids.
-            let seen = if exact { tid } else { outer.as_raw() };
-            signals::apply_queued(inj, scratch, own_pid, Some(seen), &t.queued_signals)?;
-            self.threads.push((index, own));
-        }
-        if self.lent_capability {
-            thread::drop_capabilities(self.leader()?, &self.scratch)?;
-            for (_, own) in &self.threads {
-                thread::drop_capabilities(own, &self.scratch)?;
-            }
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| invalid("the state is not read yet"))?;
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| invalid("there is no fresh process"))?;
+        for (f, p) in self.fresh.iter_mut().zip(&state.processes) {
+            let own_pid = if exact { p.pid } else { f.pid.as_raw() };
+            threads_one(f, p, own_pid, exact, &mut child.threads)?;
         }
         Ok(())
     }
 
     fn release(&mut self) -> Result<()> {
-        let pid = self.pid()?;
-        let (inj, state) = (self.leader()?, self.state()?);
-        let leader_state = state.leader().ok_or_else(|| invalid("no leader thread"))?;
-        inj.call_last(
-            "munmap of the trampoline",
-            libc::SYS_munmap,
-            [self.tramp, TRAMPOLINE, 0, 0, 0, 0],
-        )?;
-        for (index, own) in &self.threads {
-            thread::apply_registers(own.pid(), &state.threads[*index])?;
+        let (fresh, state) = self.each()?;
+        for (f, p) in fresh.iter().zip(&state.processes) {
+            let leader = p.leader().ok_or_else(|| invalid("no leader thread"))?;
+            f.leader()?.call_last(
+                "munmap of the trampoline",
+                libc::SYS_munmap,
+                [f.tramp, TRAMPOLINE, 0, 0, 0, 0],
+            )?;
+            for (index, own) in &f.threads {
+                thread::apply_registers(own.pid(), &p.threads[*index])?;
+            }
+            thread::apply_registers(f.pid, leader)?;
         }
-        thread::apply_registers(pid, leader_state)?;
-        // All threads hold their full state: let them go, the others first, then the leader.
+        // Every thread of every process holds its full state: let them all go, the root last.
         let mut resend = Vec::new();
-        for (index, own) in &self.threads {
-            ptrace::detach(own.pid(), None).ctx(|| "letting a restored thread run".into())?;
-            let t = &state.threads[*index];
-            resend.extend(own.take_stray_signals().into_iter().map(|s| (own.pid(), s)));
-            resend.extend(t.pending_signals.iter().map(|s| (own.pid(), *s)));
+        for (f, p) in fresh.iter().zip(&state.processes).rev() {
+            for (index, own) in &f.threads {
+                ptrace::detach(own.pid(), None).ctx(|| "letting a restored thread run".into())?;
+                let t = &p.threads[*index];
+                resend.extend(
+                    own.take_stray_signals()
+                        .into_iter()
+                        .map(|s| (f.pid, own.pid(), s)),
+                );
+                resend.extend(t.pending_signals.iter().map(|s| (f.pid, own.pid(), *s)));
+            }
+            ptrace::detach(f.pid, None).ctx(|| "letting the restored process run".into())?;
+            let leader = f.leader()?;
+            resend.extend(
+                leader
+                    .take_stray_signals()
+                    .into_iter()
+                    .map(|s| (f.pid, f.pid, s)),
+            );
+            if let Some(l) = p.leader() {
+                resend.extend(l.pending_signals.iter().map(|s| (f.pid, f.pid, *s)));
+            }
         }
-        ptrace::detach(pid, None).ctx(|| "letting the restored process run".into())?;
-        resend.extend(inj.take_stray_signals().into_iter().map(|s| (pid, s)));
-        resend.extend(leader_state.pending_signals.iter().map(|s| (pid, *s)));
-        for (tid, s) in resend {
+        for (pid, tid, s) in resend {
             let _ = crate::sys::signals::tgkill(pid, tid, s);
         }
         Ok(())
     }
+}
+
+/// Plant the trap, map the trampoline where neither layout has anything, drop the exec'd
+/// mappings.
+fn clear_one(f: &mut Fresh, p: &ProcessState) -> Result<()> {
+    let pid = f.pid;
+    let start_regs =
+        ptrace::get_regs(pid).ctx(|| "reading the fresh process's registers".into())?;
+    let entry = arch::instruction_pointer(&start_regs);
+    ptrace::poke(pid, entry, arch::SYSCALL_TRAP).ctx(|| "planting the syscall trap".into())?;
+    let mut inj = Injector::new(pid, entry, start_regs);
+    f.present = current_vmas(pid)?;
+    f.taken = f.present.iter().map(|v| (v.0, v.1)).collect();
+    f.taken.extend(p.vmas.iter().map(|v| (v.start, v.end)));
+    let tramp = free_gap(&f.taken, TRAMPOLINE).ok_or_else(|| {
+        EngineError::Unrestorable("no free address range for the restore trampoline".into())
+    })?;
+    inj.call(
+        "mmap of the trampoline",
+        libc::SYS_mmap,
+        [
+            tramp,
+            TRAMPOLINE,
+            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    memory::write(pid, tramp, &arch::SYSCALL_TRAP.to_le_bytes())
+        .ctx(|| "writing the trampoline".into())?;
+    inj.set_site(tramp);
+    f.tramp = tramp;
+    f.scratch = Scratch {
+        addr: tramp + PAGE,
+        len: TRAMPOLINE - PAGE,
+    };
+    for (s, e, name) in &f.present {
+        if !mem::is_special_name(name) && name != "[vsyscall]" {
+            inj.call("munmap", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
+        }
+    }
+    f.taken.push((tramp, tramp + TRAMPOLINE));
+    f.leader = Some(inj);
+    Ok(())
+}
+
+/// Process-wide kernel state, then the leader's own thread state.
+fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32) -> Result<()> {
+    let (inj, scratch, pid) = (f.leader()?, &f.scratch, f.pid);
+    let leader_state = p.leader().ok_or_else(|| invalid("no leader thread"))?;
+    // Nothing may be delivered while the restore still drives the process; the threads
+    // created next inherit this mask.
+    ptrace::set_sigmask(pid, u64::MAX).ctx(|| "blocking signals".into())?;
+    mem::protect_vmas(inj, &p.vmas)?;
+    signals::apply_actions(inj, scratch, &p.sigactions)?;
+    task::apply_mm(inj, scratch, &p.mm)?;
+    thread::apply_leader(inj, scratch, leader_state)?;
+    thread::apply_affinity(pid, leader_state);
+    for fd in p.fds.iter().filter(|f| f.cloexec).map(|f| f.fd) {
+        inj.call(
+            "fcntl(F_SETFD)",
+            libc::SYS_fcntl,
+            [
+                fd as u64,
+                libc::F_SETFD as u64,
+                libc::FD_CLOEXEC as u64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    task::apply_rlimits(pid, &p.rlimits)?;
+    signals::apply_queued(inj, scratch, own_pid, None, &p.queued_signals)?;
+    signals::apply_queued(
+        inj,
+        scratch,
+        own_pid,
+        Some(own_pid),
+        &leader_state.queued_signals,
+    )
+}
+
+/// Create the process's other threads, each with its state; then take back the capability
+/// lent for it.
+fn threads_one(
+    f: &mut Fresh,
+    p: &ProcessState,
+    own_pid: i32,
+    exact: bool,
+    created: &mut Vec<Pid>,
+) -> Result<()> {
+    let inherited = p.leader().map(|l| l.name.as_str()).unwrap_or_default();
+    for index in 1..p.threads.len() {
+        let t = &p.threads[index];
+        let leader = f.leader()?;
+        let outer = thread::create(leader, &f.scratch, t, exact)?;
+        created.push(outer);
+        let base = ptrace::get_regs(outer)
+            .ctx(|| format!("reading the registers of the new thread {}", t.tid))?;
+        let own = Injector::new(outer, f.tramp, base);
+        thread::apply_injected(&own, &f.scratch, t, inherited)?;
+        thread::apply_affinity(outer, t);
+        // Without a pid namespace the process sees our ids.
+        let seen = if exact { t.tid } else { outer.as_raw() };
+        signals::apply_queued(leader, &f.scratch, own_pid, Some(seen), &t.queued_signals)?;
+        f.threads.push((index, own));
+    }
+    if f.lent_capability {
+        thread::drop_capabilities(f.leader()?, &f.scratch)?;
+        for (_, own) in &f.threads {
+            thread::drop_capabilities(own, &f.scratch)?;
+        }
+    }
+    Ok(())
 }
 
 fn invalid(what: &str) -> EngineError {

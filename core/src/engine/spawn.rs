@@ -1,39 +1,68 @@
-//! The fresh process a restore fills: created with the image's pid in a new pid namespace,
-//! given the image's fds, cwd, umask and personality, then stopped at the exec of the image's
-//! own executable (so `/proc/PID/exe` is right) before it runs a single instruction.
+//! The fresh processes a restore fills: the job's tree rebuilt top-down with the original pids
+//! in a new pid namespace (each parent forks its own children with clone3 `set_tid`, so
+//! parent/child links, sessions and process groups come back), each given its fds, cwd, umask
+//! and personality, then stopped at the exec of its own executable (so `/proc/PID/exe` is
+//! right) before it runs a single instruction of the image.
+//!
+//! The root is traced from birth (PTRACE_TRACEME: its parent is the restorer). The others are
+//! not the restorer's children: each waits, before its exec, for a byte on a pipe the restorer
+//! writes once it has seized them all, so every exec stops for the restorer
+//! (PTRACE_O_TRACEEXEC).
 
 use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 
 use super::error::{Context, EngineError, Result};
 use crate::sys::{caps, ns, ptrace, ptrace::Stop, Pid};
 
-/// Everything the child needs, prepared before it is created (the child only makes syscalls).
+/// How long the restorer waits for the whole tree to be created.
+const TREE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything one process needs, prepared before any is created (they only make syscalls).
 pub struct ChildPlan {
+    /// The pid it gets (in the new pid namespace).
+    pub pid: i32,
     pub exe: CString,
     pub cwd: CString,
     pub umask: u32,
     pub personality: u32,
     /// `(target fd, source fd in the restorer)`.
     pub fds: Vec<(RawFd, RawFd)>,
-    /// Put the process in a process group of its own (see [`super::RestoreOptions`]).
-    pub own_process_group: bool,
-    /// Mount a `/proc` of the new pid namespace in a mount namespace of its own (best
-    /// effort; see [`ns::mount_own_proc`]).
-    pub own_proc: bool,
     /// Keep the capability that clone3's `set_tid` needs across the exec (an unprivileged
     /// restore of a threaded process into a pid namespace; see [`crate::sys::caps`]).
     pub lend_checkpoint_capability: bool,
+    /// It leads a session of the job: setsid() before anything else.
+    pub setsid: bool,
+    /// A process group led by a member of the job (its own pid, or another member's); `None`
+    /// to stay in the group it is born in.
+    pub pgid: Option<i32>,
+    /// Indices of its children among the plans.
+    pub children: Vec<usize>,
 }
 
-/// The fresh process and its namespace's init. Dropping it kills both, unless released.
+/// The whole tree: `members[0]` is the root.
+pub struct TreePlan {
+    pub members: Vec<ChildPlan>,
+    /// Put the root in a process group of its own (see [`super::RestoreOptions`]).
+    pub own_process_group: bool,
+    /// Mount a `/proc` of the new pid namespace in a mount namespace of its own (best effort;
+    /// see [`ns::mount_own_proc`]).
+    pub own_proc: bool,
+}
+
+/// The fresh processes and the pid namespace's init. Dropping it kills them all, unless
+/// released.
 pub struct Spawned {
+    /// The root (our child).
     pub pid: Pid,
     pub reaper: Option<Pid>,
-    /// Threads created in it so far (ids in our pid namespace): traced, so their exits must
-    /// be collected before the leader's can be.
+    /// Every member in plan order (the root first), ids in our pid namespace.
+    pub members: Vec<Pid>,
+    /// Threads created in them so far: traced, so their exits must be collected before their
+    /// leaders' can be.
     pub threads: Vec<Pid>,
     released: bool,
 }
@@ -48,62 +77,76 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        if !self.released {
-            let _ = kill(self.pid, Signal::SIGKILL);
-            for t in &self.threads {
-                let _ = ptrace::wait(*t);
-            }
-            let _ = nix::sys::wait::waitpid(self.pid, None);
-            if let Some(r) = self.reaper {
-                let _ = kill(r, Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(r, None);
-            }
+        if self.released {
+            return;
+        }
+        // The namespace's init takes every process of the namespace with it.
+        if let Some(r) = self.reaper {
+            let _ = kill(r, Signal::SIGKILL);
+        }
+        let _ = kill(self.pid, Signal::SIGKILL);
+        for t in &self.threads {
+            let _ = ptrace::wait(*t);
+        }
+        for m in self.members.iter().skip(1) {
+            let _ = ptrace::wait(*m);
+        }
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+        if let Some(r) = self.reaper {
+            let _ = nix::sys::wait::waitpid(r, None);
         }
     }
 }
 
-/// Create the child with `pid` (when `pid_ns` is true, the caller has already called
-/// [`ns::unshare_pid_namespace`]) and wait until it is stopped at its exec.
-pub fn spawn(plan: &ChildPlan, pid: i32, pid_ns: bool) -> Result<Spawned> {
+/// Create the tree (when `pid_ns` is true, the caller has already called
+/// [`ns::unshare_pid_namespace`]) and wait until every member is stopped at its exec.
+pub fn spawn(tree: &TreePlan, pid_ns: bool) -> Result<Spawned> {
+    let Some(root) = tree.members.first() else {
+        return Err(EngineError::Unrestorable(
+            "the image holds no process".into(),
+        ));
+    };
+    if tree.members.len() > 1 && !pid_ns {
+        return Err(EngineError::Unrestorable(
+            "a job of several processes can only be restored with its original pids".into(),
+        ));
+    }
+    let (go_read, go_write) = nix::unistd::pipe().ctx(|| "creating the start pipe".into())?;
     let reaper = if pid_ns {
         Some(ns::spawn_reaper().ctx(|| "starting the pid namespace's init".into())?)
     } else {
         None
     };
     let forked = if pid_ns {
-        ns::fork_with_pid(pid)
+        ns::fork_with_pid(root.pid)
     } else {
         fork()
     };
     let child = match forked {
         Ok(Some(child)) => child,
-        Ok(None) => child_main(plan),
+        Ok(None) => child_main(tree, 0, go_read.as_raw_fd()),
         Err(e) => {
             if let Some(r) = reaper {
                 let _ = kill(r, Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(r, None);
             }
             return Err(EngineError::Os {
-                what: format!("creating a process with pid {pid}"),
+                what: format!("creating a process with pid {}", root.pid),
                 source: e,
             });
         }
     };
-    let spawned = Spawned {
+    drop(go_read);
+    let mut spawned = Spawned {
         pid: child,
         reaper,
+        members: vec![child],
         threads: Vec::new(),
         released: false,
     };
     match ptrace::wait(child).ctx(|| "waiting for the fresh process".into())? {
         Stop::Signal(s) if s == libc::SIGTRAP => {}
-        Stop::Exited(code) => {
-            return Err(EngineError::Unrestorable(format!(
-                "the fresh process could not start {} (exit code {code}: {})",
-                plan.exe.to_string_lossy(),
-                std::io::Error::from_raw_os_error(code)
-            )))
-        }
+        Stop::Exited(code) => return Err(could_not_start(root, code)),
         other => {
             return Err(EngineError::Unrestorable(format!(
                 "the fresh process stopped unexpectedly ({other:?})"
@@ -111,7 +154,118 @@ pub fn spawn(plan: &ChildPlan, pid: i32, pid_ns: bool) -> Result<Spawned> {
         }
     }
     ptrace::set_options(child, true).ctx(|| "setting ptrace options".into())?;
+    if tree.members.len() > 1 {
+        seize_members(tree, &mut spawned)?;
+        start_members(tree, &spawned, go_write)?;
+    }
     Ok(spawned)
+}
+
+fn could_not_start(plan: &ChildPlan, code: i32) -> EngineError {
+    EngineError::Unrestorable(format!(
+        "the fresh process for pid {} could not start {} (exit code {code}: {})",
+        plan.pid,
+        plan.exe.to_string_lossy(),
+        std::io::Error::from_raw_os_error(code)
+    ))
+}
+
+/// Find every member (they appear as their parents fork them) and attach to it before it
+/// execs.
+fn seize_members(tree: &TreePlan, spawned: &mut Spawned) -> Result<()> {
+    let mut found: Vec<Option<Pid>> = vec![None; tree.members.len()];
+    found[0] = Some(spawned.pid);
+    let deadline = Instant::now() + TREE_TIMEOUT;
+    loop {
+        let mut queue = vec![spawned.pid];
+        while let Some(p) = queue.pop() {
+            for child in children(p) {
+                queue.push(child);
+                let Some(inner) = inner_pid(child) else {
+                    continue;
+                };
+                let Some(i) = tree.members.iter().position(|m| m.pid == inner) else {
+                    continue;
+                };
+                if found[i].is_none() {
+                    ptrace::seize_for_restore(child)
+                        .ctx(|| format!("attaching to the fresh process for pid {inner}"))?;
+                    found[i] = Some(child);
+                    spawned.members.push(child);
+                }
+            }
+        }
+        if found.iter().all(Option::is_some) {
+            // Plan order, so that members[i] is plan i.
+            spawned.members = found.into_iter().flatten().collect();
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<String> = tree
+                .members
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_none())
+                .map(|(m, _)| m.pid.to_string())
+                .collect();
+            return Err(EngineError::Unrestorable(format!(
+                "the fresh processes for pids {} were not created",
+                missing.join(", ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Let every member but the root exec, and wait until each is stopped at its exec.
+fn start_members(tree: &TreePlan, spawned: &Spawned, go: OwnedFd) -> Result<()> {
+    let bytes = vec![b'g'; tree.members.len() - 1];
+    nix::unistd::write(&go, &bytes).ctx(|| "starting the fresh processes".into())?;
+    drop(go);
+    for (plan, pid) in tree.members.iter().zip(&spawned.members).skip(1) {
+        let mut execed = false;
+        loop {
+            match ptrace::wait(*pid)
+                .ctx(|| format!("waiting for the fresh process {}", plan.pid))?
+            {
+                // Still inside execve: run it to its syscall exit, so that registers set now
+                // are what the process returns to user space with.
+                Stop::Event(ptrace::EVENT_EXEC) => {
+                    execed = true;
+                    ptrace::syscall_step(*pid).ctx(|| format!("resuming pid {}", plan.pid))?;
+                }
+                Stop::Syscall if execed => break,
+                Stop::Exited(code) => return Err(could_not_start(plan, code)),
+                Stop::Killed(sig) => {
+                    return Err(EngineError::Unrestorable(format!(
+                        "the fresh process for pid {} was killed by signal {sig}",
+                        plan.pid
+                    )))
+                }
+                _ => ptrace::cont(*pid, None).ctx(|| format!("resuming pid {}", plan.pid))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Children of `pid`'s main thread (the fresh processes are single-threaded).
+fn children(pid: Pid) -> Vec<Pid> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// The pid `pid` has in its own (innermost) pid namespace.
+fn inner_pid(pid: Pid) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|v| v.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
 }
 
 fn fork() -> std::io::Result<Option<Pid>> {
@@ -123,13 +277,61 @@ fn fork() -> std::io::Result<Option<Pid>> {
     }
 }
 
-/// Runs in the forked child: install fds, cwd, umask, personality, process group, then exec
-/// stopped.
-/// Exits with the errno of the step that failed.
-fn child_main(plan: &ChildPlan) -> ! {
+/// Runs in each forked process, `tree.members[i]`: session and group, its own children, (for
+/// all but the root) the restorer's go, then fds, cwd, umask, personality, and the exec,
+/// stopped. Exits with the errno of the step that failed.
+fn child_main(tree: &TreePlan, i: usize, go: RawFd) -> ! {
+    let Some(plan) = tree.members.get(i) else {
+        // SAFETY: _exit is always safe.
+        unsafe { libc::_exit(libc::EINVAL) }
+    };
     // SAFETY: only async-signal-safe syscalls on values prepared before the fork.
     unsafe {
         let fail = |_: &str| -> ! { libc::_exit(*libc::__errno_location()) };
+        if plan.setsid && libc::setsid() < 0 {
+            fail("setsid");
+        }
+        if i == 0 && tree.own_proc {
+            ns::mount_own_proc();
+        }
+        if i == 0 && tree.own_process_group && libc::setpgid(0, 0) != 0 {
+            fail("setpgid");
+        }
+        if plan.pgid == Some(plan.pid) {
+            libc::setpgid(0, 0);
+        }
+        for &c in &plan.children {
+            let Some(child) = tree.members.get(c) else {
+                continue;
+            };
+            match ns::fork_with_pid(child.pid) {
+                Ok(None) => child_main(tree, c, go),
+                Ok(Some(_)) => {
+                    // As a shell does: the parent puts the child in its group too, so that
+                    // neither has to wait for the other.
+                    if let Some(g) = child.pgid {
+                        libc::setpgid(child.pid, g);
+                    }
+                }
+                Err(_) => fail("clone3"),
+            }
+        }
+        if let Some(g) = plan.pgid {
+            libc::setpgid(0, g);
+        }
+        if i != 0 {
+            let mut byte = 0u8;
+            loop {
+                let n = libc::read(go, std::ptr::addr_of_mut!(byte).cast(), 1);
+                if n == 1 {
+                    break;
+                }
+                if n == 0 || *libc::__errno_location() != libc::EINTR {
+                    // The restorer is gone.
+                    libc::_exit(libc::ECANCELED);
+                }
+            }
+        }
         let top = plan
             .fds
             .iter()
@@ -139,15 +341,15 @@ fn child_main(plan: &ChildPlan) -> ! {
             .max(2)
             + 1;
         let mut moved = [0 as RawFd; 1024];
-        for (i, (_, src)) in plan.fds.iter().enumerate().take(1024) {
+        for (k, (_, src)) in plan.fds.iter().enumerate().take(1024) {
             let m = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, top);
             if m < 0 {
                 fail("dup");
             }
-            moved[i] = m;
+            moved[k] = m;
         }
-        for (i, (target, _)) in plan.fds.iter().enumerate().take(1024) {
-            if libc::dup2(moved[i], *target) < 0 {
+        for (k, (target, _)) in plan.fds.iter().enumerate().take(1024) {
+            if libc::dup2(moved[k], *target) < 0 {
                 fail("dup2");
             }
         }
@@ -157,9 +359,6 @@ fn child_main(plan: &ChildPlan) -> ! {
             }
         }
         libc::syscall(libc::SYS_close_range, top as u32, u32::MAX, 0u32);
-        if plan.own_proc {
-            ns::mount_own_proc();
-        }
         if libc::chdir(plan.cwd.as_ptr()) != 0 {
             fail("chdir");
         }
@@ -168,15 +367,12 @@ fn child_main(plan: &ChildPlan) -> ! {
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::personality(plan.personality as libc::c_ulong);
-        if plan.own_process_group && libc::setpgid(0, 0) != 0 {
-            fail("setpgid");
-        }
         if plan.lend_checkpoint_capability
             && caps::keep_checkpoint_capability_across_exec().is_err()
         {
             fail("capabilities");
         }
-        if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+        if i == 0 && libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
             fail("traceme");
         }
         let argv = [plan.exe.as_ptr(), std::ptr::null()];

@@ -21,3 +21,20 @@ pub use error::ImageError;
 pub use reader::ImageReader;
 pub use record::{FORMAT_VERSION, MAGIC, PAGE_SIZE};
 pub use writer::{ImageWriter, DEFAULT_LEVEL};
+
+/// Bits of a page record's address that hold the virtual address; the bits above name the
+/// process of the job the pages belong to (its index in `JobState::processes`).
+pub const ADDRESS_BITS: u32 = 48;
+
+/// The address a page record carries for `addr` of process `index`.
+pub fn page_address(index: u32, addr: u64) -> u64 {
+    (u64::from(index) << ADDRESS_BITS) | addr
+}
+
+/// `(process index, virtual address)` of a page record's address.
+pub fn split_page_address(tagged: u64) -> (u32, u64) {
+    (
+        (tagged >> ADDRESS_BITS) as u32,
+        tagged & ((1 << ADDRESS_BITS) - 1),
+    )
+}

@@ -2,7 +2,7 @@
 //!
 //! These structs are serialized with postcard inside the image's framed records (see
 //! `docs/image-format.md`). They never hold page data: pages travel as separate, compressed
-//! page records after the [`ProcessState`] record.
+//! page records after the [`JobState`] record.
 
 use serde::{Deserialize, Serialize};
 
@@ -170,11 +170,14 @@ pub enum FdKind {
     },
 }
 
+/// One descriptor of a process: its number, its close-on-exec flag and the open file it
+/// refers to (an index into [`JobState::files`]; descriptors that shared one open file, after
+/// a fork or a dup, share one entry, so they share its offset and flags again).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fd {
     pub fd: i32,
     pub cloexec: bool,
-    pub kind: FdKind,
+    pub file: u32,
 }
 
 /// One thread (task) of the process: what the kernel keeps per thread.
@@ -207,9 +210,34 @@ pub struct ThreadState {
     pub affinity: Option<Vec<u64>>,
 }
 
-/// Everything about the process except its page contents.
+/// Everything about the job except its page contents: its processes, parents before their
+/// children (the first is the root, the process the user started), and the open files their
+/// descriptors refer to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobState {
+    pub processes: Vec<ProcessState>,
+    pub files: Vec<FdKind>,
+}
+
+impl JobState {
+    pub fn root(&self) -> Option<&ProcessState> {
+        self.processes.first()
+    }
+}
+
+/// Everything about one process except its page contents.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessState {
+    /// The pid the process knows itself by (innermost pid namespace); equals its leader
+    /// thread's tid.
+    pub pid: i32,
+    /// The parent's pid; 0 for the root (its parent is whoever restores the job).
+    pub ppid: i32,
+    /// The process group: the pid of a member of the job that leads it, or 0 for the group
+    /// the root was in (outside the job; the restore decides it).
+    pub pgid: i32,
+    /// The session, likewise: a member's pid, or 0 for the root's session.
+    pub sid: i32,
     /// Path of the executable (`/proc/PID/exe`), exec'd again on restore so `/proc/self/exe`
     /// is right.
     pub exe: String,

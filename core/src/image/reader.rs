@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use zstd::bulk::Decompressor;
 
 use super::error::ImageError;
-use super::model::{Header, ProcessState};
+use super::model::{Header, JobState};
 use super::pool::{default_threads, Pool, Work};
 use super::record::{EndInfo, Kind, Tally, MAX_RECORD_PAGES, PAGE_SIZE};
 use super::source::Source;
@@ -95,13 +95,13 @@ impl<R: Read> ImageReader<R> {
     }
 
     /// Reads the process state record, which follows the header.
-    pub fn read_state(&mut self) -> Result<ProcessState, ImageError> {
+    pub fn read_state(&mut self) -> Result<JobState, ImageError> {
         match self.stage {
             Stage::AwaitState => {}
             Stage::Failed => return Err(used_after_error()),
             _ => return Err(ImageError::invalid_use("read_state called twice")),
         }
-        let r = self.read_meta::<ProcessState>(Kind::State);
+        let r = self.read_meta::<JobState>(Kind::State);
         self.stage = if r.is_ok() {
             Stage::Pages
         } else {

@@ -44,14 +44,18 @@ fn header() -> Header {
     }
 }
 
-fn state() -> ProcessState {
+fn state() -> JobState {
     let id = FileIdentity {
         dev: 2049,
         ino: 77,
         size: 1234,
         mtime_ns: -5,
     };
-    ProcessState {
+    let process = ProcessState {
+        pid: 4242,
+        ppid: 0,
+        pgid: 0,
+        sid: 0,
         exe: "/usr/bin/victim".into(),
         exe_identity: id.clone(),
         threads: vec![ThreadState {
@@ -112,9 +116,13 @@ fn state() -> ProcessState {
         fds: vec![Fd {
             fd: 1,
             cloexec: false,
-            kind: FdKind::Stdio { slot: 1 },
+            file: 0,
         }],
         queued_signals: Vec::new(),
+    };
+    JobState {
+        processes: vec![process],
+        files: vec![FdKind::Stdio { slot: 1 }],
     }
 }
 

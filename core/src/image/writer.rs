@@ -10,7 +10,7 @@ use serde::Serialize;
 use zstd::bulk::Compressor;
 
 use super::error::ImageError;
-use super::model::{Header, ProcessState};
+use super::model::{Header, JobState};
 use super::pool::{default_threads, Pool, Work};
 use super::record::{
     encode_meta, encode_record, prelude, Kind, Tally, CHUNK_BYTES, CRC_LEN, FRAME_HEAD_LEN,
@@ -87,7 +87,7 @@ impl<W: Write> ImageWriter<W> {
     }
 
     /// Writes the process state record; exactly once, before any pages.
-    pub fn write_state(&mut self, st: &ProcessState) -> Result<(), ImageError> {
+    pub fn write_state(&mut self, st: &JobState) -> Result<(), ImageError> {
         self.check_usable()?;
         if self.state_written {
             return Err(ImageError::invalid_use("write_state called twice"));

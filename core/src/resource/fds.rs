@@ -2,7 +2,7 @@
 //! checking they are the same files), character devices such as /dev/null, and stdio pipes and
 //! terminals (connected to whoever restores the image).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
@@ -28,7 +28,7 @@ fn is_terminal_path(p: &str) -> bool {
         || p == "/dev/ptmx"
 }
 
-struct FdInfo {
+pub struct FdInfo {
     pos: u64,
     flags: i32,
 }
@@ -59,8 +59,26 @@ fn refuse(pid: Pid, fd: i32, what: &str) -> EngineError {
     .into()
 }
 
-/// The fd table of `pid`, or a refusal naming the first descriptor that cannot be carried.
-pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
+/// The open files of a job being captured: each open file description once, however many
+/// descriptors of however many members refer to it.
+#[derive(Default)]
+pub struct FileTable {
+    pub files: Vec<FdKind>,
+    /// A descriptor referring to each file (`pid`, fd, link target), to compare others with.
+    holders: Vec<(Pid, i32, String)>,
+    /// Pipes whose buffered bytes were captured already (with the first read end seen).
+    pipes_with_data: HashSet<u64>,
+}
+
+/// Which ends of each pipe (by inode) the members of a job hold: `(read, write)`.
+pub type PipeEnds = HashMap<String, (bool, bool)>;
+
+/// A member's descriptors: `(fd, link target, fdinfo)`, ascending.
+pub struct Links(Vec<(i32, String, FdInfo)>);
+
+/// Read the descriptor table of `pid` (to be captured with [`capture`]) and note the pipe ends
+/// it holds in `ends`.
+pub fn list(pid: Pid, ends: &mut PipeEnds) -> Result<Links> {
     let dir = format!("/proc/{pid}/fd");
     let mut numbers: Vec<i32> = std::fs::read_dir(&dir)
         .ctx(|| format!("listing {dir}"))?
@@ -71,27 +89,53 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
     for fd in numbers {
         let link =
             std::fs::read_link(format!("{dir}/{fd}")).ctx(|| format!("reading {dir}/{fd}"))?;
-        links.push((fd, link.to_string_lossy().into_owned(), fdinfo(pid, fd)?));
-    }
-    // Pipes whose both ends this process holds (self-pipes) travel with it.
-    let mut pipe_ends: HashMap<String, (bool, bool)> = HashMap::new();
-    for (_, target, info) in &links {
+        let target = link.to_string_lossy().into_owned();
+        let info = fdinfo(pid, fd)?;
         if target.starts_with("pipe:") {
-            let e = pipe_ends.entry(target.clone()).or_default();
+            let e = ends.entry(target.clone()).or_default();
             if info.flags & libc::O_ACCMODE == libc::O_RDONLY {
                 e.0 = true
             } else {
                 e.1 = true
             }
         }
+        links.push((fd, target, info));
     }
+    Ok(Links(links))
+}
+
+/// The fd table of member `pid`, its open files added to `table`, or a refusal naming the first
+/// descriptor that cannot be carried. `ends` holds the pipe ends of the whole job (pipes whose
+/// both ends the job holds travel with it).
+pub fn capture(
+    pid: Pid,
+    links: Links,
+    ends: &PipeEnds,
+    table: &mut FileTable,
+    share_stdio_with: Option<Pid>,
+) -> Result<Vec<Fd>> {
+    let dir = format!("/proc/{pid}/fd");
+    let links = links.0;
     // Pipes and terminals are allowed on stdio, and on other fds that share one of them.
     let mut stdio_targets: HashMap<String, u8> = HashMap::new();
     for (fd, target, _) in &links {
-        let shared = share_stdio_with
-            .is_some_and(|deputy| crate::sys::kcmp::same_open_file(pid, *fd, deputy, *fd));
+        // Any descriptor that is one of the deputy's stdio open files (a shell keeps a copy of
+        // its stdout on fd 10 while a loop's output goes elsewhere) goes through it again.
+        // Its own slot first: a terminal's 0, 1 and 2 are often one open file.
+        let deputy_slot = share_stdio_with.and_then(|deputy| {
+            let order = [*fd, 0, 1, 2];
+            order
+                .into_iter()
+                .filter(|k| (0..=2).contains(k))
+                .find(|k| crate::sys::kcmp::same_open_file(pid, *fd, deputy, *k))
+        });
+        if let Some(slot) = deputy_slot {
+            stdio_targets.entry(target.clone()).or_insert(slot as u8);
+            continue;
+        }
+        let job_pipe = ends.get(target.as_str()) == Some(&(true, true));
         if (0..=2).contains(fd)
-            && (shared || target.starts_with("pipe:") || is_terminal_path(target))
+            && ((target.starts_with("pipe:") && !job_pipe) || is_terminal_path(target))
         {
             stdio_targets.entry(target.clone()).or_insert(*fd as u8);
         }
@@ -100,6 +144,17 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
     for (fd, target, info) in links {
         let cloexec = info.flags & libc::O_CLOEXEC != 0;
         let flags = info.flags & !libc::O_CLOEXEC;
+        let known = table.holders.iter().position(|(p, f, t)| {
+            *t == target && crate::sys::kcmp::same_open_file(*p, *f, pid, fd)
+        });
+        if let Some(file) = known {
+            out.push(Fd {
+                fd,
+                cloexec,
+                file: file as u32,
+            });
+            continue;
+        }
         let kind = if target.starts_with("socket:") {
             return Err(refuse(pid, fd, "a socket"));
         } else if let Some(anon) = target.strip_prefix("anon_inode:") {
@@ -124,14 +179,14 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
         } else if let Some(slot) = stdio_targets.get(&target) {
             FdKind::Stdio { slot: *slot }
         } else if target.starts_with("pipe:") {
-            if pipe_ends.get(target.as_str()) != Some(&(true, true)) {
+            if ends.get(target.as_str()) != Some(&(true, true)) {
                 return Err(refuse(
                     pid,
                     fd,
-                    "a pipe shared with another process (not stdio)",
+                    "a pipe shared with a process outside the job (not stdio)",
                 ));
             }
-            capture_self_pipe(pid, fd, &target, flags)?
+            capture_pipe(pid, fd, &target, flags, &mut table.pipes_with_data)?
         } else if is_terminal_path(&target) {
             return Err(refuse(
                 pid,
@@ -140,7 +195,7 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
             ));
         } else if DEVICES.contains(&target.as_str()) {
             FdKind::Device {
-                path: target,
+                path: target.clone(),
                 flags,
             }
         } else if target.ends_with(" (deleted)") || target.starts_with("/memfd:") {
@@ -166,20 +221,32 @@ pub fn capture(pid: Pid, share_stdio_with: Option<Pid>) -> Result<Vec<Fd>> {
                 return Err(refuse(pid, fd, &format!("{what} ({target})")));
             }
             FdKind::Path {
-                path: target,
+                path: target.clone(),
                 flags,
                 offset: info.pos,
                 identity: super::identity_of(&meta),
             }
         };
-        out.push(Fd { fd, cloexec, kind });
+        table.files.push(kind);
+        table.holders.push((pid, fd, target));
+        out.push(Fd {
+            fd,
+            cloexec,
+            file: (table.files.len() - 1) as u32,
+        });
     }
     Ok(out)
 }
 
-/// One end of a self-pipe. The read end carries the buffered bytes, copied with tee(2) so
-/// the process's pipe keeps them.
-fn capture_self_pipe(pid: Pid, fd: i32, target: &str, flags: i32) -> Result<FdKind> {
+/// One end of a pipe inside the job. The first read end seen carries the buffered bytes,
+/// copied with tee(2) so the process's pipe keeps them.
+fn capture_pipe(
+    pid: Pid,
+    fd: i32,
+    target: &str,
+    flags: i32,
+    with_data: &mut HashSet<u64>,
+) -> Result<FdKind> {
     let id = target
         .trim_start_matches("pipe:[")
         .trim_end_matches(']')
@@ -194,7 +261,7 @@ fn capture_self_pipe(pid: Pid, fd: i32, target: &str, flags: i32) -> Result<FdKi
         .open(&path)
         .ctx(|| format!("opening {path}"))?;
     let size = crate::sys::pipe::capacity(&end).ctx(|| format!("F_GETPIPE_SZ of {path}"))?;
-    let data = if write_end {
+    let data = if write_end || !with_data.insert(id) {
         Vec::new()
     } else {
         crate::sys::pipe::peek_all(&end).ctx(|| format!("copying the contents of {path}"))?
@@ -212,21 +279,35 @@ fn capture_self_pipe(pid: Pid, fd: i32, target: &str, flags: i32) -> Result<FdKi
 /// fresh process to install, and the fds that must end up close-on-exec.
 pub struct Prepared {
     pub opened: Vec<OwnedFd>,
-    pub plan: Vec<(RawFd, RawFd)>,
-    pub cloexec: Vec<RawFd>,
+    /// The descriptor of this process that stands for each open file of the image.
+    pub sources: Vec<RawFd>,
 }
 
-/// Open every file of the image in this process. `stdio[k]` is the fd that stands in for the
-/// original process's stdio slot k (pipes and terminals).
-pub fn prepare(fds: &[Fd], stdio: [RawFd; 3], same_machine: bool) -> Result<Prepared> {
+impl Prepared {
+    /// `(target fd, source fd here)` for a member's descriptor table.
+    pub fn plan(&self, fds: &[Fd]) -> Vec<(RawFd, RawFd)> {
+        fds.iter()
+            .map(|f| {
+                (
+                    f.fd,
+                    self.sources.get(f.file as usize).copied().unwrap_or(-1),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Open every file of the image in this process, once each (members that shared an open file
+/// share it again). `stdio[k]` is the fd that stands in for the original process's stdio slot k
+/// (pipes and terminals).
+pub fn prepare(files: &[FdKind], stdio: [RawFd; 3], same_machine: bool) -> Result<Prepared> {
     let mut p = Prepared {
         opened: Vec::new(),
-        plan: Vec::new(),
-        cloexec: Vec::new(),
+        sources: Vec::new(),
     };
     let mut pipes: HashMap<u64, (RawFd, RawFd)> = HashMap::new();
-    for f in fds {
-        let source = match &f.kind {
+    for kind in files {
+        let source = match kind {
             FdKind::Stdio { slot } => stdio.get(*slot as usize).copied().unwrap_or(-1),
             FdKind::Pipe {
                 id,
@@ -268,8 +349,7 @@ pub fn prepare(fds: &[Fd], stdio: [RawFd; 3], same_machine: bool) -> Result<Prep
                 let same = super::same_file(identity, &meta, same_machine, reads_only);
                 if !same {
                     return Err(EngineError::Unrestorable(format!(
-                        "{path} (fd {}) changed since the checkpoint; restoring would give wrong results",
-                        f.fd
+                        "{path} changed since the checkpoint; restoring would give wrong results"
                     )));
                 }
                 if !meta.is_dir() {
@@ -284,10 +364,7 @@ pub fn prepare(fds: &[Fd], stdio: [RawFd; 3], same_machine: bool) -> Result<Prep
                 raw
             }
         };
-        p.plan.push((f.fd, source));
-        if f.cloexec {
-            p.cloexec.push(f.fd);
-        }
+        p.sources.push(source);
     }
     Ok(p)
 }

@@ -142,9 +142,11 @@ fn file_backing(
     }
 }
 
-/// Stream the touched pages of `vmas` into `out`. Returns the number of pages written.
+/// Stream the touched pages of `vmas` of process `index` of the job into `out`. Returns the
+/// number of pages written.
 pub fn dump_pages<W: std::io::Write>(
     pid: Pid,
+    index: u32,
     vmas: &[Vma],
     out: &mut ImageWriter<W>,
 ) -> Result<u64> {
@@ -179,7 +181,7 @@ pub fn dump_pages<W: std::io::Write>(
             let run = &mut buf[..(j - i) * PAGE_SIZE];
             memory::read(pid, addr, run)
                 .ctx(|| format!("reading memory of pid {pid} at {addr:#x}"))?;
-            out.write_pages(addr, run)?;
+            out.write_pages(crate::image::page_address(index, addr), run)?;
             total += (j - i) as u64;
             i = j;
         }

@@ -46,6 +46,9 @@ pub fn spawn_reaper() -> io::Result<Pid> {
             // SAFETY: async-signal-safe calls in the forked child.
             unsafe {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // It holds nothing: a pipe end kept open here would keep a reader in the job
+                // from ever seeing its end.
+                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
                 libc::prctl(libc::PR_SET_NAME, c"mrun-pidns-init".as_ptr());
                 loop {
                     libc::pause();

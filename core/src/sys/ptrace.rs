@@ -159,6 +159,8 @@ pub fn poke(pid: Pid, addr: u64, word: u64) -> io::Result<()> {
 
 /// `PTRACE_EVENT_CLONE`, as reported in [`Stop::Event`].
 pub const EVENT_CLONE: i32 = libc::PTRACE_EVENT_CLONE;
+/// `PTRACE_EVENT_EXEC`: the tracee finished an execve (PTRACE_O_TRACEEXEC).
+pub const EVENT_EXEC: i32 = libc::PTRACE_EVENT_EXEC;
 /// `PTRACE_EVENT_STOP`: a stop requested by PTRACE_INTERRUPT, a group stop, or the first stop
 /// of an automatically attached thread.
 pub const EVENT_STOP: i32 = 128;
@@ -201,6 +203,19 @@ pub fn seize(tid: Pid) -> io::Result<()> {
     ptrace::seize(
         tid,
         ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_TRACECLONE,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Attach to a process the restore created (not our child): killed if we die, its threads
+/// and its exec reported.
+pub fn seize_for_restore(pid: Pid) -> io::Result<()> {
+    ptrace::seize(
+        pid,
+        ptrace::Options::PTRACE_O_TRACESYSGOOD
+            | ptrace::Options::PTRACE_O_TRACECLONE
+            | ptrace::Options::PTRACE_O_TRACEEXEC
+            | ptrace::Options::PTRACE_O_EXITKILL,
     )
     .map_err(io::Error::from)
 }

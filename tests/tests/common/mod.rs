@@ -21,6 +21,7 @@ mod sandbox;
 mod scenario;
 mod sshd;
 mod threaded;
+mod trees;
 mod victims;
 
 pub use cgroup::CpuSlice;
@@ -49,4 +50,5 @@ pub use threaded::{
     cpu_flag, go_spread, python_workers, xz_two_threads_to_file, GO_SPREAD_ARGS, PIGZ_ARGS,
     PYTHON_WORKERS_ARGS, SORT_THREADED_ARGS, XZ_T0_ARGS, XZ_T2_ARGS,
 };
+pub use trees::{loop_to_file, pipeline_to_file};
 pub use victims::{victim, VICTIM_NAMES};

@@ -3,7 +3,10 @@
 //! checkpointed after "READY" must report PASS after the restore.
 
 use super::process::{assert_same_bytes, Finished, Input, Output, Proc, TIMEOUT};
-use super::procfs::{fd_offset, find_restored, thread_count, wait_until, wait_until_sleeping};
+use super::procfs::{
+    descendants, fd_offset, find_restored, status_field, thread_count, wait_until,
+    wait_until_sleeping,
+};
 use super::sandbox::Sandbox;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::ExitStatusExt;
@@ -21,6 +24,9 @@ pub enum Progress {
     /// one thread at that moment (for programs, like sort, that start their threads only for
     /// a phase of the work).
     ThreadsRunning,
+    /// The process of the job (the root or a descendant) with this name has read part of the
+    /// input on its fd 0 (for a job that is a tree, such as a pipeline run by `sh`).
+    MemberInputRead(&'static str),
 }
 
 fn file_len(p: &Path) -> usize {
@@ -44,6 +50,24 @@ fn pid_at_hop(current: &Proc, hop: usize, original_pid: i32) -> i32 {
     } else {
         find_restored(current.pid(), original_pid)
     }
+}
+
+/// The process named `name` among `root` and its descendants.
+fn member_named(root: i32, name: &str, label: &str) -> i32 {
+    let mut found = None;
+    let ok = wait_until(TIMEOUT, || {
+        let mut all = vec![root];
+        all.extend(descendants(root));
+        found = all
+            .into_iter()
+            .find(|p| status_field(*p, "Name").as_deref() == Some(name));
+        found.is_some()
+    });
+    assert!(
+        ok,
+        "{label}: no process named {name} in the job of pid {root}"
+    );
+    found.unwrap_or_default()
 }
 
 fn wait_input_read(pid: i32, label: &str, target: u64) {
@@ -136,6 +160,11 @@ pub fn migrate_file_output(
             Progress::ThreadsRunning => {
                 let target = mid_run_target(file_len(&input), hop, hops) as u64;
                 wait_threads_running(pid, label, target);
+            }
+            Progress::MemberInputRead(name) => {
+                let target = mid_run_target(file_len(&input), hop, hops) as u64;
+                let reader = member_named(pid, name, label);
+                wait_input_read(reader, label, target);
             }
         }
         let image = sb.path(&format!("hop{hop}.img"));

@@ -1,0 +1,139 @@
+//! A job as a tree of processes: the root and every descendant, frozen together. Processes
+//! created while the freeze runs are caught by reading the children of every frozen member
+//! again until a pass finds none that is not frozen (a frozen member creates no more).
+
+use super::checks;
+use super::error::{Context, EngineError, Result};
+use super::freeze::Frozen;
+use super::refusal::Refusal;
+use crate::sys::Pid;
+
+/// How many passes over the members' children before giving up on a tree that keeps
+/// growing.
+const MAX_PASSES: usize = 100;
+
+/// One frozen member and where it sits in the tree.
+pub struct Member {
+    pub frozen: Frozen,
+    /// Index of the parent in [`FrozenTree::members`]; `None` for the root.
+    pub parent: Option<usize>,
+    /// pid, pgid and sid as the member itself sees them (innermost pid namespace); 0 for a
+    /// group or session whose leader it cannot see.
+    pub inner: Ids,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ids {
+    pub pid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+}
+
+/// Every process of a job, frozen; parents before their children, the root first. Dropping it
+/// resumes them all untouched.
+pub struct FrozenTree {
+    pub members: Vec<Member>,
+}
+
+impl FrozenTree {
+    pub fn seize(root: Pid) -> Result<FrozenTree> {
+        let mut tree = FrozenTree {
+            members: Vec::new(),
+        };
+        tree.add(root, None)?;
+        for _ in 0..MAX_PASSES {
+            let mut found = Vec::new();
+            for (i, m) in tree.members.iter().enumerate() {
+                for child in children(m.frozen.pid())? {
+                    if !tree.members.iter().any(|o| o.frozen.pid() == child) {
+                        found.push((child, i));
+                    }
+                }
+            }
+            if found.is_empty() {
+                return Ok(tree);
+            }
+            for (child, parent) in found {
+                checks::preflight_member(child)?;
+                tree.add(child, Some(parent))?;
+            }
+        }
+        Err(Refusal::ProcessChurn { pid: root }.into())
+    }
+
+    fn add(&mut self, pid: Pid, parent: Option<usize>) -> Result<()> {
+        let frozen = Frozen::seize(pid)?;
+        checks::preflight_frozen(pid)?;
+        let inner = ids(pid)?;
+        self.members.push(Member {
+            frozen,
+            parent,
+            inner,
+        });
+        Ok(())
+    }
+
+    pub fn root(&self) -> Pid {
+        self.members
+            .first()
+            .map(|m| m.frozen.pid())
+            .unwrap_or(Pid::from_raw(0))
+    }
+
+    /// Let every member run on as if nothing happened.
+    pub fn resume(self) -> Result<()> {
+        let mut result = Ok(());
+        for m in self.members {
+            result = result.and(m.frozen.resume());
+        }
+        result
+    }
+
+    /// End every member: the image is complete and the job lives on elsewhere. The root
+    /// first, so that no parent sees a child die and acts on it.
+    pub fn kill(self) -> Result<()> {
+        let mut result = Ok(());
+        for m in self.members {
+            result = result.and(m.frozen.kill());
+        }
+        result
+    }
+}
+
+/// The children of every thread of `pid` (`/proc/PID/task/TID/children`), in our pid
+/// namespace. A member that exited meanwhile has none.
+fn children(pid: Pid) -> Result<Vec<Pid>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
+    for task in tasks {
+        let task = task.ctx(|| format!("listing {dir}"))?;
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(Pid::from_raw),
+        );
+    }
+    Ok(out)
+}
+
+/// The innermost pid, pgid and sid of `pid` (`NSpid`, `NSpgid`, `NSsid` in its status).
+fn ids(pid: Pid) -> Result<Ids> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
+    let last = |key: &str| -> Option<i32> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+    };
+    match (last("NSpid:"), last("NSpgid:"), last("NSsid:")) {
+        (Some(pid), Some(pgid), Some(sid)) => Ok(Ids { pid, pgid, sid }),
+        _ => Err(EngineError::Unrestorable(format!(
+            "{path} does not show the process's ids (NSpid, NSpgid, NSsid)"
+        ))),
+    }
+}
