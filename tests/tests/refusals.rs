@@ -137,9 +137,24 @@ fn refuses_thread_with_shadow_stack() {
     check_refused(&sb, victim, "shstk", &["shadow stack"]);
 }
 
+/// Issue 9: a process with a child is checkpointed with it; restored, the parent still
+/// waits for its child and sees it exit 0.
 #[test]
-fn refuses_child_process() {
-    assert_refused("child", &["child"]);
+fn child_process_is_checkpointed_with_its_parent() {
+    let (sb, victim) = start_refuse("child");
+    let image = sb.path("child.img");
+    sb.mrunctl().checkpoint_ok(victim.pid(), &image);
+    victim.finish().assert_signal(libc::SIGKILL);
+    let restored = sb.mrunctl().restore(&image, Input::Null, Output::Pipe);
+    sb.touch("stop");
+    assert_victim_passed(&restored.finish(), "the restored parent and child");
+}
+
+/// A child that exited and was not waited for yet (a zombie) is not restored yet: refused,
+/// and the parent then still reaps it.
+#[test]
+fn refuses_unreaped_child() {
+    assert_refused("zombie", &["exited", "not waited for"]);
 }
 
 #[test]

@@ -8,7 +8,7 @@
  * passed). It gives up after about 120 s.
  *
  * usage: refuse MODE STOP_FILE [DIR]
- * MODE: plain threads child socketpair tcp shared_anon shared_file sysv_shm epoll eventfd
+ * MODE: plain threads child zombie socketpair tcp shared_anon shared_file sysv_shm epoll eventfd
  *       signalfd timerfd inotify io_uring itimer posix_timer shstk
  * shstk: a thread enables an x86 shadow stack and spins; before "READY" the victim prints
  * "SHSTK-ON", or "SHSTK-UNAVAILABLE <errno>" (then it is a plain victim with one idle thread).
@@ -147,6 +147,27 @@ static void setup(void)
 				nap_ms(10);
 			_exit(0);
 		}
+	} else if (!strcmp(mode, "zombie")) {
+		child = fork();
+		if (child < 0)
+			die("fork");
+		if (child == 0)
+			_exit(0);
+		/* Not waited for until the checks: a zombie until then. */
+		for (int i = 0; i < 500; i++) {
+			char path[64], stat[256] = "";
+			snprintf(path, sizeof path, "/proc/%d/stat", (int)child);
+			FILE *f = fopen(path, "r");
+			if (f) {
+				if (!fgets(stat, sizeof stat, f))
+					stat[0] = 0;
+				fclose(f);
+			}
+			char *close = strrchr(stat, ')');
+			if (close && close[1] == ' ' && close[2] == 'Z')
+				break;
+			nap_ms(2);
+		}
 	} else if (!strcmp(mode, "socketpair")) {
 		if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0)
 			die("socketpair");
@@ -271,7 +292,7 @@ static void verify(void)
 		nap_ms(200);
 		check(shstk_status != 1 || shstk_spins > before, "shadow-stack thread still running",
 		      "%lu spins", shstk_spins);
-	} else if (!strcmp(mode, "child")) {
+	} else if (!strcmp(mode, "child") || !strcmp(mode, "zombie")) {
 		int st = 0;
 		pid_t w = waitpid(child, &st, 0);
 		check(w == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child exited 0",
