@@ -54,7 +54,34 @@ pub fn supervise(child: Pid, waited: &SigSet) -> Ended {
         // A terminal's signals already reached the whole foreground process group, the
         // supervised process included; pass on only those sent to the supervisor itself.
         if got.from_process {
-            let _ = kill(child, got.signal);
+            signal_job(child, got.signal);
+        }
+    }
+}
+
+/// Send `sig` to a job as a terminal would to its foreground group: the root and every
+/// descendant still in the root's process group (a pipeline's members, a script's commands;
+/// not a daemon that left for a group of its own).
+pub fn signal_job(root: Pid, sig: Signal) {
+    let group = nix::unistd::getpgid(Some(root)).ok();
+    let _ = kill(root, sig);
+    let mut queue = vec![root];
+    while let Some(p) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in list
+                .split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .map(Pid::from_raw)
+            {
+                queue.push(child);
+                if group.is_some() && nix::unistd::getpgid(Some(child)).ok() == group {
+                    let _ = kill(child, sig);
+                }
+            }
         }
     }
 }

@@ -405,7 +405,7 @@ async fn deputy(
                 Place::Home { child, .. } => {
                     if sig.from_process {
                         if let Some(pid) = child.id() {
-                            let _ = kill(Pid::from_raw(pid as i32), sig.signal);
+                            mrun_core::supervise::signal_job(Pid::from_raw(pid as i32), sig.signal);
                         }
                     }
                 }

@@ -1,5 +1,26 @@
 //! What a job running at home uses, read from /proc: CPU time got, CPU time wanted (the
-//! balancer's demand), resident memory. Reads only; a process that is gone reads as unknown.
+//! balancer's demand), resident memory, each summed over the job's processes (the command and
+//! its descendants). Reads only; a process that is gone reads as unknown.
+
+/// The job's processes: `pid` and every descendant (`/proc/PID/task/TID/children`).
+fn job_processes(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while let Some(&p) = out.get(i) {
+        i += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
 
 /// Seconds all threads of a local process have run plus waited in the run queue, summed over
 /// `/proc/PID/task/*/schedstat`: the process's own `schedstat` is its main thread alone, so a
@@ -7,38 +28,65 @@
 /// the listing and its read is skipped. The time of threads that already ended is lost (the
 /// kernel keeps no total of it), so a sample just after a thread ended reads low.
 pub(crate) fn cpu_wanted_seconds(pid: i32) -> Option<f64> {
-    let process = procfs::process::Process::new(pid).ok()?;
     let mut ns = 0u64;
-    for task in process.tasks().ok()? {
-        match task.and_then(|t| t.schedstat()) {
-            Ok(s) => ns += s.sum_exec_runtime + s.run_delay,
-            Err(procfs::ProcError::NotFound(_)) => continue,
+    for (k, p) in job_processes(pid).into_iter().enumerate() {
+        let process = match procfs::process::Process::new(p) {
+            Ok(process) => process,
+            Err(_) if k > 0 => continue, // a descendant that just ended
             Err(_) => return None,
+        };
+        for task in process.tasks().ok()? {
+            match task.and_then(|t| t.schedstat()) {
+                Ok(s) => ns += s.sum_exec_runtime + s.run_delay,
+                Err(procfs::ProcError::NotFound(_)) => continue,
+                Err(_) => return None,
+            }
         }
     }
     Some(ns as f64 * 1e-9)
 }
 
-/// Resident memory of a local process, bytes: what a checkpoint would carry.
+/// Resident memory of a local job, bytes: what a checkpoint would carry.
 pub(crate) fn touched_bytes(pid: i32) -> u64 {
-    procfs::process::Process::new(pid)
-        .and_then(|p| p.statm())
-        .map(|m| m.resident * procfs::page_size())
-        .unwrap_or(0)
+    job_processes(pid)
+        .into_iter()
+        .map(|p| {
+            procfs::process::Process::new(p)
+                .and_then(|p| p.statm())
+                .map(|m| m.resident * procfs::page_size())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
-/// User + system CPU seconds of a local process (all its threads, `/proc/PID/stat`).
+/// User + system CPU seconds of a local job, as `time` counts them: every thread of its
+/// processes, and the children they already waited for (`/proc/PID/stat`).
 pub(crate) fn cpu_seconds(pid: i32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let mut ticks = 0.0;
+    for (k, p) in job_processes(pid).into_iter().enumerate() {
+        match process_ticks(p) {
+            Some(t) => ticks += t,
+            None if k > 0 => continue,
+            None => return None,
+        }
+    }
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
-    Some((utime + stime) / hz)
+    Some(ticks / hz)
+}
+
+/// utime + stime + cutime + cstime of one process, in clock ticks.
+fn process_ticks(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let mut sum = 0.0;
+    for i in 11..=14 {
+        sum += fields.get(i)?.parse::<f64>().ok()?;
+    }
+    Some(sum)
 }
 
 #[cfg(test)]
@@ -51,6 +99,41 @@ mod tests {
         let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
         let ns: u64 = s.split_whitespace().next().unwrap().parse().unwrap();
         ns as f64 * 1e-9
+    }
+
+    /// A job that is a tree (`sh -c 'a | b'`) is measured whole: a busy grandchild's time
+    /// counts.
+    #[test]
+    fn cpu_wanted_counts_descendants() {
+        let me = std::process::id() as i32;
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sh -c 'i=0; while [ $i -lt 3000000 ]; do i=$((i+1)); done'; sleep 5",
+            ])
+            .spawn()
+            .expect("start sh");
+        let grandchild = loop {
+            let tree = job_processes(me);
+            if let Some(g) = tree.iter().find(|p| **p != me && **p != child.id() as i32) {
+                break *g;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let theirs = cpu_wanted_seconds(grandchild).expect("the grandchild's demand");
+        let whole = cpu_wanted_seconds(me).expect("the tree's demand");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(grandchild),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(theirs > 0.1, "the busy grandchild ran only {theirs} s");
+        assert!(
+            whole >= theirs,
+            "the tree's demand {whole} s leaves out its grandchild's {theirs} s"
+        );
     }
 
     /// `xz -T2` looked idle to the balancer: only the main thread's schedstat was read.
