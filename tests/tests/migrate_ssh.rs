@@ -104,7 +104,12 @@ fn output_across_hops(
                 job.mrun.stderr_text()
             );
         } else {
-            let (pid, _) = locate(&job, nodes);
+            let (root, _) = locate(&job, nodes);
+            // In a tree, the member that reads the input shows the progress.
+            let pid = match progress {
+                Progress::MemberInputRead(name) => member_named(root, name, label),
+                _ => root,
+            };
             let input = file_len(Path::new(&format!("/proc/{pid}/fd/0")));
             let target = fraction(input) as u64;
             if let Progress::ThreadsRunning = progress {
@@ -479,6 +484,27 @@ fn with_file<'a>(args: &[&'a str], file: &'a Path) -> Vec<&'a OsStr> {
     let mut v: Vec<&OsStr> = args.iter().map(|a| OsStr::new(*a)).collect();
     v.push(file.as_os_str());
     v
+}
+
+/// Issue 9: `sh -c 'gzip -9 < big | sha256sum'`, the whole tree moved home -> a -> b -> home.
+#[test]
+fn pipeline_under_sh_home_a_b_home() {
+    let input = text_file(24 * MIB);
+    let script = r#"gzip -9 < "$1" | sha256sum"#;
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("-c"),
+        OsStr::new(script),
+        OsStr::new("sh"),
+        input.as_os_str(),
+    ];
+    threaded_home_a_b_home(
+        "ssh-pipeline",
+        "sh: gzip | sha256sum",
+        Path::new("sh"),
+        &args,
+        Sink::File,
+        Progress::MemberInputRead("gzip"),
+    );
 }
 
 #[test]

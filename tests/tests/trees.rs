@@ -26,3 +26,50 @@ fn script_loop_with_subshells() {
     let sb = Sandbox::new("tree-loop");
     loop_to_file(&sb, "sh loop of subshells", 3);
 }
+
+/// A root shell with a background subshell, each trapping SIGTERM: the subshell says so and
+/// exits; the root waits for it, says so and exits 7. Only a signal that reaches both ends.
+const TWO_HANDLERS: &str = r#"(trap 'echo CHILD TERM; exit 0' TERM; while :; do sleep 0.05; done) &
+trap 'wait; echo ROOT TERM; exit 7' TERM
+echo READY
+while :; do sleep 0.05; done"#;
+
+/// `kill -TERM` sent to mrun reaches every process of the job's group, as a terminal's signal
+/// would, with the job at home or away (on the `local` node).
+fn sigterm_to_mrun_reaches_the_group(name: &str, away: bool) {
+    let sb = Sandbox::new(name);
+    let mrun = Mrun::new(&sb);
+    let mut job = mrun.start(
+        "two handlers",
+        "sh",
+        &["-c", TWO_HANDLERS],
+        &[],
+        Input::Null,
+        Output::Pipe,
+    );
+    job.mrun.wait_for_stdout("READY\n");
+    if away {
+        mrun.migrate_ok(&job, "local");
+        job.assert_place(Place::Away);
+    }
+    // SAFETY: kill(2) has no memory-safety requirements.
+    assert_eq!(unsafe { libc::kill(job.mrun_pid(), libc::SIGTERM) }, 0);
+    let done = job.finish();
+    done.assert_exit_code(7);
+    assert!(
+        done.stdout_text()
+            .ends_with("READY\nCHILD TERM\nROOT TERM\n"),
+        "{}",
+        done.describe()
+    );
+}
+
+#[test]
+fn sigterm_to_mrun_reaches_the_group_at_home() {
+    sigterm_to_mrun_reaches_the_group("tree-term-home", false);
+}
+
+#[test]
+fn sigterm_to_mrun_reaches_the_group_away() {
+    sigterm_to_mrun_reaches_the_group("tree-term-away", true);
+}

@@ -53,7 +53,7 @@ fn pid_at_hop(current: &Proc, hop: usize, original_pid: i32) -> i32 {
 }
 
 /// The process named `name` among `root` and its descendants.
-fn member_named(root: i32, name: &str, label: &str) -> i32 {
+pub fn member_named(root: i32, name: &str, label: &str) -> i32 {
     let mut found = None;
     let ok = wait_until(TIMEOUT, || {
         let mut all = vec![root];
