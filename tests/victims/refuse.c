@@ -152,7 +152,7 @@ static void setup(void)
 		if (child < 0)
 			die("fork");
 		if (child == 0)
-			_exit(0);
+			_exit(5);
 		/* Not waited for until the checks: a zombie until then. */
 		for (int i = 0; i < 500; i++) {
 			char path[64], stat[256] = "";
@@ -295,7 +295,8 @@ static void verify(void)
 	} else if (!strcmp(mode, "child") || !strcmp(mode, "zombie")) {
 		int st = 0;
 		pid_t w = waitpid(child, &st, 0);
-		check(w == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "child exited 0",
+		int want = !strcmp(mode, "zombie") ? 5 : 0;
+		check(w == child && WIFEXITED(st) && WEXITSTATUS(st) == want, "child exited as it did",
 		      "waitpid %d status %#x", (int)w, st);
 	} else if (!strcmp(mode, "socketpair")) {
 		check(round_trip(fds[0], fds[1]), "socketpair carries data", "errno %d", errno);

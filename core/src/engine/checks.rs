@@ -40,11 +40,6 @@ pub fn preflight_member(pid: Pid) -> Result<()> {
     if status.state.starts_with('Z') || status.state.starts_with('X') {
         return Err(if status.threads > 1 && !exiting(pid) {
             Refusal::LeaderExited { pid }
-        } else if status.ppid > 0 {
-            Refusal::Unreaped {
-                pid,
-                parent: Pid::from_raw(status.ppid),
-            }
         } else {
             Refusal::Exited { pid }
         }
@@ -81,11 +76,6 @@ fn exiting(pid: Pid) -> bool {
     false
 }
 
-/// The checks that could race with a running process, repeated once it is frozen.
-pub fn preflight_frozen(pid: Pid) -> Result<()> {
-    refuse_unreaped_children(pid)
-}
-
 /// A thread with an x86 shadow stack (CET): its hidden stack is not captured yet. Checked
 /// again per thread once frozen (a thread may enable it meanwhile).
 fn refuse_shadow_stacks(pid: Pid) -> Result<()> {
@@ -102,34 +92,6 @@ fn refuse_shadow_stacks(pid: Pid) -> Result<()> {
                     }
                     .into());
                 }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A child that exited and was not waited for (a zombie) cannot be restored yet.
-fn refuse_unreaped_children(pid: Pid) -> Result<()> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Ok(());
-    };
-    for task in tasks.flatten() {
-        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for child in list
-            .split_whitespace()
-            .filter_map(|c| c.parse().ok())
-            .map(Pid::from_raw)
-        {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            if zombie {
-                return Err(Refusal::Unreaped {
-                    pid: child,
-                    parent: pid,
-                }
-                .into());
             }
         }
     }

@@ -12,8 +12,8 @@ use super::compat;
 use super::error::{Context, EngineError, Result};
 use super::freeze::Frozen;
 use super::refusal::Refusal;
-use super::tree::FrozenTree;
-use crate::image::model::{Fd, Header, JobState, ProcessState, SigAction, ThreadState};
+use super::tree::{FrozenTree, Ids};
+use crate::image::model::{Fd, Header, JobState, ProcessState, SigAction, ThreadState, Zombie};
 use crate::image::ImageWriter;
 use crate::resource::task::Injected;
 use crate::resource::{fds, identity_of, mem, signals, task, thread};
@@ -184,7 +184,19 @@ fn capture<W: Write>(
         writer: format!("mrun {}", env!("CARGO_PKG_VERSION")),
         boot_id: crate::resource::boot_id(),
     };
+    let mut zombies = Vec::with_capacity(tree.zombies.len());
+    for (pid, z) in &tree.zombies {
+        let (pid, ppid, pgid, sid) = ids_in_job(tree, *pid, z.inner, Some(z.parent))?;
+        zombies.push(Zombie {
+            pid,
+            ppid,
+            pgid,
+            sid,
+            status: z.status,
+        });
+    }
     let state = JobState {
+        zombies,
         processes,
         files: files.files,
     };
@@ -211,7 +223,23 @@ fn capture<W: Write>(
 /// root); a group or session led by a member keeps its leader's pid, the root's own group or
 /// session (led from outside the job) is 0, any other one is refused.
 fn job_ids(tree: &FrozenTree, i: usize) -> Result<(i32, i32, i32, i32)> {
-    let (Some(m), Some(root)) = (tree.members.get(i), tree.members.first()) else {
+    let Some(m) = tree.members.get(i) else {
+        return Err(EngineError::Died {
+            pid: tree.root().as_raw(),
+            stage: "capture",
+        });
+    };
+    ids_in_job(tree, m.frozen.pid(), m.inner, m.parent)
+}
+
+/// As [`job_ids`], for any process of the tree given its own ids and its parent's index.
+fn ids_in_job(
+    tree: &FrozenTree,
+    pid: Pid,
+    inner: Ids,
+    parent: Option<usize>,
+) -> Result<(i32, i32, i32, i32)> {
+    let Some(root) = tree.members.first() else {
         return Err(EngineError::Died {
             pid: tree.root().as_raw(),
             stage: "capture",
@@ -225,21 +253,20 @@ fn job_ids(tree: &FrozenTree, i: usize) -> Result<(i32, i32, i32, i32)> {
             Ok(0)
         } else {
             Err(Refusal::LedFromOutside {
-                pid: m.frozen.pid(),
+                pid,
                 what,
                 leader: id,
             }
             .into())
         }
     };
-    let ppid = m
-        .parent
+    let ppid = parent
         .and_then(|p| tree.members.get(p))
         .map(|p| p.inner.pid)
         .unwrap_or(0);
-    let pgid = map(m.inner.pgid, root.inner.pgid, "process group")?;
-    let sid = map(m.inner.sid, root.inner.sid, "session")?;
-    Ok((m.inner.pid, ppid, pgid, sid))
+    let pgid = map(inner.pgid, root.inner.pgid, "process group")?;
+    let sid = map(inner.sid, root.inner.sid, "session")?;
+    Ok((inner.pid, ppid, pgid, sid))
 }
 
 fn process_state(

@@ -41,11 +41,6 @@ pub enum Refusal {
     )]
     ShadowStack { pid: Pid, tid: i32 },
     #[error(
-        "pid {pid}, a child of pid {parent}, has exited and was not waited for; exited children \
-         cannot be checkpointed yet"
-    )]
-    Unreaped { pid: Pid, parent: Pid },
-    #[error(
         "the processes of job {pid} keep creating children faster than they can be frozen; try \
          again when it is calmer"
     )]

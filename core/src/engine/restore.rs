@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use super::compat;
 use super::error::{Context, EngineError, Result};
 use super::inject::{Injector, Scratch};
-use super::spawn::{self, ChildPlan, TreePlan};
+use super::spawn::{self, ChildPlan, TreePlan, ZombiePlan};
 use crate::arch;
 use crate::image::model::{Backing, Header, JobState, ProcessState, Vma};
 use crate::image::ImageReader;
@@ -226,6 +226,16 @@ impl<R: Read> Restoring<'_, R> {
                     .enumerate()
                     .filter(|(_, c)| c.ppid != 0 && c.ppid == p.pid)
                     .map(|(i, _)| i)
+                    .collect(),
+                zombies: state
+                    .zombies
+                    .iter()
+                    .filter(|z| z.ppid == p.pid)
+                    .map(|z| ZombiePlan {
+                        pid: z.pid,
+                        pgid: (z.pgid != 0).then_some(z.pgid),
+                        status: z.status,
+                    })
                     .collect(),
             });
         }

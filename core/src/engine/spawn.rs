@@ -41,6 +41,16 @@ pub struct ChildPlan {
     pub pgid: Option<i32>,
     /// Indices of its children among the plans.
     pub children: Vec<usize>,
+    /// Its children that had exited and were not waited for: created and ended at once, with
+    /// their status, so that its wait finds them as before.
+    pub zombies: Vec<ZombiePlan>,
+}
+
+pub struct ZombiePlan {
+    pub pid: i32,
+    pub pgid: Option<i32>,
+    /// The wait status it ends with.
+    pub status: i32,
 }
 
 /// The whole tree: `members[0]` is the root.
@@ -316,6 +326,7 @@ fn child_main(tree: &TreePlan, i: usize, go: RawFd) -> ! {
                 Err(_) => fail("clone3"),
             }
         }
+        make_zombies(&plan.zombies);
         if let Some(g) = plan.pgid {
             libc::setpgid(0, g);
         }
@@ -379,5 +390,62 @@ fn child_main(tree: &TreePlan, i: usize, go: RawFd) -> ! {
         let envp: [*const libc::c_char; 1] = [std::ptr::null()];
         libc::execve(plan.exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail("execve")
+    }
+}
+
+/// Create each zombie child and let it end with its status; wait until it has (without
+/// reaping it), and take back the SIGCHLD its end raised here, so the restored parent sees no
+/// new one. Runs in a forked child, like [`child_main`].
+fn make_zombies(zombies: &[ZombiePlan]) {
+    if zombies.is_empty() {
+        return;
+    }
+    // SAFETY: async-signal-safe calls on values prepared before the fork.
+    unsafe {
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut chld);
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
+        for z in zombies {
+            match ns::fork_with_pid(z.pid) {
+                Ok(None) => {
+                    if let Some(g) = z.pgid {
+                        libc::setpgid(0, g);
+                    }
+                    if libc::WIFSIGNALED(z.status) {
+                        let sig = libc::WTERMSIG(z.status);
+                        let none = libc::rlimit {
+                            rlim_cur: 0,
+                            rlim_max: 0,
+                        };
+                        libc::setrlimit(libc::RLIMIT_CORE, &none);
+                        libc::signal(sig, libc::SIG_DFL);
+                        let mut all: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut all);
+                        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+                        libc::kill(libc::getpid(), sig);
+                    }
+                    libc::_exit(libc::WEXITSTATUS(z.status))
+                }
+                Ok(Some(child)) => {
+                    if let Some(g) = z.pgid {
+                        libc::setpgid(child.as_raw(), g);
+                    }
+                    let mut info: libc::siginfo_t = std::mem::zeroed();
+                    libc::waitid(
+                        libc::P_PID,
+                        child.as_raw() as libc::id_t,
+                        &mut info,
+                        libc::WEXITED | libc::WNOWAIT,
+                    );
+                }
+                Err(_) => libc::_exit(libc::ECHILD),
+            }
+        }
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        while libc::sigtimedwait(&chld, std::ptr::null_mut(), &zero) == libc::SIGCHLD {}
     }
 }

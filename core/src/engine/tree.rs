@@ -29,23 +29,36 @@ pub struct Ids {
     pub sid: i32,
 }
 
+/// A child of a member that exited and was not waited for: nothing to freeze, only its
+/// status to keep.
+pub struct Unreaped {
+    pub parent: usize,
+    pub inner: Ids,
+    /// The wait status (`exit_code`, the last field of `/proc/PID/stat`).
+    pub status: i32,
+}
+
 /// Every process of a job, frozen; parents before their children, the root first. Dropping it
 /// resumes them all untouched.
 pub struct FrozenTree {
     pub members: Vec<Member>,
+    pub zombies: Vec<(Pid, Unreaped)>,
 }
 
 impl FrozenTree {
     pub fn seize(root: Pid) -> Result<FrozenTree> {
         let mut tree = FrozenTree {
             members: Vec::new(),
+            zombies: Vec::new(),
         };
         tree.add(root, None)?;
         for _ in 0..MAX_PASSES {
             let mut found = Vec::new();
             for (i, m) in tree.members.iter().enumerate() {
                 for child in children(m.frozen.pid())? {
-                    if !tree.members.iter().any(|o| o.frozen.pid() == child) {
+                    let known = tree.members.iter().any(|o| o.frozen.pid() == child)
+                        || tree.zombies.iter().any(|(z, _)| *z == child);
+                    if !known {
                         found.push((child, i));
                     }
                 }
@@ -54,6 +67,19 @@ impl FrozenTree {
                 return Ok(tree);
             }
             for (child, parent) in found {
+                // Its parent is frozen: an exited child stays a zombie until the parent runs.
+                if let Some(status) = zombie_status(child) {
+                    let inner = ids(child)?;
+                    tree.zombies.push((
+                        child,
+                        Unreaped {
+                            parent,
+                            inner,
+                            status,
+                        },
+                    ));
+                    continue;
+                }
                 checks::preflight_member(child)?;
                 tree.add(child, Some(parent))?;
             }
@@ -63,7 +89,6 @@ impl FrozenTree {
 
     fn add(&mut self, pid: Pid, parent: Option<usize>) -> Result<()> {
         let frozen = Frozen::seize(pid)?;
-        checks::preflight_frozen(pid)?;
         let inner = ids(pid)?;
         self.members.push(Member {
             frozen,
@@ -118,6 +143,16 @@ fn children(pid: Pid) -> Result<Vec<Pid>> {
         );
     }
     Ok(out)
+}
+
+/// The wait status of `pid` if it is a zombie (`exit_code`, the last field of its stat).
+fn zombie_status(pid: Pid) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    if rest.split_whitespace().next()? != "Z" {
+        return None;
+    }
+    rest.split_whitespace().last()?.parse().ok()
 }
 
 /// The innermost pid, pgid and sid of `pid` (`NSpid`, `NSpgid`, `NSsid` in its status).

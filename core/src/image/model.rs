@@ -217,6 +217,22 @@ pub struct ThreadState {
 pub struct JobState {
     pub processes: Vec<ProcessState>,
     pub files: Vec<FdKind>,
+    /// Children that exited and were not waited for yet: restored as such, so that their
+    /// parent's wait still finds them, with the same status.
+    pub zombies: Vec<Zombie>,
+}
+
+/// A child that exited and was not waited for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Zombie {
+    pub pid: i32,
+    /// Its parent's pid (a process of the job).
+    pub ppid: i32,
+    /// As in [`ProcessState`]: a member's pid, or 0 for the root's own.
+    pub pgid: i32,
+    pub sid: i32,
+    /// The wait status its parent will get (`exit_code` of `/proc/PID/stat`).
+    pub status: i32,
 }
 
 impl JobState {
