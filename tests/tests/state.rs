@@ -16,6 +16,7 @@ fn victims_pass_without_checkpoint() {
     let dir = sb.mkdir("dir");
     let cases: &[(&str, bool)] = &[
         ("signals", false),
+        ("workers", false),
         ("pending", false),
         ("misc", false),
         ("altstack", false),

@@ -73,3 +73,13 @@ fn sigterm_to_mrun_reaches_the_group_at_home() {
 fn sigterm_to_mrun_reaches_the_group_away() {
     sigterm_to_mrun_reaches_the_group("tree-term-away", true);
 }
+
+/// A parent feeding three workers over pipes, one worker exited and not reaped at the
+/// checkpoint, tasks and a result waiting in the pipes: after the restore every result is
+/// right, every process kept its pid, parent, group and session, and the parent reaps all
+/// three with their exit codes.
+#[test]
+fn parent_and_workers_over_pipes() {
+    let sb = Sandbox::new("tree-workers");
+    run_state_victim(&sb, "workers", &[], false).assert_all_pass();
+}

@@ -146,3 +146,10 @@ fn pipeline_under_sh_as_nobody() {
     let sb = nobody("nobody-pipeline");
     pipeline_to_file(&sb, "sh: gzip | sha256sum as nobody", 1);
 }
+
+/// Issue 9: a parent with its workers, pipes and an unreaped child, as nobody.
+#[test]
+fn parent_and_workers_as_nobody() {
+    let sb = nobody("nobody-workers");
+    run_state_victim(&sb, "workers", &[], false).assert_all_pass();
+}

@@ -179,7 +179,7 @@ pub fn capture(
         } else if let Some(slot) = stdio_targets.get(&target) {
             FdKind::Stdio { slot: *slot }
         } else if target.starts_with("pipe:") {
-            if ends.get(target.as_str()) != Some(&(true, true)) {
+            if ends.get(target.as_str()) != Some(&(true, true)) && !peer_gone(pid, fd, flags) {
                 return Err(refuse(
                     pid,
                     fd,
@@ -236,6 +236,16 @@ pub fn capture(
         });
     }
     Ok(out)
+}
+
+/// Whether the other side of the pipe end `fd` of `pid` is closed everywhere (a worker that
+/// exited after writing its result): then the pipe is the job's alone, though the job holds
+/// only this end.
+fn peer_gone(pid: Pid, fd: i32, flags: i32) -> bool {
+    let write_end = flags & libc::O_ACCMODE != libc::O_RDONLY;
+    crate::sys::pidfd::get_fd(pid, fd)
+        .map(|end| crate::sys::pidfd::pipe_peer_gone(&end, write_end))
+        .unwrap_or(false)
 }
 
 /// One end of a pipe inside the job. The first read end seen carries the buffered bytes,

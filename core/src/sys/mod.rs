@@ -6,6 +6,7 @@ pub mod fdio;
 pub mod kcmp;
 pub mod memory;
 pub mod ns;
+pub mod pidfd;
 pub mod pipe;
 pub mod process;
 pub mod ptrace;

@@ -22,6 +22,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "workers",
+        source: "workers.c",
+        flags: &[],
+    },
+    Spec {
         name: "pending",
         source: "pending.c",
         flags: &[],
