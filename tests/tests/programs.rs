@@ -298,3 +298,33 @@ fn go_goroutines_on_several_threads() {
         1,
     );
 }
+
+/// A process with 1,500 descriptors (more than a restore once carried: those past the
+/// 1,024th were dropped without a word): all come back, each the same device.
+#[test]
+fn python3_with_1500_descriptors() {
+    let sb = Sandbox::new("python-fds");
+    let script = sb.path("many_fds.py");
+    std::fs::write(&script, PYTHON_MANY_FDS).expect("write the python script");
+    migrate_pipe_output(
+        &sb,
+        "python3 with 1500 fds",
+        python3(),
+        &["-u".as_ref(), script.as_os_str()],
+        &[],
+        1,
+    );
+}
+
+const PYTHON_MANY_FDS: &str = r#"
+import os, resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(1500)]
+for i in range(60):
+    x = sum(range(200000))
+    print(i, len(fds), max(fds) > 1024, x)
+alive = sum(1 for f in fds if os.path.exists(f"/proc/self/fd/{f}"))
+same = all(os.fstat(f).st_rdev == os.fstat(fds[0]).st_rdev for f in fds)
+print("alive", alive, "same device", same)
+"#;

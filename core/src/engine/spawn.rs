@@ -18,6 +18,10 @@ use nix::sys::signal::{kill, Signal};
 use super::error::{Context, EngineError, Result};
 use crate::sys::{caps, ns, ptrace, ptrace::Stop, Pid};
 
+/// Most descriptors one restored process may have (the forked child moves them through a
+/// fixed table; [`spawn`] refuses more before anything is created).
+pub const MAX_FDS: usize = 4096;
+
 /// How long the restorer waits for the whole tree to be created.
 const TREE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -116,6 +120,13 @@ pub fn spawn(tree: &TreePlan, pid_ns: bool) -> Result<Spawned> {
             "the image holds no process".into(),
         ));
     };
+    if let Some(m) = tree.members.iter().find(|m| m.fds.len() > MAX_FDS) {
+        return Err(EngineError::Unrestorable(format!(
+            "pid {} has {} descriptors; a restore can give a process at most {MAX_FDS}",
+            m.pid,
+            m.fds.len()
+        )));
+    }
     if tree.members.len() > 1 && !pid_ns {
         return Err(EngineError::Unrestorable(
             "a job of several processes can only be restored with its original pids".into(),
@@ -351,16 +362,19 @@ fn child_main(tree: &TreePlan, i: usize, go: RawFd) -> ! {
             .unwrap_or(2)
             .max(2)
             + 1;
-        let mut moved = [0 as RawFd; 1024];
-        for (k, (_, src)) in plan.fds.iter().enumerate().take(1024) {
+        let mut moved = [0 as RawFd; MAX_FDS];
+        for (k, (_, src)) in plan.fds.iter().enumerate() {
             let m = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, top);
             if m < 0 {
                 fail("dup");
             }
-            moved[k] = m;
+            match moved.get_mut(k) {
+                Some(slot) => *slot = m,
+                None => fail("too many descriptors"),
+            }
         }
-        for (k, (target, _)) in plan.fds.iter().enumerate().take(1024) {
-            if libc::dup2(moved[k], *target) < 0 {
+        for (k, (target, _)) in plan.fds.iter().enumerate() {
+            if libc::dup2(moved.get(k).copied().unwrap_or(-1), *target) < 0 {
                 fail("dup2");
             }
         }
