@@ -289,3 +289,43 @@ fn refuses_another_users_process() {
     wait_for_more_ticks(&mut victim, seen);
     stop_and_check(&mine, victim);
 }
+
+/// Issue 9: what a child holds is refused for the whole tree. `sh` runs the refuse victim
+/// (holding a socketpair) as its child: the checkpoint of sh is refused in one sentence naming
+/// the socket, and both keep running untouched; the victim then finishes its checks and sh
+/// sees it exit 0.
+#[test]
+fn refusal_in_a_child_leaves_the_whole_tree_running() {
+    let sb = Sandbox::new("refuse-tree");
+    let stop = sb.path("stop");
+    let dir = sb.mkdir("dir");
+    let victim = sb.victim("refuse");
+    let args = [
+        OsStr::new("-c"),
+        OsStr::new(r#""$0" "$@"; echo "sh saw $?""#),
+        victim.as_os_str(),
+        OsStr::new("socketpair"),
+        stop.as_os_str(),
+        dir.as_os_str(),
+    ];
+    let mut sh = sb.spawn("sh running refuse", "sh", &args, Input::Null, Output::Pipe);
+    sh.wait_for_stdout("tick 2\n");
+    let child = children(sh.pid())
+        .into_iter()
+        .next()
+        .expect("sh's child, the victim");
+    let out = sb.mrunctl().checkpoint(sh.pid(), &sb.path("refused.img"));
+    out.assert_one_line_error(&["socket", &child.to_string()]);
+    assert_untouched(sh.pid(), 0);
+    assert_untouched(child, 0);
+    let seen = ticks(&sh.stdout_text()).len();
+    wait_for_more_ticks(&mut sh, seen);
+    sb.touch("stop");
+    let done = sh.finish();
+    let text = done.stdout_text();
+    assert!(
+        done.status.success() && text.contains("ALL PASS") && text.ends_with("sh saw 0\n"),
+        "the tree did not finish correctly after the refusal: {}",
+        done.describe()
+    );
+}
