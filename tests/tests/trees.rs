@@ -29,9 +29,9 @@ fn script_loop_with_subshells() {
 
 /// A root shell with a background subshell, each trapping SIGTERM: the subshell says so and
 /// exits; the root waits for it, says so and exits 7. Only a signal that reaches both ends.
-const TWO_HANDLERS: &str = r#"(trap 'echo CHILD TERM; exit 0' TERM; while :; do sleep 0.05; done) &
+const TWO_HANDLERS: &str = r#"(trap 'echo CHILD TERM; exit 0' TERM; echo CHILD ARMED; while :; do sleep 0.05; done) &
 trap 'wait; echo ROOT TERM; exit 7' TERM
-echo READY
+echo ROOT ARMED
 while :; do sleep 0.05; done"#;
 
 /// `kill -TERM` sent to mrun reaches every process of the job's group, as a terminal's signal
@@ -47,7 +47,9 @@ fn sigterm_to_mrun_reaches_the_group(name: &str, away: bool) {
         Input::Null,
         Output::Pipe,
     );
-    job.mrun.wait_for_stdout("READY\n");
+    // Both traps are set before the signal is sent.
+    job.mrun.wait_for_stdout("ROOT ARMED\n");
+    job.mrun.wait_for_stdout("CHILD ARMED\n");
     if away {
         mrun.migrate_ok(&job, "local");
         job.assert_place(Place::Away);
@@ -58,7 +60,7 @@ fn sigterm_to_mrun_reaches_the_group(name: &str, away: bool) {
     done.assert_exit_code(7);
     assert!(
         done.stdout_text()
-            .ends_with("READY\nCHILD TERM\nROOT TERM\n"),
+            .ends_with("ARMED\nCHILD TERM\nROOT TERM\n"),
         "{}",
         done.describe()
     );
