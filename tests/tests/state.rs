@@ -17,6 +17,7 @@ fn victims_pass_without_checkpoint() {
     let cases: &[(&str, bool)] = &[
         ("signals", false),
         ("workers", false),
+        ("sharedmem", false),
         ("pending", false),
         ("misc", false),
         ("altstack", false),

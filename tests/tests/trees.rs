@@ -85,3 +85,12 @@ fn parent_and_workers_over_pipes() {
     let sb = Sandbox::new("tree-workers");
     run_state_victim(&sb, "workers", &[], false).assert_all_pass();
 }
+
+/// Anonymous shared memory and a memfd, mapped by a parent and its two children before fork:
+/// restored as one object each, holding the checkpoint's bytes, and the children's writes after
+/// the restore reach the parent.
+#[test]
+fn shared_memory_between_processes() {
+    let sb = Sandbox::new("tree-shm");
+    run_state_victim(&sb, "sharedmem", &[], false).assert_all_pass();
+}

@@ -13,7 +13,9 @@ use super::error::{Context, EngineError, Result};
 use super::freeze::Frozen;
 use super::refusal::Refusal;
 use super::tree::{FrozenTree, Ids};
-use crate::image::model::{Fd, Header, JobState, ProcessState, SigAction, ThreadState, Zombie};
+use crate::image::model::{
+    Fd, Header, JobState, ProcessState, SigAction, ThreadState, Vma, Zombie,
+};
 use crate::image::ImageWriter;
 use crate::resource::task::Injected;
 use crate::resource::{fds, identity_of, mem, signals, task, thread};
@@ -152,6 +154,7 @@ fn capture<W: Write>(
         links.push(fds::list(m.frozen.pid(), &mut ends)?);
     }
     let mut files = fds::FileTable::default();
+    let mut shared = mem::SharedTable::default();
     let mut processes = Vec::with_capacity(tree.members.len());
     for (i, links) in links.into_iter().enumerate() {
         let ids = job_ids(tree, i)?;
@@ -159,7 +162,15 @@ fn capture<W: Write>(
         let pid = frozen.pid();
         let (sigactions, process, threads) = capture_injected(frozen)?;
         let fds = fds::capture(pid, links, &ends, &mut files, opts.share_stdio_with)?;
-        processes.push(process_state(pid, ids, sigactions, process, threads, fds)?);
+        let vmas = mem::capture_vmas(pid, i as u32, &mut shared)?;
+        processes.push(process_state(
+            pid,
+            ids,
+            sigactions,
+            process,
+            threads,
+            (fds, vmas),
+        )?);
     }
     let Some(root) = processes.first() else {
         return Err(EngineError::Died {
@@ -196,6 +207,7 @@ fn capture<W: Write>(
         });
     }
     let state = JobState {
+        shared: shared.objects.clone(),
         zombies,
         processes,
         files: files.files,
@@ -208,7 +220,7 @@ fn capture<W: Write>(
         ..DumpStats::default()
     };
     for (i, (m, p)) in tree.members.iter().zip(&state.processes).enumerate() {
-        stats.pages += mem::dump_pages(m.frozen.pid(), i as u32, &p.vmas, &mut writer)?;
+        stats.pages += mem::dump_pages(m.frozen.pid(), i as u32, &shared, &p.vmas, &mut writer)?;
         stats.vmas += p.vmas.len();
         stats.fds += p.fds.len();
         stats.threads += p.threads.len();
@@ -275,7 +287,7 @@ fn process_state(
     sigactions: Vec<SigAction>,
     process: Injected,
     threads: Vec<ThreadState>,
-    fds: Vec<Fd>,
+    (fds, vmas): (Vec<Fd>, Vec<Vma>),
 ) -> Result<ProcessState> {
     let procfs = Process::new(pid.as_raw())?;
     let exe = procfs.exe()?;
@@ -299,7 +311,7 @@ fn process_state(
         cwd: procfs.cwd()?.to_string_lossy().into_owned(),
         umask: process.umask,
         rlimits: task::capture_rlimits(pid)?,
-        vmas: mem::capture_vmas(pid)?,
+        vmas,
         fds,
         queued_signals: signals::capture_queued(pid, true)?,
     })

@@ -134,6 +134,9 @@ struct Fresh {
     threads: Vec<(usize, Injector)>,
     /// The capability lent for `set_tid` must be dropped before the process runs.
     lent_capability: bool,
+    /// `(shared object, descriptor)`: where the shared memory objects it maps wait for it
+    /// (closed once mapped).
+    shared_fds: Vec<(u32, i32)>,
 }
 
 impl Fresh {
@@ -205,16 +208,32 @@ impl<R: Read> Restoring<'_, R> {
             .as_ref()
             .ok_or_else(|| invalid("the state is not read yet"))?;
         let prepared = fds::prepare(&state.files, opts.stdio, self.same_machine)?;
+        let shared = mem::create_shared(&state.shared)?;
+        let mut shared_fds = Vec::with_capacity(state.processes.len());
         let unprivileged = !nix::unistd::geteuid().is_root();
         let mut members = Vec::with_capacity(state.processes.len());
         for p in &state.processes {
+            // Each shared object it maps, on a descriptor above its own until it is mapped.
+            let mut fds = prepared.plan(&p.fds);
+            let spare = fds.iter().map(|(t, _)| *t).max().unwrap_or(2).max(2) + 1;
+            let mine: Vec<(u32, i32)> = mem::shared_objects_of(&p.vmas)
+                .into_iter()
+                .enumerate()
+                .map(|(k, o)| (o, spare + k as i32))
+                .collect();
+            for (o, at) in &mine {
+                if let Some(fd) = shared.get(*o as usize) {
+                    fds.push((*at, std::os::fd::AsRawFd::as_raw_fd(fd)));
+                }
+            }
+            shared_fds.push(mine);
             members.push(ChildPlan {
                 pid: p.pid,
                 exe: executable(p, self.same_machine)?,
                 cwd: cstring(&p.cwd)?,
                 umask: p.umask,
                 personality: p.personality,
-                fds: prepared.plan(&p.fds),
+                fds,
                 lend_checkpoint_capability: opts.original_pid
                     && p.threads.len() > 1
                     && unprivileged,
@@ -258,11 +277,13 @@ impl<R: Read> Restoring<'_, R> {
         }
         let child = spawn::spawn(&plan, opts.original_pid)?;
         drop(prepared);
+        drop(shared);
         self.fresh = child
             .members
             .iter()
             .zip(&plan.members)
-            .map(|(pid, m)| Fresh {
+            .zip(shared_fds)
+            .map(|((pid, m), shared_fds)| Fresh {
                 pid: *pid,
                 leader: None,
                 present: Vec::new(),
@@ -271,6 +292,7 @@ impl<R: Read> Restoring<'_, R> {
                 scratch: Scratch { addr: 0, len: 0 },
                 threads: Vec::new(),
                 lent_capability: m.lend_checkpoint_capability,
+                shared_fds,
             })
             .collect();
         let root = child.pid;
@@ -320,7 +342,17 @@ impl<R: Read> Restoring<'_, R> {
             .ok_or_else(|| invalid("the state is not read yet"))?;
         for (f, p) in self.fresh.iter().zip(&state.processes) {
             check_file_identities(&p.vmas, same_machine)?;
-            mem::map_vmas(f.leader()?, &f.scratch, &p.vmas)?;
+            let fd_of = |o: u32| {
+                f.shared_fds
+                    .iter()
+                    .find(|(s, _)| *s == o)
+                    .map(|(_, fd)| *fd)
+            };
+            mem::map_vmas(f.leader()?, &f.scratch, &p.vmas, fd_of)?;
+            for (_, fd) in &f.shared_fds {
+                f.leader()?
+                    .call("close", libc::SYS_close, [*fd as u64, 0, 0, 0, 0, 0])?;
+            }
         }
         let mut buf = Vec::new();
         while let Some(tagged) = self.reader.next_pages(&mut buf)? {

@@ -130,6 +130,18 @@ pub enum Backing {
     Carried { path: String },
     /// A kernel special mapping (`[vdso]`, `[vvar]`, `[vvar_vclock]`), moved not copied.
     Special { name: String },
+    /// Shared memory with no file behind it (`MAP_SHARED|MAP_ANONYMOUS`, a memfd), held by one
+    /// process or several: `object` indexes [`JobState::shared`]; all its mappings are of one
+    /// object again after restore.
+    Shared { object: u32, offset: u64 },
+}
+
+/// A shared memory object of the job. Its contents travel as the pages of the mappings of the
+/// first process that maps it (`owner`, an index into [`JobState::processes`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedObject {
+    pub size: u64,
+    pub owner: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,6 +229,8 @@ pub struct ThreadState {
 pub struct JobState {
     pub processes: Vec<ProcessState>,
     pub files: Vec<FdKind>,
+    /// Shared memory objects the processes map (see [`Backing::Shared`]).
+    pub shared: Vec<SharedObject>,
     /// Children that exited and were not waited for yet: restored as such, so that their
     /// parent's wait still finds them, with the same status.
     pub zombies: Vec<Zombie>,

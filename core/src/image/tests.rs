@@ -123,6 +123,7 @@ fn state() -> JobState {
     JobState {
         processes: vec![process],
         files: vec![FdKind::Stdio { slot: 1 }],
+        shared: Vec::new(),
         zombies: Vec::new(),
     }
 }

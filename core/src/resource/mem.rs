@@ -12,7 +12,7 @@ use procfs::process::{MMPermissions, MMapPath, Process};
 use crate::engine::error::{Context, Result};
 use crate::engine::inject::{Injector, Scratch};
 use crate::engine::Refusal;
-use crate::image::model::{Backing, Vma};
+use crate::image::model::{Backing, SharedObject, Vma};
 use crate::image::{ImageWriter, PAGE_SIZE};
 use crate::sys::{memory, Pid};
 
@@ -34,8 +34,43 @@ fn prot_of(p: MMPermissions) -> u32 {
     prot as u32
 }
 
-/// The mappings of `pid`, or a refusal naming the first one that cannot be checkpointed.
-pub fn capture_vmas(pid: Pid) -> Result<Vec<Vma>> {
+/// The shared memory objects of a job being captured, keyed by the device and inode the
+/// kernel shows for their mappings.
+#[derive(Default)]
+pub struct SharedTable {
+    pub objects: Vec<SharedObject>,
+    keys: Vec<((u64, u64), u64)>,
+}
+
+impl SharedTable {
+    /// The object behind a shared mapping `[offset, offset + len)` of process `index`.
+    fn object(&mut self, key: (u64, u64), index: u32, offset: u64, len: u64) -> u32 {
+        let end = offset + len;
+        if let Some(i) = self.keys.iter().position(|(k, _)| *k == key) {
+            if let Some(o) = self.objects.get_mut(i) {
+                o.size = o.size.max(end);
+            }
+            return i as u32;
+        }
+        self.keys.push((key, end));
+        self.objects.push(SharedObject {
+            size: end,
+            owner: index,
+        });
+        (self.objects.len() - 1) as u32
+    }
+
+    /// Whether process `index` carries the pages of `object`.
+    pub fn owns(&self, object: u32, index: u32) -> bool {
+        self.objects
+            .get(object as usize)
+            .is_some_and(|o| o.owner == index)
+    }
+}
+
+/// The mappings of process `index` (`pid`) of the job, or a refusal naming the first one that
+/// cannot be checkpointed. Shared memory objects are noted in `shared`.
+pub fn capture_vmas(pid: Pid, index: u32, shared_objects: &mut SharedTable) -> Result<Vec<Vma>> {
     let maps = Process::new(pid.as_raw())?.maps()?;
     let mut vmas = Vec::new();
     for m in maps {
@@ -70,14 +105,23 @@ pub fn capture_vmas(pid: Pid) -> Result<Vec<Vma>> {
             }
             MMapPath::Path(p) => {
                 let text = p.to_string_lossy();
-                if shared && prot & libc::PROT_WRITE as u32 != 0 {
+                let object_memory =
+                    shared && (text == "/dev/zero (deleted)" || text.starts_with("/memfd:"));
+                if shared && prot & libc::PROT_WRITE as u32 != 0 && !object_memory {
                     return Err(Refusal::WritableSharedFile {
                         pid,
                         path: text.into_owned(),
                     }
                     .into());
                 }
-                if text.ends_with(" (deleted)") || text.starts_with("/memfd:") {
+                if object_memory {
+                    let key = ((m.dev.0 as u64) << 32 | m.dev.1 as u64, m.inode);
+                    let object = shared_objects.object(key, index, m.offset, end - start);
+                    Backing::Shared {
+                        object,
+                        offset: m.offset,
+                    }
+                } else if text.ends_with(" (deleted)") || text.starts_with("/memfd:") {
                     if shared {
                         return Err(Refusal::SharedDeletedFile {
                             pid,
@@ -147,6 +191,7 @@ fn file_backing(
 pub fn dump_pages<W: std::io::Write>(
     pid: Pid,
     index: u32,
+    shared: &SharedTable,
     vmas: &[Vma],
     out: &mut ImageWriter<W>,
 ) -> Result<u64> {
@@ -156,7 +201,9 @@ pub fn dump_pages<W: std::io::Write>(
     let mut total = 0u64;
     for vma in vmas {
         let wanted: fn(u64) -> bool = match (&vma.backing, vma.shared) {
-            (Backing::Special { .. }, _) | (_, true) => continue,
+            // Every page of a shared object, once: from the process that owns it.
+            (Backing::Shared { object, .. }, _) if shared.owns(*object, index) => |_| true,
+            (Backing::Special { .. } | Backing::Shared { .. }, _) | (_, true) => continue,
             (Backing::Carried { .. }, _) => |_| true,
             (Backing::Anonymous, _) => |e| e & (memory::PM_PRESENT | memory::PM_SWAPPED) != 0,
             (Backing::File { .. }, _) => |e| {
@@ -205,13 +252,37 @@ pub fn is_special_name(name: &str) -> bool {
 
 /// Map every non-special area of the image into the tracee, writable so pages can be filled.
 /// Files are opened inside the tracee (path written to `scratch`) and closed again.
-pub fn map_vmas(inj: &Injector, scratch: &Scratch, vmas: &[Vma]) -> Result<()> {
+pub fn map_vmas(
+    inj: &Injector,
+    scratch: &Scratch,
+    vmas: &[Vma],
+    shared_fd: impl Fn(u32) -> Option<i32>,
+) -> Result<()> {
     let pid = inj.pid();
     for vma in vmas {
         let len = vma.end - vma.start;
         let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
         match &vma.backing {
             Backing::Special { .. } => {}
+            Backing::Shared { object, offset } => {
+                let Some(fd) = shared_fd(*object) else {
+                    return Err(crate::engine::EngineError::Unrestorable(format!(
+                        "the image maps shared memory object {object}, which it does not hold"
+                    )));
+                };
+                inj.call(
+                    "mmap of shared memory",
+                    libc::SYS_mmap,
+                    [
+                        vma.start,
+                        len,
+                        (vma.prot | rw) as u64,
+                        (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+                        fd as u64,
+                        *offset,
+                    ],
+                )?;
+            }
             Backing::Anonymous | Backing::Carried { .. } => {
                 let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
                 if vma.grows_down {
@@ -265,7 +336,8 @@ pub fn map_vmas(inj: &Injector, scratch: &Scratch, vmas: &[Vma]) -> Result<()> {
 /// Give every area its final protection once its pages are in.
 pub fn protect_vmas(inj: &Injector, vmas: &[Vma]) -> Result<()> {
     for vma in vmas {
-        if matches!(vma.backing, Backing::Special { .. }) || vma.shared {
+        let own_shared = matches!(vma.backing, Backing::Shared { .. });
+        if matches!(vma.backing, Backing::Special { .. }) || (vma.shared && !own_shared) {
             continue;
         }
         if vma.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
@@ -277,4 +349,33 @@ pub fn protect_vmas(inj: &Injector, vmas: &[Vma]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The shared memory objects of a restore, created here (memfds of their size) before the
+/// processes are, so each process that maps one inherits it.
+pub fn create_shared(objects: &[SharedObject]) -> Result<Vec<std::os::fd::OwnedFd>> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let mut out = Vec::with_capacity(objects.len());
+    for (i, o) in objects.iter().enumerate() {
+        let fd = memfd_create(c"mrun-shared", MFdFlags::MFD_CLOEXEC)
+            .ctx(|| format!("creating shared memory object {i}"))?;
+        nix::unistd::ftruncate(&fd, o.size as i64)
+            .ctx(|| format!("sizing shared memory object {i} to {} bytes", o.size))?;
+        out.push(fd);
+    }
+    Ok(out)
+}
+
+/// The shared objects `vmas` map.
+pub fn shared_objects_of(vmas: &[Vma]) -> Vec<u32> {
+    let mut out: Vec<u32> = vmas
+        .iter()
+        .filter_map(|v| match v.backing {
+            Backing::Shared { object, .. } => Some(object),
+            _ => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }

@@ -22,6 +22,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "sharedmem",
+        source: "sharedmem.c",
+        flags: &[],
+    },
+    Spec {
         name: "workers",
         source: "workers.c",
         flags: &[],
