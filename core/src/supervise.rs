@@ -65,23 +65,9 @@ pub fn supervise(child: Pid, waited: &SigSet) -> Ended {
 pub fn signal_job(root: Pid, sig: Signal) {
     let group = nix::unistd::getpgid(Some(root)).ok();
     let _ = kill(root, sig);
-    let mut queue = vec![root];
-    while let Some(p) = queue.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in list
-                .split_whitespace()
-                .filter_map(|c| c.parse().ok())
-                .map(Pid::from_raw)
-            {
-                queue.push(child);
-                if group.is_some() && nix::unistd::getpgid(Some(child)).ok() == group {
-                    let _ = kill(child, sig);
-                }
-            }
+    for p in crate::sys::process::descendants(root) {
+        if group.is_some() && nix::unistd::getpgid(Some(p)).ok() == group {
+            let _ = kill(p, sig);
         }
     }
 }

@@ -2,23 +2,15 @@
 //! balancer's demand), resident memory, each summed over the job's processes (the command and
 //! its descendants). Reads only; a process that is gone reads as unknown.
 
-/// The job's processes: `pid` and every descendant (`/proc/PID/task/TID/children`).
+/// The job's processes: `pid` and every descendant.
 fn job_processes(pid: i32) -> Vec<i32> {
+    let root = nix::unistd::Pid::from_raw(pid);
     let mut out = vec![pid];
-    let mut i = 0;
-    while let Some(&p) = out.get(i) {
-        i += 1;
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            out.extend(
-                list.split_whitespace()
-                    .filter_map(|c| c.parse::<i32>().ok()),
-            );
-        }
-    }
+    out.extend(
+        mrun_core::sys::process::descendants(root)
+            .into_iter()
+            .map(|p| p.as_raw()),
+    );
     out
 }
 

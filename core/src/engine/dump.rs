@@ -112,7 +112,10 @@ fn trap_site(pid: Pid) -> Result<u64> {
 
 /// What only the process itself can tell, asked through injected syscalls: interval timers
 /// (refused), dispositions, brk and umask from the leader, then each thread's own state.
-fn capture_injected(frozen: &mut Frozen) -> Result<(Vec<SigAction>, Injected, Vec<ThreadState>)> {
+fn capture_injected(
+    frozen: &mut Frozen,
+    unpinned: &thread::UnpinnedSets,
+) -> Result<(Vec<SigAction>, Injected, Vec<ThreadState>)> {
     let pid = frozen.pid();
     frozen.plant(trap_site(pid)?)?;
     let scratch = frozen.map_scratch(4096)?;
@@ -128,7 +131,7 @@ fn capture_injected(frozen: &mut Frozen) -> Result<(Vec<SigAction>, Injected, Ve
                 &t.injector,
                 &scratch,
                 &t.regs,
-                Vec::new(),
+                unpinned,
             )?);
         }
         Ok((actions, process, threads))
@@ -153,6 +156,7 @@ fn capture<W: Write>(
     for m in &tree.members {
         links.push(fds::list(m.frozen.pid(), &mut ends)?);
     }
+    let unpinned = thread::UnpinnedSets::read();
     let mut files = fds::FileTable::default();
     let mut shared = mem::SharedTable::default();
     let mut processes = Vec::with_capacity(tree.members.len());
@@ -160,7 +164,7 @@ fn capture<W: Write>(
         let ids = job_ids(tree, i)?;
         let frozen = &mut tree.members[i].frozen;
         let pid = frozen.pid();
-        let (sigactions, process, threads) = capture_injected(frozen)?;
+        let (sigactions, process, threads) = capture_injected(frozen, &unpinned)?;
         let fds = fds::capture(pid, links, &ends, &mut files, opts.share_stdio_with)?;
         let vmas = mem::capture_vmas(pid, i as u32, &mut shared)?;
         processes.push(process_state(

@@ -200,7 +200,7 @@ fn seize_members(tree: &TreePlan, spawned: &mut Spawned) -> Result<()> {
     loop {
         let mut queue = vec![spawned.pid];
         while let Some(p) = queue.pop() {
-            for child in children(p) {
+            for child in crate::sys::process::children(p) {
                 queue.push(child);
                 let Some(inner) = inner_pid(child) else {
                     continue;
@@ -268,16 +268,6 @@ fn start_members(tree: &TreePlan, spawned: &Spawned, go: OwnedFd) -> Result<()> 
         }
     }
     Ok(())
-}
-
-/// Children of `pid`'s main thread (the fresh processes are single-threaded).
-fn children(pid: Pid) -> Vec<Pid> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .map(Pid::from_raw)
-        .collect()
 }
 
 /// The pid `pid` has in its own (innermost) pid namespace.

@@ -55,7 +55,7 @@ impl FrozenTree {
         for _ in 0..MAX_PASSES {
             let mut found = Vec::new();
             for (i, m) in tree.members.iter().enumerate() {
-                for child in children(m.frozen.pid())? {
+                for child in crate::sys::process::children(m.frozen.pid()) {
                     let known = tree.members.iter().any(|o| o.frozen.pid() == child)
                         || tree.zombies.iter().any(|(z, _)| *z == child);
                     if !known {
@@ -123,26 +123,6 @@ impl FrozenTree {
         }
         result
     }
-}
-
-/// The children of every thread of `pid` (`/proc/PID/task/TID/children`), in our pid
-/// namespace. A member that exited meanwhile has none.
-fn children(pid: Pid) -> Result<Vec<Pid>> {
-    let dir = format!("/proc/{pid}/task");
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(&dir) else {
-        return Ok(out);
-    };
-    for task in tasks {
-        let task = task.ctx(|| format!("listing {dir}"))?;
-        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(
-            list.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .map(Pid::from_raw),
-        );
-    }
-    Ok(out)
 }
 
 /// The wait status of `pid` if it is a zombie (`exit_code`, the last field of its stat).

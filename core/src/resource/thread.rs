@@ -59,13 +59,14 @@ pub fn task_status(pid: Pid, tid: Pid) -> Result<TaskStatus> {
 }
 
 /// Everything about one frozen thread. `inj` runs syscalls in that very thread (the trap must
-/// be planted); `regs` are the registers it was frozen with.
+/// be planted); `regs` are the registers it was frozen with. Its pending signals are the
+/// freeze's to tell (see `Frozen::pending_signals`).
 pub fn capture(
     pid: Pid,
     inj: &Injector,
     scratch: &Scratch,
     regs: &arch::Regs,
-    pending_signals: Vec<i32>,
+    unpinned: &UnpinnedSets,
 ) -> Result<ThreadState> {
     let tid = inj.pid();
     let status = task_status(pid, tid)?;
@@ -110,13 +111,13 @@ pub fn capture(
         xstate,
         sigmask,
         queued_signals: signals::capture_queued(tid, false)?,
-        pending_signals,
+        pending_signals: Vec::new(),
         altstack,
         rseq,
         robust_list,
         clear_child_tid,
         name,
-        affinity: capture_affinity(tid),
+        affinity: capture_affinity(tid, unpinned),
     })
 }
 
@@ -155,16 +156,25 @@ fn abort_rseq_critical_section(pid: Pid, r: &Rseq, regs: &mut arch::Regs) -> Res
     Ok(())
 }
 
-/// `None` when the thread may run on every CPU this process could be given (the tracer's own
-/// set, or all online CPUs), so that a target with more CPUs lets it use them all.
-fn capture_affinity(tid: Pid) -> Option<Vec<u64>> {
-    let mask = sched_getaffinity(tid).ok()?;
-    let words = to_words(&mask);
-    let ours = sched_getaffinity(Pid::from_raw(0))
-        .ok()
-        .map(|m| to_words(&m));
-    let covers = |other: &[u64]| other.iter().zip(&words).all(|(o, w)| o & !w == 0);
-    if ours.as_deref().is_some_and(covers) || online_cpus().as_deref().is_some_and(covers) {
+/// The CPU sets a thread counts as unpinned in: the tracer's own and all online CPUs. Read once
+/// per checkpoint, not once per thread inside the freeze.
+pub struct UnpinnedSets(Vec<Vec<u64>>);
+
+impl UnpinnedSets {
+    pub fn read() -> UnpinnedSets {
+        let ours = sched_getaffinity(Pid::from_raw(0))
+            .ok()
+            .map(|m| to_words(&m));
+        UnpinnedSets(ours.into_iter().chain(online_cpus()).collect())
+    }
+}
+
+/// `None` when the thread may run on every CPU of one of the `unpinned` sets, so that a target
+/// with more CPUs lets it use them all.
+fn capture_affinity(tid: Pid, unpinned: &UnpinnedSets) -> Option<Vec<u64>> {
+    let words = to_words(&sched_getaffinity(tid).ok()?);
+    let covers = |other: &Vec<u64>| other.iter().zip(&words).all(|(o, w)| o & !w == 0);
+    if unpinned.0.iter().any(covers) {
         return None;
     }
     Some(words)

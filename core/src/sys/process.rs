@@ -156,3 +156,32 @@ pub fn keep_fds_in_child(cmd: &mut Command, fds: &[RawFd]) {
         });
     }
 }
+
+/// The children of every thread of `pid` (`/proc/PID/task/TID/children`), in the caller's pid
+/// namespace; none for a process that is gone.
+pub fn children(pid: super::Pid) -> Vec<super::Pid> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .map(super::Pid::from_raw),
+        );
+    }
+    out
+}
+
+/// Every descendant of `pid`, parents before their children (`pid` itself not included).
+pub fn descendants(pid: super::Pid) -> Vec<super::Pid> {
+    let mut out = children(pid);
+    let mut i = 0;
+    while let Some(&p) = out.get(i) {
+        i += 1;
+        out.extend(children(p));
+    }
+    out
+}
