@@ -507,6 +507,28 @@ fn pipeline_under_sh_home_a_b_home() {
     );
 }
 
+/// Issue 9: Python's `multiprocessing.Pool(2)` mapping a CPU-bound function, moved home -> a ->
+/// b -> home while results come in.
+#[test]
+fn python_pool_home_a_b_home() {
+    let input = text_file(4 * MIB);
+    let script = pool_script();
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("-c"),
+        OsStr::new(&script),
+        OsStr::new("sh"),
+        input.as_os_str(),
+    ];
+    threaded_home_a_b_home(
+        "ssh-pool",
+        "python3 multiprocessing.Pool(2)",
+        Path::new("sh"),
+        &args,
+        Sink::File,
+        Progress::OutputGrows,
+    );
+}
+
 #[test]
 fn xz_two_threads_home_a_b_home() {
     let input = text_file(8 * MIB);

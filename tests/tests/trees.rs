@@ -27,6 +27,14 @@ fn script_loop_with_subshells() {
     loop_to_file(&sb, "sh loop of subshells", 3);
 }
 
+/// `multiprocessing.Pool(2)`: the parent, its threads, both workers, the pipes and the shared
+/// semaphores between them, checkpointed and restored twice while results come in.
+#[test]
+fn python_multiprocessing_pool() {
+    let sb = Sandbox::new("tree-pool");
+    pool_to_file(&sb, "python3 multiprocessing.Pool(2)", 2);
+}
+
 /// A root shell with a background subshell, each trapping SIGTERM: the subshell says so and
 /// exits; the root waits for it, says so and exits 7. Only a signal that reaches both ends.
 const TWO_HANDLERS: &str = r#"(trap 'echo CHILD TERM; exit 0' TERM; echo CHILD ARMED; while :; do sleep 0.05; done) &
@@ -93,4 +101,25 @@ fn parent_and_workers_over_pipes() {
 fn shared_memory_between_processes() {
     let sb = Sandbox::new("tree-shm");
     run_state_victim(&sb, "sharedmem", &[], false).assert_all_pass();
+}
+
+/// POSIX shared memory kept open and mapped, a named semaphore unlinked once open (as
+/// `multiprocessing` does) and a deleted file mapped shared, shared by a parent and two
+/// children: one object each after restore, the shared memory file found again at its path.
+#[test]
+fn shared_memory_files_between_processes() {
+    let sb = Sandbox::new("tree-shmfiles");
+    run_state_victim(&sb, "shmfiles", &[], false).assert_all_pass();
+}
+
+/// As above, on a machine where `/dev/shm` does not hold the file (another node's): the
+/// restore makes it again at its path, with the checkpoint's bytes, mode and size.
+#[test]
+fn shared_memory_file_made_again_where_missing() {
+    let sb = Sandbox::new("tree-shmfiles-missing");
+    run_state_victim_then(&sb, "shmfiles", &[], false, |pid| {
+        let path = format!("/dev/shm/mrun-victim-{pid}");
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("removing {path}: {e}"));
+    })
+    .assert_all_pass();
 }

@@ -153,3 +153,22 @@ fn parent_and_workers_as_nobody() {
     let sb = nobody("nobody-workers");
     run_state_victim(&sb, "workers", &[], false).assert_all_pass();
 }
+
+/// Issue 9: `multiprocessing.Pool(2)` (threads, workers, pipes, semaphores in /dev/shm) as
+/// nobody.
+#[test]
+fn python_pool_as_nobody() {
+    let sb = nobody("nobody-pool");
+    pool_to_file(&sb, "python3 multiprocessing.Pool(2) as nobody", 1);
+}
+
+/// Issue 9: POSIX shared memory made again at its path by an unprivileged restore.
+#[test]
+fn shared_memory_file_made_again_as_nobody() {
+    let sb = nobody("nobody-shmfiles");
+    run_state_victim_then(&sb, "shmfiles", &[], false, |pid| {
+        let path = format!("/dev/shm/mrun-victim-{pid}");
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("removing {path}: {e}"));
+    })
+    .assert_all_pass();
+}

@@ -82,11 +82,6 @@ pub enum Refusal {
     )]
     WritableSharedFile { pid: Pid, path: String },
     #[error(
-        "pid {pid} has a shared mapping of a deleted file or memfd ({path}); it cannot be \
-         checkpointed yet"
-    )]
-    SharedDeletedFile { pid: Pid, path: String },
-    #[error(
         "pid {pid} has a shared mapping at {at:#x} of {path} which was replaced on disk; it \
          cannot be checkpointed"
     )]

@@ -115,6 +115,8 @@ struct Restoring<'a, R: Read> {
     child: Option<spawn::Spawned>,
     /// One per process of the job, in image order.
     fresh: Vec<Fresh>,
+    /// Files made for named shared memory, removed again if the restore fails.
+    made_files: Option<mem::MadeFiles>,
 }
 
 /// One fresh process being filled.
@@ -158,6 +160,7 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
         state: None,
         child: None,
         fresh: Vec::new(),
+        made_files: None,
     };
     for (i, stage) in Stage::ALL.iter().enumerate() {
         if let Err(e) = stage.run(&mut r) {
@@ -179,6 +182,9 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
             "the restored process was lost".into(),
         ));
     };
+    if let Some(made) = r.made_files.take() {
+        made.keep();
+    }
     let (pid, reaper) = child.release();
     Ok(Restored {
         pid,
@@ -207,8 +213,10 @@ impl<R: Read> Restoring<'_, R> {
             .state
             .as_ref()
             .ok_or_else(|| invalid("the state is not read yet"))?;
-        let prepared = fds::prepare(&state.files, opts.stdio, self.same_machine)?;
-        let shared = mem::create_shared(&state.shared)?;
+        // Named shared memory files first: descriptors may be open on them.
+        let (shared, made) = mem::create_shared(&state.shared, self.same_machine)?;
+        let prepared = fds::prepare(&state.files, opts.stdio, self.same_machine, &made)?;
+        self.made_files = Some(made);
         let mut shared_fds = Vec::with_capacity(state.processes.len());
         let unprivileged = !nix::unistd::geteuid().is_root();
         let mut members = Vec::with_capacity(state.processes.len());

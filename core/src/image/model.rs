@@ -130,9 +130,10 @@ pub enum Backing {
     Carried { path: String },
     /// A kernel special mapping (`[vdso]`, `[vvar]`, `[vvar_vclock]`), moved not copied.
     Special { name: String },
-    /// Shared memory with no file behind it (`MAP_SHARED|MAP_ANONYMOUS`, a memfd), held by one
-    /// process or several: `object` indexes [`JobState::shared`]; all its mappings are of one
-    /// object again after restore.
+    /// Shared memory whose contents live only in memory, held by one process or several:
+    /// `MAP_SHARED|MAP_ANONYMOUS`, a memfd, a deleted file, a file in a memory file system
+    /// (`/dev/shm`, POSIX shared memory and semaphores). `object` indexes
+    /// [`JobState::shared`]; all its mappings are of one object again after restore.
     Shared { object: u32, offset: u64 },
 }
 
@@ -142,6 +143,20 @@ pub enum Backing {
 pub struct SharedObject {
     pub size: u64,
     pub owner: u32,
+    /// The file that holds it, when it still has a name: a file in a memory file system
+    /// (`/dev/shm/NAME`), found again at its path on the same machine or created there, with
+    /// the carried contents, on another. `None` for memory with no name left (anonymous shared
+    /// memory, a memfd, a deleted file), restored as a memfd.
+    pub file: Option<SharedFile>,
+}
+
+/// The file behind a named shared memory object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SharedFile {
+    pub path: String,
+    /// Permission bits, for the file created on a machine that does not have it.
+    pub mode: u32,
+    pub identity: FileIdentity,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,7 +165,7 @@ pub struct Vma {
     pub end: u64,
     /// PROT_* bits.
     pub prot: u32,
-    /// True for MAP_SHARED (only read-only shared file mappings are supported).
+    /// True for MAP_SHARED (writable ones only of [`Backing::Shared`] objects).
     pub shared: bool,
     /// True for a stack that grows down (`[stack]`, `gd` in VmFlags).
     pub grows_down: bool,

@@ -309,8 +309,14 @@ impl Prepared {
 
 /// Open every file of the image in this process, once each (members that shared an open file
 /// share it again). `stdio[k]` is the fd that stands in for the original process's stdio slot k
-/// (pipes and terminals).
-pub fn prepare(files: &[FdKind], stdio: [RawFd; 3], same_machine: bool) -> Result<Prepared> {
+/// (pipes and terminals). `made` are the shared memory files this restore made again (their
+/// descriptors open the new file).
+pub fn prepare(
+    files: &[FdKind],
+    stdio: [RawFd; 3],
+    same_machine: bool,
+    made: &super::mem::MadeFiles,
+) -> Result<Prepared> {
     let mut p = Prepared {
         opened: Vec::new(),
         sources: Vec::new(),
@@ -356,7 +362,8 @@ pub fn prepare(files: &[FdKind], stdio: [RawFd; 3], same_machine: bool) -> Resul
                 // have grown by others' writes (a shared log, a shell's stderr), but must be the
                 // same file.
                 let reads_only = flags & libc::O_ACCMODE == libc::O_RDONLY && !meta.is_dir();
-                let same = super::same_file(identity, &meta, same_machine, reads_only);
+                let same = made.contains(path)
+                    || super::same_file(identity, &meta, same_machine, reads_only);
                 if !same {
                     return Err(EngineError::Unrestorable(format!(
                         "{path} changed since the checkpoint; restoring would give wrong results"

@@ -12,7 +12,7 @@ use procfs::process::{MMPermissions, MMapPath, Process};
 use crate::engine::error::{Context, Result};
 use crate::engine::inject::{Injector, Scratch};
 use crate::engine::Refusal;
-use crate::image::model::{Backing, SharedObject, Vma};
+use crate::image::model::{Backing, SharedFile, SharedObject, Vma};
 use crate::image::{ImageWriter, PAGE_SIZE};
 use crate::sys::{memory, Pid};
 
@@ -43,19 +43,29 @@ pub struct SharedTable {
 }
 
 impl SharedTable {
-    /// The object behind a shared mapping `[offset, offset + len)` of process `index`.
-    fn object(&mut self, key: (u64, u64), index: u32, offset: u64, len: u64) -> u32 {
+    /// The object behind a shared mapping `[offset, offset + len)` of process `index`;
+    /// `file` is the named file that holds it, if any.
+    fn object(
+        &mut self,
+        key: (u64, u64),
+        index: u32,
+        offset: u64,
+        len: u64,
+        file: Option<SharedFile>,
+    ) -> u32 {
         let end = offset + len;
+        let size = end.max(file.as_ref().map_or(0, |f| f.identity.size));
         if let Some(i) = self.keys.iter().position(|(k, _)| *k == key) {
             if let Some(o) = self.objects.get_mut(i) {
-                o.size = o.size.max(end);
+                o.size = o.size.max(size);
             }
             return i as u32;
         }
         self.keys.push((key, end));
         self.objects.push(SharedObject {
-            size: end,
+            size,
             owner: index,
+            file,
         });
         (self.objects.len() - 1) as u32
     }
@@ -105,30 +115,29 @@ pub fn capture_vmas(pid: Pid, index: u32, shared_objects: &mut SharedTable) -> R
             }
             MMapPath::Path(p) => {
                 let text = p.to_string_lossy();
-                let object_memory =
-                    shared && (text == "/dev/zero (deleted)" || text.starts_with("/memfd:"));
-                if shared && prot & libc::PROT_WRITE as u32 != 0 && !object_memory {
+                // No name left (anonymous shared memory shows as a deleted /dev/zero): its
+                // contents live only in memory, shared by whoever maps it.
+                let nameless = text.ends_with(" (deleted)") || text.starts_with("/memfd:");
+                let memory_file = if shared && !nameless {
+                    memory_file(p, m.inode)
+                } else {
+                    None
+                };
+                if shared && (nameless || memory_file.is_some()) {
+                    let key = ((m.dev.0 as u64) << 32 | m.dev.1 as u64, m.inode);
+                    let object =
+                        shared_objects.object(key, index, m.offset, end - start, memory_file);
+                    Backing::Shared {
+                        object,
+                        offset: m.offset,
+                    }
+                } else if shared && prot & libc::PROT_WRITE as u32 != 0 {
                     return Err(Refusal::WritableSharedFile {
                         pid,
                         path: text.into_owned(),
                     }
                     .into());
-                }
-                if object_memory {
-                    let key = ((m.dev.0 as u64) << 32 | m.dev.1 as u64, m.inode);
-                    let object = shared_objects.object(key, index, m.offset, end - start);
-                    Backing::Shared {
-                        object,
-                        offset: m.offset,
-                    }
-                } else if text.ends_with(" (deleted)") || text.starts_with("/memfd:") {
-                    if shared {
-                        return Err(Refusal::SharedDeletedFile {
-                            pid,
-                            path: text.into_owned(),
-                        }
-                        .into());
-                    }
+                } else if nameless {
                     // The file is gone: carry every page of the mapping instead.
                     Backing::Carried {
                         path: text.into_owned(),
@@ -156,6 +165,22 @@ pub fn capture_vmas(pid: Pid, index: u32, shared_objects: &mut SharedTable) -> R
         });
     }
     Ok(vmas)
+}
+
+/// The file at `path` if it is the one mapped (`inode`) and lives in a memory file system
+/// (tmpfs: `/dev/shm`, POSIX shared memory): its contents are memory, carried like shared
+/// anonymous memory, and the file is made again where it does not exist.
+fn memory_file(path: &Path, inode: u64) -> Option<SharedFile> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let fs = nix::sys::statfs::statfs(path).ok()?;
+    (meta.ino() == inode && fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC).then(|| {
+        SharedFile {
+            path: path.to_string_lossy().into_owned(),
+            mode: meta.mode() & 0o7777,
+            identity: super::identity_of(&meta),
+        }
+    })
 }
 
 /// A file mapping is re-mapped from the file only if the file on disk is the very one mapped;
@@ -351,19 +376,104 @@ pub fn protect_vmas(inj: &Injector, vmas: &[Vma]) -> Result<()> {
     Ok(())
 }
 
-/// The shared memory objects of a restore, created here (memfds of their size) before the
-/// processes are, so each process that maps one inherits it.
-pub fn create_shared(objects: &[SharedObject]) -> Result<Vec<std::os::fd::OwnedFd>> {
+/// Files a restore created for named shared memory objects: removed again (on drop) unless the
+/// restore succeeds and [`MadeFiles::keep`] is called.
+#[derive(Default)]
+pub struct MadeFiles(Vec<String>);
+
+impl MadeFiles {
+    pub fn contains(&self, path: &str) -> bool {
+        self.0.iter().any(|p| p == path)
+    }
+
+    pub fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for MadeFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The shared memory objects of a restore, opened here before the processes are, so each
+/// process that maps one inherits it: a memfd for memory with no name; a named file found
+/// again at its path when it is the very file (same machine), or created there when the path
+/// is free. Their pages are written by the processes that carry them.
+pub fn create_shared(
+    objects: &[SharedObject],
+    same_machine: bool,
+) -> Result<(Vec<std::os::fd::OwnedFd>, MadeFiles)> {
     use nix::sys::memfd::{memfd_create, MFdFlags};
     let mut out = Vec::with_capacity(objects.len());
+    let mut made = MadeFiles::default();
     for (i, o) in objects.iter().enumerate() {
-        let fd = memfd_create(c"mrun-shared", MFdFlags::MFD_CLOEXEC)
-            .ctx(|| format!("creating shared memory object {i}"))?;
-        nix::unistd::ftruncate(&fd, o.size as i64)
-            .ctx(|| format!("sizing shared memory object {i} to {} bytes", o.size))?;
+        let fd = match &o.file {
+            None => memfd_create(c"mrun-shared", MFdFlags::MFD_CLOEXEC)
+                .ctx(|| format!("creating shared memory object {i}"))?,
+            Some(file) => {
+                let (fd, created) = open_shared_file(file, same_machine)?;
+                if created {
+                    made.0.push(file.path.clone());
+                }
+                fd
+            }
+        };
+        let size = nix::sys::stat::fstat(&fd)
+            .ctx(|| format!("stat of shared memory object {i}"))?
+            .st_size as u64;
+        if size < o.size {
+            nix::unistd::ftruncate(&fd, o.size as i64)
+                .ctx(|| format!("sizing shared memory object {i} to {} bytes", o.size))?;
+        }
         out.push(fd);
     }
-    Ok(out)
+    Ok((out, made))
+}
+
+/// The named file of a shared memory object: the very file on the machine that checkpointed
+/// it, or a new one where its path is free (`true`: created here). A different file at the
+/// path is not overwritten.
+fn open_shared_file(file: &SharedFile, same_machine: bool) -> Result<(std::os::fd::OwnedFd, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = &file.path;
+    let open = |create: bool| {
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW);
+        if create {
+            o.create_new(true).mode(file.mode);
+        }
+        o.open(path)
+    };
+    match open(true) {
+        Ok(f) => {
+            // The mode asked for is filtered by the umask; give the file the one it had.
+            let fd = std::os::fd::OwnedFd::from(f);
+            nix::sys::stat::fchmod(&fd, nix::sys::stat::Mode::from_bits_truncate(file.mode))
+                .ctx(|| format!("chmod of {path}"))?;
+            Ok((fd, true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let f = open(false).ctx(|| format!("opening {path}"))?;
+            let meta = f.metadata().ctx(|| format!("stat of {path}"))?;
+            if !(same_machine && super::same_file(&file.identity, &meta, true, false)) {
+                return Err(crate::engine::EngineError::Unrestorable(format!(
+                    "{path} already exists here and is not the shared memory file the job \
+                     had; remove it or restore elsewhere"
+                )));
+            }
+            Ok((f.into(), false))
+        }
+        Err(e) => Err(crate::engine::EngineError::Os {
+            what: format!("creating {path}"),
+            source: e,
+        }),
+    }
 }
 
 /// The shared objects `vmas` map.

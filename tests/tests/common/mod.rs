@@ -40,7 +40,7 @@ pub use reference::{
 pub use sandbox::{Mrunctl, Sandbox, User, NOBODY};
 pub use scenario::{
     assert_victim_passed, member_named, migrate_file_output, migrate_pipe_output, run_state_victim,
-    run_state_victim_hops, wait_threads_running, Progress, StateRun,
+    run_state_victim_hops, run_state_victim_then, wait_threads_running, Progress, StateRun,
 };
 pub use sshd::{
     assert_at, daemons_for, keygen, locate, login_name, At, ClientHome, Node, NodeHome,
@@ -50,5 +50,5 @@ pub use threaded::{
     cpu_flag, go_spread, python_workers, xz_two_threads_to_file, GO_SPREAD_ARGS, PIGZ_ARGS,
     PYTHON_WORKERS_ARGS, SORT_THREADED_ARGS, XZ_T0_ARGS, XZ_T2_ARGS,
 };
-pub use trees::{loop_to_file, pipeline_to_file};
+pub use trees::{loop_to_file, pipeline_to_file, pool_script, pool_to_file};
 pub use victims::{victim, VICTIM_NAMES};

@@ -291,6 +291,18 @@ fn start_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr]) -> Proc {
 /// to block in the kernel), checkpoints it, checks the original was killed before running any
 /// check, creates the go file and restores it to the end.
 pub fn run_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr], sleeping: bool) -> StateRun {
+    run_state_victim_then(sb, name, extra, sleeping, |_| {})
+}
+
+/// [`run_state_victim`], calling `between` with the victim's pid after the checkpoint, before
+/// the restore (to change the world the image comes back to).
+pub fn run_state_victim_then(
+    sb: &Sandbox,
+    name: &str,
+    extra: &[&OsStr],
+    sleeping: bool,
+    between: impl FnOnce(i32),
+) -> StateRun {
     let victim = start_state_victim(sb, name, extra);
     let pid = victim.pid();
     if sleeping {
@@ -306,6 +318,7 @@ pub fn run_state_victim(sb: &Sandbox, name: &str, extra: &[&OsStr], sleeping: bo
         "{name} ran its checks before the checkpoint: {}",
         original.describe()
     );
+    between(pid);
     sb.touch("go");
     let restored = sb
         .mrunctl()

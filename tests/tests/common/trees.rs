@@ -14,6 +14,43 @@ pub const PIPELINE: &str = r#"gzip -9 < "$1" | sha256sum > "$2""#;
 pub const LOOP: &str =
     r#"exec > "$2"; for i in 1 2 3 4 5 6 7 8; do (gzip -6 < "$1" | wc -c; echo "round $i"); done"#;
 
+/// Python's `multiprocessing.Pool(2)` mapping a CPU-bound function over the chunks of file
+/// "$1", printing one line per chunk, in order: a parent with three threads of its own, two
+/// workers, pipes between them all, and the POSIX semaphores (`/dev/shm` files, mapped shared
+/// and already unlinked) that guard those pipes.
+pub const POOL_PY: &str = r#"
+import hashlib, multiprocessing, sys
+def work(item):
+    i, chunk = item
+    d = chunk
+    for _ in range(100000):
+        d = hashlib.sha256(d).digest()
+    return "%d %d %s" % (i, len(chunk), d.hex())
+if __name__ == "__main__":
+    data = open(sys.argv[1], "rb").read()
+    chunks = [(i, data[o:o + 65536]) for i, o in enumerate(range(0, len(data), 65536))]
+    with multiprocessing.Pool(2) as pool:
+        for line in pool.imap(work, chunks):
+            print(line, flush=True)
+"#;
+
+/// [`POOL_PY`] as a shell script reading "$1" and writing to standard output.
+pub fn pool_script() -> String {
+    format!("exec python3 -c '{POOL_PY}' \"$1\"")
+}
+
+/// The pool checkpointed after some of its results, `hops` times.
+pub fn pool_to_file(sb: &Sandbox, label: &str, hops: usize) {
+    migrate_file_output(
+        sb,
+        label,
+        &format!("exec > \"$2\"; {}", pool_script()),
+        &text_file(4 * MIB),
+        hops,
+        Progress::OutputGrows,
+    );
+}
+
 /// The pipeline checkpointed mid-run (once gzip has read part of its input) `hops` times.
 pub fn pipeline_to_file(sb: &Sandbox, label: &str, hops: usize) {
     migrate_file_output(

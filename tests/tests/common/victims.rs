@@ -27,6 +27,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "shmfiles",
+        source: "shmfiles.c",
+        flags: &[],
+    },
+    Spec {
         name: "workers",
         source: "workers.c",
         flags: &[],
