@@ -59,6 +59,41 @@ pub fn supervise(child: Pid, waited: &SigSet) -> Ended {
     }
 }
 
+/// Supervise a restored job to its end: its root (as [`supervise`]), then, in its own pid
+/// namespace (`reaper` its init), whatever the root left running (a background subshell, a
+/// grandchild) until none is left, as a reader of the job's output at home would wait for them;
+/// signals sent to us reach them meanwhile. Then the namespace's init goes. The job ends as its
+/// root did.
+pub fn supervise_job(root: Pid, reaper: Option<Pid>, waited: &SigSet) -> Ended {
+    let ended = supervise(root, waited);
+    if let Some(reaper) = reaper {
+        outlive(reaper, waited);
+        let _ = kill(reaper, Signal::SIGKILL);
+        let _ = waitpid(reaper, None);
+    }
+    ended
+}
+
+/// Wait until the pid namespace whose init is `reaper` holds no process but it (once the root
+/// is gone, whatever is left is the init's), passing on the signals sent to us.
+fn outlive(reaper: Pid, waited: &SigSet) {
+    let tick = std::time::Duration::from_millis(100);
+    loop {
+        let left = crate::sys::process::descendants(reaper);
+        if left.is_empty() {
+            return;
+        }
+        // The init reaps them, so no SIGCHLD reaches us: look again every tick.
+        if let Ok(Some(got)) = signals::wait_for(waited, tick) {
+            if got.from_process && got.signal != Signal::SIGCHLD {
+                for p in left {
+                    let _ = kill(p, got.signal);
+                }
+            }
+        }
+    }
+}
+
 /// Send `sig` to a job as a terminal would to its foreground group: the root and every
 /// descendant still in the root's process group (a pipeline's members, a script's commands;
 /// not a daemon that left for a group of its own).
@@ -144,10 +179,5 @@ pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool) -> ! {
     }
     let _ = writeln!(status, "running {}", restored.pid);
     drop(status);
-    let ended = supervise(restored.pid, &waited);
-    if let Some(r) = restored.reaper {
-        let _ = kill(r, Signal::SIGKILL);
-        let _ = waitpid(r, None);
-    }
-    end_like(ended)
+    end_like(supervise_job(restored.pid, restored.reaper, &waited))
 }

@@ -35,6 +35,58 @@ fn python_multiprocessing_pool() {
     pool_to_file(&sb, "python3 multiprocessing.Pool(2)", 2);
 }
 
+/// A root shell that exits (status 3) while the background subshell it started, and that
+/// subshell's own child, still run: they go on to the end, their output still reaches mrun's
+/// stdout after the root's, and mrun ends as the root did.
+const ROOT_EXITS_FIRST: &str = r#"(while [ ! -e "$1" ]; do sleep 0.05; done; sh -c 'sleep 0.5; echo "grandchild: done"') &
+echo "root: started"
+while [ ! -e "$1" ]; do sleep 0.05; done
+echo "root: exits"
+exit 3"#;
+
+fn root_exits_before_its_descendants(name: &str, away: bool) {
+    let sb = Sandbox::new(name);
+    let mrun = Mrun::new(&sb);
+    let go = sb.path("go");
+    let mut job = mrun.start(
+        "root exits first",
+        "sh",
+        &[
+            "-c",
+            ROOT_EXITS_FIRST,
+            "sh",
+            go.to_str().expect("a UTF-8 path"),
+        ],
+        &[],
+        Input::Null,
+        Output::Pipe,
+    );
+    job.mrun.wait_for_stdout("root: started\n");
+    if away {
+        mrun.migrate_ok(&job, "local");
+        job.assert_place(Place::Away);
+    }
+    sb.touch("go");
+    let done = job.finish();
+    done.assert_exit_code(3);
+    assert_eq!(
+        done.stdout_text(),
+        "root: started\nroot: exits\ngrandchild: done\n",
+        "{}",
+        done.describe()
+    );
+}
+
+#[test]
+fn root_exits_before_its_descendants_at_home() {
+    root_exits_before_its_descendants("tree-orphans-home", false);
+}
+
+#[test]
+fn root_exits_before_its_descendants_away() {
+    root_exits_before_its_descendants("tree-orphans-away", true);
+}
+
 /// A root shell with a background subshell, each trapping SIGTERM: the subshell says so and
 /// exits; the root waits for it, says so and exits 7. Only a signal that reaches both ends.
 const TWO_HANDLERS: &str = r#"(trap 'echo CHILD TERM; exit 0' TERM; echo CHILD ARMED; while :; do sleep 0.05; done) &

@@ -11,7 +11,6 @@ use clap::Args;
 use mrun_core::engine::{self, RestoreOptions};
 use mrun_core::supervise;
 use mrun_core::sys::ns;
-use nix::sys::signal::{kill, Signal};
 
 use crate::exit;
 
@@ -86,10 +85,9 @@ pub fn run(args: RestoreArgs) -> ! {
             exit::code_for(&e),
         ),
     };
-    let ended = supervise::supervise(restored.pid, &waited);
-    if let Some(r) = restored.reaper {
-        let _ = kill(r, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(r, None);
-    }
-    supervise::end_like(ended)
+    supervise::end_like(supervise::supervise_job(
+        restored.pid,
+        restored.reaper,
+        &waited,
+    ))
 }

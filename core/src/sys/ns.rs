@@ -36,8 +36,9 @@ pub fn unshare_pid_namespace() -> io::Result<()> {
     Ok(())
 }
 
-/// Fork the pid-1 reaper of the new pid namespace. It only sleeps; it dies with its parent
-/// (PR_SET_PDEATHSIG) and is killed by the restorer when the restored process ends.
+/// Fork the pid-1 reaper of the new pid namespace. It reaps whatever is left to it (the
+/// processes a job's root leaves behind when it exits) and otherwise sleeps; it dies with its
+/// parent (PR_SET_PDEATHSIG) and is killed by the restorer when the job has ended.
 pub fn spawn_reaper() -> io::Result<Pid> {
     // SAFETY: the child only calls async-signal-safe functions and never returns.
     match unsafe { libc::fork() } {
@@ -50,8 +51,14 @@ pub fn spawn_reaper() -> io::Result<Pid> {
                 // from ever seeing its end.
                 libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
                 libc::prctl(libc::PR_SET_NAME, c"mrun-pidns-init".as_ptr());
+                let mut chld: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut chld);
+                libc::sigaddset(&mut chld, libc::SIGCHLD);
+                libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
                 loop {
-                    libc::pause();
+                    while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+                    let mut info: libc::siginfo_t = std::mem::zeroed();
+                    libc::sigwaitinfo(&chld, &mut info);
                 }
             }
         }

@@ -36,6 +36,30 @@ pub fn wait(set: &SigSet) -> io::Result<Received> {
     }
 }
 
+/// Wait up to `timeout` for one of the (blocked) signals in `set`; `None` if none came.
+pub fn wait_for(set: &SigSet, timeout: std::time::Duration) -> io::Result<Option<Received>> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: siginfo_t is plain data; zeroed is a valid initial value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset, `info` a valid out-pointer, `ts` a valid timespec.
+    let r = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &ts) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let signal = Signal::try_from(r).map_err(io::Error::from)?;
+    Ok(Some(Received {
+        signal,
+        from_process: info.si_code <= 0,
+    }))
+}
+
 /// Reset `sig` to SIG_DFL.
 pub fn set_default(sig: Signal) -> io::Result<()> {
     let act = nix::sys::signal::SigAction::new(
