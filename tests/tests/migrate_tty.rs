@@ -126,10 +126,45 @@ fn job_states(script_path: &std::path::Path) -> Vec<(i32, Option<char>)> {
         .unwrap_or_default()
 }
 
+/// The processes of the job's process group (that of the counter: with `tree`, `sh`, the
+/// counter and `cat`), wherever the job runs, and their states.
+fn group_states(script_path: &std::path::Path) -> Vec<(i32, Option<char>)> {
+    let Some(group) = job_states(script_path)
+        .first()
+        .and_then(|(p, _)| stat_field(*p, 5))
+    else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+                .filter(|p| stat_field(*p, 5) == Some(group))
+                .map(|p| (p, process_state(p)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat, after the command name.
+fn stat_field(pid: i32, n: usize) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)?
+        .parse()
+        .ok()
+}
+
 /// An interactive bash (job control on) in a pty made by `script`, which has run the counter
-/// under mrun and whose job was then moved to the node `local` and prints there. Returns the
+/// under mrun (with `tree`, as `sh -c 'python3 COUNTER | cat'`: a job of three processes in one
+/// group) and whose job was then moved to the node `local` and prints there. Returns the
 /// terminal, the counter's path and its stop file.
-fn counter_away_from_a_shell(sb: &Sandbox) -> (Proc, std::path::PathBuf, std::path::PathBuf) {
+fn counter_away_from_a_shell(
+    sb: &Sandbox,
+    tree: bool,
+) -> (Proc, std::path::PathBuf, std::path::PathBuf) {
     let mrun = Mrun::new(sb);
     let prog = sb.path("counter.py");
     std::fs::write(&prog, COUNTER).expect("write the program");
@@ -143,21 +178,24 @@ fn counter_away_from_a_shell(sb: &Sandbox) -> (Proc, std::path::PathBuf, std::pa
     // A prompt of our own, to wait for (the echo of this line shows it quoted, not bare).
     term.write_stdin(b"PS1='shell''$ '\r");
     term.wait_for_stdout("shell$ ");
-    term.write_stdin(
-        format!(
-            "{} {} {} {}\r",
-            mrun_exe.display(),
-            python(),
-            prog.display(),
-            stop.display()
-        )
-        .as_bytes(),
-    );
+    let counter = format!("{} {} {}", python(), prog.display(), stop.display());
+    let command = if tree {
+        format!("sh -c '{counter} | cat'")
+    } else {
+        counter
+    };
+    term.write_stdin(format!("{} {command}\r", mrun_exe.display()).as_bytes());
     term.wait_for_stdout("count 3\r\n");
-    let job = job_states(&prog)
+    let counter_pid = job_states(&prog)
         .first()
         .map(|(p, _)| *p)
         .expect("the job under the shell");
+    // The job is the root of the tree: the counter's parent `sh`.
+    let job = if tree {
+        stat_field(counter_pid, 4).expect("the counter's parent") as i32
+    } else {
+        counter_pid
+    };
     let moved = mrun.migrate(job as u32, "local");
     assert!(
         moved.status.success(),
@@ -177,8 +215,19 @@ fn counter_away_from_a_shell(sb: &Sandbox) -> (Proc, std::path::PathBuf, std::pa
 /// with the terminal the job's again.
 #[test]
 fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
-    let sb = Sandbox::new("tty-ctrl-z");
-    let (mut term, prog, stop) = counter_away_from_a_shell(&sb);
+    ctrl_z_while_away("tty-ctrl-z", false);
+}
+
+/// The same for a job of three processes (`sh`, the counter, `cat`): every one stops, every
+/// one resumes.
+#[test]
+fn ctrl_z_while_away_stops_a_tree_and_fg_resumes_it() {
+    ctrl_z_while_away("tty-ctrl-z-tree", true);
+}
+
+fn ctrl_z_while_away(name: &str, tree: bool) {
+    let sb = Sandbox::new(name);
+    let (mut term, prog, stop) = counter_away_from_a_shell(&sb, tree);
 
     // Keys reach the node's pty (it echoes them), then ^Z.
     term.write_stdin(b"xyzzy");
@@ -192,12 +241,13 @@ fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
         term.stdout_text()
     );
     let stopped = wait_until(TIMEOUT, || {
-        job_states(&prog).iter().any(|(_, s)| *s == Some('T'))
+        let group = group_states(&prog);
+        group.len() == if tree { 3 } else { 1 } && group.iter().all(|(_, s)| *s == Some('T'))
     });
     assert!(
         stopped,
         "the job on the node did not stop: {:?}\n{}",
-        job_states(&prog),
+        group_states(&prog),
         term.stdout_text()
     );
     let prompt = wait_until(TIMEOUT, || {
@@ -243,14 +293,34 @@ fn ctrl_z_while_away_stops_the_job_and_fg_resumes_it() {
 /// as for a job at home.
 #[test]
 fn ctrl_c_while_away_ends_the_job_by_sigint() {
-    let sb = Sandbox::new("tty-ctrl-c");
-    let (mut term, prog, _stop) = counter_away_from_a_shell(&sb);
+    ctrl_c_while_away("tty-ctrl-c", false);
+}
+
+/// The same for a job of three processes: ^C ends every one.
+#[test]
+fn ctrl_c_while_away_ends_a_tree_by_sigint() {
+    ctrl_c_while_away("tty-ctrl-c-tree", true);
+}
+
+fn ctrl_c_while_away(name: &str, tree: bool) {
+    let sb = Sandbox::new(name);
+    let (mut term, prog, _stop) = counter_away_from_a_shell(&sb, tree);
+    let group = group_states(&prog);
+    assert_eq!(
+        group.len(),
+        if tree { 3 } else { 1 },
+        "the job's group: {group:?}"
+    );
     term.write_stdin(b"\x03");
-    let ended = wait_until(TIMEOUT, || job_states(&prog).is_empty());
+    let ended = wait_until(TIMEOUT, || {
+        group
+            .iter()
+            .all(|(p, _)| !matches!(process_state(*p), Some(s) if s != 'Z'))
+    });
     assert!(
         ended,
         "^C did not end the job on the node: {:?}\n{}",
-        job_states(&prog),
+        group_states(&prog),
         term.stdout_text()
     );
     let prompt = wait_until(TIMEOUT, || {
