@@ -507,6 +507,54 @@ fn pipeline_under_sh_home_a_b_home() {
     );
 }
 
+/// Issue 9: a shell loop calling a compressor per round in a subshell (the tree changes shape
+/// all the time), moved home -> a -> b -> home between rounds.
+#[test]
+fn script_loop_home_a_b_home() {
+    let input = text_file(4 * MIB);
+    let script = r#"for i in 1 2 3 4 5 6 7 8 9 10 11 12; do (gzip -6 < "$1" | wc -c; echo "round $i"); done"#;
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("-c"),
+        OsStr::new(script),
+        OsStr::new("sh"),
+        input.as_os_str(),
+    ];
+    threaded_home_a_b_home(
+        "ssh-loop",
+        "sh loop of subshells",
+        Path::new("sh"),
+        &args,
+        Sink::Pipe,
+        Progress::OutputGrows,
+    );
+}
+
+/// Issue 9: the C parent feeding three workers over pipes, one worker exited and not reaped,
+/// moved home -> a -> b -> home: every result right, every pid, parent, group and session kept,
+/// the three reaped with their exit codes.
+#[test]
+fn parent_and_workers_home_a_b_home() {
+    let sb = Sandbox::new("ssh-workers");
+    let (a, b, client) = two_nodes(&sb);
+    let m = SshMrun::new(&sb, &client, RemoteAgent::Built);
+    let go = sb.path("go");
+    let mut job = m.start(
+        "workers",
+        &sb.victim("workers"),
+        &[go.as_os_str()],
+        Input::Null,
+        Output::Pipe,
+    );
+    job.mrun.wait_for_stdout("READY\n");
+    for node in ["a", "b", "home"] {
+        m.mrun.migrate_ok(&job, node);
+        assert_at(&job, &[&a, &b], at_of(node));
+    }
+    sb.touch("go");
+    let done = job.finish();
+    assert_victim_passed(&done, "the workers victim after three moves");
+}
+
 /// Issue 9: Python's `multiprocessing.Pool(2)` mapping a CPU-bound function, moved home -> a ->
 /// b -> home while results come in.
 #[test]
