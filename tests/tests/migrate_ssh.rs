@@ -540,7 +540,7 @@ fn parent_and_workers_home_a_b_home() {
     let go = sb.path("go");
     let mut job = m.start(
         "workers",
-        &sb.victim("workers"),
+        sb.victim("workers"),
         &[go.as_os_str()],
         Input::Null,
         Output::Pipe,

@@ -35,47 +35,93 @@ fn prot_of(p: MMPermissions) -> u32 {
 }
 
 /// The shared memory objects of a job being captured, keyed by the device and inode the
-/// kernel shows for their mappings.
+/// kernel shows for their mappings. Each byte of an object travels once: with the first
+/// process (in capture order) that maps it.
 #[derive(Default)]
 pub struct SharedTable {
     pub objects: Vec<SharedObject>,
-    keys: Vec<((u64, u64), u64)>,
+    keys: Vec<(u64, u64)>,
+    /// Per object, the offset ranges some process already carries (sorted, disjoint).
+    covered: Vec<Vec<(u64, u64)>>,
+    /// The address ranges of mapping `(process index, start)` whose pages it carries.
+    carry: std::collections::HashMap<(u32, u64), Vec<(u64, u64)>>,
 }
 
 impl SharedTable {
-    /// The object behind a shared mapping `[offset, offset + len)` of process `index`;
-    /// `file` is the named file that holds it, if any.
+    /// The object behind the shared mapping at `start` of process `index`, of object bytes
+    /// `[offset, offset + len)`; `file` is the named file that holds it, if any. The part of
+    /// the mapping no earlier process carries is this one's to carry.
     fn object(
         &mut self,
         key: (u64, u64),
-        index: u32,
+        (index, start): (u32, u64),
         offset: u64,
         len: u64,
         file: Option<SharedFile>,
     ) -> u32 {
         let end = offset + len;
         let size = end.max(file.as_ref().map_or(0, |f| f.identity.size));
-        if let Some(i) = self.keys.iter().position(|(k, _)| *k == key) {
-            if let Some(o) = self.objects.get_mut(i) {
-                o.size = o.size.max(size);
+        let object = match self.keys.iter().position(|k| *k == key) {
+            Some(i) => {
+                if let Some(o) = self.objects.get_mut(i) {
+                    o.size = o.size.max(size);
+                }
+                i
             }
-            return i as u32;
+            None => {
+                self.keys.push(key);
+                self.covered.push(Vec::new());
+                self.objects.push(SharedObject {
+                    size,
+                    owner: index,
+                    file,
+                });
+                self.objects.len() - 1
+            }
+        };
+        if let Some(covered) = self.covered.get_mut(object) {
+            let fresh = uncovered(covered, offset, end);
+            let ranges = fresh
+                .iter()
+                .map(|(a, b)| (start + (a - offset), start + (b - offset)))
+                .collect();
+            self.carry.insert((index, start), ranges);
+            covered.extend(fresh);
+            covered.sort_unstable();
         }
-        self.keys.push((key, end));
-        self.objects.push(SharedObject {
-            size,
-            owner: index,
-            file,
-        });
-        (self.objects.len() - 1) as u32
+        object as u32
     }
 
-    /// Whether process `index` carries the pages of `object`.
-    pub fn owns(&self, object: u32, index: u32) -> bool {
-        self.objects
-            .get(object as usize)
-            .is_some_and(|o| o.owner == index)
+    /// The address ranges of the shared mapping at `start` of process `index` whose pages it
+    /// carries.
+    fn carried_by(&self, index: u32, start: u64) -> &[(u64, u64)] {
+        self.carry
+            .get(&(index, start))
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
     }
+}
+
+/// The parts of `[start, end)` that no range of `covered` (sorted, disjoint) holds.
+fn uncovered(covered: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for &(a, b) in covered {
+        if b <= at {
+            continue;
+        }
+        if a >= end {
+            break;
+        }
+        if a > at {
+            out.push((at, a));
+        }
+        at = at.max(b);
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
 }
 
 /// The mappings of process `index` (`pid`) of the job, or a refusal naming the first one that
@@ -125,8 +171,13 @@ pub fn capture_vmas(pid: Pid, index: u32, shared_objects: &mut SharedTable) -> R
                 };
                 if shared && (nameless || memory_file.is_some()) {
                     let key = ((m.dev.0 as u64) << 32 | m.dev.1 as u64, m.inode);
-                    let object =
-                        shared_objects.object(key, index, m.offset, end - start, memory_file);
+                    let object = shared_objects.object(
+                        key,
+                        (index, start),
+                        m.offset,
+                        end - start,
+                        memory_file,
+                    );
                     Backing::Shared {
                         object,
                         offset: m.offset,
@@ -220,15 +271,25 @@ pub fn dump_pages<W: std::io::Write>(
     vmas: &[Vma],
     out: &mut ImageWriter<W>,
 ) -> Result<u64> {
-    let pagemap = memory::Pagemap::open(pid).ctx(|| format!("opening /proc/{pid}/pagemap"))?;
-    let mut entries = Vec::new();
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut pages = PageDumper {
+        pid,
+        index,
+        pagemap: memory::Pagemap::open(pid).ctx(|| format!("opening /proc/{pid}/pagemap"))?,
+        entries: Vec::new(),
+        buf: vec![0u8; READ_CHUNK],
+        out,
+    };
     let mut total = 0u64;
     for vma in vmas {
         let wanted: fn(u64) -> bool = match (&vma.backing, vma.shared) {
-            // Every page of a shared object, once: from the process that owns it.
-            (Backing::Shared { object, .. }, _) if shared.owns(*object, index) => |_| true,
-            (Backing::Special { .. } | Backing::Shared { .. }, _) | (_, true) => continue,
+            // Every page of a shared object, once: the ranges this process carries.
+            (Backing::Shared { .. }, _) => {
+                for &range in shared.carried_by(index, vma.start) {
+                    total += pages.range(range, |_| true)?;
+                }
+                continue;
+            }
+            (Backing::Special { .. }, _) | (_, true) => continue,
             (Backing::Carried { .. }, _) => |_| true,
             (Backing::Anonymous, _) => |e| e & (memory::PM_PRESENT | memory::PM_SWAPPED) != 0,
             (Backing::File { .. }, _) => |e| {
@@ -236,9 +297,31 @@ pub fn dump_pages<W: std::io::Write>(
                     || e & memory::PM_SWAPPED != 0
             },
         };
-        pagemap
-            .entries(vma.start, vma.end, &mut entries)
+        total += pages.range((vma.start, vma.end), wanted)?;
+    }
+    Ok(total)
+}
+
+/// Reads pages of one process and writes them into an image.
+struct PageDumper<'a, W: std::io::Write> {
+    pid: Pid,
+    index: u32,
+    pagemap: memory::Pagemap,
+    entries: Vec<u64>,
+    buf: Vec<u8>,
+    out: &'a mut ImageWriter<W>,
+}
+
+impl<W: std::io::Write> PageDumper<'_, W> {
+    /// Write the pages of `[from, to)` that `wanted` picks (by pagemap entry), in runs of at
+    /// most [`READ_CHUNK`]; returns how many.
+    fn range(&mut self, (from, to): (u64, u64), wanted: fn(u64) -> bool) -> Result<u64> {
+        let pid = self.pid;
+        self.pagemap
+            .entries(from, to, &mut self.entries)
             .ctx(|| format!("reading the pagemap of pid {pid}"))?;
+        let entries = &self.entries;
+        let mut total = 0u64;
         let mut i = 0;
         while i < entries.len() {
             if !wanted(entries[i]) {
@@ -249,16 +332,17 @@ pub fn dump_pages<W: std::io::Write>(
             while j < entries.len() && wanted(entries[j]) && (j - i) * PAGE_SIZE < READ_CHUNK {
                 j += 1;
             }
-            let addr = vma.start + (i * PAGE_SIZE) as u64;
-            let run = &mut buf[..(j - i) * PAGE_SIZE];
+            let addr = from + (i * PAGE_SIZE) as u64;
+            let run = &mut self.buf[..(j - i) * PAGE_SIZE];
             memory::read(pid, addr, run)
                 .ctx(|| format!("reading memory of pid {pid} at {addr:#x}"))?;
-            out.write_pages(crate::image::page_address(index, addr), run)?;
+            self.out
+                .write_pages(crate::image::page_address(self.index, addr), run)?;
             total += (j - i) as u64;
             i = j;
         }
+        Ok(total)
     }
-    Ok(total)
 }
 
 /// The address range a set of special mappings occupies, in image order.
@@ -488,4 +572,22 @@ pub fn shared_objects_of(vmas: &[Vma]) -> Vec<u32> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uncovered;
+
+    #[test]
+    fn uncovered_parts_of_a_range() {
+        assert_eq!(uncovered(&[], 0, 10), vec![(0, 10)]);
+        assert_eq!(uncovered(&[(0, 10)], 0, 10), vec![]);
+        assert_eq!(uncovered(&[(0, 4)], 0, 10), vec![(4, 10)]);
+        assert_eq!(uncovered(&[(4, 6)], 0, 10), vec![(0, 4), (6, 10)]);
+        assert_eq!(
+            uncovered(&[(0, 2), (4, 6), (12, 20)], 1, 14),
+            vec![(2, 4), (6, 12)]
+        );
+        assert_eq!(uncovered(&[(20, 30)], 0, 10), vec![(0, 10)]);
+    }
 }
