@@ -534,13 +534,26 @@ fn script_loop_home_a_b_home() {
 /// the three reaped with their exit codes.
 #[test]
 fn parent_and_workers_home_a_b_home() {
-    let sb = Sandbox::new("ssh-workers");
+    victim_home_a_b_home("ssh-workers", "workers");
+}
+
+/// Issue 9: process groups with an exited leader and a later-forked leader, moved home -> a ->
+/// b -> home (away, the root leads a group of its own, and every member finds its group).
+#[test]
+fn process_groups_home_a_b_home() {
+    victim_home_a_b_home("ssh-groups", "groups");
+}
+
+/// Victim `name` started under mrun, moved home -> a -> b -> home once READY, then told to go
+/// on and check its state.
+fn victim_home_a_b_home(sandbox: &str, name: &str) {
+    let sb = Sandbox::new(sandbox);
     let (a, b, client) = two_nodes(&sb);
     let m = SshMrun::new(&sb, &client, RemoteAgent::Built);
     let go = sb.path("go");
     let mut job = m.start(
-        "workers",
-        sb.victim("workers"),
+        name,
+        sb.victim(name),
         &[go.as_os_str()],
         Input::Null,
         Output::Pipe,
@@ -552,7 +565,7 @@ fn parent_and_workers_home_a_b_home() {
     }
     sb.touch("go");
     let done = job.finish();
-    assert_victim_passed(&done, "the workers victim after three moves");
+    assert_victim_passed(&done, &format!("the {name} victim after three moves"));
 }
 
 /// Issue 9: Python's `multiprocessing.Pool(2)` mapping a CPU-bound function, moved home -> a ->

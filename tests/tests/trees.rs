@@ -175,3 +175,12 @@ fn shared_memory_file_made_again_where_missing() {
     })
     .assert_all_pass();
 }
+
+/// Groups a shell with job control makes: one whose leader has exited (a signal to it still
+/// reaches its member), one led by a later sibling, and a grandchild left in the root's group:
+/// all the same after restore.
+#[test]
+fn process_groups_with_exited_and_later_leaders() {
+    let sb = Sandbox::new("tree-groups");
+    run_state_victim(&sb, "groups", &[], false).assert_all_pass();
+}

@@ -210,7 +210,20 @@ fn capture<W: Write>(
             status: z.status,
         });
     }
+    let mut leaderless_groups: Vec<i32> = processes
+        .iter()
+        .map(|p| p.pgid)
+        .chain(zombies.iter().map(|z| z.pgid))
+        .filter(|g| {
+            *g != 0
+                && !processes.iter().any(|p| p.pid == *g)
+                && !zombies.iter().any(|z| z.pid == *g)
+        })
+        .collect();
+    leaderless_groups.sort_unstable();
+    leaderless_groups.dedup();
     let state = JobState {
+        leaderless_groups,
         shared: shared.objects.clone(),
         zombies,
         processes,
@@ -261,12 +274,22 @@ fn ids_in_job(
             stage: "capture",
         });
     };
-    let member = |id: i32| tree.members.iter().any(|o| o.inner.pid == id);
+    let member = |id: i32| {
+        tree.members.iter().any(|o| o.inner.pid == id)
+            || tree.zombies.iter().any(|(_, z)| z.inner.pid == id)
+    };
     let map = |id: i32, outside: i32, what: &'static str| -> Result<i32> {
         if id != 0 && member(id) {
             Ok(id)
         } else if id == 0 || id == outside {
             Ok(0)
+        } else if !crate::sys::process::pid_in_use(tree.root(), id) {
+            Err(Refusal::ExitedLeader {
+                pid,
+                what,
+                leader: id,
+            }
+            .into())
         } else {
             Err(Refusal::LedFromOutside {
                 pid,
@@ -280,8 +303,13 @@ fn ids_in_job(
         .and_then(|p| tree.members.get(p))
         .map(|p| p.inner.pid)
         .unwrap_or(0);
-    let pgid = map(inner.pgid, root.inner.pgid, "process group")?;
     let sid = map(inner.sid, root.inner.sid, "session")?;
+    let pgid = match map(inner.pgid, root.inner.pgid, "process group") {
+        // A group whose leader has exited lives on in its other members: inside the root's
+        // session, the restore makes it again (see `JobState::leaderless_groups`).
+        Err(EngineError::Refused(Refusal::ExitedLeader { .. })) if sid == 0 => inner.pgid,
+        other => other?,
+    };
     Ok((inner.pid, ppid, pgid, sid))
 }
 

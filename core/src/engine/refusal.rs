@@ -55,6 +55,16 @@ pub enum Refusal {
         leader: i32,
     },
     #[error(
+        "pid {pid} of the job is in a {what} whose leader, pid {leader}, has exited{}; it \
+         cannot be checkpointed yet",
+        if *what == "process group" { " (in a session of the job's own)" } else { "" }
+    )]
+    ExitedLeader {
+        pid: Pid,
+        what: &'static str,
+        leader: i32,
+    },
+    #[error(
         "pid {pid} has an armed POSIX timer; processes with timers cannot be checkpointed yet"
     )]
     PosixTimer { pid: Pid },

@@ -270,6 +270,7 @@ impl<R: Read> Restoring<'_, R> {
             members,
             own_process_group: opts.own_process_group,
             own_proc: opts.original_pid,
+            leaderless_groups: state.leaderless_groups.clone(),
         };
         let xstate_len = state.processes[0].threads[0].xstate.len();
         // Threads first: none can be created once the pid namespace is unshared.
@@ -330,6 +331,10 @@ impl<R: Read> Restoring<'_, R> {
         let (fresh, state) = self.each()?;
         for (f, p) in fresh.iter_mut().zip(&state.processes) {
             clear_one(f, p)?;
+        }
+        join_groups(fresh, state)?;
+        if let Some(child) = self.child.as_mut() {
+            child.drop_holders();
         }
         Ok(())
     }
@@ -450,6 +455,33 @@ impl<R: Read> Restoring<'_, R> {
 
 /// Plant the trap, map the trampoline where neither layout has anything, drop the exec'd
 /// mappings.
+/// Put every member in its process group, now that all exist: a member joined its group when
+/// it was forked, unless the group's leader was forked after it. Group 0 is the root's; when
+/// that one is led from outside the pid namespace (its id reads 0 inside), members stay in
+/// the group they were born in, which is the root's unless a parent left it before forking.
+fn join_groups(fresh: &[Fresh], state: &JobState) -> Result<()> {
+    let Some(root) = fresh.first() else {
+        return Ok(());
+    };
+    let root_group = root.leader()?.call("getpgid", libc::SYS_getpgid, [0; 6])?;
+    for (f, p) in fresh.iter().zip(&state.processes).skip(1) {
+        let group = if p.pgid == 0 {
+            root_group
+        } else {
+            p.pgid as u64
+        };
+        if group == 0 || group == p.pid as u64 {
+            continue;
+        }
+        f.leader()?.call(
+            &format!("joining pid {} to process group {group}", p.pid),
+            libc::SYS_setpgid,
+            [0, group, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
 fn clear_one(f: &mut Fresh, p: &ProcessState) -> Result<()> {
     let pid = f.pid;
     let start_regs =

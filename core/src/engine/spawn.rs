@@ -65,6 +65,9 @@ pub struct TreePlan {
     /// Mount a `/proc` of the new pid namespace in a mount namespace of its own (best effort;
     /// see [`ns::mount_own_proc`]).
     pub own_proc: bool,
+    /// Process groups whose leader had exited: each is made again by a holder process with
+    /// the leader's pid, until the members have joined it (see [`Spawned::drop_holders`]).
+    pub leaderless_groups: Vec<i32>,
 }
 
 /// The fresh processes and the pid namespace's init. Dropping it kills them all, unless
@@ -78,10 +81,21 @@ pub struct Spawned {
     /// Threads created in them so far: traced, so their exits must be collected before their
     /// leaders' can be.
     pub threads: Vec<Pid>,
+    /// The holders of groups whose leader had exited (our children).
+    holders: Vec<Pid>,
     released: bool,
 }
 
 impl Spawned {
+    /// End the group holders once every member has joined its group: the groups live on
+    /// without their leader, as they did.
+    pub fn drop_holders(&mut self) {
+        for h in self.holders.drain(..) {
+            let _ = kill(h, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(h, None);
+        }
+    }
+
     /// Hand the processes over to the caller (who now waits for them).
     pub fn release(mut self) -> (Pid, Option<Pid>) {
         self.released = true;
@@ -91,6 +105,7 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
+        self.drop_holders();
         if self.released {
             return;
         }
@@ -138,23 +153,46 @@ pub fn spawn(tree: &TreePlan, pid_ns: bool) -> Result<Spawned> {
     } else {
         None
     };
-    let forked = if pid_ns {
-        ns::fork_with_pid(root.pid)
-    } else {
-        fork()
+    let mut holders = Vec::with_capacity(tree.leaderless_groups.len());
+    let mut holder_failed = None;
+    if pid_ns {
+        for &g in &tree.leaderless_groups {
+            match ns::spawn_group_holder(g) {
+                Ok(h) => holders.push(h),
+                Err(e) => {
+                    holder_failed = Some(EngineError::Os {
+                        what: format!("making process group {g} again"),
+                        source: e,
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    let forked = match holder_failed {
+        Some(e) => Err(e),
+        None if pid_ns => ns::fork_with_pid(root.pid).map_err(|e| EngineError::Os {
+            what: format!("creating a process with pid {}", root.pid),
+            source: e,
+        }),
+        None => fork().map_err(|e| EngineError::Os {
+            what: format!("creating a process with pid {}", root.pid),
+            source: e,
+        }),
     };
     let child = match forked {
         Ok(Some(child)) => child,
         Ok(None) => child_main(tree, 0, go_read.as_raw_fd()),
         Err(e) => {
+            for h in holders {
+                let _ = kill(h, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(h, None);
+            }
             if let Some(r) = reaper {
                 let _ = kill(r, Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(r, None);
             }
-            return Err(EngineError::Os {
-                what: format!("creating a process with pid {}", root.pid),
-                source: e,
-            });
+            return Err(e);
         }
     };
     drop(go_read);
@@ -163,6 +201,7 @@ pub fn spawn(tree: &TreePlan, pid_ns: bool) -> Result<Spawned> {
         reaper,
         members: vec![child],
         threads: Vec::new(),
+        holders,
         released: false,
     };
     match ptrace::wait(child).ctx(|| "waiting for the fresh process".into())? {

@@ -249,6 +249,10 @@ pub struct JobState {
     /// Children that exited and were not waited for yet: restored as such, so that their
     /// parent's wait still finds them, with the same status.
     pub zombies: Vec<Zombie>,
+    /// Process groups of the job whose leader has exited (a pipeline's first command that
+    /// ended before the others): their ids, which members use as `pgid`. All are in the root's
+    /// session.
+    pub leaderless_groups: Vec<i32>,
 }
 
 /// A child that exited and was not waited for.

@@ -125,6 +125,7 @@ fn state() -> JobState {
         files: vec![FdKind::Stdio { slot: 1 }],
         shared: Vec::new(),
         zombies: Vec::new(),
+        leaderless_groups: Vec::new(),
     }
 }
 

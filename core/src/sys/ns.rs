@@ -66,6 +66,33 @@ pub fn spawn_reaper() -> io::Result<Pid> {
     }
 }
 
+/// Fork a process with pid `pgid` (in the new pid namespace) that leads a process group of
+/// that id and only sleeps, so that members of a group whose leader had exited can join it
+/// again. It dies with its parent; the restorer kills it once they have joined.
+pub fn spawn_group_holder(pgid: i32) -> io::Result<Pid> {
+    match fork_with_pid(pgid)? {
+        Some(holder) => {
+            // As a shell does, from both sides: whichever runs first, the group exists
+            // before any member tries to join it.
+            // SAFETY: setpgid takes only integers.
+            unsafe { libc::setpgid(holder.as_raw(), holder.as_raw()) };
+            Ok(holder)
+        }
+        None => {
+            // SAFETY: async-signal-safe calls in the forked child, which never returns.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_NAME, c"mrun-group".as_ptr());
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Default)]
 struct CloneArgs {

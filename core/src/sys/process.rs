@@ -175,6 +175,34 @@ pub fn children(pid: super::Pid) -> Vec<super::Pid> {
     out
 }
 
+/// Whether some process has the id `id` in the pid namespace of process `anchor` (its
+/// innermost pid there).
+pub fn pid_in_use(anchor: super::Pid, id: i32) -> bool {
+    let ns_of = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let Some(ns) = ns_of(&anchor.to_string()) else {
+        return true;
+    };
+    if ns_of("self") == Some(ns.clone()) {
+        return std::path::Path::new(&format!("/proc/{id}")).exists();
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|p| ns_of(p).as_ref() == Some(&ns))
+        .any(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("NSpid:"))?.to_owned();
+                    line.split_whitespace().last()?.parse::<i32>().ok()
+                })
+                == Some(id)
+        })
+}
+
 /// Every descendant of `pid`, parents before their children (`pid` itself not included).
 pub fn descendants(pid: super::Pid) -> Vec<super::Pid> {
     let mut out = children(pid);

@@ -32,6 +32,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "groups",
+        source: "groups.c",
+        flags: &[],
+    },
+    Spec {
         name: "workers",
         source: "workers.c",
         flags: &[],
