@@ -121,6 +121,15 @@ fn guard_page_and_protections() {
     run_state_victim(&sb, "guard", &[], false).assert_all_pass();
 }
 
+/// Issue 10 bug: a directory listed part way was read again from its start after restore
+/// (`find` printed entries twice): its position is restored like a file's offset.
+#[test]
+fn directory_listing_goes_on_where_it_stopped() {
+    let sb = Sandbox::new("dirwalk");
+    let dir = sb.mkdir("big-dir");
+    run_state_victim(&sb, "dirwalk", &[dir.as_os_str()], false).assert_all_pass();
+}
+
 #[test]
 fn append_and_offset_files() {
     let sb = Sandbox::new("files");

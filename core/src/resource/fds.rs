@@ -33,21 +33,30 @@ pub struct FdInfo {
     flags: i32,
 }
 
+/// The offset and flags of descriptor `fd` of `pid`. A field missing or unreadable is an
+/// error, never a silent 0 (which would reopen a file read-only at its start).
 fn fdinfo(pid: Pid, fd: i32) -> Result<FdInfo> {
     let path = format!("/proc/{pid}/fdinfo/{fd}");
     let text = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
-    let mut info = FdInfo { pos: 0, flags: 0 };
-    for line in text.lines() {
-        if let Some((k, v)) = line.split_once(':') {
-            let v = v.trim();
-            match k {
-                "pos" => info.pos = v.parse().unwrap_or(0),
-                "flags" => info.flags = i32::from_str_radix(v, 8).unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    Ok(info)
+    parse_fdinfo(&text).ok_or_else(|| {
+        EngineError::Unrestorable(format!(
+            "cannot read the offset and flags of fd {fd} of pid {pid} in {path}"
+        ))
+    })
+}
+
+fn parse_fdinfo(text: &str) -> Option<FdInfo> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    Some(FdInfo {
+        // Printed signed; directory positions of some file systems are hash cookies that use
+        // all 64 bits.
+        pos: field("pos")?.parse::<i64>().ok()? as u64,
+        flags: i32::from_str_radix(field("flags")?, 8).ok()?,
+    })
 }
 
 fn refuse(pid: Pid, fd: i32, what: &str) -> EngineError {
@@ -369,7 +378,8 @@ pub fn prepare(
                         "{path} changed since the checkpoint; restoring would give wrong results"
                     )));
                 }
-                if !meta.is_dir() {
+                // A directory too: a listing read part way goes on where it stopped.
+                if *offset != 0 {
                     // SAFETY: lseek on a descriptor we own.
                     if unsafe { libc::lseek(raw, *offset as libc::off_t, libc::SEEK_SET) } < 0 {
                         return Err(EngineError::Os {
@@ -400,4 +410,24 @@ fn open(path: &str, flags: i32, p: &mut Prepared) -> Result<RawFd> {
     let raw = fd.as_raw_fd();
     p.opened.push(fd);
     Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_fdinfo;
+
+    #[test]
+    fn fdinfo_fields() {
+        let info = parse_fdinfo("pos:\t37\nflags:\t02100002\nmnt_id:\t30\nino:\t12\n")
+            .expect("a valid fdinfo");
+        assert_eq!(info.pos, 37);
+        assert_eq!(info.flags, 0o2100002);
+        let hash = parse_fdinfo("pos:\t-2\nflags:\t0100000\n").expect("a negative pos");
+        assert_eq!(hash.pos, u64::MAX - 1);
+        assert!(parse_fdinfo("pos:\t0\n").is_none(), "flags missing");
+        assert!(
+            parse_fdinfo("pos:\t0\nflags:\tbogus\n").is_none(),
+            "flags unparsed"
+        );
+    }
 }

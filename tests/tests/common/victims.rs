@@ -37,6 +37,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "dirwalk",
+        source: "dirwalk.c",
+        flags: &[],
+    },
+    Spec {
         name: "workers",
         source: "workers.c",
         flags: &[],
