@@ -37,6 +37,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "socketpair",
+        source: "socketpair.c",
+        flags: &[],
+    },
+    Spec {
         name: "pending",
         source: "pending.c",
         flags: &[],
