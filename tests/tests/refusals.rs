@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
 
 /// The "tick N" numbers a refuse victim printed, which must be 1, 2, 3... with no gap.
 fn ticks(text: &str) -> Vec<u64> {
@@ -52,7 +54,11 @@ fn stop_and_check(sb: &Sandbox, victim: Proc) {
 
 /// Starts `refuse MODE` in a sandbox of its own and waits for its second tick.
 fn start_refuse(mode: &str) -> (Sandbox, Proc) {
-    let sb = Sandbox::new(&format!("refuse-{mode}"));
+    start_refuse_in(Sandbox::new(&format!("refuse-{mode}")), mode)
+}
+
+/// Starts `refuse MODE` in `sb` and waits for its second tick.
+fn start_refuse_in(sb: Sandbox, mode: &str) -> (Sandbox, Proc) {
     let stop = sb.path("stop");
     let dir = sb.mkdir("dir");
     let args = [OsStr::new(mode), stop.as_os_str(), dir.as_os_str()];
@@ -162,14 +168,69 @@ fn unreaped_child_is_restored_as_such() {
     checkpoint_restore_and_check("zombie", "the restored parent and its unreaped child");
 }
 
+/// A socketpair whose both ends the process holds is no longer refused: checkpointed and
+/// restored, it still carries data both ways.
 #[test]
-fn refuses_unix_socket() {
-    assert_refused("socketpair", &["socket"]);
+fn socketpair_is_checkpointed_not_refused() {
+    checkpoint_restore_and_check("socketpair", "the restored socketpair holder");
+}
+
+/// A listener of this test, outside the job, at `dir/outside.sock` (where the refuse victim's
+/// "unixconnect" mode connects), made before the victim starts.
+fn outside_listener(sb: &Sandbox) -> UnixListener {
+    let path = sb.mkdir("dir").join("outside.sock");
+    UnixListener::bind(&path).unwrap_or_else(|e| panic!("listening on {}: {e}", path.display()))
+}
+
+/// The victim's connection to `listener`, accepted.
+fn accept_victim(listener: &UnixListener) -> UnixStream {
+    let (conn, _) = listener
+        .accept()
+        .expect("accepting the victim's connection");
+    conn
+}
+
+/// What the victim sent over its connection until it exited (it writes "ping" in its checks).
+fn received_from_victim(mut conn: UnixStream) -> String {
+    let mut got = String::new();
+    conn.read_to_string(&mut got)
+        .expect("reading the victim's connection");
+    got
+}
+
+/// A unix socket connected to a process outside the job (this test) is refused in one
+/// sentence saying so; the connection still works afterwards.
+#[test]
+fn refuses_unix_socket_connected_outside_the_job() {
+    let sb = Sandbox::new("refuse-unixconnect");
+    let listener = outside_listener(&sb);
+    let (sb, victim) = start_refuse_in(sb, "unixconnect");
+    let conn = accept_victim(&listener);
+    check_refused(
+        &sb,
+        victim,
+        "unixconnect",
+        &["a unix socket connected to a process outside the job"],
+    );
+    assert_eq!(received_from_victim(conn), "ping");
+}
+
+/// A descriptor in flight (SCM_RIGHTS) in a socketpair's queue, behind a plain message: refused
+/// in one sentence, and both messages are still there for the victim, the descriptor with its
+/// message.
+#[test]
+fn refuses_descriptor_in_flight_in_a_socketpair() {
+    assert_refused("scm_rights", &["descriptors in flight"]);
+}
+
+#[test]
+fn refuses_listening_unix_socket() {
+    assert_refused("unixlisten", &["a listening unix socket"]);
 }
 
 #[test]
 fn refuses_tcp_socket() {
-    assert_refused("tcp", &["socket"]);
+    assert_refused("tcp", &["TCP socket"]);
 }
 
 /// Issue 9: shared anonymous memory is carried: restored as one shared object, its bytes
@@ -293,12 +354,13 @@ fn refuses_another_users_process() {
 }
 
 /// Issue 9: what a child holds is refused for the whole tree. `sh` runs the refuse victim
-/// (holding a socketpair) as its child: the checkpoint of sh is refused in one sentence naming
-/// the socket, and both keep running untouched; the victim then finishes its checks and sh
-/// sees it exit 0.
+/// (holding a unix socket connected to this test) as its child: the checkpoint of sh is
+/// refused in one sentence naming the socket and the child, and both keep running untouched;
+/// the victim then finishes its checks and sh sees it exit 0.
 #[test]
 fn refusal_in_a_child_leaves_the_whole_tree_running() {
     let sb = Sandbox::new("refuse-tree");
+    let listener = outside_listener(&sb);
     let stop = sb.path("stop");
     let dir = sb.mkdir("dir");
     let victim = sb.victim("refuse");
@@ -306,18 +368,20 @@ fn refusal_in_a_child_leaves_the_whole_tree_running() {
         OsStr::new("-c"),
         OsStr::new(r#""$0" "$@"; echo "sh saw $?""#),
         victim.as_os_str(),
-        OsStr::new("socketpair"),
+        OsStr::new("unixconnect"),
         stop.as_os_str(),
         dir.as_os_str(),
     ];
     let mut sh = sb.spawn("sh running refuse", "sh", &args, Input::Null, Output::Pipe);
     sh.wait_for_stdout("tick 2\n");
+    let conn = accept_victim(&listener);
     let child = children(sh.pid())
         .into_iter()
         .next()
         .expect("sh's child, the victim");
     let out = sb.mrunctl().checkpoint(sh.pid(), &sb.path("refused.img"));
-    out.assert_one_line_error(&["socket", &child.to_string()]);
+    out.assert_one_line_error(&["unix socket connected to a process outside the job"]);
+    out.assert_one_line_error(&[&format!("pid {child} ")]);
     assert_untouched(sh.pid(), 0);
     assert_untouched(child, 0);
     let seen = ticks(&sh.stdout_text()).len();
@@ -330,4 +394,5 @@ fn refusal_in_a_child_leaves_the_whole_tree_running() {
         "the tree did not finish correctly after the refusal: {}",
         done.describe()
     );
+    assert_eq!(received_from_victim(conn), "ping");
 }

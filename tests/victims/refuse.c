@@ -8,11 +8,15 @@
  * passed). It gives up after about 120 s.
  *
  * usage: refuse MODE STOP_FILE [DIR]
- * MODE: plain threads child zombie socketpair tcp shared_anon shared_file sysv_shm epoll eventfd
- *       signalfd timerfd inotify io_uring itimer posix_timer shstk
+ * MODE: plain threads child zombie socketpair unixconnect unixlisten scm_rights tcp shared_anon
+ *       shared_file sysv_shm epoll eventfd signalfd timerfd inotify io_uring itimer posix_timer
+ *       shstk
  * shstk: a thread enables an x86 shadow stack and spins; before "READY" the victim prints
  * "SHSTK-ON", or "SHSTK-UNAVAILABLE <errno>" (then it is a plain victim with one idle thread).
- * DIR (shared_file, inotify): a directory the victim may create files in.
+ * DIR (shared_file, inotify, unixlisten): a directory the victim may create files in.
+ * unixconnect: a unix stream socket connected to DIR/outside.sock, where the test listens.
+ * scm_rights: a datagram socketpair with two messages queued, the second carrying a pipe's read
+ * end (SCM_RIGHTS).
  */
 #include "victim.h"
 #include <arpa/inet.h>
@@ -30,6 +34,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 static const char *mode, *stop_file, *dir;
@@ -171,6 +176,37 @@ static void setup(void)
 	} else if (!strcmp(mode, "socketpair")) {
 		if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0)
 			die("socketpair");
+	} else if (!strcmp(mode, "unixconnect") || !strcmp(mode, "unixlisten")) {
+		struct sockaddr_un a = { .sun_family = AF_UNIX };
+		int listens = !strcmp(mode, "unixlisten");
+		path_in_dir(a.sun_path, sizeof a.sun_path, listens ? "listen.sock" : "outside.sock");
+		fds[0] = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (fds[0] < 0)
+			die("socket");
+		if (listens) {
+			if (bind(fds[0], (struct sockaddr *)&a, sizeof a) != 0 || listen(fds[0], 4) != 0)
+				die("listen on DIR/listen.sock");
+		} else if (connect(fds[0], (struct sockaddr *)&a, sizeof a) != 0) {
+			die("connect to DIR/outside.sock");
+		}
+	} else if (!strcmp(mode, "scm_rights")) {
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, fds) != 0 || pipe(fds + 2) != 0)
+			die("socketpair");
+		char cbuf[CMSG_SPACE(sizeof(int))];
+		memset(cbuf, 0, sizeof cbuf);
+		struct iovec iov = { .iov_base = "fd", .iov_len = 2 };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+				    .msg_controllen = sizeof cbuf };
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fds[2], sizeof(int));
+		if (send(fds[0], "first", 5, 0) != 5 || sendmsg(fds[0], &m, 0) != 2)
+			die("sendmsg");
+		close(fds[2]);
+		fds[2] = -1;
+		write_all(fds[3], "through", 7);
 	} else if (!strcmp(mode, "tcp")) {
 		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0 };
 		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -301,6 +337,32 @@ static void verify(void)
 	} else if (!strcmp(mode, "socketpair")) {
 		check(round_trip(fds[0], fds[1]), "socketpair carries data", "errno %d", errno);
 		check(round_trip(fds[1], fds[0]), "socketpair carries data back", "errno %d", errno);
+	} else if (!strcmp(mode, "unixconnect")) {
+		check(write(fds[0], "ping", 4) == 4, "unix socket to the outside still connected",
+		      "errno %d", errno);
+	} else if (!strcmp(mode, "unixlisten")) {
+		struct sockaddr_un a = { .sun_family = AF_UNIX };
+		path_in_dir(a.sun_path, sizeof a.sun_path, "listen.sock");
+		fds[1] = socket(AF_UNIX, SOCK_STREAM, 0);
+		int ok = fds[1] >= 0 && connect(fds[1], (struct sockaddr *)&a, sizeof a) == 0;
+		fds[2] = ok ? accept(fds[0], NULL, NULL) : -1;
+		check(fds[2] >= 0 && round_trip(fds[1], fds[2]), "unix listener still accepts",
+		      "errno %d", errno);
+	} else if (!strcmp(mode, "scm_rights")) {
+		char buf[8] = { 0 }, cbuf[CMSG_SPACE(sizeof(int))];
+		ssize_t n = recv(fds[1], buf, sizeof buf, MSG_DONTWAIT);
+		check(n == 5 && !memcmp(buf, "first", 5), "first message still queued", "%zd", n);
+		struct iovec iov = { .iov_base = buf, .iov_len = sizeof buf };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+				    .msg_controllen = sizeof cbuf };
+		n = recvmsg(fds[1], &m, MSG_DONTWAIT);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		int passed = -1;
+		if (n == 2 && c && c->cmsg_type == SCM_RIGHTS)
+			memcpy(&passed, CMSG_DATA(c), sizeof(int));
+		char got[8] = { 0 };
+		check(passed >= 0 && read(passed, got, 7) == 7 && !strcmp(got, "through"),
+		      "the passed pipe end still arrives and reads", "n %zd fd %d", n, passed);
 	} else if (!strcmp(mode, "tcp")) {
 		check(round_trip(fds[1], fds[2]), "tcp connection carries data", "errno %d", errno);
 	} else if (!strcmp(mode, "shared_anon")) {

@@ -151,7 +151,7 @@ fn capture<W: Write>(
     opts: &DumpOptions,
     trace: &mut crate::trace::Trace,
 ) -> Result<DumpStats> {
-    let mut ends = fds::PipeEnds::new();
+    let mut ends = fds::Held::default();
     let mut links = Vec::with_capacity(tree.members.len());
     for m in &tree.members {
         links.push(fds::list(m.frozen.pid(), &mut ends)?);

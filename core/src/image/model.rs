@@ -195,6 +195,44 @@ pub enum FdKind {
         size: u32,
         data: Vec<u8>,
     },
+    /// One end (`end` 0 or 1) of a pair of connected unix sockets whose both ends the job
+    /// holds (`socketpair(2)`); `id` names the pair (the inode of its end 0). `queued` is what
+    /// waits in this end's receive queue, oldest first: one element per message of a datagram
+    /// or seqpacket socket, the bytes in one element for a stream.
+    SocketPair {
+        id: u64,
+        end: u8,
+        kind: SocketKind,
+        flags: i32,
+        /// Shut down for receiving (`shutdown(SHUT_RD)`, or the peer's `SHUT_WR` on a
+        /// connection) and for sending.
+        shut_rd: bool,
+        shut_wr: bool,
+        options: SocketOptions,
+        queued: Vec<Vec<u8>>,
+    },
+}
+
+/// The type of a unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocketKind {
+    Stream,
+    Datagram,
+    SeqPacket,
+}
+
+/// The options of a socket that a process may have set and that change how it behaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketOptions {
+    /// `SO_SNDBUF`, `SO_RCVBUF` as getsockopt reports them (twice what was asked).
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    /// `SO_RCVTIMEO`, `SO_SNDTIMEO` in microseconds, 0 for none.
+    pub rcvtimeo_us: u64,
+    pub sndtimeo_us: u64,
+    pub rcvlowat: i32,
+    /// `SO_PEEK_OFF`, -1 when not in use.
+    pub peek_off: i32,
 }
 
 /// One descriptor of a process: its number, its close-on-exec flag and the open file it

@@ -1,6 +1,7 @@
 //! File descriptors: regular files and directories (reopened by path at the same offset, after
-//! checking they are the same files), character devices such as /dev/null, and stdio pipes and
-//! terminals (connected to whoever restores the image).
+//! checking they are the same files), character devices such as /dev/null, stdio pipes and
+//! terminals (connected to whoever restores the image), pipes and unix socket pairs inside the
+//! job (`sockets`).
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -79,15 +80,20 @@ pub struct FileTable {
     pipes_with_data: HashSet<u64>,
 }
 
-/// Which ends of each pipe (by inode) the members of a job hold: `(read, write)`.
-pub type PipeEnds = HashMap<String, (bool, bool)>;
+/// What the members of a job hold, noted by [`list`] before any descriptor is captured: which
+/// ends of each pipe (by link target, `(read, write)`), and the sockets.
+#[derive(Default)]
+pub struct Held {
+    pipes: HashMap<String, (bool, bool)>,
+    sockets: super::sockets::Held,
+}
 
 /// A member's descriptors: `(fd, link target, fdinfo)`, ascending.
 pub struct Links(Vec<(i32, String, FdInfo)>);
 
 /// Read the descriptor table of `pid` (to be captured with [`capture`]) and note the pipe ends
-/// it holds in `ends`.
-pub fn list(pid: Pid, ends: &mut PipeEnds) -> Result<Links> {
+/// and sockets it holds in `held`.
+pub fn list(pid: Pid, held: &mut Held) -> Result<Links> {
     let dir = format!("/proc/{pid}/fd");
     let mut numbers: Vec<i32> = std::fs::read_dir(&dir)
         .ctx(|| format!("listing {dir}"))?
@@ -100,8 +106,10 @@ pub fn list(pid: Pid, ends: &mut PipeEnds) -> Result<Links> {
             std::fs::read_link(format!("{dir}/{fd}")).ctx(|| format!("reading {dir}/{fd}"))?;
         let target = link.to_string_lossy().into_owned();
         let info = fdinfo(pid, fd)?;
-        if target.starts_with("pipe:") {
-            let e = ends.entry(target.clone()).or_default();
+        if let Some(ino) = super::sockets::inode(&target) {
+            held.sockets.note(ino, pid, fd);
+        } else if target.starts_with("pipe:") {
+            let e = held.pipes.entry(target.clone()).or_default();
             if info.flags & libc::O_ACCMODE == libc::O_RDONLY {
                 e.0 = true
             } else {
@@ -114,12 +122,12 @@ pub fn list(pid: Pid, ends: &mut PipeEnds) -> Result<Links> {
 }
 
 /// The fd table of member `pid`, its open files added to `table`, or a refusal naming the first
-/// descriptor that cannot be carried. `ends` holds the pipe ends of the whole job (pipes whose
-/// both ends the job holds travel with it).
+/// descriptor that cannot be carried. `held` is what the whole job holds (pipes and socket
+/// pairs whose both ends the job holds travel with it).
 pub fn capture(
     pid: Pid,
     links: Links,
-    ends: &PipeEnds,
+    held: &Held,
     table: &mut FileTable,
     share_stdio_with: Option<Pid>,
 ) -> Result<Vec<Fd>> {
@@ -142,7 +150,7 @@ pub fn capture(
             stdio_targets.entry(target.clone()).or_insert(slot as u8);
             continue;
         }
-        let job_pipe = ends.get(target.as_str()) == Some(&(true, true));
+        let job_pipe = held.pipes.get(target.as_str()) == Some(&(true, true));
         if (0..=2).contains(fd)
             && ((target.starts_with("pipe:") && !job_pipe) || is_terminal_path(target))
         {
@@ -164,7 +172,9 @@ pub fn capture(
             });
             continue;
         }
-        let kind = if target.starts_with("socket:") {
+        let kind = if let Some(ino) = super::sockets::inode(&target) {
+            super::sockets::capture(pid, fd, ino, flags, &held.sockets)?
+        } else if target.starts_with("socket:") {
             return Err(refuse(pid, fd, "a socket"));
         } else if let Some(anon) = target.strip_prefix("anon_inode:") {
             let name = anon.trim_matches(|c| c == '[' || c == ']');
@@ -188,7 +198,8 @@ pub fn capture(
         } else if let Some(slot) = stdio_targets.get(&target) {
             FdKind::Stdio { slot: *slot }
         } else if target.starts_with("pipe:") {
-            if ends.get(target.as_str()) != Some(&(true, true)) && !peer_gone(pid, fd, flags) {
+            if held.pipes.get(target.as_str()) != Some(&(true, true)) && !peer_gone(pid, fd, flags)
+            {
                 return Err(refuse(
                     pid,
                     fd,
@@ -331,6 +342,7 @@ pub fn prepare(
         sources: Vec::new(),
     };
     let mut pipes: HashMap<u64, (RawFd, RawFd)> = HashMap::new();
+    let mut pairs = super::sockets::create_pairs(files)?;
     for kind in files {
         let source = match kind {
             FdKind::Stdio { slot } => stdio.get(*slot as usize).copied().unwrap_or(-1),
@@ -356,6 +368,12 @@ pub fn prepare(
                 crate::sys::pipe::set_status_flags(end, *flags)
                     .ctx(|| "setting pipe flags".into())?;
                 end
+            }
+            FdKind::SocketPair { id, end, .. } => {
+                let fd = pairs.take(*id, *end)?;
+                let raw = fd.as_raw_fd();
+                p.opened.push(fd);
+                raw
             }
             FdKind::Device { path, flags } => open(path, *flags, &mut p)?,
             FdKind::Path {

@@ -4,6 +4,7 @@
 pub mod fds;
 pub mod mem;
 pub mod signals;
+pub mod sockets;
 pub mod task;
 pub mod thread;
 

@@ -11,6 +11,8 @@ pub mod pipe;
 pub mod process;
 pub mod ptrace;
 pub mod signals;
+pub mod sock_diag;
+pub mod socket;
 pub mod tty;
 
 pub use nix::unistd::Pid;

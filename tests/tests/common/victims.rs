@@ -47,6 +47,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "socketpair",
+        source: "socketpair.c",
+        flags: &[],
+    },
+    Spec {
         name: "pending",
         source: "pending.c",
         flags: &[],
