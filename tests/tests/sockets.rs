@@ -19,6 +19,15 @@ fn socket_pairs_between_parent_and_child() {
     run_state_victim(&sb, "socketpair", &[OsStr::new("tree")], false).assert_all_pass();
 }
 
+/// Workers that wrote their results into socket pairs and exited: the parent holds the only
+/// end left of each, results queued; after the restore it reads them all, then the end of each
+/// connection.
+#[test]
+fn socket_pairs_whose_peer_is_closed() {
+    let sb = Sandbox::new("sockets-closed");
+    run_state_victim(&sb, "socketpair", &[OsStr::new("closed")], false).assert_all_pass();
+}
+
 /// One process holding both ends of a stream, a seqpacket and a datagram pair, data queued in
 /// both directions, options set (SO_RCVTIMEO, SO_SNDBUF), an end non-blocking and one shut down
 /// for writing: checkpointed and restored twice in a row (the second checkpoint copies the

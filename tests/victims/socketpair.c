@@ -13,6 +13,10 @@
  * MODE self: one process holds both ends of the three pairs, with bytes and messages queued in
  *   both directions, one end with SO_RCVTIMEO, one with a smaller SO_SNDBUF, one non-blocking
  *   and one shut down for writing; after the go file it checks all of it.
+ * MODE closed: two children each write a result into their end of a stream and a seqpacket
+ *   pair and exit (reaped before READY): the parent holds the only end left of each, with the
+ *   results queued. After the go file it reads them all, then sees the end of the stream and
+ *   of the seqpacket connection, and a send fails with EPIPE.
  */
 #include "victim.h"
 #include <poll.h>
@@ -276,6 +280,45 @@ static int self(const char *go)
 	finish();
 }
 
+static int closed(const char *go)
+{
+	int st[2], sq[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, st) != 0 ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sq) != 0)
+		die("socketpair");
+	pid_t kids[2];
+	for (int k = 0; k < 2; k++) {
+		kids[k] = fork();
+		if (kids[k] < 0)
+			die("fork");
+		if (kids[k] == 0) {
+			close(st[0]);
+			close(sq[0]);
+			if (k == 0)
+				send_stream(st[1], 3, 100000);
+			else
+				send_msgs(sq[1], 40, seq_sizes);
+			_exit(0);
+		}
+	}
+	close(st[1]);
+	close(sq[1]);
+	for (int k = 0; k < 2; k++) {
+		int status = 0;
+		if (waitpid(kids[k], &status, 0) != kids[k] || status != 0)
+			die("a child that writes its result");
+	}
+	ready();
+	wait_go(go, 0);
+	check_stream(st[0], 3, 100000, "the stream result of the exited child");
+	check_eof(st[0], "then the stream ends");
+	check_epipe(st[0], "a send to the closed peer fails with EPIPE");
+	check_msgs(sq[0], 40, seq_sizes, "the seqpacket results of the exited child");
+	check_eof(sq[0], "then the seqpacket connection ends");
+	finish();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	usage_if(argc != 3, "socketpair GO_FILE tree|self");
@@ -283,6 +326,8 @@ int main(int argc, char **argv)
 		return tree(argv[1]);
 	if (!strcmp(argv[2], "self"))
 		return self(argv[1]);
+	if (!strcmp(argv[2], "closed"))
+		return closed(argv[1]);
 	usage_if(1, "socketpair GO_FILE tree|self");
 	return 2;
 }

@@ -210,6 +210,9 @@ pub enum FdKind {
         shut_wr: bool,
         options: SocketOptions,
         queued: Vec<Vec<u8>>,
+        /// The other end was closed (a worker that wrote its result and exited): the restore
+        /// makes it to refill this end's queue, then closes it again.
+        peer_closed: bool,
     },
 }
 

@@ -84,8 +84,10 @@ pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<F
         Ok(peer) => peer,
         Err(what) => return Err(refuse(pid, fd, what)),
     };
-    match query(peer)? {
-        Some(other) if other.peer == Some(ino) => {
+    match peer.map(query).transpose()? {
+        // Its peer is closed: it is the job's alone.
+        None => {}
+        Some(Some(other)) if other.peer == Some(ino) => {
             if let Some(name) = &other.name {
                 return Err(refuse(
                     pid,
@@ -134,20 +136,22 @@ pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<F
         }
     };
     Ok(FdKind::SocketPair {
-        id: ino.min(peer),
-        end: u8::from(ino > peer),
+        id: peer.map_or(ino, |peer| ino.min(peer)),
+        end: peer.map_or(0, |peer| u8::from(ino > peer)),
         kind,
         flags,
         shut_rd: me.shutdown & RCV_SHUTDOWN != 0,
         shut_wr: me.shutdown & SEND_SHUTDOWN != 0,
         options,
         queued,
+        peer_closed: peer.is_none(),
     })
 }
 
-/// The inode of the peer of unix socket `me` when it is one end of a pair held by the job,
-/// else what the socket is instead.
-fn connected_peer(me: &UnixSocket, held: &Held) -> std::result::Result<u64, String> {
+/// The inode of the peer of unix socket `me` when it is one end of a pair held by the job
+/// (`None` when the peer is closed, which leaves it the job's alone), else what the socket is
+/// instead.
+fn connected_peer(me: &UnixSocket, held: &Held) -> std::result::Result<Option<u64>, String> {
     if me.state == sock_diag::STATE_LISTEN {
         return Err(match &me.name {
             Some(name) => format!("a listening unix socket ({})", show_name(name)),
@@ -162,10 +166,10 @@ fn connected_peer(me: &UnixSocket, held: &Held) -> std::result::Result<u64, Stri
         // A closed peer shuts a connection down both ways; else the peer is a connection
         // waiting in a listener's backlog (no inode until it is accepted).
         Some(0) if me.kind == libc::SOCK_DGRAM || me.shutdown == RCV_SHUTDOWN | SEND_SHUTDOWN => {
-            Err("a unix socket whose peer is closed".into())
+            Ok(None)
         }
         Some(0) => Err("a unix socket whose connection is not accepted yet".into()),
-        Some(peer) if held.0.contains_key(&peer) => Ok(peer),
+        Some(peer) if held.0.contains_key(&peer) => Ok(Some(peer)),
         Some(_) => Err("a unix socket connected to a process outside the job".into()),
     }
 }
@@ -330,6 +334,7 @@ struct End<'a> {
     shut_wr: bool,
     options: &'a SocketOptions,
     queued: &'a [Vec<u8>],
+    peer_closed: bool,
 }
 
 /// Make every socket pair of the image: a new pair per `id`, each end given its options,
@@ -347,6 +352,7 @@ pub fn create_pairs(files: &[FdKind]) -> Result<Pairs> {
             shut_wr,
             options,
             queued,
+            peer_closed,
         } = kind
         {
             let slot = pairs
@@ -363,27 +369,57 @@ pub fn create_pairs(files: &[FdKind]) -> Result<Pairs> {
                 shut_wr: *shut_wr,
                 options,
                 queued,
+                peer_closed: *peer_closed,
             });
         }
     }
     let mut made = HashMap::new();
     for (id, ends) in pairs {
-        let [Some(a), Some(b)] = ends else {
-            return Err(EngineError::Unrestorable(format!(
-                "the image holds only one end of unix socket pair {id}"
-            )));
+        let (a, b) = match ends {
+            [Some(a), Some(b)] => (a, b),
+            [Some(a), None] if a.peer_closed => {
+                // Its peer, made to refill its queue and closed again below.
+                let options = SocketOptions {
+                    rcvtimeo_us: 0,
+                    sndtimeo_us: 0,
+                    rcvlowat: 1,
+                    peek_off: -1,
+                    ..a.options.clone()
+                };
+                let peer = End {
+                    kind: a.kind,
+                    flags: 0,
+                    shut_rd: false,
+                    shut_wr: false,
+                    options: &options,
+                    queued: &[],
+                    peer_closed: false,
+                };
+                let (fa, _closed) = make_pair(&a, &peer).map_err(|e| in_pair(e, id))?;
+                made.insert((id, 0), fa);
+                continue;
+            }
+            _ => {
+                return Err(EngineError::Unrestorable(format!(
+                    "the image holds only one end of unix socket pair {id}"
+                )))
+            }
         };
-        let (fa, fb) = make_pair(&a, &b).map_err(|e| match e {
-            EngineError::Os { what, source } => EngineError::Os {
-                what: format!("{what} (unix socket pair {id})"),
-                source,
-            },
-            e => e,
-        })?;
+        let (fa, fb) = make_pair(&a, &b).map_err(|e| in_pair(e, id))?;
         made.insert((id, 0), fa);
         made.insert((id, 1), fb);
     }
     Ok(Pairs(made))
+}
+
+fn in_pair(e: EngineError, id: u64) -> EngineError {
+    match e {
+        EngineError::Os { what, source } => EngineError::Os {
+            what: format!("{what} (unix socket pair {id})"),
+            source,
+        },
+        e => e,
+    }
 }
 
 fn make_pair(a: &End, b: &End) -> Result<(OwnedFd, OwnedFd)> {
