@@ -130,6 +130,16 @@ fn directory_listing_goes_on_where_it_stopped() {
     run_state_victim(&sb, "dirwalk", &[dir.as_os_str()], false).assert_all_pass();
 }
 
+/// Issue 10 bugs: a pipe holding 300 KB (1 MiB capacity) whose non-blocking write end is
+/// restored before its read end, and whose read end is open twice (one blocking, one not):
+/// every byte comes back and each descriptor keeps its own flags (one end came back
+/// non-blocking when it was not).
+#[test]
+fn pipe_contents_capacity_and_flags() {
+    let sb = Sandbox::new("pipes");
+    run_state_victim(&sb, "pipes", &[], false).assert_all_pass();
+}
+
 #[test]
 fn append_and_offset_files() {
     let sb = Sandbox::new("files");

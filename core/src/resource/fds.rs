@@ -4,7 +4,7 @@
 //! job (`sockets`).
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
 use crate::engine::error::{Context, EngineError, Result};
@@ -341,7 +341,10 @@ pub fn prepare(
         opened: Vec::new(),
         sources: Vec::new(),
     };
-    let mut pipes: HashMap<u64, (RawFd, RawFd)> = HashMap::new();
+    let pipes = make_pipes(files)?;
+    // Pipe ends already given to an open file of the image: another open file of the same end
+    // (the pipe opened again through /proc) is a description of its own, with its own flags.
+    let mut ends_used: HashSet<(u64, bool)> = HashSet::new();
     let mut pairs = super::sockets::create_pairs(files)?;
     for kind in files {
         let source = match kind {
@@ -350,21 +353,21 @@ pub fn prepare(
                 id,
                 write_end,
                 flags,
-                size,
-                data,
+                ..
             } => {
-                if !pipes.contains_key(id) {
-                    let (r, w) =
-                        crate::sys::pipe::create(*size).ctx(|| "creating a pipe".into())?;
-                    pipes.insert(*id, (r.as_raw_fd(), w.as_raw_fd()));
-                    p.opened.push(r);
-                    p.opened.push(w);
-                }
-                let (r, w) = pipes.get(id).copied().unwrap_or((-1, -1));
-                let end = if *write_end { w } else { r };
-                if !data.is_empty() {
-                    crate::sys::pipe::fill(w, data).ctx(|| "refilling a pipe".into())?;
-                }
+                let Some((r, w)) = pipes.get(id) else {
+                    return Err(EngineError::Unrestorable(format!("pipe {id} was not made")));
+                };
+                let first = if *write_end { w } else { r };
+                let end = if ends_used.insert((*id, *write_end)) {
+                    first.as_raw_fd()
+                } else {
+                    let again = crate::sys::pipe::reopen(first.as_fd(), *write_end)
+                        .ctx(|| format!("opening pipe {id} again"))?;
+                    let raw = again.as_raw_fd();
+                    p.opened.push(again);
+                    raw
+                };
                 crate::sys::pipe::set_status_flags(end, *flags)
                     .ctx(|| "setting pipe flags".into())?;
                 end
@@ -411,7 +414,46 @@ pub fn prepare(
         };
         p.sources.push(source);
     }
+    // Both ends of every pipe stay open until the processes have theirs (an end no process
+    // holds closes then, as it was closed).
+    for (r, w) in pipes.into_values() {
+        p.opened.push(r);
+        p.opened.push(w);
+    }
     Ok(p)
+}
+
+/// Every pipe of the image, made once (`(read, write)` by id) with the capacity it had and
+/// refilled with what waited in it, before any end is given its flags (a write end made
+/// non-blocking first must not make the refill fail half way).
+fn make_pipes(files: &[FdKind]) -> Result<HashMap<u64, (OwnedFd, OwnedFd)>> {
+    let mut pipes = HashMap::new();
+    for kind in files {
+        let FdKind::Pipe { id, size, data, .. } = kind else {
+            continue;
+        };
+        if !pipes.contains_key(id) {
+            let made = crate::sys::pipe::create(*size).ctx(|| "creating a pipe".into())?;
+            pipes.insert(*id, made);
+        }
+        if data.is_empty() {
+            continue;
+        }
+        let Some((_, w)) = pipes.get(id) else {
+            continue;
+        };
+        let room = crate::sys::pipe::make_room(w.as_fd(), data.len())
+            .ctx(|| format!("making room for the {} bytes of a pipe", data.len()))?;
+        if room < data.len() {
+            return Err(EngineError::Unrestorable(format!(
+                "a pipe of the job held {} bytes, but a pipe here holds at most {room} for this \
+                 user (see /proc/sys/fs/pipe-max-size and pipe-user-pages-soft)",
+                data.len()
+            )));
+        }
+        crate::sys::pipe::fill(w.as_raw_fd(), data).ctx(|| "refilling a pipe".into())?;
+    }
+    Ok(pipes)
 }
 
 fn open(path: &str, flags: i32, p: &mut Prepared) -> Result<RawFd> {

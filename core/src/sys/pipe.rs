@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::last_err;
 
@@ -29,6 +29,42 @@ pub fn create(size: u32) -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: fcntl on a descriptor we own; a failure leaves the default size.
     unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
     Ok((r, w))
+}
+
+/// Give the pipe of write end `w` room for at least `bytes` if it has less; returns its
+/// capacity (which stays smaller when this user may not have bigger pipes).
+pub fn make_room(w: BorrowedFd, bytes: usize) -> io::Result<usize> {
+    // SAFETY: fcntl on a descriptor we hold.
+    let now = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if now < 0 {
+        return Err(last_err());
+    }
+    if now as usize >= bytes {
+        return Ok(now as usize);
+    }
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl on a descriptor we hold.
+    let set = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
+    Ok(if set < 0 { now as usize } else { set as usize })
+}
+
+/// A new open file description of the pipe end `end` (as opening `/proc/PID/fd/N` of a pipe
+/// gives), close-on-exec, with no status flags of its own yet.
+pub fn reopen(end: BorrowedFd, write_end: bool) -> io::Result<OwnedFd> {
+    let access = if write_end {
+        libc::O_WRONLY
+    } else {
+        libc::O_RDONLY
+    };
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", end.as_raw_fd()))
+        .map_err(io::Error::other)?;
+    // SAFETY: `path` is a valid C string; the new descriptor is ours alone.
+    let fd = unsafe { libc::open(path.as_ptr(), access | libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if fd < 0 {
+        return Err(last_err());
+    }
+    // SAFETY: open just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Every byte buffered in the pipe read end `f`, left in place.

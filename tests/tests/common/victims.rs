@@ -42,6 +42,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "pipes",
+        source: "pipes.c",
+        flags: &[],
+    },
+    Spec {
         name: "workers",
         source: "workers.c",
         flags: &[],
