@@ -568,6 +568,28 @@ fn victim_home_a_b_home(sandbox: &str, name: &str) {
     assert_victim_passed(&done, &format!("the {name} victim after three moves"));
 }
 
+/// Issue 10: Python writing into `tempfile.TemporaryFile()` and reading it back, moved home ->
+/// a -> b -> home: the deleted file's contents travel with it.
+#[test]
+fn python_temporary_file_home_a_b_home() {
+    let input = text_file(4 * MIB);
+    let script = tempfile_script();
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("-c"),
+        OsStr::new(&script),
+        OsStr::new("sh"),
+        input.as_os_str(),
+    ];
+    threaded_home_a_b_home(
+        "ssh-tempfile",
+        "python3 TemporaryFile",
+        Path::new("sh"),
+        &args,
+        Sink::File,
+        Progress::OutputGrows,
+    );
+}
+
 /// Issue 9: Python's `multiprocessing.Pool(2)` mapping a CPU-bound function, moved home -> a ->
 /// b -> home while results come in.
 #[test]

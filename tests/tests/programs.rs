@@ -48,6 +48,21 @@ fn xz_single_thread() {
     );
 }
 
+/// Issue 10: Python writing into `tempfile.TemporaryFile()` (a deleted file held open) and
+/// reading it back, checkpointed and restored twice mid-run.
+#[test]
+fn python_temporary_file() {
+    let sb = Sandbox::new("py-tempfile");
+    migrate_file_output(
+        &sb,
+        "python3 TemporaryFile",
+        &format!("exec > \"$2\"; {}", tempfile_script()),
+        &text_file(4 * MIB),
+        2,
+        Progress::OutputGrows,
+    );
+}
+
 #[test]
 fn bzip2_stdout_pipe() {
     let sb = Sandbox::new("bzip2");

@@ -140,6 +140,16 @@ fn pipe_contents_capacity_and_flags() {
     run_state_victim(&sb, "pipes", &[], false).assert_all_pass();
 }
 
+/// Issue 10: files with no name left, held open (a deleted file opened twice, a tmpfile, two
+/// memfds, one sealed): contents, sizes, modes, offsets and seals come back, and the deleted
+/// file's two open files are still one file.
+#[test]
+fn deleted_files_and_memfds_held_open() {
+    let sb = Sandbox::new("unlinked");
+    let dir = sb.mkdir("files");
+    run_state_victim(&sb, "unlinked", &[dir.as_os_str()], false).assert_all_pass();
+}
+
 #[test]
 fn append_and_offset_files() {
     let sb = Sandbox::new("files");

@@ -14,7 +14,7 @@ use super::freeze::Frozen;
 use super::refusal::Refusal;
 use super::tree::{FrozenTree, Ids};
 use crate::image::model::{
-    Fd, Header, JobState, ProcessState, SigAction, ThreadState, Vma, Zombie,
+    Fd, FdKind, Header, JobState, ProcessState, SigAction, ThreadState, Vma, Zombie,
 };
 use crate::image::ImageWriter;
 use crate::resource::task::Injected;
@@ -210,6 +210,7 @@ fn capture<W: Write>(
             status: z.status,
         });
     }
+    refuse_unlinked_mapped_shared(&processes, &files.files, &shared)?;
     let mut leaderless_groups: Vec<i32> = processes
         .iter()
         .map(|p| p.pgid)
@@ -246,6 +247,43 @@ fn capture<W: Write>(
     writer.finish()?;
     trace.mark("finish");
     Ok(stats)
+}
+
+/// A file with no name that is both held open and mapped shared would come back as two files
+/// (the open file and the shared memory object): refused until they are made one.
+fn refuse_unlinked_mapped_shared(
+    processes: &[ProcessState],
+    files: &[FdKind],
+    shared: &mem::SharedTable,
+) -> Result<()> {
+    for (i, f) in files.iter().enumerate() {
+        let FdKind::Unlinked {
+            dev,
+            ino,
+            memfd,
+            name,
+            ..
+        } = f
+        else {
+            continue;
+        };
+        if !shared.holds(*dev, *ino) {
+            continue;
+        }
+        let holder = processes.iter().find_map(|p| {
+            let fd = p.fds.iter().find(|d| d.file as usize == i)?;
+            Some((p.pid, fd.fd))
+        });
+        let (pid, fd) = holder.unwrap_or((0, -1));
+        let what = if *memfd { "a memfd" } else { "a deleted file" };
+        return Err(Refusal::Descriptor {
+            pid: Pid::from_raw(pid),
+            fd,
+            what: format!("{what} ({name}) that is also mapped shared"),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// `(pid, ppid, pgid, sid)` of member `i` as the job knows them: the parent's pid (0 for the

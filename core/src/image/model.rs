@@ -214,6 +214,22 @@ pub enum FdKind {
         /// makes it to refill this end's queue, then closes it again.
         peer_closed: bool,
     },
+    /// A file with no name left: a deleted file (`name` its old path) or a memfd (`name` its
+    /// name). `dev` and `ino` tell when several open files are of one file; its `contents`
+    /// (`size` bytes) travel with the first, empty in the others. `mode` its permission bits,
+    /// `seals` a memfd's `F_SEAL_*` bits; `flags` and `offset` as for `Path`.
+    Unlinked {
+        dev: u64,
+        ino: u64,
+        memfd: bool,
+        name: String,
+        flags: i32,
+        offset: u64,
+        mode: u32,
+        size: u64,
+        seals: u32,
+        contents: Vec<u8>,
+    },
 }
 
 /// The type of a unix socket.

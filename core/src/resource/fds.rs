@@ -78,6 +78,8 @@ pub struct FileTable {
     holders: Vec<(Pid, i32, String)>,
     /// Pipes whose buffered bytes were captured already (with the first read end seen).
     pipes_with_data: HashSet<u64>,
+    /// Files with no name whose contents were captured already.
+    unlinked: super::unlinked::Seen,
 }
 
 /// What the members of a job hold, noted by [`list`] before any descriptor is captured: which
@@ -218,8 +220,12 @@ pub fn capture(
                 path: target.clone(),
                 flags,
             }
-        } else if target.ends_with(" (deleted)") || target.starts_with("/memfd:") {
-            return Err(refuse(pid, fd, &format!("a deleted file ({target})")));
+        } else if super::unlinked::is_unlinked(&target) {
+            match super::unlinked::capture(pid, fd, &target, flags, info.pos, &mut table.unlinked)?
+            {
+                Ok(kind) => kind,
+                Err(what) => return Err(refuse(pid, fd, &what)),
+            }
         } else if !target.starts_with('/') {
             return Err(refuse(
                 pid,
@@ -346,6 +352,7 @@ pub fn prepare(
     // (the pipe opened again through /proc) is a description of its own, with its own flags.
     let mut ends_used: HashSet<(u64, bool)> = HashSet::new();
     let mut pairs = super::sockets::create_pairs(files)?;
+    let mut unlinked = super::unlinked::Made::default();
     for kind in files {
         let source = match kind {
             FdKind::Stdio { slot } => stdio.get(*slot as usize).copied().unwrap_or(-1),
@@ -371,6 +378,12 @@ pub fn prepare(
                 crate::sys::pipe::set_status_flags(end, *flags)
                     .ctx(|| "setting pipe flags".into())?;
                 end
+            }
+            FdKind::Unlinked { .. } => {
+                let fd = super::unlinked::open(kind, &mut unlinked)?;
+                let raw = fd.as_raw_fd();
+                p.opened.push(fd);
+                raw
             }
             FdKind::SocketPair { id, end, .. } => {
                 let fd = pairs.take(*id, *end)?;

@@ -92,6 +92,15 @@ impl SharedTable {
         object as u32
     }
 
+    /// Whether the file of device `dev` (a `st_dev`) and inode `ino` is one of the objects.
+    pub fn holds(&self, dev: u64, ino: u64) -> bool {
+        let key = (
+            (libc::major(dev) as u64) << 32 | libc::minor(dev) as u64,
+            ino,
+        );
+        self.keys.contains(&key)
+    }
+
     /// The address ranges of the shared mapping at `start` of process `index` whose pages it
     /// carries.
     fn carried_by(&self, index: u32, start: u64) -> &[(u64, u64)] {

@@ -4,6 +4,7 @@
 pub mod caps;
 pub mod fdio;
 pub mod kcmp;
+pub mod memfd;
 pub mod memory;
 pub mod ns;
 pub mod pidfd;

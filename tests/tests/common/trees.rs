@@ -34,6 +34,27 @@ if __name__ == "__main__":
             print(line, flush=True)
 "#;
 
+/// A Python program that compresses the chunks of file "$1" into a `tempfile.TemporaryFile()`
+/// (a deleted file it holds open), printing a line per chunk, then reads the file back and
+/// prints its size and digest: the file's contents must survive every move.
+pub const TEMPFILE_PY: &str = r#"
+import hashlib, lzma, sys, tempfile
+data = open(sys.argv[1], "rb").read()
+with tempfile.TemporaryFile() as t:
+    for i, o in enumerate(range(0, len(data), 65536)):
+        packed = lzma.compress(data[o:o + 65536], preset=6)
+        t.write(len(packed).to_bytes(4, "little") + packed)
+        print("chunk", i, len(packed), flush=True)
+    t.seek(0)
+    back = t.read()
+    print("read back", len(back), hashlib.sha256(back).hexdigest(), flush=True)
+"#;
+
+/// [`TEMPFILE_PY`] as a shell script reading "$1" and writing to standard output.
+pub fn tempfile_script() -> String {
+    format!("exec python3 -c '{TEMPFILE_PY}' \"$1\"")
+}
+
 /// [`POOL_PY`] as a shell script reading "$1" and writing to standard output.
 pub fn pool_script() -> String {
     format!("exec python3 -c '{POOL_PY}' \"$1\"")

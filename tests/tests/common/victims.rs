@@ -47,6 +47,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "unlinked",
+        source: "unlinked.c",
+        flags: &[],
+    },
+    Spec {
         name: "workers",
         source: "workers.c",
         flags: &[],
