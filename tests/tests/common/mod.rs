@@ -39,7 +39,7 @@ pub use reference::{
 };
 pub use sandbox::{Mrunctl, Sandbox, User, NOBODY};
 pub use scenario::{
-    assert_victim_passed, member_named, migrate_file_output, migrate_pipe_output, run_state_victim,
+    assert_passes_unrestored, assert_victim_passed, guard_regions_supported, member_named, migrate_file_output, migrate_pipe_output, run_state_victim,
     run_state_victim_hops, run_state_victim_then, wait_threads_running, Progress, StateRun,
 };
 pub use sshd::{
