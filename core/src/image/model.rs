@@ -170,6 +170,34 @@ pub struct Vma {
     /// True for a stack that grows down (`[stack]`, `gd` in VmFlags).
     pub grows_down: bool,
     pub backing: Backing,
+    /// The madvise advice the area carries ([`Advice`] bits, from `VmFlags` in
+    /// `/proc/PID/smaps`), given again at restore.
+    pub advice: u32,
+    /// Guard regions inside the area (`madvise(MADV_GUARD_INSTALL)`), `(start, end)`: no page
+    /// of them is read or carried; they are installed again at restore.
+    pub guards: Vec<(u64, u64)>,
+}
+
+/// Bits of [`Vma::advice`]: the `madvise` advice that shows in `VmFlags` (two-letter code).
+pub struct Advice;
+
+impl Advice {
+    /// `dc` (VM_DONTCOPY): MADV_DONTFORK.
+    pub const DONTFORK: u32 = 1 << 0;
+    /// `wf`: MADV_WIPEONFORK.
+    pub const WIPEONFORK: u32 = 1 << 1;
+    /// `hg`: MADV_HUGEPAGE.
+    pub const HUGEPAGE: u32 = 1 << 2;
+    /// `nh`: MADV_NOHUGEPAGE.
+    pub const NOHUGEPAGE: u32 = 1 << 3;
+    /// `dd` (VM_DONTDUMP): MADV_DONTDUMP.
+    pub const DONTDUMP: u32 = 1 << 4;
+    /// `mg`: MADV_MERGEABLE (KSM).
+    pub const MERGEABLE: u32 = 1 << 5;
+    /// `sr`: MADV_SEQUENTIAL.
+    pub const SEQUENTIAL: u32 = 1 << 6;
+    /// `rr`: MADV_RANDOM.
+    pub const RANDOM: u32 = 1 << 7;
 }
 
 /// How a file descriptor is brought back.

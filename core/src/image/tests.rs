@@ -112,6 +112,8 @@ fn state() -> JobState {
                 offset: 0,
                 identity: id,
             },
+            advice: 0,
+            guards: Vec::new(),
         }],
         fds: vec![Fd {
             fd: 1,

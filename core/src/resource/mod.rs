@@ -2,6 +2,7 @@
 //! apply (into the fresh process being restored).
 
 pub mod fds;
+pub mod madvise;
 pub mod mem;
 pub mod signals;
 pub mod task;
