@@ -263,6 +263,35 @@ pub struct ThreadState {
     /// CPU affinity as a bit mask (64 CPUs per word), or `None` when the thread may run on
     /// every CPU the checkpointed machine offered it (then it may on the target's too).
     pub affinity: Option<Vec<u64>>,
+    /// Attributes the kernel keeps per thread (prctl).
+    pub attrs: ThreadAttrs,
+}
+
+/// Per-thread attributes set with prctl(2).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ThreadAttrs {
+    /// PR_GET_NO_NEW_PRIVS; it can be set but never cleared.
+    pub no_new_privs: bool,
+    /// PR_GET_PDEATHSIG: the signal the thread gets when its parent dies (0: none).
+    pub pdeathsig: i32,
+    /// PR_GET_TIMERSLACK, in nanoseconds.
+    pub timer_slack_ns: u64,
+}
+
+/// Process-wide attributes set with prctl(2), membarrier(2) and /proc.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessAttrs {
+    /// PR_GET_THP_DISABLE: 0, 1 (THP disabled), or 3 (disabled except where advised,
+    /// PR_THP_DISABLE_EXCEPT_ADVISED).
+    pub thp_disable: u32,
+    /// PR_GET_CHILD_SUBREAPER.
+    pub child_subreaper: bool,
+    /// PR_GET_DUMPABLE: 0, 1, or 2 (suid_dumpable's "root only").
+    pub dumpable: u32,
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// The MEMBARRIER_CMD_REGISTER_* commands the process registered.
+    pub membarrier: u32,
 }
 
 /// Everything about the job except its page contents: its processes, parents before their
@@ -332,6 +361,8 @@ pub struct ProcessState {
     /// Signals in the process-wide queue, oldest first, with their siginfo; queued again in
     /// the same order after restore.
     pub queued_signals: Vec<QueuedSignal>,
+    /// Attributes the kernel keeps per process (prctl, membarrier, oom_score_adj).
+    pub attrs: ProcessAttrs,
 }
 
 impl ProcessState {
