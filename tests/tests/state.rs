@@ -150,6 +150,28 @@ fn deleted_files_and_memfds_held_open() {
     run_state_victim(&sb, "unlinked", &[dir.as_os_str()], false).assert_all_pass();
 }
 
+/// Issue 10, item 4: THP-disable, child-subreaper, dumpable (off), no_new_privs, the
+/// parent-death signal, oom_score_adj, timer slack (per thread), a membarrier registration,
+/// personality and the madvise flags of areas (VmFlags dc wf hg nh dd) come back.
+#[test]
+fn process_attributes_and_madvise_flags() {
+    let sb = Sandbox::new("attrs");
+    assert_passes_unrestored(&sb, "attrs", "root");
+    run_state_victim(&sb, "attrs", &["root".as_ref()], false).assert_all_pass();
+}
+
+/// Issue 10, item 5: a process with guard regions (madvise MADV_GUARD_INSTALL, Linux 6.13+)
+/// failed to checkpoint ("reading memory ... Input/output error"); its guards now come back.
+#[test]
+fn guard_regions_of_madvise_guard_install() {
+    let sb = Sandbox::new("guard-install");
+    if !guard_regions_supported(&sb) {
+        eprintln!("skipped: this kernel has no MADV_GUARD_INSTALL");
+        return;
+    }
+    run_state_victim(&sb, "guard_install", &[], false).assert_all_pass();
+}
+
 #[test]
 fn append_and_offset_files() {
     let sb = Sandbox::new("files");

@@ -172,3 +172,22 @@ fn shared_memory_file_made_again_as_nobody() {
     })
     .assert_all_pass();
 }
+
+/// The process attributes as nobody: dumpable stays on (nobody cannot checkpoint a process
+/// that is not), oom_score_adj raised.
+#[test]
+fn process_attributes_as_nobody() {
+    let sb = nobody("nobody-attrs");
+    assert_passes_unrestored(&sb, "attrs", "user");
+    run_state_victim(&sb, "attrs", &["user".as_ref()], false).assert_all_pass();
+}
+
+#[test]
+fn guard_regions_as_nobody() {
+    let sb = nobody("nobody-guard-install");
+    if !guard_regions_supported(&sb) {
+        eprintln!("skipped: this kernel has no MADV_GUARD_INSTALL");
+        return;
+    }
+    run_state_victim(&sb, "guard_install", &[], false).assert_all_pass();
+}

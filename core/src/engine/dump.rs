@@ -123,7 +123,7 @@ fn capture_injected(
         let leader = frozen.leader();
         task::refuse_armed_itimer(leader, &scratch, pid)?;
         let actions = signals::capture_actions(leader, &scratch)?;
-        let process = task::capture_injected(leader)?;
+        let process = task::capture_injected(leader, &scratch)?;
         let mut threads = Vec::with_capacity(frozen.threads().len());
         for t in frozen.threads() {
             threads.push(thread::capture(
@@ -384,5 +384,6 @@ fn process_state(
         vmas,
         fds,
         queued_signals: signals::capture_queued(pid, true)?,
+        attrs: process.attrs,
     })
 }

@@ -98,4 +98,9 @@ pub enum Refusal {
     SharedReplacedFile { pid: Pid, at: u64, path: String },
     #[error("pid {pid} has a mapping of an unsupported kind ({kind}) at {at:#x}")]
     UnsupportedMapping { pid: Pid, kind: String, at: u64 },
+    #[error(
+        "pid {pid} has guard pages (MADV_GUARD_INSTALL) in its shared memory mapping at {at:#x}; \
+         they cannot be checkpointed yet"
+    )]
+    GuardInSharedMemory { pid: Pid, at: u64 },
 }

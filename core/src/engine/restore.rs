@@ -13,7 +13,7 @@ use super::spawn::{self, ChildPlan, TreePlan, ZombiePlan};
 use crate::arch;
 use crate::image::model::{Backing, Header, JobState, ProcessState, Vma};
 use crate::image::ImageReader;
-use crate::resource::{fds, mem, signals, task, thread};
+use crate::resource::{attrs, fds, madvise, mem, signals, task, thread};
 use crate::sys::{memory, ns, ptrace, Pid};
 
 /// Size of the area that holds the syscall trap and scratch space during a restore.
@@ -533,6 +533,7 @@ fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32) -> Result<()> {
     // created next inherit this mask.
     ptrace::set_sigmask(pid, u64::MAX).ctx(|| "blocking signals".into())?;
     mem::protect_vmas(inj, &p.vmas)?;
+    madvise::apply(inj, &p.vmas)?;
     signals::apply_actions(inj, scratch, &p.sigactions)?;
     task::apply_mm(inj, scratch, &p.mm)?;
     thread::apply_leader(inj, scratch, leader_state)?;
@@ -552,6 +553,7 @@ fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32) -> Result<()> {
         )?;
     }
     task::apply_rlimits(pid, &p.rlimits)?;
+    attrs::apply_process(inj, pid, &p.attrs)?;
     signals::apply_queued(inj, scratch, own_pid, None, &p.queued_signals)?;
     signals::apply_queued(
         inj,
@@ -592,6 +594,12 @@ fn threads_one(
         for (_, own) in &f.threads {
             thread::drop_capabilities(own, &f.scratch)?;
         }
+    }
+    for (index, own) in &f.threads {
+        attrs::apply_no_new_privs(own, &p.threads[*index].attrs)?;
+    }
+    if let Some(leader) = p.leader() {
+        attrs::apply_no_new_privs(f.leader()?, &leader.attrs)?;
     }
     Ok(())
 }

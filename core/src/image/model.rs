@@ -170,6 +170,34 @@ pub struct Vma {
     /// True for a stack that grows down (`[stack]`, `gd` in VmFlags).
     pub grows_down: bool,
     pub backing: Backing,
+    /// The madvise advice the area carries ([`Advice`] bits, from `VmFlags` in
+    /// `/proc/PID/smaps`), given again at restore.
+    pub advice: u32,
+    /// Guard regions inside the area (`madvise(MADV_GUARD_INSTALL)`), `(start, end)`: no page
+    /// of them is read or carried; they are installed again at restore.
+    pub guards: Vec<(u64, u64)>,
+}
+
+/// Bits of [`Vma::advice`]: the `madvise` advice that shows in `VmFlags` (two-letter code).
+pub struct Advice;
+
+impl Advice {
+    /// `dc` (VM_DONTCOPY): MADV_DONTFORK.
+    pub const DONTFORK: u32 = 1 << 0;
+    /// `wf`: MADV_WIPEONFORK.
+    pub const WIPEONFORK: u32 = 1 << 1;
+    /// `hg`: MADV_HUGEPAGE.
+    pub const HUGEPAGE: u32 = 1 << 2;
+    /// `nh`: MADV_NOHUGEPAGE.
+    pub const NOHUGEPAGE: u32 = 1 << 3;
+    /// `dd` (VM_DONTDUMP): MADV_DONTDUMP.
+    pub const DONTDUMP: u32 = 1 << 4;
+    /// `mg`: MADV_MERGEABLE (KSM).
+    pub const MERGEABLE: u32 = 1 << 5;
+    /// `sr`: MADV_SEQUENTIAL.
+    pub const SEQUENTIAL: u32 = 1 << 6;
+    /// `rr`: MADV_RANDOM.
+    pub const RANDOM: u32 = 1 << 7;
 }
 
 /// How a file descriptor is brought back.
@@ -292,6 +320,35 @@ pub struct ThreadState {
     /// CPU affinity as a bit mask (64 CPUs per word), or `None` when the thread may run on
     /// every CPU the checkpointed machine offered it (then it may on the target's too).
     pub affinity: Option<Vec<u64>>,
+    /// Attributes the kernel keeps per thread (prctl).
+    pub attrs: ThreadAttrs,
+}
+
+/// Per-thread attributes set with prctl(2).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ThreadAttrs {
+    /// PR_GET_NO_NEW_PRIVS; it can be set but never cleared.
+    pub no_new_privs: bool,
+    /// PR_GET_PDEATHSIG: the signal the thread gets when its parent dies (0: none).
+    pub pdeathsig: i32,
+    /// PR_GET_TIMERSLACK, in nanoseconds.
+    pub timer_slack_ns: u64,
+}
+
+/// Process-wide attributes set with prctl(2), membarrier(2) and /proc.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessAttrs {
+    /// PR_GET_THP_DISABLE: 0, 1 (THP disabled), or 3 (disabled except where advised,
+    /// PR_THP_DISABLE_EXCEPT_ADVISED).
+    pub thp_disable: u32,
+    /// PR_GET_CHILD_SUBREAPER.
+    pub child_subreaper: bool,
+    /// PR_GET_DUMPABLE: 0, 1, or 2 (suid_dumpable's "root only").
+    pub dumpable: u32,
+    /// `/proc/PID/oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// The MEMBARRIER_CMD_REGISTER_* commands the process registered.
+    pub membarrier: u32,
 }
 
 /// Everything about the job except its page contents: its processes, parents before their
@@ -361,6 +418,8 @@ pub struct ProcessState {
     /// Signals in the process-wide queue, oldest first, with their siginfo; queued again in
     /// the same order after restore.
     pub queued_signals: Vec<QueuedSignal>,
+    /// Attributes the kernel keeps per process (prctl, membarrier, oom_score_adj).
+    pub attrs: ProcessAttrs,
 }
 
 impl ProcessState {

@@ -80,6 +80,7 @@ fn state() -> JobState {
             clear_child_tid: 0x7200,
             name: "victim".into(),
             affinity: None,
+            attrs: ThreadAttrs::default(),
         }],
         sigactions: vec![SigAction {
             signo: 2,
@@ -112,6 +113,8 @@ fn state() -> JobState {
                 offset: 0,
                 identity: id,
             },
+            advice: 0,
+            guards: Vec::new(),
         }],
         fds: vec![Fd {
             fd: 1,
@@ -119,6 +122,7 @@ fn state() -> JobState {
             file: 0,
         }],
         queued_signals: Vec::new(),
+        attrs: ProcessAttrs::default(),
     };
     JobState {
         processes: vec![process],

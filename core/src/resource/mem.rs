@@ -137,6 +137,17 @@ fn uncovered(covered: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
 /// cannot be checkpointed. Shared memory objects are noted in `shared`.
 pub fn capture_vmas(pid: Pid, index: u32, shared_objects: &mut SharedTable) -> Result<Vec<Vma>> {
     let maps = Process::new(pid.as_raw())?.maps()?;
+    let advice = super::madvise::capture_advice(pid)?;
+    // User space below [vsyscall] (which is no mapping of the process's own).
+    let user: Vec<(u64, u64)> = maps
+        .iter()
+        .filter(|m| !matches!(m.pathname, MMapPath::Vsyscall))
+        .map(|m| m.address)
+        .collect();
+    let guards = match (user.first(), user.last()) {
+        (Some(first), Some(last)) => super::madvise::capture_guards(pid, first.0, last.1)?,
+        _ => Vec::new(),
+    };
     let mut vmas = Vec::new();
     for m in maps {
         let (start, end) = m.address;
@@ -215,12 +226,21 @@ pub fn capture_vmas(pid: Pid, index: u32, shared_objects: &mut SharedTable) -> R
                 .into())
             }
         };
+        let guards = match backing {
+            Backing::Special { .. } => Vec::new(),
+            _ => super::madvise::guards_within(&guards, start, end),
+        };
+        if !guards.is_empty() && matches!(backing, Backing::Shared { .. }) {
+            return Err(Refusal::GuardInSharedMemory { pid, at: start }.into());
+        }
         vmas.push(Vma {
             start,
             end,
             prot,
             shared,
             grows_down: matches!(m.pathname, MMapPath::Stack),
+            advice: advice.get(&start).copied().unwrap_or(0),
+            guards,
             backing,
         });
     }
@@ -299,11 +319,16 @@ pub fn dump_pages<W: std::io::Write>(
                 continue;
             }
             (Backing::Special { .. }, _) | (_, true) => continue,
-            (Backing::Carried { .. }, _) => |_| true,
-            (Backing::Anonymous, _) => |e| e & (memory::PM_PRESENT | memory::PM_SWAPPED) != 0,
+            // Guard regions have no contents: never read (reading one fails with EIO).
+            (Backing::Carried { .. }, _) => |e| e & memory::PM_GUARD_REGION == 0,
+            (Backing::Anonymous, _) => |e| {
+                e & (memory::PM_PRESENT | memory::PM_SWAPPED) != 0
+                    && e & memory::PM_GUARD_REGION == 0
+            },
             (Backing::File { .. }, _) => |e| {
-                (e & memory::PM_PRESENT != 0 && e & memory::PM_FILE == 0)
-                    || e & memory::PM_SWAPPED != 0
+                ((e & memory::PM_PRESENT != 0 && e & memory::PM_FILE == 0)
+                    || e & memory::PM_SWAPPED != 0)
+                    && e & memory::PM_GUARD_REGION == 0
             },
         };
         total += pages.range((vma.start, vma.end), wanted)?;

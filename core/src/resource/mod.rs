@@ -1,7 +1,9 @@
 //! One kind of process state per module, each with its capture (from a frozen process) and its
 //! apply (into the fresh process being restored).
 
+pub mod attrs;
 pub mod fds;
+pub mod madvise;
 pub mod mem;
 pub mod signals;
 pub mod sockets;

@@ -6,7 +6,7 @@ use procfs::process::Process;
 use crate::engine::error::{Context, EngineError, Result};
 use crate::engine::inject::{u64_at, Injector, Scratch};
 use crate::engine::Refusal;
-use crate::image::model::{MmFields, Rlimit};
+use crate::image::model::{MmFields, ProcessAttrs, Rlimit};
 use crate::sys::Pid;
 
 const PR_SET_MM: u64 = 35;
@@ -19,13 +19,15 @@ const RLIMIT_NLIMITS: u32 = 16;
 pub struct Injected {
     pub brk: u64,
     pub umask: u32,
+    pub attrs: ProcessAttrs,
 }
 
-pub fn capture_injected(inj: &Injector) -> Result<Injected> {
+pub fn capture_injected(inj: &Injector, scratch: &Scratch) -> Result<Injected> {
     let brk = inj.call("brk", libc::SYS_brk, [0; 6])?;
     let umask = inj.call("umask", libc::SYS_umask, [0o22, 0, 0, 0, 0, 0])? as u32;
     inj.call("umask", libc::SYS_umask, [umask as u64, 0, 0, 0, 0, 0])?;
-    Ok(Injected { brk, umask })
+    let attrs = super::attrs::capture_process(inj, scratch)?;
+    Ok(Injected { brk, umask, attrs })
 }
 
 /// An armed interval timer (ITIMER_REAL, _VIRTUAL or _PROF) is refused.

@@ -101,6 +101,7 @@ pub fn capture(
         [PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0],
     )?;
     let clear_child_tid = u64_at(&scratch.read(pid, 0, 8)?, 0);
+    let attrs = super::attrs::capture_thread(inj, scratch)?;
 
     let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
         .map(|s| s.trim_end_matches('\n').to_string())
@@ -118,6 +119,7 @@ pub fn capture(
         clear_child_tid,
         name,
         affinity: capture_affinity(tid, unpinned),
+        attrs,
     })
 }
 
@@ -268,7 +270,8 @@ pub fn apply_leader(inj: &Injector, scratch: &Scratch, t: &ThreadState) -> Resul
 }
 
 /// A thread's kernel-side state, set from inside it: robust list, rseq area, alternate signal
-/// stack and name. What a thread fresh from [`create`] already has is skipped: no altstack
+/// stack, name, timer slack and parent-death signal (no_new_privs comes later, see
+/// [`super::attrs::apply_no_new_privs`]). What a thread fresh from [`create`] already has is skipped: no altstack
 /// (the kernel gives a new thread none) and the name `inherited` from its creator.
 pub fn apply_injected(
     inj: &Injector,
@@ -300,7 +303,7 @@ pub fn apply_injected(
             [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
         )?;
     }
-    Ok(())
+    super::attrs::apply_thread(inj, &t.attrs)
 }
 
 /// Drop the capabilities the restore lent the thread to create its siblings with their ids

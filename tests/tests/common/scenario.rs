@@ -361,3 +361,27 @@ pub fn run_state_victim_hops(
     sb.touch("go");
     (original_pid, current.finish())
 }
+
+/// Control: victim `name` (with `GO_FILE arg`) passes when never checkpointed, so a failure
+/// after a restore is the restore's doing.
+pub fn assert_passes_unrestored(sb: &Sandbox, name: &str, arg: &str) {
+    let go = sb.touch("go-control");
+    let done = sb
+        .spawn_victim(name, &[go.as_os_str(), arg.as_ref()], Input::Null)
+        .finish();
+    assert_victim_passed(&done, &format!("victim {name} without any checkpoint"));
+}
+
+/// Whether this kernel has guard regions (MADV_GUARD_INSTALL, Linux 6.13+), asked of the
+/// `guard_install` victim, which must also pass when never checkpointed.
+pub fn guard_regions_supported(sb: &Sandbox) -> bool {
+    let go = sb.touch("go-control");
+    let done = sb
+        .spawn_victim("guard_install", &[go.as_os_str()], Input::Null)
+        .finish();
+    if done.stdout_text().contains("UNSUPPORTED") {
+        return false;
+    }
+    assert_victim_passed(&done, "victim guard_install without any checkpoint");
+    true
+}

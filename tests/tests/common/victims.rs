@@ -102,6 +102,16 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "guard_install",
+        source: "guard_install.c",
+        flags: &[],
+    },
+    Spec {
+        name: "attrs",
+        source: "attrs.c",
+        flags: &["-pthread"],
+    },
+    Spec {
         name: "files",
         source: "files.c",
         flags: &[],
