@@ -172,6 +172,15 @@ fn guard_regions_of_madvise_guard_install() {
     run_state_victim(&sb, "guard_install", &[], false).assert_all_pass();
 }
 
+/// Issue 10: a process whose working directory was removed is restored in a removed
+/// directory (the restore failed to enter it).
+#[test]
+fn removed_working_directory() {
+    let sb = Sandbox::new("cwd-removed");
+    let dir = sb.mkdir("dirs");
+    run_state_victim(&sb, "cwd_removed", &[dir.as_os_str()], false).assert_all_pass();
+}
+
 #[test]
 fn append_and_offset_files() {
     let sb = Sandbox::new("files");

@@ -238,7 +238,14 @@ impl<R: Read> Restoring<'_, R> {
             members.push(ChildPlan {
                 pid: p.pid,
                 exe: executable(p, self.same_machine)?,
-                cwd: cstring(&p.cwd)?,
+                cwd: cstring(p.cwd.strip_suffix(" (deleted)").unwrap_or(&p.cwd))?,
+                cwd_removed: p.cwd.ends_with(" (deleted)"),
+                cwd_fallback: cstring(&format!(
+                    "{}/.mrun-removed-cwd-{}-{}",
+                    std::env::temp_dir().display(),
+                    std::process::id(),
+                    p.pid
+                ))?,
                 umask: p.umask,
                 personality: p.personality,
                 fds,

@@ -31,6 +31,11 @@ pub struct ChildPlan {
     pub pid: i32,
     pub exe: CString,
     pub cwd: CString,
+    /// The working directory had been removed: it is made at `cwd` (or, where its parent is
+    /// gone too, at `cwd_fallback`), entered and removed again, so the process is in a removed
+    /// directory as before.
+    pub cwd_removed: bool,
+    pub cwd_fallback: CString,
     pub umask: u32,
     pub personality: u32,
     /// `(target fd, source fd in the restorer)`.
@@ -413,7 +418,18 @@ fn child_main(tree: &TreePlan, i: usize, go: RawFd) -> ! {
             }
         }
         libc::syscall(libc::SYS_close_range, top as u32, u32::MAX, 0u32);
-        if libc::chdir(plan.cwd.as_ptr()) != 0 {
+        if plan.cwd_removed {
+            let made = if libc::mkdir(plan.cwd.as_ptr(), 0o700) == 0 {
+                plan.cwd.as_ptr()
+            } else if libc::mkdir(plan.cwd_fallback.as_ptr(), 0o700) == 0 {
+                plan.cwd_fallback.as_ptr()
+            } else {
+                fail("mkdir")
+            };
+            if libc::chdir(made) != 0 || libc::rmdir(made) != 0 {
+                fail("chdir");
+            }
+        } else if libc::chdir(plan.cwd.as_ptr()) != 0 {
             fail("chdir");
         }
         libc::umask(plan.umask as libc::mode_t);

@@ -52,6 +52,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "cwd_removed",
+        source: "cwd_removed.c",
+        flags: &[],
+    },
+    Spec {
         name: "workers",
         source: "workers.c",
         flags: &[],
