@@ -1,7 +1,7 @@
 //! File descriptors: regular files and directories (reopened by path at the same offset, after
 //! checking they are the same files), character devices such as /dev/null, stdio pipes and
 //! terminals (connected to whoever restores the image), pipes and unix socket pairs inside the
-//! job (`sockets`).
+//! job (`sockets`), event objects: eventfd, timerfd, signalfd, epoll, inotify (`events`).
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -78,6 +78,17 @@ pub struct FileTable {
     holders: Vec<(Pid, i32, String)>,
     /// Pipes whose buffered bytes were captured already (with the first read end seen).
     pipes_with_data: HashSet<u64>,
+    /// Epoll instances whose targets are found once every descriptor is in the table.
+    epolls: super::events::Pending,
+}
+
+impl FileTable {
+    /// Complete the table once every member's descriptors are in it: link each epoll
+    /// instance's registrations to the open files they watch.
+    pub fn finish(&mut self) -> Result<()> {
+        let epolls = std::mem::take(&mut self.epolls);
+        super::events::link_epolls(epolls, &mut self.files, &self.holders)
+    }
 }
 
 /// What the members of a job hold, noted by [`list`] before any descriptor is captured: which
@@ -178,12 +189,16 @@ pub fn capture(
             return Err(refuse(pid, fd, "a socket"));
         } else if let Some(anon) = target.strip_prefix("anon_inode:") {
             let name = anon.trim_matches(|c| c == '[' || c == ']');
+            let file = table.files.len() as u32;
+            if let Some(kind) =
+                super::events::capture(pid, fd, name, flags, file, &mut table.epolls)?
+            {
+                table.files.push(kind);
+                table.holders.push((pid, fd, target));
+                out.push(Fd { fd, cloexec, file });
+                continue;
+            }
             let what = match name {
-                "eventpoll" => "an epoll instance",
-                "eventfd" => "an eventfd",
-                "signalfd" => "a signalfd",
-                "timerfd" => "a timerfd",
-                "inotify" => "an inotify instance",
                 "io_uring" => "an io_uring instance",
                 "pidfd" => "a pidfd",
                 _ => {
@@ -311,6 +326,8 @@ pub struct Prepared {
     pub opened: Vec<OwnedFd>,
     /// The descriptor of this process that stands for each open file of the image.
     pub sources: Vec<RawFd>,
+    /// Timerfds, to be armed when the processes are about to run.
+    pub timers: super::events::Timers,
 }
 
 impl Prepared {
@@ -340,6 +357,7 @@ pub fn prepare(
     let mut p = Prepared {
         opened: Vec::new(),
         sources: Vec::new(),
+        timers: Default::default(),
     };
     let mut pipes: HashMap<u64, (RawFd, RawFd)> = HashMap::new();
     let mut pairs = super::sockets::create_pairs(files)?;
@@ -371,6 +389,19 @@ pub fn prepare(
             }
             FdKind::SocketPair { id, end, .. } => {
                 let fd = pairs.take(*id, *end)?;
+                let raw = fd.as_raw_fd();
+                p.opened.push(fd);
+                raw
+            }
+            FdKind::EventFd { .. }
+            | FdKind::TimerFd { .. }
+            | FdKind::SignalFd { .. }
+            | FdKind::Epoll { .. }
+            | FdKind::Inotify { .. } => {
+                let made = super::events::make(kind, same_machine, &mut p.timers)?;
+                let fd = made.ok_or_else(|| {
+                    EngineError::Unrestorable("an event object that cannot be made".into())
+                })?;
                 let raw = fd.as_raw_fd();
                 p.opened.push(fd);
                 raw
@@ -411,6 +442,8 @@ pub fn prepare(
         };
         p.sources.push(source);
     }
+    // Every open file exists: register what epoll instances watch.
+    super::events::fill_epolls(files, &p.sources)?;
     Ok(p)
 }
 

@@ -1,6 +1,7 @@
 //! One kind of process state per module, each with its capture (from a frozen process) and its
 //! apply (into the fresh process being restored).
 
+pub mod events;
 pub mod fds;
 pub mod mem;
 pub mod signals;
