@@ -54,3 +54,20 @@ fn nested_epoll() {
 fn inotify_watches_keep_their_descriptors() {
     events("inotify");
 }
+
+/// A Python asyncio program (an epoll loop with its self-pipe socketpair, producers and a
+/// consumer on an asyncio.Queue paced by sleeps, a call_later and wait_for timeouts),
+/// checkpointed and restored twice mid-run, prints the same bytes as an uninterrupted run.
+#[test]
+fn python_asyncio_queue_two_hops() {
+    let sb = Sandbox::new("events-asyncio");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/asyncio_queue.py");
+    migrate_pipe_output(
+        &sb,
+        "python3 asyncio queue",
+        python3(),
+        &["-u".as_ref(), script.as_os_str()],
+        &[],
+        2,
+    );
+}
