@@ -65,7 +65,8 @@ enum Stage {
     /// In every process, create every other thread with its original id (clone3 `set_tid`, from inside the
     /// leader), each stopped before its first instruction and given its own state.
     Threads,
-    /// Unmap the trap; set every thread's registers, xstate and mask; release all threads.
+    /// Unmap the trap; set every thread's registers, xstate and mask; arm the timerfds; release
+    /// all threads.
     Run,
 }
 
