@@ -1,6 +1,7 @@
 /*
- * A process holding one kind of state that `mrunctl checkpoint` must refuse, which then keeps
- * doing observable work so the test can prove the refusal left it untouched.
+ * A process holding one kind of state that `mrunctl checkpoint` must refuse (or, for modes
+ * that are supported now, checkpoint), which then keeps doing observable work so the test can
+ * prove the refusal left it untouched.
  *
  * After setting up MODE it prints "READY", then "tick N" every 50 ms. When STOP_FILE appears it
  * checks that the state still works (the thread still runs, the child still exits 0, the socket
@@ -9,11 +10,12 @@
  *
  * usage: refuse MODE STOP_FILE [DIR]
  * MODE: plain threads child zombie socketpair unixconnect unixlisten scm_rights tcp shared_anon
- *       shared_file sysv_shm epoll eventfd signalfd timerfd inotify io_uring itimer posix_timer
- *       shstk
+ *       shared_file sysv_shm epoll eventfd signalfd timerfd inotify inotify_queued io_uring
+ *       itimer posix_timer shstk
+ * inotify_queued: an inotify watch on DIR with an event (a file created) not read yet.
  * shstk: a thread enables an x86 shadow stack and spins; before "READY" the victim prints
  * "SHSTK-ON", or "SHSTK-UNAVAILABLE <errno>" (then it is a plain victim with one idle thread).
- * DIR (shared_file, inotify, unixlisten): a directory the victim may create files in.
+ * DIR (shared_file, inotify, inotify_queued, unixlisten): a directory the victim may create files in.
  * unixconnect: a unix stream socket connected to DIR/outside.sock, where the test listens.
  * scm_rights: a datagram socketpair with two messages queued, the second carrying a pipe's read
  * end (SCM_RIGHTS).
@@ -275,6 +277,13 @@ static void setup(void)
 		fds[0] = inotify_init1(0);
 		if (fds[0] < 0 || inotify_add_watch(fds[0], dir ? dir : "/", IN_CREATE) < 0)
 			die("inotify");
+	} else if (!strcmp(mode, "inotify_queued")) {
+		char path[4096];
+		fds[0] = inotify_init1(0);
+		if (fds[0] < 0 || inotify_add_watch(fds[0], dir ? dir : "/", IN_CREATE) < 0)
+			die("inotify");
+		path_in_dir(path, sizeof path, "queued");
+		close(open(path, O_WRONLY | O_CREAT, 0600));
 	} else if (!strcmp(mode, "io_uring")) {
 		struct io_uring_params p;
 		memset(&p, 0, sizeof p);
@@ -406,6 +415,12 @@ static void verify(void)
 		struct inotify_event *e = (struct inotify_event *)buf;
 		check(n > 0 && (e->mask & IN_CREATE) && !strcmp(e->name, "inotify-probe"),
 		      "inotify reports the new file", "read %zd", n);
+	} else if (!strcmp(mode, "inotify_queued")) {
+		char buf[4096] __attribute__((aligned(8)));
+		ssize_t n = read(fds[0], buf, sizeof buf);
+		struct inotify_event *e = (struct inotify_event *)buf;
+		check(n > 0 && (e->mask & IN_CREATE) && !strcmp(e->name, "queued"),
+		      "the queued inotify event is still there", "read %zd", n);
 	} else if (!strcmp(mode, "io_uring")) {
 		check(fcntl(fds[0], F_GETFD) >= 0, "io_uring fd still open", "errno %d", errno);
 	} else if (!strcmp(mode, "itimer")) {

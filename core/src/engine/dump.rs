@@ -176,6 +176,7 @@ fn capture<W: Write>(
             (fds, vmas),
         )?);
     }
+    files.finish()?;
     let Some(root) = processes.first() else {
         return Err(EngineError::Died {
             pid: tree.root().as_raw(),

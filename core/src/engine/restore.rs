@@ -13,7 +13,7 @@ use super::spawn::{self, ChildPlan, TreePlan, ZombiePlan};
 use crate::arch;
 use crate::image::model::{Backing, Header, JobState, ProcessState, Vma};
 use crate::image::ImageReader;
-use crate::resource::{attrs, fds, madvise, mem, signals, task, thread};
+use crate::resource::{attrs, events, fds, madvise, mem, signals, task, thread};
 use crate::sys::{memory, ns, ptrace, Pid};
 
 /// Size of the area that holds the syscall trap and scratch space during a restore.
@@ -65,7 +65,8 @@ enum Stage {
     /// In every process, create every other thread with its original id (clone3 `set_tid`, from inside the
     /// leader), each stopped before its first instruction and given its own state.
     Threads,
-    /// Unmap the trap; set every thread's registers, xstate and mask; release all threads.
+    /// Unmap the trap; set every thread's registers, xstate and mask; arm the timerfds; release
+    /// all threads.
     Run,
 }
 
@@ -117,6 +118,8 @@ struct Restoring<'a, R: Read> {
     fresh: Vec<Fresh>,
     /// Files made for named shared memory, removed again if the restore fails.
     made_files: Option<mem::MadeFiles>,
+    /// Timerfds made for the job, armed just before it runs.
+    timers: Option<events::Timers>,
 }
 
 /// One fresh process being filled.
@@ -161,6 +164,7 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
         child: None,
         fresh: Vec::new(),
         made_files: None,
+        timers: None,
     };
     for (i, stage) in Stage::ALL.iter().enumerate() {
         if let Err(e) = stage.run(&mut r) {
@@ -215,8 +219,9 @@ impl<R: Read> Restoring<'_, R> {
             .ok_or_else(|| invalid("the state is not read yet"))?;
         // Named shared memory files first: descriptors may be open on them.
         let (shared, made) = mem::create_shared(&state.shared, self.same_machine)?;
-        let prepared = fds::prepare(&state.files, opts.stdio, self.same_machine, &made)?;
+        let mut prepared = fds::prepare(&state.files, opts.stdio, self.same_machine, &made)?;
         self.made_files = Some(made);
+        self.timers = Some(std::mem::take(&mut prepared.timers));
         let mut shared_fds = Vec::with_capacity(state.processes.len());
         let unprivileged = !nix::unistd::geteuid().is_root();
         let mut members = Vec::with_capacity(state.processes.len());
@@ -415,6 +420,7 @@ impl<R: Read> Restoring<'_, R> {
     }
 
     fn release(&mut self) -> Result<()> {
+        let timers = self.timers.take();
         let (fresh, state) = self.each()?;
         for (f, p) in fresh.iter().zip(&state.processes) {
             let leader = p.leader().ok_or_else(|| invalid("no leader thread"))?;
@@ -427,6 +433,10 @@ impl<R: Read> Restoring<'_, R> {
                 thread::apply_registers(own.pid(), &p.threads[*index])?;
             }
             thread::apply_registers(f.pid, leader)?;
+        }
+        // Timers go on from here with the time they had left.
+        if let Some(timers) = timers {
+            timers.arm()?;
         }
         // Every thread of every process holds its full state: let them all go, the root last.
         let mut resend = Vec::new();

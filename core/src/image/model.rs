@@ -258,6 +258,60 @@ pub enum FdKind {
         seals: u32,
         contents: Vec<u8>,
     },
+    /// An eventfd: its counter, semaphore mode (`EFD_SEMAPHORE`) and status flags.
+    EventFd {
+        count: u64,
+        semaphore: bool,
+        flags: i32,
+    },
+    /// A timerfd on `clock` (a `CLOCK_*` id) with status flags `flags`. `remaining_ns` is the
+    /// time that was left until its next expiry (0: disarmed), `interval_ns` its period (0: one
+    /// shot), `ticks` the expirations not yet read. `deadline_ns` is set for a timer armed on
+    /// an absolute `CLOCK_REALTIME` (or `CLOCK_REALTIME_ALARM`) time: that deadline, in ns
+    /// since the epoch, which stays absolute; every other armed timer goes on with
+    /// `remaining_ns` left. `settime_flags` are `TFD_TIMER_ABSTIME`/`TFD_TIMER_CANCEL_ON_SET`
+    /// as last set.
+    TimerFd {
+        clock: i32,
+        flags: i32,
+        settime_flags: i32,
+        remaining_ns: u64,
+        interval_ns: u64,
+        deadline_ns: Option<u64>,
+        ticks: u64,
+    },
+    /// A signalfd for the signals in `mask` (bit n-1 for signal n).
+    SignalFd { mask: u64, flags: i32 },
+    /// An epoll instance and its interest list.
+    Epoll { flags: i32, items: Vec<EpollItem> },
+    /// An inotify instance and its watches, in watch descriptor order.
+    Inotify {
+        flags: i32,
+        watches: Vec<InotifyWatch>,
+    },
+}
+
+/// One registration of an epoll instance: the open file `file` (an index into
+/// [`JobState::files`]) registered under descriptor number `fd`, with its `events` mask
+/// (`EPOLLET`, `EPOLLONESHOT`, `EPOLLEXCLUSIVE` included; a oneshot item that fired holds only
+/// those bits) and `data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollItem {
+    pub fd: i32,
+    pub file: u32,
+    pub events: u32,
+    pub data: u64,
+}
+
+/// One watch of an inotify instance: its watch descriptor, the path it watches (found at
+/// checkpoint) and its mask. `identity` is the watched inode as it was (device and inode
+/// numbers are compared on the same machine only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub path: String,
+    pub mask: u32,
+    pub identity: FileIdentity,
 }
 
 /// The type of a unix socket.

@@ -1,7 +1,7 @@
 //! File descriptors: regular files and directories (reopened by path at the same offset, after
 //! checking they are the same files), character devices such as /dev/null, stdio pipes and
 //! terminals (connected to whoever restores the image), pipes and unix socket pairs inside the
-//! job (`sockets`).
+//! job (`sockets`), event objects: eventfd, timerfd, signalfd, epoll, inotify (`events`).
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -80,6 +80,17 @@ pub struct FileTable {
     pipes_with_data: HashSet<u64>,
     /// Files with no name whose contents were captured already.
     unlinked: super::unlinked::Seen,
+    /// Epoll instances whose targets are found once every descriptor is in the table.
+    epolls: super::events::Pending,
+}
+
+impl FileTable {
+    /// Complete the table once every member's descriptors are in it: link each epoll
+    /// instance's registrations to the open files they watch.
+    pub fn finish(&mut self) -> Result<()> {
+        let epolls = std::mem::take(&mut self.epolls);
+        super::events::link_epolls(epolls, &mut self.files, &self.holders)
+    }
 }
 
 /// What the members of a job hold, noted by [`list`] before any descriptor is captured: which
@@ -180,12 +191,16 @@ pub fn capture(
             return Err(refuse(pid, fd, "a socket"));
         } else if let Some(anon) = target.strip_prefix("anon_inode:") {
             let name = anon.trim_matches(|c| c == '[' || c == ']');
+            let file = table.files.len() as u32;
+            if let Some(kind) =
+                super::events::capture(pid, fd, name, flags, file, &mut table.epolls)?
+            {
+                table.files.push(kind);
+                table.holders.push((pid, fd, target));
+                out.push(Fd { fd, cloexec, file });
+                continue;
+            }
             let what = match name {
-                "eventpoll" => "an epoll instance",
-                "eventfd" => "an eventfd",
-                "signalfd" => "a signalfd",
-                "timerfd" => "a timerfd",
-                "inotify" => "an inotify instance",
                 "io_uring" => "an io_uring instance",
                 "pidfd" => "a pidfd",
                 _ => {
@@ -317,6 +332,8 @@ pub struct Prepared {
     pub opened: Vec<OwnedFd>,
     /// The descriptor of this process that stands for each open file of the image.
     pub sources: Vec<RawFd>,
+    /// Timerfds, to be armed when the processes are about to run.
+    pub timers: super::events::Timers,
 }
 
 impl Prepared {
@@ -346,6 +363,7 @@ pub fn prepare(
     let mut p = Prepared {
         opened: Vec::new(),
         sources: Vec::new(),
+        timers: Default::default(),
     };
     let pipes = make_pipes(files)?;
     // Pipe ends already given to an open file of the image: another open file of the same end
@@ -387,6 +405,19 @@ pub fn prepare(
             }
             FdKind::SocketPair { id, end, .. } => {
                 let fd = pairs.take(*id, *end)?;
+                let raw = fd.as_raw_fd();
+                p.opened.push(fd);
+                raw
+            }
+            FdKind::EventFd { .. }
+            | FdKind::TimerFd { .. }
+            | FdKind::SignalFd { .. }
+            | FdKind::Epoll { .. }
+            | FdKind::Inotify { .. } => {
+                let made = super::events::make(kind, same_machine, &mut p.timers)?;
+                let fd = made.ok_or_else(|| {
+                    EngineError::Unrestorable("an event object that cannot be made".into())
+                })?;
                 let raw = fd.as_raw_fd();
                 p.opened.push(fd);
                 raw
@@ -433,6 +464,8 @@ pub fn prepare(
         p.opened.push(r);
         p.opened.push(w);
     }
+    // Every open file exists: register what epoll instances watch.
+    super::events::fill_epolls(files, &p.sources)?;
     Ok(p)
 }
 

@@ -2,6 +2,7 @@
 //! apply (into the fresh process being restored).
 
 pub mod attrs;
+pub mod events;
 pub mod fds;
 pub mod madvise;
 pub mod mem;

@@ -67,6 +67,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "events",
+        source: "events.c",
+        flags: &[],
+    },
+    Spec {
         name: "pending",
         source: "pending.c",
         flags: &[],
