@@ -572,7 +572,8 @@ fn victim_home_a_b_home(sandbox: &str, name: &str) {
 /// a -> b -> home: the deleted file's contents travel with it.
 #[test]
 fn python_temporary_file_home_a_b_home() {
-    let input = text_file(4 * MIB);
+    // Long enough (about 4 s) for three moves, each of which waits for more output.
+    let input = text_file(8 * MIB);
     let script = tempfile_script();
     let args: Vec<&OsStr> = vec![
         OsStr::new("-c"),
@@ -967,6 +968,10 @@ fn connection_cut_while_away(name: &str, via: Via) {
         "no sshd session process was found below node a's listener"
     );
     let done = job.mrun.wait();
+    // mrun has exited; what it wrote may still be on its way through the pipe to our reader.
+    wait_until(TIMEOUT, || {
+        job.mrun.stderr_text().contains("lost the connection")
+    });
     let stderr = job.mrun.stderr_text();
     assert_eq!(
         done.code(),
