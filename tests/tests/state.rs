@@ -181,6 +181,16 @@ fn removed_working_directory() {
     run_state_victim(&sb, "cwd_removed", &[dir.as_os_str()], false).assert_all_pass();
 }
 
+/// Issue 10: a named pipe whose ends a parent and its child hold, 100 KB waiting in it: the
+/// bytes, the capacity and each end's flags come back, and the child's write after the restore
+/// follows them.
+#[test]
+fn named_pipe_between_parent_and_child() {
+    let sb = Sandbox::new("fifo");
+    let dir = sb.mkdir("fifos");
+    run_state_victim(&sb, "fifo", &[dir.as_os_str()], false).assert_all_pass();
+}
+
 #[test]
 fn append_and_offset_files() {
     let sb = Sandbox::new("files");

@@ -258,6 +258,16 @@ pub enum FdKind {
         seals: u32,
         contents: Vec<u8>,
     },
+    /// A named pipe (FIFO) whose both ends the job holds, reopened at `path` (the same FIFO,
+    /// by `identity`) with the access mode and status `flags` of this open file; `data` is
+    /// what waited in it (carried with its first read end), `size` its capacity.
+    Fifo {
+        path: String,
+        flags: i32,
+        identity: FileIdentity,
+        size: u32,
+        data: Vec<u8>,
+    },
     /// An eventfd: its counter, semaphore mode (`EFD_SEMAPHORE`) and status flags.
     EventFd {
         count: u64,

@@ -80,6 +80,8 @@ pub struct FileTable {
     pipes_with_data: HashSet<u64>,
     /// Files with no name whose contents were captured already.
     unlinked: super::unlinked::Seen,
+    /// Named pipes whose buffered bytes were captured already.
+    fifos: HashSet<(u64, u64)>,
     /// Epoll instances whose targets are found once every descriptor is in the table.
     epolls: super::events::Pending,
 }
@@ -121,12 +123,24 @@ pub fn list(pid: Pid, held: &mut Held) -> Result<Links> {
         let info = fdinfo(pid, fd)?;
         if let Some(ino) = super::sockets::inode(&target) {
             held.sockets.note(ino, pid, fd);
-        } else if target.starts_with("pipe:") {
-            let e = held.pipes.entry(target.clone()).or_default();
-            if info.flags & libc::O_ACCMODE == libc::O_RDONLY {
-                e.0 = true
+        } else {
+            let pipe = if target.starts_with("pipe:") {
+                Some(target.clone())
+            } else if target.starts_with('/') {
+                std::fs::metadata(format!("{dir}/{fd}"))
+                    .ok()
+                    .filter(|m| m.file_type().is_fifo())
+                    .map(|m| super::fifo::key(&m))
             } else {
-                e.1 = true
+                None
+            };
+            if let Some(pipe) = pipe {
+                let e = held.pipes.entry(pipe).or_default();
+                match info.flags & libc::O_ACCMODE {
+                    libc::O_RDONLY => e.0 = true,
+                    libc::O_WRONLY => e.1 = true,
+                    _ => *e = (true, true),
+                }
             }
         }
         links.push((fd, target, info));
@@ -251,9 +265,20 @@ pub fn capture(
             let meta =
                 std::fs::metadata(format!("{dir}/{fd}")).ctx(|| format!("stat of {target}"))?;
             let ft = meta.file_type();
+            if ft.is_fifo() && held.pipes.get(&super::fifo::key(&meta)) == Some(&(true, true)) {
+                let kind = super::fifo::capture(pid, fd, &target, flags, &meta, &mut table.fifos)?;
+                table.files.push(kind);
+                table.holders.push((pid, fd, target));
+                out.push(Fd {
+                    fd,
+                    cloexec,
+                    file: (table.files.len() - 1) as u32,
+                });
+                continue;
+            }
             if !(ft.is_file() || ft.is_dir()) {
                 let what = if ft.is_fifo() {
-                    "a named pipe"
+                    "a named pipe shared with a process outside the job"
                 } else if ft.is_char_device() || ft.is_block_device() {
                     "a device"
                 } else {
@@ -371,6 +396,7 @@ pub fn prepare(
     let mut ends_used: HashSet<(u64, bool)> = HashSet::new();
     let mut pairs = super::sockets::create_pairs(files)?;
     let mut unlinked = super::unlinked::Made::default();
+    let mut fifos = super::fifo::Held::default();
     for kind in files {
         let source = match kind {
             FdKind::Stdio { slot } => stdio.get(*slot as usize).copied().unwrap_or(-1),
@@ -396,6 +422,12 @@ pub fn prepare(
                 crate::sys::pipe::set_status_flags(end, *flags)
                     .ctx(|| "setting pipe flags".into())?;
                 end
+            }
+            FdKind::Fifo { .. } => {
+                let fd = super::fifo::open(kind, same_machine, &mut fifos)?;
+                let raw = fd.as_raw_fd();
+                p.opened.push(fd);
+                raw
             }
             FdKind::Unlinked { .. } => {
                 let fd = super::unlinked::open(kind, &mut unlinked)?;
@@ -464,6 +496,7 @@ pub fn prepare(
         p.opened.push(r);
         p.opened.push(w);
     }
+    p.opened.extend(fifos.into_fds());
     // Every open file exists: register what epoll instances watch.
     super::events::fill_epolls(files, &p.sources)?;
     Ok(p)

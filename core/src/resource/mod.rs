@@ -4,6 +4,7 @@
 pub mod attrs;
 pub mod events;
 pub mod fds;
+pub mod fifo;
 pub mod madvise;
 pub mod mem;
 pub mod signals;

@@ -57,6 +57,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "fifo",
+        source: "fifo.c",
+        flags: &[],
+    },
+    Spec {
         name: "workers",
         source: "workers.c",
         flags: &[],
