@@ -106,8 +106,21 @@ impl Sandbox {
             .unwrap_or_else(|| panic!("no file name in {}", src.display()));
         let dst = bin.join(name);
         if !dst.exists() {
-            std::fs::copy(src, &dst)
-                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dst.display()));
+            // Copied by `cp`, not here: a copy written by this process would be open for
+            // writing while other test threads fork, and a child that has not exec'd yet keeps
+            // it so, which makes running the copy fail with ETXTBSY ("Text file busy").
+            let copied = Command::new("cp")
+                .arg("--")
+                .arg(src)
+                .arg(&dst)
+                .status()
+                .unwrap_or_else(|e| panic!("cp {} {}: {e}", src.display(), dst.display()));
+            assert!(
+                copied.success(),
+                "cp {} {}: {copied}",
+                src.display(),
+                dst.display()
+            );
             self.open_up(&dst, mode);
         }
         dst
