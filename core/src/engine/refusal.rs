@@ -87,11 +87,6 @@ pub enum Refusal {
     )]
     SysvShm { pid: Pid, key: u64 },
     #[error(
-        "pid {pid} has a writable shared mapping of {path}; writable MAP_SHARED memory cannot be \
-         checkpointed yet"
-    )]
-    WritableSharedFile { pid: Pid, path: String },
-    #[error(
         "pid {pid} has a shared mapping at {at:#x} of {path} which was replaced on disk; it \
          cannot be checkpointed"
     )]

@@ -651,7 +651,10 @@ fn check_file_identities(vmas: &[Vma], same_machine: bool) -> Result<()> {
             let meta = std::fs::metadata(path).map_err(|e| {
                 EngineError::Unrestorable(format!("the mapped file {path} cannot be used: {e}"))
             })?;
-            if !crate::resource::same_file(identity, &meta, same_machine, true) {
+            // A file mapped shared and writable is written by the job (and maybe by others)
+            // through the mapping: the same file, whatever its bytes are now.
+            let written = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+            if !crate::resource::same_file(identity, &meta, same_machine, !written) {
                 return Err(EngineError::Unrestorable(format!(
                     "the mapped file {path} changed since the checkpoint; restoring would run different code or data"
                 )));

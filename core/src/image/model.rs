@@ -165,7 +165,8 @@ pub struct Vma {
     pub end: u64,
     /// PROT_* bits.
     pub prot: u32,
-    /// True for MAP_SHARED (writable ones only of [`Backing::Shared`] objects).
+    /// True for MAP_SHARED: of a [`Backing::Shared`] object, or of a file (made again on the
+    /// same file; a writable one's dirty pages were written back at checkpoint).
     pub shared: bool,
     /// True for a stack that grows down (`[stack]`, `gd` in VmFlags).
     pub grows_down: bool,

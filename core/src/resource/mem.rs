@@ -202,12 +202,6 @@ pub fn capture_vmas(pid: Pid, index: u32, shared_objects: &mut SharedTable) -> R
                         object,
                         offset: m.offset,
                     }
-                } else if shared && prot & libc::PROT_WRITE as u32 != 0 {
-                    return Err(Refusal::WritableSharedFile {
-                        pid,
-                        path: text.into_owned(),
-                    }
-                    .into());
                 } else if nameless {
                     // The file is gone: carry every page of the mapping instead.
                     Backing::Carried {
@@ -263,6 +257,19 @@ fn memory_file(path: &Path, inode: u64) -> Option<SharedFile> {
     })
 }
 
+/// Write the dirty pages of file `path` back to it (a writable shared mapping's bytes live in
+/// the file; a node that reads the file over a network file system must find them there).
+fn write_back(pid: Pid, path: &Path) -> Result<()> {
+    let f = std::fs::File::open(path)
+        .ctx(|| format!("opening {} (mapped shared by pid {pid})", path.display()))?;
+    f.sync_data().ctx(|| {
+        format!(
+            "writing back {} (mapped shared by pid {pid})",
+            path.display()
+        )
+    })
+}
+
 /// A file mapping is re-mapped from the file only if the file on disk is the very one mapped;
 /// otherwise its pages are carried in the image (as anonymous memory).
 fn file_backing(
@@ -274,11 +281,16 @@ fn file_backing(
     shared: bool,
 ) -> Result<Backing> {
     match std::fs::metadata(path) {
-        Ok(meta) if std::os::unix::fs::MetadataExt::ino(&meta) == inode => Ok(Backing::File {
-            path: path.to_string_lossy().into_owned(),
-            offset,
-            identity: super::identity_of(&meta),
-        }),
+        Ok(meta) if std::os::unix::fs::MetadataExt::ino(&meta) == inode => {
+            if shared {
+                write_back(pid, path)?;
+            }
+            Ok(Backing::File {
+                path: path.to_string_lossy().into_owned(),
+                offset,
+                identity: super::identity_of(&meta),
+            })
+        }
         _ if shared => Err(Refusal::SharedReplacedFile {
             pid,
             at: start,
@@ -446,13 +458,20 @@ pub fn map_vmas(
             }
             Backing::File { path, offset, .. } => {
                 let p = scratch.write_cstr(pid, 0, path)?;
+                // A writable shared mapping writes to the file: it needs the file open for
+                // writing.
+                let access = if vma.shared && vma.prot & libc::PROT_WRITE as u32 != 0 {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDONLY
+                };
                 let fd = inj.call(
                     &format!("open of {path}"),
                     libc::SYS_openat,
                     [
                         libc::AT_FDCWD as u64,
                         p,
-                        (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                        (access | libc::O_CLOEXEC) as u64,
                         0,
                         0,
                         0,
