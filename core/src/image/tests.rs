@@ -119,6 +119,23 @@ fn state() -> JobState {
             file: 0,
         }],
         queued_signals: Vec::new(),
+        itimers: vec![IntervalTimer {
+            which: 0,
+            value_us: 1_500_000,
+            interval_us: 500_000,
+        }],
+        posix_timers: vec![PosixTimer {
+            id: 3,
+            clock: 0,
+            notify: 4,
+            signo: 34,
+            value: 0xfeed,
+            tid: 4243,
+            value_ns: 2_000_000_000,
+            interval_ns: 0,
+            deadline_ns: Some(1_700_000_002_000_000_000),
+            overrun: 1,
+        }],
     };
     JobState {
         processes: vec![process],

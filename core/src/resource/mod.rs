@@ -7,6 +7,7 @@ pub mod signals;
 pub mod sockets;
 pub mod task;
 pub mod thread;
+pub mod timers;
 
 use std::os::unix::fs::MetadataExt;
 
