@@ -172,3 +172,10 @@ fn shared_memory_file_made_again_as_nobody() {
     })
     .assert_all_pass();
 }
+
+/// Timers restored by an unprivileged restorer: PR_TIMER_CREATE_RESTORE_IDS needs no privilege.
+#[test]
+fn timers_as_nobody() {
+    let sb = nobody("nobody-timers");
+    run_state_victim(&sb, "timers", &[], false).assert_all_pass();
+}

@@ -10,7 +10,9 @@
  * usage: refuse MODE STOP_FILE [DIR]
  * MODE: plain threads child zombie socketpair unixconnect unixlisten scm_rights tcp shared_anon
  *       shared_file sysv_shm epoll eventfd signalfd timerfd inotify io_uring itimer posix_timer
- *       shstk
+ *       thread_cpu_timer shstk
+ * itimer, posix_timer: armed timers (carried now, no longer refused: the tests restore them).
+ * thread_cpu_timer: a POSIX timer on the creating thread's CPU-time clock.
  * shstk: a thread enables an x86 shadow stack and spins; before "READY" the victim prints
  * "SHSTK-ON", or "SHSTK-UNAVAILABLE <errno>" (then it is a plain victim with one idle thread).
  * DIR (shared_file, inotify, unixlisten): a directory the victim may create files in.
@@ -296,6 +298,14 @@ static void setup(void)
 		if (timer_create(CLOCK_MONOTONIC, &sev, &posix_timer) != 0 ||
 		    timer_settime(posix_timer, 0, &its, NULL) != 0)
 			die("timer_create");
+	} else if (!strcmp(mode, "thread_cpu_timer")) {
+		struct sigevent sev;
+		memset(&sev, 0, sizeof sev);
+		sev.sigev_notify = SIGEV_NONE;
+		struct itimerspec its = { .it_value = { 1000, 0 } };
+		if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &posix_timer) != 0 ||
+		    timer_settime(posix_timer, 0, &its, NULL) != 0)
+			die("timer_create");
 	} else {
 		say("SETUP-FAILED unknown mode %s\n", mode);
 		exit(2);
@@ -415,7 +425,7 @@ static void verify(void)
 		      "interval timer still armed", "%lld s left, interval %lld",
 		      (long long)it.it_value.tv_sec, (long long)it.it_interval.tv_sec);
 		check(alarms == 0, "no SIGALRM", "%d", (int)alarms);
-	} else if (!strcmp(mode, "posix_timer")) {
+	} else if (!strcmp(mode, "posix_timer") || !strcmp(mode, "thread_cpu_timer")) {
 		struct itimerspec its;
 		timer_gettime(posix_timer, &its);
 		check(its.it_value.tv_sec > 800, "POSIX timer still armed", "%lld s left",

@@ -19,7 +19,7 @@
  *   R  ITIMER_REAL, first at t0 + 2.8 s, then every 500 ms;
  *   V  ITIMER_VIRTUAL, 100 s of user CPU time.
  *
- * The test checkpoints right after READY and waits about a second before it restores. After
+ * The test checkpoints right after READY and restores (a second later, or more than once). After
  * the go file: the time the process spent frozen (`gap`, measured by naps that straddle it)
  * does not count for monotonic timers, which fire at their deadline + gap; the realtime timer
  * fires at its wall-clock deadline; each fires no earlier than that and at most LATE_MS after,
@@ -214,7 +214,8 @@ int main(int argc, char **argv)
 	    (long)c, (long)d, (long)e, (long)f, (long)qt, (long)gap_timer);
 	ready();
 
-	/* Wait for the go file in naps; the longest one straddles the time spent frozen. */
+	/* Wait for the go file in 5 ms naps: those that took far longer straddle a time spent
+	 * frozen (one per checkpoint when the test moves the process more than once). */
 	int64_t gap = 0;
 	for (long i = 0; i < 18000; i++) {
 		int64_t before = now_ns(CLOCK_MONOTONIC);
@@ -222,15 +223,15 @@ int main(int argc, char **argv)
 			break;
 		nap_ms(5);
 		int64_t after = now_ns(CLOCK_MONOTONIC);
-		if (after - before > gap)
-			gap = after - before;
+		if (after - before > 30 * MS)
+			gap += after - before;
 	}
-	int64_t back = now_ns(CLOCK_MONOTONIC), back_rt = now_ns(CLOCK_REALTIME);
-	say("frozen for about %.1f ms\n", (double)gap / MS);
+	int64_t back = now_ns(CLOCK_MONOTONIC);
+	say("frozen for about %.1f ms, back %.1f ms after t0\n", (double)gap / MS,
+	    (double)(back - t0) / MS);
 	int early = atomic_load(&fa.count) + atomic_load(&fb.count) + atomic_load(&fe.count) +
 		    atomic_load(&fr.count);
-	check(early == 0 && back < r_at, "no timer fired before the restore",
-	      "%d signals, %.1f ms after t0", early, (double)(back - t0) / MS);
+	check(early == 0, "no timer fired before the restore", "%d signals", early);
 
 	/* Every timer id exists again, and only those. */
 	timer_t all[] = { a, b, c, d, e, f, qt };
@@ -267,7 +268,6 @@ int main(int argc, char **argv)
 	check(v_us > 99000000 && v_us <= 100020000 && v.it_interval.tv_sec == 1,
 	      "ITIMER_VIRTUAL's CPU time left", "%lld us, interval %ld s", (long long)v_us,
 	      (long)v.it_interval.tv_sec);
-	(void)back_rt;
 
 	/* The queued signal of Q is delivered once. */
 	pthread_sigmask(SIG_UNBLOCK, &q, NULL);

@@ -279,17 +279,20 @@ pub fn apply(
     tid_of: impl Fn(i32) -> Option<i32>,
 ) -> Result<()> {
     if !posix.is_empty() {
-        let explicit = inj.raw(
-            libc::SYS_prctl,
-            [
-                PR_TIMER_CREATE_RESTORE_IDS,
-                PR_TIMER_CREATE_RESTORE_IDS_ON,
-                0,
-                0,
-                0,
-                0,
-            ],
-        )? == 0;
+        // The tests set this to exercise the path of kernels before 6.14 on newer ones.
+        let by_counter = std::env::var_os("MRUN_TIMER_IDS_BY_COUNTER").is_some();
+        let explicit = !by_counter
+            && inj.raw(
+                libc::SYS_prctl,
+                [
+                    PR_TIMER_CREATE_RESTORE_IDS,
+                    PR_TIMER_CREATE_RESTORE_IDS_ON,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            )? == 0;
         let made = create_all(inj, scratch, posix, &tid_of, explicit);
         if explicit {
             inj.call(
