@@ -16,6 +16,9 @@
  *   F  POSIX, CLOCK_PROCESS_CPUTIME_ID, SIGEV_NONE, 50 s of CPU time;
  *   Q  POSIX, CLOCK_MONOTONIC, SIGRTMIN+3 (blocked), fired before READY: its signal waits in
  *      the queue at the checkpoint and must be delivered once, not twice;
+ *   P  POSIX, CLOCK_MONOTONIC, SIGRTMIN+4 (blocked), every 20 ms: its signal waits in the queue
+ *      too, so the kernel does not queue another until it is taken; after the restore, a
+ *      while later, unblocking it delivers one signal, not two;
  *   R  ITIMER_REAL, first at t0 + 2.8 s, then every 500 ms;
  *   V  ITIMER_VIRTUAL, 100 s of user CPU time.
  *
@@ -47,7 +50,7 @@ struct fired {
 	pid_t tid;
 };
 
-static struct fired fa, fb, fe, fq, fr, fv, fother;
+static struct fired fa, fb, fe, fq, fp, fr, fv, fother;
 static atomic_int worker_stop;
 static atomic_int worker_tid;
 
@@ -65,6 +68,7 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
 			  : sig == SIGRTMIN + 1 ? &fb
 			  : sig == SIGRTMIN + 2 ? &fe
 			  : sig == SIGRTMIN + 3 ? &fq
+			  : sig == SIGRTMIN + 4 ? &fp
 			  : sig == SIGALRM      ? &fr
 			  : sig == SIGVTALRM    ? &fv
 						: &fother;
@@ -161,12 +165,14 @@ int main(int argc, char **argv)
 	memset(&sa, 0, sizeof sa);
 	sa.sa_sigaction = on_signal;
 	sa.sa_flags = SA_SIGINFO | SA_RESTART;
-	int sigs[] = { SIGUSR1, SIGUSR2, SIGRTMIN + 1, SIGRTMIN + 2, SIGRTMIN + 3, SIGALRM, SIGVTALRM };
+	int sigs[] = { SIGUSR1,      SIGUSR2,      SIGRTMIN + 1, SIGRTMIN + 2,
+		       SIGRTMIN + 3, SIGRTMIN + 4, SIGALRM,      SIGVTALRM };
 	for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
 		sigaction(sigs[i], &sa, NULL);
 	sigset_t q;
 	sigemptyset(&q);
 	sigaddset(&q, SIGRTMIN + 3);
+	sigaddset(&q, SIGRTMIN + 4);
 	pthread_sigmask(SIG_BLOCK, &q, NULL);
 
 	pthread_t th;
@@ -185,6 +191,7 @@ int main(int argc, char **argv)
 	timer_t e = make(CLOCK_REALTIME, SIGEV_SIGNAL, SIGRTMIN + 2, 0xe, 0);
 	timer_t f = make(CLOCK_PROCESS_CPUTIME_ID, SIGEV_NONE, 0, 0, 0);
 	timer_t qt = make(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 3, 0x9, 0);
+	timer_t pt = make(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 4, 0x7, 0);
 
 	int64_t a_at = t0 + 3000 * MS, b_at = t0 + 3200 * MS, d_at = t0 + 100000 * MS;
 	arm(a, a_at - now_ns(CLOCK_MONOTONIC), 0);
@@ -195,6 +202,7 @@ int main(int argc, char **argv)
 	timer_settime(e, TIMER_ABSTIME, &abs_e, NULL);
 	arm(f, 50000 * MS, 0);
 	arm(qt, 1 * MS, 0);
+	arm(pt, 1 * MS, 20 * MS);
 	int64_t r_at = t0 + 2800 * MS;
 	int64_t r_in = r_at - now_ns(CLOCK_MONOTONIC);
 	struct itimerval real = { .it_interval = { 0, 500000 },
@@ -205,13 +213,13 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 1000; i++) {
 		sigset_t p;
 		sigpending(&p);
-		if (sigismember(&p, SIGRTMIN + 3))
+		if (sigismember(&p, SIGRTMIN + 3) && sigismember(&p, SIGRTMIN + 4))
 			break;
 		nap_ms(1);
 	}
 	int64_t f_before = remaining(f, NULL);
-	say("timer ids: a=%ld b=%ld c=%ld d=%ld e=%ld f=%ld q=%ld (deleted %ld)\n", (long)a, (long)b,
-	    (long)c, (long)d, (long)e, (long)f, (long)qt, (long)gap_timer);
+	say("timer ids: a=%ld b=%ld c=%ld d=%ld e=%ld f=%ld q=%ld p=%ld (deleted %ld)\n", (long)a,
+	    (long)b, (long)c, (long)d, (long)e, (long)f, (long)qt, (long)pt, (long)gap_timer);
 	ready();
 
 	/* Wait for the go file in 5 ms naps: those that took far longer straddle a time spent
@@ -234,7 +242,7 @@ int main(int argc, char **argv)
 	check(early == 0, "no timer fired before the restore", "%d signals", early);
 
 	/* Every timer id exists again, and only those. */
-	timer_t all[] = { a, b, c, d, e, f, qt };
+	timer_t all[] = { a, b, c, d, e, f, qt, pt };
 	for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
 		char what[64];
 		snprintf(what, sizeof what, "timer %ld exists", (long)all[i]);
@@ -243,7 +251,7 @@ int main(int argc, char **argv)
 	struct itimerspec its;
 	check(timer_gettime(gap_timer, &its) != 0 && errno == EINVAL, "the deleted id stays free",
 	      "timer_gettime(%ld) succeeded", (long)gap_timer);
-	check(timer_count() == 7, "seven timers in /proc/self/timers", "%d", timer_count());
+	check(timer_count() == 8, "eight timers in /proc/self/timers", "%d", timer_count());
 
 	/* Their values, read at once, are consistent with the time that passed. */
 	int64_t interval = 0;
@@ -269,8 +277,14 @@ int main(int argc, char **argv)
 	      "ITIMER_VIRTUAL's CPU time left", "%lld us, interval %ld s", (long long)v_us,
 	      (long)v.it_interval.tv_sec);
 
-	/* The queued signal of Q is delivered once. */
+	/* The queued signals of Q and P are delivered once each, P's after several periods. */
+	nap_ms(60);
 	pthread_sigmask(SIG_UNBLOCK, &q, NULL);
+	int p_once = atomic_load(&fp.count);
+	timer_delete(pt);
+	check(p_once == 1 && fp.value == 0x7 && fp.timerid == (int)(long)pt,
+	      "P's queued signal, once", "%d times, value %#lx, timer %d", p_once,
+	      (unsigned long)fp.value, fp.timerid);
 	nap_ms(20);
 	check(atomic_load(&fq.count) == 1 && fq.value == 0x9 && fq.timerid == (int)(long)qt,
 	      "Q's queued signal, once", "%d times, value %#lx, timer %d", atomic_load(&fq.count),

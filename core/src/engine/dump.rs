@@ -339,7 +339,7 @@ fn process_state(
         .ok()
         .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
-    Ok(ProcessState {
+    let mut state = ProcessState {
         pid: own_pid,
         ppid,
         pgid,
@@ -358,5 +358,10 @@ fn process_state(
         queued_signals: signals::capture_queued(pid, true)?,
         itimers: timers.itimers,
         posix_timers: timers.posix,
-    })
+    };
+    timers::claim_queued(&mut state.posix_timers, &mut state.queued_signals);
+    for t in &mut state.threads {
+        timers::claim_queued(&mut state.posix_timers, &mut t.queued_signals);
+    }
+    Ok(state)
 }

@@ -390,6 +390,11 @@ pub struct PosixTimer {
     pub deadline_ns: Option<u64>,
     /// `timer_getoverrun` at the checkpoint (kept for the record: no kernel call sets it).
     pub overrun: i32,
+    /// A periodic timer whose signal waited in a queue at the checkpoint (the kernel queues no
+    /// other until that one is taken). The signal is not in the queues of the image: the
+    /// restore arms the timer to have expired one period before its next expiry, so that the
+    /// timer queues it itself, once, and goes on from there.
+    pub signal_queued: bool,
 }
 
 impl ProcessState {

@@ -135,6 +135,7 @@ fn state() -> JobState {
             interval_ns: 0,
             deadline_ns: Some(1_700_000_002_000_000_000),
             overrun: 1,
+            signal_queued: false,
         }],
     };
     JobState {

@@ -17,7 +17,7 @@
 use crate::engine::error::{EngineError, Result};
 use crate::engine::inject::{u64_at, Injector, Scratch};
 use crate::engine::Refusal;
-use crate::image::model::{IntervalTimer, PosixTimer};
+use crate::image::model::{IntervalTimer, PosixTimer, QueuedSignal};
 use crate::sys::Pid;
 
 const SIGEV_THREAD_ID: i32 = 4;
@@ -242,13 +242,7 @@ pub fn capture(
             [t.id as u64, 0, 0, 0, 0, 0],
         )? as i32;
         let deadline_ns = if wall_clock(t.clock) && value_ns != 0 {
-            inj.call(
-                "clock_gettime",
-                libc::SYS_clock_gettime,
-                [t.clock as u64, scratch.addr + AT_NOW, 0, 0, 0, 0],
-            )?;
-            let now = scratch.read(inj.pid(), AT_NOW, 16)?;
-            Some(timespec_ns(&now, 0).saturating_add(value_ns))
+            Some(clock_now(inj, scratch, t.clock)?.saturating_add(value_ns))
         } else {
             None
         };
@@ -263,6 +257,7 @@ pub fn capture(
             interval_ns,
             deadline_ns,
             overrun,
+            signal_queued: false,
         });
     }
     Ok(timers)
@@ -312,9 +307,21 @@ pub fn apply(
     }
     // Armed last, so the restore's own work is not counted against CPU-time timers.
     for t in posix.iter().filter(|t| t.value_ns != 0) {
-        let (flags, value) = match t.deadline_ns {
-            Some(deadline) => (TIMER_ABSTIME, deadline),
-            None => (0, t.value_ns),
+        let (flags, value) = match (t.deadline_ns, t.signal_queued) {
+            (Some(deadline), false) => (TIMER_ABSTIME, deadline),
+            (None, false) => (0, t.value_ns),
+            // Expired one period before its next expiry: it queues its signal at once, and
+            // when that is taken the kernel rearms it for the next expiry, counting overruns.
+            (deadline, true) => {
+                let next = match deadline {
+                    Some(deadline) => deadline,
+                    None => clock_now(inj, scratch, t.clock)?.saturating_add(t.value_ns),
+                };
+                (
+                    TIMER_ABSTIME,
+                    next.saturating_sub(t.interval_ns.max(t.value_ns)),
+                )
+            }
         };
         let mut its = Vec::with_capacity(32);
         its.extend_from_slice(&timespec(t.interval_ns));
@@ -340,6 +347,45 @@ pub fn apply(
         )?;
     }
     Ok(())
+}
+
+fn clock_now(inj: &Injector, scratch: &Scratch, clock: i32) -> Result<u64> {
+    inj.call(
+        "clock_gettime",
+        libc::SYS_clock_gettime,
+        [clock as u64, scratch.addr + AT_NOW, 0, 0, 0, 0],
+    )?;
+    let now = scratch.read(inj.pid(), AT_NOW, 16)?;
+    Ok(timespec_ns(&now, 0))
+}
+
+/// Take out of `queue` the signals of periodic timers that wait there, marking those timers
+/// [`PosixTimer::signal_queued`]. Re-queued as they are, they would come with a second signal
+/// from the restored timer at its next expiry, where the original queues none until the
+/// first is taken. A one-shot timer's signal stays in the queue (the timer is disarmed).
+pub fn claim_queued(posix: &mut [PosixTimer], queue: &mut Vec<QueuedSignal>) {
+    queue.retain(|q| {
+        // siginfo: si_signo, si_errno, si_code, padding, then si_timerid for SI_TIMER.
+        let word = |at: usize| {
+            q.info
+                .get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(i32::from_le_bytes)
+        };
+        if word(8) != Some(libc::SI_TIMER) {
+            return true;
+        }
+        let Some(t) = posix.iter_mut().find(|t| {
+            Some(t.id) == word(16) && t.signo == q.signo && t.interval_ns != 0 && t.value_ns != 0
+        }) else {
+            return true;
+        };
+        if t.signal_queued {
+            return true;
+        }
+        t.signal_queued = true;
+        false
+    });
 }
 
 /// Create every timer, in ascending id order, each with its id: asked for explicitly, or, on
