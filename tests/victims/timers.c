@@ -19,6 +19,8 @@
  *   P  POSIX, CLOCK_MONOTONIC, SIGRTMIN+4 (blocked), every 20 ms: its signal waits in the queue
  *      too, so the kernel does not queue another until it is taken; after the restore, a
  *      while later, unblocking it delivers one signal, not two;
+ *   G  POSIX, CLOCK_MONOTONIC, SIGEV_THREAD (glibc: a helper thread waits for the kernel's
+ *      SIGEV_THREAD_ID signal and starts a thread for the callback), value 0x6, at t0 + 3.1 s;
  *   R  ITIMER_REAL, first at t0 + 2.8 s, then every 500 ms;
  *   V  ITIMER_VIRTUAL, 100 s of user CPU time.
  *
@@ -50,7 +52,7 @@ struct fired {
 	pid_t tid;
 };
 
-static struct fired fa, fb, fe, fq, fp, fr, fv, fother;
+static struct fired fa, fb, fe, fg, fq, fp, fr, fv, fother;
 static atomic_int worker_stop;
 static atomic_int worker_tid;
 
@@ -82,6 +84,14 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
 		f->tid = (pid_t)syscall(SYS_gettid);
 	} else if (n == 1) {
 		f->second_ns = t;
+	}
+}
+
+static void on_thread_timer(union sigval v)
+{
+	if (atomic_fetch_add(&fg.count, 1) == 0) {
+		fg.first_ns = now_ns(CLOCK_MONOTONIC);
+		fg.value = (uintptr_t)v.sival_ptr;
 	}
 }
 
@@ -192,6 +202,16 @@ int main(int argc, char **argv)
 	timer_t f = make(CLOCK_PROCESS_CPUTIME_ID, SIGEV_NONE, 0, 0, 0);
 	timer_t qt = make(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 3, 0x9, 0);
 	timer_t pt = make(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 4, 0x7, 0);
+	struct sigevent gsev;
+	memset(&gsev, 0, sizeof gsev);
+	gsev.sigev_notify = SIGEV_THREAD;
+	gsev.sigev_notify_function = on_thread_timer;
+	gsev.sigev_value.sival_ptr = (void *)0x6;
+	timer_t g;
+	if (timer_create(CLOCK_MONOTONIC, &gsev, &g) != 0) {
+		say("FAIL timer_create(SIGEV_THREAD): %s\n", strerror(errno));
+		_exit(2);
+	}
 
 	int64_t a_at = t0 + 3000 * MS, b_at = t0 + 3200 * MS, d_at = t0 + 100000 * MS;
 	arm(a, a_at - now_ns(CLOCK_MONOTONIC), 0);
@@ -203,6 +223,8 @@ int main(int argc, char **argv)
 	arm(f, 50000 * MS, 0);
 	arm(qt, 1 * MS, 0);
 	arm(pt, 1 * MS, 20 * MS);
+	int64_t g_at = t0 + 3100 * MS;
+	arm(g, g_at - now_ns(CLOCK_MONOTONIC), 0);
 	int64_t r_at = t0 + 2800 * MS;
 	int64_t r_in = r_at - now_ns(CLOCK_MONOTONIC);
 	struct itimerval real = { .it_interval = { 0, 500000 },
@@ -218,8 +240,9 @@ int main(int argc, char **argv)
 		nap_ms(1);
 	}
 	int64_t f_before = remaining(f, NULL);
-	say("timer ids: a=%ld b=%ld c=%ld d=%ld e=%ld f=%ld q=%ld p=%ld (deleted %ld)\n", (long)a,
-	    (long)b, (long)c, (long)d, (long)e, (long)f, (long)qt, (long)pt, (long)gap_timer);
+	say("timer ids: a=%ld b=%ld c=%ld d=%ld e=%ld f=%ld q=%ld p=%ld g=%#lx (deleted %ld)\n",
+	    (long)a, (long)b, (long)c, (long)d, (long)e, (long)f, (long)qt, (long)pt, (long)g,
+	    (long)gap_timer);
 	ready();
 
 	/* Wait for the go file in 5 ms naps: those that took far longer straddle a time spent
@@ -242,7 +265,7 @@ int main(int argc, char **argv)
 	check(early == 0, "no timer fired before the restore", "%d signals", early);
 
 	/* Every timer id exists again, and only those. */
-	timer_t all[] = { a, b, c, d, e, f, qt, pt };
+	timer_t all[] = { a, b, c, d, e, f, qt, pt, g };
 	for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
 		char what[64];
 		snprintf(what, sizeof what, "timer %ld exists", (long)all[i]);
@@ -251,7 +274,7 @@ int main(int argc, char **argv)
 	struct itimerspec its;
 	check(timer_gettime(gap_timer, &its) != 0 && errno == EINVAL, "the deleted id stays free",
 	      "timer_gettime(%ld) succeeded", (long)gap_timer);
-	check(timer_count() == 8, "eight timers in /proc/self/timers", "%d", timer_count());
+	check(timer_count() == 9, "nine timers in /proc/self/timers", "%d", timer_count());
 
 	/* Their values, read at once, are consistent with the time that passed. */
 	int64_t interval = 0;
@@ -293,7 +316,8 @@ int main(int argc, char **argv)
 	/* Wait for A, B (twice), E and R (twice). */
 	for (int i = 0; i < 1000; i++) {
 		if (atomic_load(&fa.count) >= 1 && atomic_load(&fb.count) >= 2 &&
-		    atomic_load(&fe.count) >= 1 && atomic_load(&fr.count) >= 2)
+		    atomic_load(&fe.count) >= 1 && atomic_load(&fr.count) >= 2 &&
+		    atomic_load(&fg.count) >= 1)
 			break;
 		nap_ms(5);
 	}
@@ -311,6 +335,10 @@ int main(int argc, char **argv)
 	check(fb.value == 0xb0b && fb.timerid == (int)(long)b && fb.tid == wtid,
 	      "B's value, id and thread", "value %#lx, timer %d, thread %d (want %d)",
 	      (unsigned long)fb.value, fb.timerid, (int)fb.tid, (int)wtid);
+
+	check(atomic_load(&fg.count) == 1 && fg.value == 0x6, "G's callback ran once",
+	      "%d times, value %#lx", atomic_load(&fg.count), (unsigned long)fg.value);
+	check_time("G fired on time", fg.first_ns, g_at + gap, EARLY_MS * MS);
 
 	check(atomic_load(&fe.count) == 1, "E fired once", "%d times", atomic_load(&fe.count));
 	check_time("E fired at its wall-clock deadline", fe.first_rt_ns, e_rt, none_early);

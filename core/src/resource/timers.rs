@@ -437,10 +437,16 @@ fn create_all(
             if got == t.id {
                 break;
             }
-            if explicit || got > t.id || i64::from(t.id - got) > MAX_PLACEHOLDERS - walked {
+            if explicit {
                 return Err(EngineError::Unrestorable(format!(
-                    "POSIX timer id {} cannot be made again on this kernel (it gave id {got}; \
-                     kernels before 6.14 cannot choose timer ids)",
+                    "POSIX timer id {} was asked for but the kernel gave id {got}",
+                    t.id
+                )));
+            }
+            if got > t.id || i64::from(t.id - got) > MAX_PLACEHOLDERS - walked {
+                return Err(EngineError::Unrestorable(format!(
+                    "POSIX timer id {} cannot be made again on this kernel, which hands out id \
+                     {got} next and cannot be asked for a given id (Linux 6.14 can)",
                     t.id
                 )));
             }
