@@ -302,6 +302,13 @@ fn refuses_timer_on_a_thread_cpu_clock() {
     assert_refused("thread_cpu_timer", &["thread's CPU-time clock"]);
 }
 
+/// A SIGEV_THREAD_ID timer whose thread has exited signals nobody; its thread cannot be named
+/// at restore: refused.
+#[test]
+fn refuses_timer_aimed_at_an_exited_thread() {
+    assert_refused("orphan_timer", &["has exited"]);
+}
+
 /// The refuse victim in `mode` is checkpointed and restored, and its checks pass afterwards.
 fn assert_carried(mode: &str) {
     let (sb, victim) = start_refuse(mode);
