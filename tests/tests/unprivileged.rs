@@ -191,3 +191,10 @@ fn guard_regions_as_nobody() {
     }
     run_state_victim(&sb, "guard_install", &[], false).assert_all_pass();
 }
+
+/// Timers restored by an unprivileged restorer: PR_TIMER_CREATE_RESTORE_IDS needs no privilege.
+#[test]
+fn timers_as_nobody() {
+    let sb = nobody("nobody-timers");
+    run_state_victim(&sb, "timers", &[], false).assert_all_pass();
+}

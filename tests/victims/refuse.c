@@ -11,8 +11,11 @@
  * usage: refuse MODE STOP_FILE [DIR]
  * MODE: plain threads child zombie socketpair unixconnect unixlisten scm_rights tcp shared_anon
  *       shared_file sysv_shm epoll eventfd signalfd timerfd inotify inotify_queued io_uring
- *       itimer posix_timer shstk
+ *       itimer posix_timer thread_cpu_timer orphan_timer shstk
  * inotify_queued: an inotify watch on DIR with an event (a file created) not read yet.
+ * itimer, posix_timer: armed timers (carried now, no longer refused: the tests restore them).
+ * thread_cpu_timer: a POSIX timer on the creating thread's CPU-time clock.
+ * orphan_timer: a POSIX timer a thread aimed at itself (SIGEV_THREAD_ID) before it exited.
  * shstk: a thread enables an x86 shadow stack and spins; before "READY" the victim prints
  * "SHSTK-ON", or "SHSTK-UNAVAILABLE <errno>" (then it is a plain victim with one idle thread).
  * DIR (shared_file, inotify, inotify_queued, unixlisten): a directory the victim may create files in.
@@ -50,6 +53,21 @@ static volatile sig_atomic_t alarms, usr1s;
 static pthread_t threads[THREADS];
 static volatile long thread_counts[THREADS];
 static volatile int threads_stop;
+
+static void *orphan_timer_main(void *arg)
+{
+	(void)arg;
+	struct sigevent sev;
+	memset(&sev, 0, sizeof sev);
+	sev.sigev_notify = SIGEV_THREAD_ID;
+	sev.sigev_signo = SIGUSR1;
+	sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+	struct itimerspec its = { .it_value = { 1000, 0 } };
+	if (timer_create(CLOCK_MONOTONIC, &sev, &posix_timer) != 0 ||
+	    timer_settime(posix_timer, 0, &its, NULL) != 0)
+		return (void *)1;
+	return NULL;
+}
 
 static void *thread_main(void *arg)
 {
@@ -305,6 +323,20 @@ static void setup(void)
 		if (timer_create(CLOCK_MONOTONIC, &sev, &posix_timer) != 0 ||
 		    timer_settime(posix_timer, 0, &its, NULL) != 0)
 			die("timer_create");
+	} else if (!strcmp(mode, "orphan_timer")) {
+		pthread_t t;
+		void *failed = (void *)1;
+		if (pthread_create(&t, NULL, orphan_timer_main, NULL) != 0 ||
+		    pthread_join(t, &failed) != 0 || failed)
+			die("timer_create in a thread");
+	} else if (!strcmp(mode, "thread_cpu_timer")) {
+		struct sigevent sev;
+		memset(&sev, 0, sizeof sev);
+		sev.sigev_notify = SIGEV_NONE;
+		struct itimerspec its = { .it_value = { 1000, 0 } };
+		if (timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &posix_timer) != 0 ||
+		    timer_settime(posix_timer, 0, &its, NULL) != 0)
+			die("timer_create");
 	} else {
 		say("SETUP-FAILED unknown mode %s\n", mode);
 		exit(2);
@@ -430,7 +462,8 @@ static void verify(void)
 		      "interval timer still armed", "%lld s left, interval %lld",
 		      (long long)it.it_value.tv_sec, (long long)it.it_interval.tv_sec);
 		check(alarms == 0, "no SIGALRM", "%d", (int)alarms);
-	} else if (!strcmp(mode, "posix_timer")) {
+	} else if (!strcmp(mode, "posix_timer") || !strcmp(mode, "thread_cpu_timer") ||
+		   !strcmp(mode, "orphan_timer")) {
 		struct itimerspec its;
 		timer_gettime(posix_timer, &its);
 		check(its.it_value.tv_sec > 800, "POSIX timer still armed", "%lld s left",

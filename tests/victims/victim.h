@@ -8,9 +8,9 @@
  *   - wait_go(path) waits (sleeping or spinning) until the file `path` exists; the test creates
  *     it after the checkpoint, so the checks run in the restored process;
  *   - finish() prints "ALL PASS" and exits 0, or "FAILED <n>" and exits 1;
- *   - no victim arms a timer unless that is what it is about (the engine refuses timers), so
- *     waits are bounded by iteration counts, not alarm(); threads only where they are the
- *     subject (threads.c, churn.c, refuse.c).
+ *   - no victim arms a timer unless that is what it is about (timers.c), so waits are bounded
+ *     by iteration counts, not alarm(); threads only where they are the subject (threads.c,
+ *     churn.c, timers.c, refuse.c).
  */
 #ifndef MRUN_VICTIM_H
 #define MRUN_VICTIM_H

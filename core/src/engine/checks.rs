@@ -5,7 +5,7 @@ use procfs::process::Process;
 
 use super::error::Result;
 use super::refusal::Refusal;
-use crate::resource::thread;
+use crate::resource::{thread, timers};
 use crate::sys::Pid;
 
 /// The process the user named: a whole process, not one of its threads, plus what
@@ -53,11 +53,7 @@ pub fn preflight_member(pid: Pid) -> Result<()> {
         .into());
     }
     refuse_shadow_stacks(pid)?;
-    let timers = std::fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();
-    if timers.lines().any(|l| l.starts_with("ID:")) {
-        return Err(Refusal::PosixTimer { pid }.into());
-    }
-    Ok(())
+    timers::refuse_unsupported(pid)
 }
 
 /// A process whose main thread is a zombie while others live is either one whose main thread

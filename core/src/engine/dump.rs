@@ -18,6 +18,7 @@ use crate::image::model::{
 };
 use crate::image::ImageWriter;
 use crate::resource::task::Injected;
+use crate::resource::timers::{self, Timers};
 use crate::resource::{fds, identity_of, mem, signals, task, thread};
 use crate::sys::Pid;
 
@@ -110,18 +111,18 @@ fn trap_site(pid: Pid) -> Result<u64> {
         .ok_or_else(|| Refusal::NoExecutableMapping { pid }.into())
 }
 
-/// What only the process itself can tell, asked through injected syscalls: interval timers
-/// (refused), dispositions, brk and umask from the leader, then each thread's own state.
+/// What only the process itself can tell, asked through injected syscalls: dispositions, brk
+/// and umask from the leader, then each thread's own state, then the timers (which name
+/// threads).
 fn capture_injected(
     frozen: &mut Frozen,
     unpinned: &thread::UnpinnedSets,
-) -> Result<(Vec<SigAction>, Injected, Vec<ThreadState>)> {
+) -> Result<(Vec<SigAction>, Injected, Vec<ThreadState>, Timers)> {
     let pid = frozen.pid();
     frozen.plant(trap_site(pid)?)?;
     let scratch = frozen.map_scratch(4096)?;
     let asked = (|| -> Result<_> {
         let leader = frozen.leader();
-        task::refuse_armed_itimer(leader, &scratch, pid)?;
         let actions = signals::capture_actions(leader, &scratch)?;
         let process = task::capture_injected(leader, &scratch)?;
         let mut threads = Vec::with_capacity(frozen.threads().len());
@@ -134,15 +135,22 @@ fn capture_injected(
                 unpinned,
             )?);
         }
-        Ok((actions, process, threads))
+        let ids: Vec<(Pid, i32)> = frozen
+            .threads()
+            .iter()
+            .zip(&threads)
+            .map(|(f, t)| (f.tid, t.tid))
+            .collect();
+        let timers = timers::capture(leader, &scratch, pid, &ids)?;
+        Ok((actions, process, threads, timers))
     })();
     frozen.unmap_scratch(scratch)?;
     frozen.unplant()?;
-    let (actions, process, mut threads) = asked?;
+    let (actions, process, mut threads, timers) = asked?;
     for (i, t) in threads.iter_mut().enumerate() {
         t.pending_signals = frozen.pending_signals(i);
     }
-    Ok((actions, process, threads))
+    Ok((actions, process, threads, timers))
 }
 
 fn capture<W: Write>(
@@ -164,7 +172,7 @@ fn capture<W: Write>(
         let ids = job_ids(tree, i)?;
         let frozen = &mut tree.members[i].frozen;
         let pid = frozen.pid();
-        let (sigactions, process, threads) = capture_injected(frozen, &unpinned)?;
+        let (sigactions, process, threads, timers) = capture_injected(frozen, &unpinned)?;
         let fds = fds::capture(pid, links, &ends, &mut files, opts.share_stdio_with)?;
         let vmas = mem::capture_vmas(pid, i as u32, &mut shared)?;
         processes.push(process_state(
@@ -174,6 +182,7 @@ fn capture<W: Write>(
             process,
             threads,
             (fds, vmas),
+            timers,
         )?);
     }
     files.finish()?;
@@ -359,6 +368,7 @@ fn process_state(
     process: Injected,
     threads: Vec<ThreadState>,
     (fds, vmas): (Vec<Fd>, Vec<Vma>),
+    timers: Timers,
 ) -> Result<ProcessState> {
     let procfs = Process::new(pid.as_raw())?;
     let exe = procfs.exe()?;
@@ -368,7 +378,7 @@ fn process_state(
         .ok()
         .and_then(|s| u32::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
-    Ok(ProcessState {
+    let mut state = ProcessState {
         pid: own_pid,
         ppid,
         pgid,
@@ -386,5 +396,12 @@ fn process_state(
         fds,
         queued_signals: signals::capture_queued(pid, true)?,
         attrs: process.attrs,
-    })
+        itimers: timers.itimers,
+        posix_timers: timers.posix,
+    };
+    timers::claim_queued(&mut state.posix_timers, &mut state.queued_signals);
+    for t in &mut state.threads {
+        timers::claim_queued(&mut state.posix_timers, &mut t.queued_signals);
+    }
+    Ok(state)
 }

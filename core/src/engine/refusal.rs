@@ -65,14 +65,20 @@ pub enum Refusal {
         leader: i32,
     },
     #[error(
-        "pid {pid} has an armed POSIX timer; processes with timers cannot be checkpointed yet"
+        "pid {pid} has POSIX timer {id} on {what} (clock {clock}), which cannot be restored \
+         faithfully"
     )]
-    PosixTimer { pid: Pid },
+    TimerClock {
+        pid: Pid,
+        id: i32,
+        clock: i32,
+        what: &'static str,
+    },
     #[error(
-        "pid {pid} has an armed interval timer ({which}); processes with timers cannot be \
-         checkpointed yet"
+        "POSIX timer {id} of pid {pid} signals thread {tid}, which has exited; such a timer \
+         cannot be restored"
     )]
-    IntervalTimer { pid: Pid, which: &'static str },
+    TimerThreadGone { pid: Pid, id: i32, tid: i32 },
     #[error("pid {pid} has no executable mapping to work with")]
     NoExecutableMapping { pid: Pid },
     #[error("pid {pid} has {what} open on fd {fd}; it cannot be checkpointed yet")]

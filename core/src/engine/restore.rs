@@ -13,7 +13,7 @@ use super::spawn::{self, ChildPlan, TreePlan, ZombiePlan};
 use crate::arch;
 use crate::image::model::{Backing, Header, JobState, ProcessState, Vma};
 use crate::image::ImageReader;
-use crate::resource::{attrs, events, fds, madvise, mem, signals, task, thread};
+use crate::resource::{attrs, events, fds, madvise, mem, signals, task, thread, timers};
 use crate::sys::{memory, ns, ptrace, Pid};
 
 /// Size of the area that holds the syscall trap and scratch space during a restore.
@@ -63,7 +63,8 @@ enum Stage {
     /// rlimits, the process-wide signal queue; the leader's own thread state.
     Kernel,
     /// In every process, create every other thread with its original id (clone3 `set_tid`, from inside the
-    /// leader), each stopped before its first instruction and given its own state.
+    /// leader), each stopped before its first instruction and given its own state; then the
+    /// process's timers, with their ids, armed last.
     Threads,
     /// Unmap the trap; set every thread's registers, xstate and mask; arm the timerfds; release
     /// all threads.
@@ -581,8 +582,8 @@ fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32) -> Result<()> {
     )
 }
 
-/// Create the process's other threads, each with its state; then take back the capability
-/// lent for it.
+/// Create the process's other threads, each with its state; then its timers (which may signal
+/// any thread), and take back the capability lent for the threads.
 fn threads_one(
     f: &mut Fresh,
     p: &ProcessState,
@@ -606,6 +607,20 @@ fn threads_one(
         signals::apply_queued(leader, &f.scratch, own_pid, Some(seen), &t.queued_signals)?;
         f.threads.push((index, own));
     }
+    let tid_of = |tid: i32| {
+        if tid == p.pid {
+            return Some(own_pid);
+        }
+        let index = p.threads.iter().position(|t| t.tid == tid)?;
+        if exact {
+            return Some(tid);
+        }
+        f.threads
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, own)| own.pid().as_raw())
+    };
+    timers::apply(f.leader()?, &f.scratch, &p.itimers, &p.posix_timers, tid_of)?;
     if f.lent_capability {
         thread::drop_capabilities(f.leader()?, &f.scratch)?;
         for (_, own) in &f.threads {

@@ -485,6 +485,56 @@ pub struct ProcessState {
     pub queued_signals: Vec<QueuedSignal>,
     /// Attributes the kernel keeps per process (prctl, membarrier, oom_score_adj).
     pub attrs: ProcessAttrs,
+    /// Armed interval timers (`setitimer`), re-armed relative: each fires the same distance
+    /// (of its clock) after the restore as it would have after the checkpoint.
+    pub itimers: Vec<IntervalTimer>,
+    /// POSIX timers (`timer_create`), armed or not, in ascending id order; each gets its id
+    /// back.
+    pub posix_timers: Vec<PosixTimer>,
+}
+
+/// An armed interval timer of the process (`setitimer(2)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntervalTimer {
+    /// `ITIMER_REAL` 0, `ITIMER_VIRTUAL` 1, `ITIMER_PROF` 2.
+    pub which: u32,
+    /// Time left until it fires, in microseconds of its clock (never 0: only armed timers are
+    /// kept).
+    pub value_us: u64,
+    /// Its period, 0 for a one-shot timer.
+    pub interval_us: u64,
+}
+
+/// A POSIX timer of the process (`timer_create(2)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixTimer {
+    /// The id the process holds as its `timer_t`.
+    pub id: i32,
+    /// The clock as the kernel keeps it (`CLOCK_MONOTONIC` 1, `CLOCK_PROCESS_CPUTIME_ID` as
+    /// -6...).
+    pub clock: i32,
+    /// `sigev_notify` as the kernel keeps it: `SIGEV_SIGNAL` 0, `SIGEV_NONE` 1, `SIGEV_THREAD`
+    /// 2, with `SIGEV_THREAD_ID` (4) added when it signals one thread.
+    pub notify: i32,
+    pub signo: i32,
+    /// `sigev_value`, as a pointer-sized word.
+    pub value: u64,
+    /// The thread it signals (`SIGEV_THREAD_ID`), as the process knows it; 0 otherwise.
+    pub tid: i32,
+    /// Time left until it fires, in nanoseconds of its clock; 0 when disarmed.
+    pub value_ns: u64,
+    /// Its period in nanoseconds, 0 for a one-shot timer.
+    pub interval_ns: u64,
+    /// For a wall clock (`CLOCK_REALTIME`, `_ALARM`, `CLOCK_TAI`), armed: the deadline in that
+    /// clock's time (nanoseconds since its epoch), which the restore arms absolutely.
+    pub deadline_ns: Option<u64>,
+    /// `timer_getoverrun` at the checkpoint (kept for the record: no kernel call sets it).
+    pub overrun: i32,
+    /// A periodic timer whose signal waited in a queue at the checkpoint (the kernel queues no
+    /// other until that one is taken). The signal is not in the queues of the image: the
+    /// restore arms the timer to have expired one period before its next expiry, so that the
+    /// timer queues it itself, once, and goes on from there.
+    pub signal_queued: bool,
 }
 
 impl ProcessState {

@@ -123,6 +123,24 @@ fn state() -> JobState {
         }],
         queued_signals: Vec::new(),
         attrs: ProcessAttrs::default(),
+        itimers: vec![IntervalTimer {
+            which: 0,
+            value_us: 1_500_000,
+            interval_us: 500_000,
+        }],
+        posix_timers: vec![PosixTimer {
+            id: 3,
+            clock: 0,
+            notify: 4,
+            signo: 34,
+            value: 0xfeed,
+            tid: 4243,
+            value_ns: 2_000_000_000,
+            interval_ns: 0,
+            deadline_ns: Some(1_700_000_002_000_000_000),
+            overrun: 1,
+            signal_queued: false,
+        }],
     };
     JobState {
         processes: vec![process],

@@ -11,6 +11,7 @@ pub mod signals;
 pub mod sockets;
 pub mod task;
 pub mod thread;
+pub mod timers;
 pub mod unlinked;
 
 use std::os::unix::fs::MetadataExt;

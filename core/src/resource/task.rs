@@ -1,11 +1,10 @@
 //! Per-process state that is not memory, files or signals: mm fields and auxv, brk, umask,
-//! rlimits and interval timers. (Per-thread state lives in [`super::thread`].)
+//! rlimits. (Per-thread state lives in [`super::thread`], timers in [`super::timers`].)
 
 use procfs::process::Process;
 
 use crate::engine::error::{Context, EngineError, Result};
 use crate::engine::inject::{u64_at, Injector, Scratch};
-use crate::engine::Refusal;
 use crate::image::model::{MmFields, ProcessAttrs, Rlimit};
 use crate::sys::Pid;
 
@@ -28,27 +27,6 @@ pub fn capture_injected(inj: &Injector, scratch: &Scratch) -> Result<Injected> {
     inj.call("umask", libc::SYS_umask, [umask as u64, 0, 0, 0, 0, 0])?;
     let attrs = super::attrs::capture_process(inj, scratch)?;
     Ok(Injected { brk, umask, attrs })
-}
-
-/// An armed interval timer (ITIMER_REAL, _VIRTUAL or _PROF) is refused.
-pub fn refuse_armed_itimer(inj: &Injector, scratch: &Scratch, pid: Pid) -> Result<()> {
-    for (which, name) in [
-        (0u64, "ITIMER_REAL"),
-        (1, "ITIMER_VIRTUAL"),
-        (2, "ITIMER_PROF"),
-    ] {
-        inj.call(
-            "getitimer",
-            libc::SYS_getitimer,
-            [which, scratch.addr, 0, 0, 0, 0],
-        )?;
-        let b = scratch.read(inj.pid(), 0, 32)?;
-        // struct itimerval { interval, value }: value is the second timeval.
-        if u64_at(&b, 16) != 0 || u64_at(&b, 24) != 0 {
-            return Err(Refusal::IntervalTimer { pid, which: name }.into());
-        }
-    }
-    Ok(())
 }
 
 pub fn capture_mm(pid: Pid, brk: u64) -> Result<MmFields> {

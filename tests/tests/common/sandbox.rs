@@ -266,8 +266,22 @@ impl Mrunctl<'_> {
 
     /// Starts `mrunctl restore IMAGE` in the foreground.
     pub fn restore(&self, image: &Path, stdin: Input, stdout: Output) -> Proc {
+        self.restore_with_env(image, &[], stdin, stdout)
+    }
+
+    /// [`Self::restore`] with `envs` added to mrunctl's environment.
+    pub fn restore_with_env(
+        &self,
+        image: &Path,
+        envs: &[(&str, &str)],
+        stdin: Input,
+        stdout: Output,
+    ) -> Proc {
         let mut cmd = self.command();
         cmd.arg("restore").arg(image);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
         Proc::spawn(
             format!("mrunctl restore {}", image.display()),
             cmd,

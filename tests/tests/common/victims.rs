@@ -177,6 +177,11 @@ const SPECS: &[Spec] = &[
         flags: &["-pthread"],
     },
     Spec {
+        name: "timers",
+        source: "timers.c",
+        flags: &["-pthread"],
+    },
+    Spec {
         name: "churn",
         source: "churn.c",
         flags: &["-pthread"],
