@@ -706,6 +706,20 @@ fn go_goroutines_home_a_b_home() {
     );
 }
 
+/// Issue 10: a Go program living on the runtime's timers (time.Sleep, a ticker, channels; the
+/// runtime's epoll and its wake-up pipe), moved home -> a -> b -> home.
+#[test]
+fn go_ticker_home_a_b_home() {
+    threaded_home_a_b_home(
+        "ssh-go-ticker",
+        "go ticker",
+        &go_ticker(),
+        &[],
+        Sink::Pipe,
+        Progress::OutputGrows,
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. A job reading stdin while input still arrives.
 // ---------------------------------------------------------------------------------------------

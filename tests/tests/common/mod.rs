@@ -48,8 +48,8 @@ pub use sshd::{
     NodeOptions, RemoteAgent, SshMrun, Via,
 };
 pub use threaded::{
-    cpu_flag, go_spread, python_workers, xz_two_threads_to_file, GO_SPREAD_ARGS, PIGZ_ARGS,
-    PYTHON_WORKERS_ARGS, SORT_THREADED_ARGS, XZ_T0_ARGS, XZ_T2_ARGS,
+    cpu_flag, go_spread, go_ticker, python_workers, xz_two_threads_to_file, GO_SPREAD_ARGS,
+    PIGZ_ARGS, PYTHON_WORKERS_ARGS, SORT_THREADED_ARGS, XZ_T0_ARGS, XZ_T2_ARGS,
 };
 pub use trees::{loop_to_file, pipeline_to_file, pool_script, pool_to_file, tempfile_script};
 pub use victims::{victim, VICTIM_NAMES};

@@ -60,41 +60,45 @@ pub fn python_workers() -> PathBuf {
 /// runnable by every user.
 pub fn go_spread() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = scratch_root().join("go").join(test_binary_name());
-            std::fs::create_dir_all(&dir)
-                .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-            let out = dir.join("spread");
-            let tmp = dir.join(format!("spread.tmp-{}", std::process::id()));
-            let src = source_dir().join("go/spread.go");
-            let result = Command::new("go")
-                .arg("build")
-                .arg("-o")
-                .arg(&tmp)
-                .arg(&src)
-                .current_dir(&dir)
-                .env("GOCACHE", dir.join("gocache"))
-                .env("GOPATH", dir.join("gopath"))
-                .env("GO111MODULE", "off")
-                .env("GOTOOLCHAIN", "local")
-                .env("GOFLAGS", "")
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run go (install golang-go: scripts/install-deps): {e}")
-                });
-            assert!(
-                result.status.success(),
-                "go build {} failed ({}):\n{}",
-                src.display(),
-                result.status,
-                String::from_utf8_lossy(&result.stderr)
-            );
-            std::fs::rename(&tmp, &out)
-                .unwrap_or_else(|e| panic!("rename to {}: {e}", out.display()));
-            out
-        })
-        .clone()
+    BUILT.get_or_init(|| go_build("spread")).clone()
+}
+
+/// The Go program `tests/go/ticker.go` (time.Sleep, a ticker and channels), built like
+/// [`go_spread`].
+pub fn go_ticker() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| go_build("ticker")).clone()
+}
+
+/// `go build` of `tests/go/NAME.go` into the scratch dir of this test binary.
+fn go_build(name: &str) -> PathBuf {
+    let dir = scratch_root().join("go").join(test_binary_name());
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let out = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp-{}", std::process::id()));
+    let src = source_dir().join(format!("go/{name}.go"));
+    let result = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&src)
+        .current_dir(&dir)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run go (install golang-go: scripts/install-deps): {e}"));
+    assert!(
+        result.status.success(),
+        "go build {} failed ({}):\n{}",
+        src.display(),
+        result.status,
+        String::from_utf8_lossy(&result.stderr)
+    );
+    std::fs::rename(&tmp, &out).unwrap_or_else(|e| panic!("rename to {}: {e}", out.display()));
+    out
 }
 
 /// `xz -T2` of an 8 MiB text to a file (opened by the shell), checkpointed and restored `hops`
