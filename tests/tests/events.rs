@@ -71,3 +71,76 @@ fn python_asyncio_queue_two_hops() {
         2,
     );
 }
+
+/// GNU `tail -f` (an inotify watch on the file, then poll(2) with no timeout on the inotify
+/// instance) checkpointed while it waits goes on following the file once restored: the lines
+/// appended afterwards come out, and nothing else. Its poll used to come back with EINTR,
+/// which tail takes as fatal ("error waiting for inotify and output events").
+#[test]
+fn tail_f_follows_its_file_after_restore() {
+    let sb = Sandbox::new("events-tail");
+    let file = sb.path("tailed.txt");
+    let (old, new) = ("1\n2\n3\n4\n5\n", "6\n7\n8\n");
+    std::fs::write(&file, old).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+    let mut tail = sb.spawn(
+        "tail -f",
+        "tail",
+        &["-f", "tailed.txt"],
+        Input::Null,
+        Output::Pipe,
+    );
+    tail.wait_for_stdout("5\n");
+    let pid = tail.pid();
+    assert!(
+        wait_until(TIMEOUT, || in_untimed_poll(pid)),
+        "tail -f (pid {pid}) never waited in poll(2)"
+    );
+    let image = sb.path("tail.img");
+    sb.mrunctl().checkpoint_ok(pid, &image);
+    let original = tail.finish();
+    assert_eq!(original.stdout_text(), old, "tail -f before the checkpoint");
+
+    let mut restored = sb.mrunctl().restore(&image, Input::Null, Output::Pipe);
+    // Appended only once the restored tail waits again, so its watch is there to see it.
+    let restore_pid = restored.pid();
+    let waiting = wait_until(TIMEOUT, || {
+        restored.try_status().is_some()
+            || descendants(restore_pid).into_iter().any(|d| {
+                ns_pids(d).last() == Some(&pid) && tracer_pid(d) == Some(0) && in_untimed_poll(d)
+            })
+    });
+    assert!(waiting, "the restored tail -f never waited in poll(2)");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", file.display()));
+    std::io::Write::write_all(&mut f, new.as_bytes())
+        .unwrap_or_else(|e| panic!("appending to {}: {e}", file.display()));
+    drop(f);
+    restored.wait_for_stdout("8\n");
+    assert!(
+        restored.try_status().is_none(),
+        "the restored tail -f stopped following"
+    );
+    restored.kill();
+    let done = restored.finish();
+    let got = [original.stdout, done.stdout].concat();
+    assert_same_bytes(
+        "tail -f across a restore",
+        &got,
+        format!("{old}{new}").as_bytes(),
+    );
+}
+
+/// `pid` is blocked in poll(2) with no timeout (`/proc/PID/syscall`: number, then arguments).
+fn in_untimed_poll(pid: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+        return false;
+    };
+    let mut words = text.split_whitespace();
+    let nr = words.next().and_then(|w| w.parse::<i64>().ok());
+    let timeout = words
+        .nth(2)
+        .and_then(|w| u64::from_str_radix(w.trim_start_matches("0x"), 16).ok());
+    nr == Some(libc::SYS_poll) && timeout.is_some_and(|t| (t as u32 as i32) < 0)
+}

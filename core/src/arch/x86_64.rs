@@ -60,19 +60,36 @@ pub fn from_image(g: &GpRegs) -> Regs {
 /// fresh process: restartable syscalls are rewound to run again, a syscall whose restart state
 /// lives in the kernel (`-ERESTART_RESTARTBLOCK`, e.g. a relative nanosleep) returns EINTR,
 /// as after a signal. `orig_rax` is cleared so no restart logic applies twice.
+///
+/// poll(2) is the exception when it waits without a timeout: the kernel always restarts poll
+/// through the restart block (even with no time to carry), and a stopped-and-continued process
+/// never sees it fail, so programs without signal handlers (GNU `tail -f`) treat EINTR from it
+/// as fatal. With no timeout its restart is exactly the same call again: its arguments are
+/// still in their registers (a syscall leaves them untouched), so it is rewound like the
+/// others. A poll with a timeout keeps EINTR: the time left lives in the kernel.
 pub fn rewind_interrupted_syscall(mut r: Regs) -> Regs {
     if (r.orig_rax as i64) >= 0 {
         match r.rax as i64 {
-            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
-                r.rax = r.orig_rax;
-                r.rip -= SYSCALL_LEN;
-            }
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => rewind(&mut r),
+            ERESTART_RESTARTBLOCK if untimed_poll(&r) => rewind(&mut r),
             ERESTART_RESTARTBLOCK => r.rax = EINTR as u64,
             _ => {}
         }
     }
     r.orig_rax = u64::MAX;
     r
+}
+
+/// Make the task run its interrupted syscall again, from the `syscall` instruction.
+fn rewind(r: &mut Regs) {
+    r.rax = r.orig_rax;
+    r.rip -= SYSCALL_LEN;
+}
+
+/// An interrupted `poll(fds, nfds, timeout)` whose timeout (an int, in rdx) is negative: wait
+/// forever.
+fn untimed_poll(r: &Regs) -> bool {
+    r.orig_rax == libc::SYS_poll as u64 && (r.rdx as u32 as i32) < 0
 }
 
 /// Registers that make the task execute one syscall at `at` (where [`SYSCALL_TRAP`] lies).
@@ -127,4 +144,47 @@ pub fn local_xfeatures() -> u64 {
 #[target_feature(enable = "xsave")]
 unsafe fn xgetbv0() -> u64 {
     std::arch::x86_64::_xgetbv(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interrupted(nr: i64, ret: i64, rdx: u64) -> Regs {
+        let mut r = from_image(&GpRegs([0; 27]));
+        r.orig_rax = nr as u64;
+        r.rax = ret as u64;
+        r.rdx = rdx;
+        r.rip = 0x1000;
+        r
+    }
+
+    #[test]
+    fn untimed_poll_runs_again() {
+        let r = rewind_interrupted_syscall(interrupted(
+            libc::SYS_poll,
+            ERESTART_RESTARTBLOCK,
+            u32::MAX as u64,
+        ));
+        assert_eq!(r.rax, libc::SYS_poll as u64);
+        assert_eq!(r.rip, 0x1000 - SYSCALL_LEN);
+        assert_eq!(r.rdx, u32::MAX as u64);
+        assert_eq!(r.orig_rax, u64::MAX);
+    }
+
+    #[test]
+    fn timed_poll_and_nanosleep_see_eintr() {
+        for (nr, rdx) in [(libc::SYS_poll, 1000), (libc::SYS_nanosleep, 0)] {
+            let r = rewind_interrupted_syscall(interrupted(nr, ERESTART_RESTARTBLOCK, rdx));
+            assert_eq!(r.rax as i64, EINTR);
+            assert_eq!(r.rip, 0x1000);
+        }
+    }
+
+    #[test]
+    fn restartable_syscalls_run_again() {
+        let r = rewind_interrupted_syscall(interrupted(libc::SYS_read, ERESTARTSYS, 0));
+        assert_eq!(r.rax, libc::SYS_read as u64);
+        assert_eq!(r.rip, 0x1000 - SYSCALL_LEN);
+    }
 }
