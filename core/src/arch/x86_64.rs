@@ -61,17 +61,18 @@ pub fn from_image(g: &GpRegs) -> Regs {
 /// lives in the kernel (`-ERESTART_RESTARTBLOCK`, e.g. a relative nanosleep) returns EINTR,
 /// as after a signal. `orig_rax` is cleared so no restart logic applies twice.
 ///
-/// poll(2) is the exception when it waits without a timeout: the kernel always restarts poll
-/// through the restart block (even with no time to carry), and a stopped-and-continued process
-/// never sees it fail, so programs without signal handlers (GNU `tail -f`) treat EINTR from it
-/// as fatal. With no timeout its restart is exactly the same call again: its arguments are
-/// still in their registers (a syscall leaves them untouched), so it is rewound like the
-/// others. A poll with a timeout keeps EINTR: the time left lives in the kernel.
+/// poll(2) is the exception: the kernel always restarts poll through the restart block, and a
+/// stopped-and-continued process never sees it fail, so programs without signal handlers (GNU
+/// `tail -f`, `tail -f --pid`) treat EINTR from it as fatal. Its arguments are still in their
+/// registers (a syscall leaves them untouched), so it is rewound like the others: with no
+/// timeout that is its exact restart; with one, it waits its whole timeout again (the time
+/// left lives in the kernel), so it may return up to one timeout late, which a poll loop
+/// cannot tell from a slow wake-up, where an EINTR it never expects would end it.
 pub fn rewind_interrupted_syscall(mut r: Regs) -> Regs {
     if (r.orig_rax as i64) >= 0 {
         match r.rax as i64 {
             ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => rewind(&mut r),
-            ERESTART_RESTARTBLOCK if untimed_poll(&r) => rewind(&mut r),
+            ERESTART_RESTARTBLOCK if r.orig_rax == libc::SYS_poll as u64 => rewind(&mut r),
             ERESTART_RESTARTBLOCK => r.rax = EINTR as u64,
             _ => {}
         }
@@ -84,12 +85,6 @@ pub fn rewind_interrupted_syscall(mut r: Regs) -> Regs {
 fn rewind(r: &mut Regs) {
     r.rax = r.orig_rax;
     r.rip -= SYSCALL_LEN;
-}
-
-/// An interrupted `poll(fds, nfds, timeout)` whose timeout (an int, in rdx) is negative: wait
-/// forever.
-fn untimed_poll(r: &Regs) -> bool {
-    r.orig_rax == libc::SYS_poll as u64 && (r.rdx as u32 as i32) < 0
 }
 
 /// Registers that make the task execute one syscall at `at` (where [`SYSCALL_TRAP`] lies).
@@ -173,12 +168,20 @@ mod tests {
     }
 
     #[test]
-    fn timed_poll_and_nanosleep_see_eintr() {
-        for (nr, rdx) in [(libc::SYS_poll, 1000), (libc::SYS_nanosleep, 0)] {
-            let r = rewind_interrupted_syscall(interrupted(nr, ERESTART_RESTARTBLOCK, rdx));
-            assert_eq!(r.rax as i64, EINTR);
-            assert_eq!(r.rip, 0x1000);
-        }
+    fn timed_poll_runs_again_with_its_timeout() {
+        let r =
+            rewind_interrupted_syscall(interrupted(libc::SYS_poll, ERESTART_RESTARTBLOCK, 1000));
+        assert_eq!(r.rax, libc::SYS_poll as u64);
+        assert_eq!(r.rip, 0x1000 - SYSCALL_LEN);
+        assert_eq!(r.rdx, 1000);
+    }
+
+    #[test]
+    fn nanosleep_sees_eintr() {
+        let r =
+            rewind_interrupted_syscall(interrupted(libc::SYS_nanosleep, ERESTART_RESTARTBLOCK, 0));
+        assert_eq!(r.rax as i64, EINTR);
+        assert_eq!(r.rip, 0x1000);
     }
 
     #[test]
