@@ -720,6 +720,58 @@ fn go_ticker_home_a_b_home() {
     );
 }
 
+/// Issue 10: a Python asyncio program (an epoll loop, its self-pipe socketpair, producers and a
+/// consumer on a queue, timers) moved home -> a -> b -> home, output byte-identical.
+#[test]
+fn python_asyncio_home_a_b_home() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/asyncio_queue.py");
+    let args = [OsStr::new("-u"), script.as_os_str()];
+    threaded_home_a_b_home(
+        "ssh-asyncio",
+        "python3 asyncio queue",
+        &python3(),
+        &args,
+        Sink::Pipe,
+        Progress::OutputGrows,
+    );
+}
+
+/// Issue 10: `tail -f` (an inotify watch, poll(2)) moved home -> a -> b -> home while it waits:
+/// the lines appended after the last move come out, and nothing is lost or repeated.
+#[test]
+fn tail_f_home_a_b_home() {
+    let sb = Sandbox::new("ssh-tail");
+    let (a, b, client) = two_nodes(&sb);
+    let m = SshMrun::new(&sb, &client, RemoteAgent::Built);
+    let file = sb.path("tailed.txt");
+    std::fs::write(&file, "1\n2\n3\n").unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut job = m.start(
+        "tail -f",
+        "tail",
+        &[OsStr::new("-f"), file.as_os_str()],
+        Input::Null,
+        Output::Pipe,
+    );
+    job.mrun.wait_for_stdout("3\n");
+    let mut expected = String::from("1\n2\n3\n");
+    for (k, node) in ["a", "b", "home"].into_iter().enumerate() {
+        m.mrun.migrate_ok(&job, node);
+        assert_at(&job, &[&a, &b], at_of(node));
+        let line = format!("after move {}\n", k + 1);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        f.write_all(line.as_bytes()).expect("append");
+        expected.push_str(&line);
+        job.mrun.wait_for_stdout(&line);
+    }
+    let (pid, _) = locate(&job, &[&a, &b]);
+    send_signal(pid, libc::SIGTERM);
+    let done = job.finish();
+    assert_eq!(done.stdout_text(), expected, "{}", done.describe());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. A job reading stdin while input still arrives.
 // ---------------------------------------------------------------------------------------------
