@@ -191,6 +191,15 @@ fn named_pipe_between_parent_and_child() {
     run_state_victim(&sb, "fifo", &[dir.as_os_str()], false).assert_all_pass();
 }
 
+/// Issue 10: O_PATH descriptors on a file, a symlink itself, a directory and a named pipe still
+/// name them after the restore (the symlink and the pipe were refused as special files).
+#[test]
+fn o_path_descriptors() {
+    let sb = Sandbox::new("opath");
+    let dir = sb.mkdir("named");
+    run_state_victim(&sb, "opath", &[dir.as_os_str()], false).assert_all_pass();
+}
+
 #[test]
 fn append_and_offset_files() {
     let sb = Sandbox::new("files");

@@ -126,7 +126,7 @@ pub fn list(pid: Pid, held: &mut Held) -> Result<Links> {
         } else {
             let pipe = if target.starts_with("pipe:") {
                 Some(target.clone())
-            } else if target.starts_with('/') {
+            } else if target.starts_with('/') && info.flags & libc::O_PATH == 0 {
                 std::fs::metadata(format!("{dir}/{fd}"))
                     .ok()
                     .filter(|m| m.file_type().is_fifo())
@@ -265,7 +265,8 @@ pub fn capture(
             let meta =
                 std::fs::metadata(format!("{dir}/{fd}")).ctx(|| format!("stat of {target}"))?;
             let ft = meta.file_type();
-            if ft.is_fifo() && held.pipes.get(&super::fifo::key(&meta)) == Some(&(true, true)) {
+            let fifo_end = ft.is_fifo() && flags & libc::O_PATH == 0;
+            if fifo_end && held.pipes.get(&super::fifo::key(&meta)) == Some(&(true, true)) {
                 let kind = super::fifo::capture(pid, fd, &target, flags, &meta, &mut table.fifos)?;
                 table.files.push(kind);
                 table.holders.push((pid, fd, target));
@@ -276,7 +277,10 @@ pub fn capture(
                 });
                 continue;
             }
-            if !(ft.is_file() || ft.is_dir()) {
+            // An O_PATH descriptor only names a file (a symlink itself with O_NOFOLLOW, a
+            // device, a FIFO): it is opened again by path, whatever the file is.
+            let only_names = flags & libc::O_PATH != 0;
+            if !(ft.is_file() || ft.is_dir() || only_names) {
                 let what = if ft.is_fifo() {
                     "a named pipe shared with a process outside the job"
                 } else if ft.is_char_device() || ft.is_block_device() {

@@ -62,6 +62,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "opath",
+        source: "opath.c",
+        flags: &[],
+    },
+    Spec {
         name: "workers",
         source: "workers.c",
         flags: &[],
