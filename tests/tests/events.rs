@@ -72,6 +72,16 @@ fn python_asyncio_queue_two_hops() {
     );
 }
 
+/// A Go program living on the runtime's timers (time.Sleep, a ticker, channels; its epoll
+/// instance and wake-up pipe) checkpointed and restored twice mid-run prints the same bytes as
+/// an uninterrupted run.
+#[test]
+fn go_ticker_two_hops() {
+    let sb = Sandbox::new("events-go-ticker");
+    let no_args: [&std::ffi::OsStr; 0] = [];
+    migrate_pipe_output(&sb, "go ticker", go_ticker(), &no_args, &[], 2);
+}
+
 /// GNU `tail -f` (an inotify watch on the file, then poll(2) with no timeout on the inotify
 /// instance) checkpointed while it waits goes on following the file once restored: the lines
 /// appended afterwards come out, and nothing else. Its poll used to come back with EINTR,
