@@ -198,3 +198,44 @@ fn timers_as_nobody() {
     let sb = nobody("nobody-timers");
     run_state_victim(&sb, "timers", &[], false).assert_all_pass();
 }
+
+/// Issue 10: the event objects (epoll with its targets, eventfd, timerfd, signalfd, inotify)
+/// checkpointed and restored by nobody.
+#[test]
+fn event_objects_as_nobody() {
+    for mode in ["eventfd", "timerfd", "signalfd", "epoll", "nested", "inotify"] {
+        let sb = nobody(&format!("nobody-events-{mode}"));
+        run_state_victim(&sb, "events", &[mode.as_ref()], false).assert_all_pass();
+    }
+}
+
+/// Issue 10: deleted files and memfds held open, named pipes, O_PATH descriptors and a removed
+/// working directory, restored by nobody (the files are made again where nobody may write).
+#[test]
+fn files_with_no_name_fifos_and_o_path_as_nobody() {
+    for name in ["unlinked", "fifo", "opath", "cwd_removed"] {
+        let sb = nobody(&format!("nobody-{name}"));
+        let dir = sb.mkdir("files");
+        run_state_victim(&sb, name, &[dir.as_os_str()], false).assert_all_pass();
+    }
+}
+
+/// Issue 9: unix socket pairs between a parent and its child, and one whose peer has exited,
+/// as nobody.
+#[test]
+fn socket_pairs_as_nobody() {
+    for mode in ["tree", "closed"] {
+        let sb = nobody(&format!("nobody-sockets-{mode}"));
+        run_state_victim(&sb, "socketpair", &[mode.as_ref()], false).assert_all_pass();
+    }
+}
+
+/// Issue 10: a directory read part way and a pipe open twice with its own flags, as nobody.
+#[test]
+fn directory_position_and_pipes_as_nobody() {
+    let sb = nobody("nobody-dirwalk");
+    let dir = sb.mkdir("big-dir");
+    run_state_victim(&sb, "dirwalk", &[dir.as_os_str()], false).assert_all_pass();
+    let sb = nobody("nobody-pipes");
+    run_state_victim(&sb, "pipes", &[], false).assert_all_pass();
+}
