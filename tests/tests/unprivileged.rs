@@ -203,7 +203,9 @@ fn timers_as_nobody() {
 /// checkpointed and restored by nobody.
 #[test]
 fn event_objects_as_nobody() {
-    for mode in ["eventfd", "timerfd", "signalfd", "epoll", "nested", "inotify"] {
+    for mode in [
+        "eventfd", "timerfd", "signalfd", "epoll", "nested", "inotify",
+    ] {
         let sb = nobody(&format!("nobody-events-{mode}"));
         run_state_victim(&sb, "events", &[mode.as_ref()], false).assert_all_pass();
     }
