@@ -479,6 +479,25 @@ fn threaded_home_a_b_home(
     );
 }
 
+/// `sh -c SCRIPT sh INPUT` run under mrun and moved home -> a -> b -> home, its output compared
+/// with an uninterrupted run.
+fn script_home_a_b_home(
+    name: &str,
+    label: &str,
+    script: &str,
+    input: &Path,
+    sink: Sink,
+    progress: Progress,
+) {
+    let args = [
+        OsStr::new("-c"),
+        OsStr::new(script),
+        OsStr::new("sh"),
+        input.as_os_str(),
+    ];
+    threaded_home_a_b_home(name, label, Path::new("sh"), &args, sink, progress);
+}
+
 /// `PROGRAM_ARGS... FILE` as OsStr arguments.
 fn with_file<'a>(args: &[&'a str], file: &'a Path) -> Vec<&'a OsStr> {
     let mut v: Vec<&OsStr> = args.iter().map(|a| OsStr::new(*a)).collect();
@@ -491,17 +510,11 @@ fn with_file<'a>(args: &[&'a str], file: &'a Path) -> Vec<&'a OsStr> {
 fn pipeline_under_sh_home_a_b_home() {
     let input = text_file(24 * MIB);
     let script = r#"gzip -9 < "$1" | sha256sum"#;
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("-c"),
-        OsStr::new(script),
-        OsStr::new("sh"),
-        input.as_os_str(),
-    ];
-    threaded_home_a_b_home(
+    script_home_a_b_home(
         "ssh-pipeline",
         "sh: gzip | sha256sum",
-        Path::new("sh"),
-        &args,
+        script,
+        &input,
         Sink::File,
         Progress::MemberInputRead("gzip"),
     );
@@ -513,17 +526,11 @@ fn pipeline_under_sh_home_a_b_home() {
 fn script_loop_home_a_b_home() {
     let input = text_file(4 * MIB);
     let script = r#"for i in 1 2 3 4 5 6 7 8 9 10 11 12; do (gzip -6 < "$1" | wc -c; echo "round $i"); done"#;
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("-c"),
-        OsStr::new(script),
-        OsStr::new("sh"),
-        input.as_os_str(),
-    ];
-    threaded_home_a_b_home(
+    script_home_a_b_home(
         "ssh-loop",
         "sh loop of subshells",
-        Path::new("sh"),
-        &args,
+        script,
+        &input,
         Sink::Pipe,
         Progress::OutputGrows,
     );
@@ -575,17 +582,11 @@ fn python_temporary_file_home_a_b_home() {
     // Long enough (about 4 s) for three moves, each of which waits for more output.
     let input = text_file(8 * MIB);
     let script = tempfile_script();
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("-c"),
-        OsStr::new(&script),
-        OsStr::new("sh"),
-        input.as_os_str(),
-    ];
-    threaded_home_a_b_home(
+    script_home_a_b_home(
         "ssh-tempfile",
         "python3 TemporaryFile",
-        Path::new("sh"),
-        &args,
+        &script,
+        &input,
         Sink::File,
         Progress::OutputGrows,
     );
@@ -597,17 +598,11 @@ fn python_temporary_file_home_a_b_home() {
 fn python_pool_home_a_b_home() {
     let input = text_file(4 * MIB);
     let script = pool_script();
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("-c"),
-        OsStr::new(&script),
-        OsStr::new("sh"),
-        input.as_os_str(),
-    ];
-    threaded_home_a_b_home(
+    script_home_a_b_home(
         "ssh-pool",
         "python3 multiprocessing.Pool(2)",
-        Path::new("sh"),
-        &args,
+        &script,
+        &input,
         Sink::File,
         Progress::OutputGrows,
     );
@@ -662,17 +657,11 @@ fn sort_two_threads_home_a_b_home() {
         r#"LC_ALL=C; export LC_ALL; exec sort {} < "$1""#,
         SORT_THREADED_ARGS.join(" ")
     );
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("-c"),
-        OsStr::new(&script),
-        OsStr::new("sh"),
-        input.as_os_str(),
-    ];
-    threaded_home_a_b_home(
+    script_home_a_b_home(
         "ssh-sort-t2",
         "sort --parallel=2",
-        Path::new("sh"),
-        &args,
+        &script,
+        &input,
         Sink::File,
         Progress::ThreadsRunning,
     );

@@ -13,8 +13,8 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 
+use super::fds::{fdinfo_field as field, refuse};
 use crate::engine::error::{Context, EngineError, Result};
-use crate::engine::Refusal;
 use crate::image::model::{EpollItem, FdKind, InotifyWatch};
 use crate::sys::events::{self as sys, EpollAdd};
 use crate::sys::Pid;
@@ -22,22 +22,6 @@ use crate::sys::Pid;
 /// The most watch descriptors an inotify instance's watches may skip over (each skipped one
 /// costs an add and a removal at restore).
 const MAX_WD: i32 = 1 << 16;
-
-fn refuse(pid: Pid, fd: i32, what: impl Into<String>) -> EngineError {
-    Refusal::Descriptor {
-        pid,
-        fd,
-        what: what.into(),
-    }
-    .into()
-}
-
-/// The value of `name:` in fdinfo `text`, trimmed.
-fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
-}
 
 fn hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()

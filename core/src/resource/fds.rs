@@ -47,11 +47,7 @@ fn fdinfo(pid: Pid, fd: i32) -> Result<FdInfo> {
 }
 
 fn parse_fdinfo(text: &str) -> Option<FdInfo> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(str::trim)
-    };
+    let field = |name: &str| fdinfo_field(text, name);
     Some(FdInfo {
         // Printed signed; directory positions of some file systems are hash cookies that use
         // all 64 bits.
@@ -60,13 +56,21 @@ fn parse_fdinfo(text: &str) -> Option<FdInfo> {
     })
 }
 
-fn refuse(pid: Pid, fd: i32, what: &str) -> EngineError {
+/// The refusal of descriptor `fd` of `pid`, saying in a few words what it holds.
+pub(super) fn refuse(pid: Pid, fd: i32, what: impl Into<String>) -> EngineError {
     Refusal::Descriptor {
         pid,
         fd,
-        what: what.to_string(),
+        what: what.into(),
     }
     .into()
+}
+
+/// The value of `name:` in fdinfo `text`, trimmed.
+pub(super) fn fdinfo_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 /// The open files of a job being captured: each open file description once, however many
@@ -221,7 +225,7 @@ pub fn capture(
                     return Err(refuse(
                         pid,
                         fd,
-                        &format!("an unsupported kernel object ({target})"),
+                        format!("an unsupported kernel object ({target})"),
                     ))
                 }
             };
@@ -242,7 +246,7 @@ pub fn capture(
             return Err(refuse(
                 pid,
                 fd,
-                &format!("a terminal ({target}) that is not stdio"),
+                format!("a terminal ({target}) that is not stdio"),
             ));
         } else if DEVICES.contains(&target.as_str()) {
             FdKind::Device {
@@ -253,34 +257,25 @@ pub fn capture(
             match super::unlinked::capture(pid, fd, &target, flags, info.pos, &mut table.unlinked)?
             {
                 Ok(kind) => kind,
-                Err(what) => return Err(refuse(pid, fd, &what)),
+                Err(what) => return Err(refuse(pid, fd, what)),
             }
         } else if !target.starts_with('/') {
             return Err(refuse(
                 pid,
                 fd,
-                &format!("an unsupported kind of file ({target})"),
+                format!("an unsupported kind of file ({target})"),
             ));
         } else {
             let meta =
                 std::fs::metadata(format!("{dir}/{fd}")).ctx(|| format!("stat of {target}"))?;
             let ft = meta.file_type();
             let fifo_end = ft.is_fifo() && flags & libc::O_PATH == 0;
-            if fifo_end && held.pipes.get(&super::fifo::key(&meta)) == Some(&(true, true)) {
-                let kind = super::fifo::capture(pid, fd, &target, flags, &meta, &mut table.fifos)?;
-                table.files.push(kind);
-                table.holders.push((pid, fd, target));
-                out.push(Fd {
-                    fd,
-                    cloexec,
-                    file: (table.files.len() - 1) as u32,
-                });
-                continue;
-            }
             // An O_PATH descriptor only names a file (a symlink itself with O_NOFOLLOW, a
             // device, a FIFO): it is opened again by path, whatever the file is.
             let only_names = flags & libc::O_PATH != 0;
-            if !(ft.is_file() || ft.is_dir() || only_names) {
+            if fifo_end && held.pipes.get(&super::fifo::key(&meta)) == Some(&(true, true)) {
+                super::fifo::capture(pid, fd, &target, flags, &meta, &mut table.fifos)?
+            } else if !(ft.is_file() || ft.is_dir() || only_names) {
                 let what = if ft.is_fifo() {
                     "a named pipe shared with a process outside the job"
                 } else if ft.is_char_device() || ft.is_block_device() {
@@ -288,13 +283,14 @@ pub fn capture(
                 } else {
                     "a special file"
                 };
-                return Err(refuse(pid, fd, &format!("{what} ({target})")));
-            }
-            FdKind::Path {
-                path: target.clone(),
-                flags,
-                offset: info.pos,
-                identity: super::identity_of(&meta),
+                return Err(refuse(pid, fd, format!("{what} ({target})")));
+            } else {
+                FdKind::Path {
+                    path: target.clone(),
+                    flags,
+                    offset: info.pos,
+                    identity: super::identity_of(&meta),
+                }
             }
         };
         table.files.push(kind);

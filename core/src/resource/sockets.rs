@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use super::fds::refuse;
 use crate::engine::error::{Context, EngineError, Result};
-use crate::engine::Refusal;
 use crate::image::model::{FdKind, SocketKind, SocketOptions};
 use crate::sys::sock_diag::{self, SockDiag, UnixSocket};
 use crate::sys::socket::{self, Peeked};
@@ -41,15 +41,6 @@ impl Held {
     pub fn note(&mut self, ino: u64, pid: Pid, fd: i32) {
         self.0.entry(ino).or_insert((pid, fd));
     }
-}
-
-fn refuse(pid: Pid, fd: i32, what: impl Into<String>) -> EngineError {
-    Refusal::Descriptor {
-        pid,
-        fd,
-        what: what.into(),
-    }
-    .into()
 }
 
 /// The socket `ino` on `fd` of `pid` (status `flags`), captured as one end of a pair the job

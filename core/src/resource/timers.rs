@@ -151,17 +151,23 @@ pub fn list(pid: Pid) -> Result<Vec<Listed>> {
 /// Refuse what cannot be restored, from `/proc` alone (before the process is touched).
 pub fn refuse_unsupported(pid: Pid) -> Result<()> {
     for t in list(pid)? {
-        if let Some(what) = unsupported_clock(t.clock) {
-            return Err(Refusal::TimerClock {
-                pid,
-                id: t.id,
-                clock: t.clock,
-                what,
-            }
-            .into());
-        }
+        check_clock(pid, &t)?;
     }
     Ok(())
+}
+
+/// The refusal of a timer whose clock cannot be restored faithfully.
+fn check_clock(pid: Pid, t: &Listed) -> Result<()> {
+    match unsupported_clock(t.clock) {
+        Some(what) => Err(Refusal::TimerClock {
+            pid,
+            id: t.id,
+            clock: t.clock,
+            what,
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 fn timespec_ns(b: &[u8], at: usize) -> u64 {
@@ -205,15 +211,8 @@ pub fn capture(
         }
     }
     for t in list(pid)? {
-        if let Some(what) = unsupported_clock(t.clock) {
-            return Err(Refusal::TimerClock {
-                pid,
-                id: t.id,
-                clock: t.clock,
-                what,
-            }
-            .into());
-        }
+        // Again: a timer may have been made between the preflight and the freeze.
+        check_clock(pid, &t)?;
         let tid = if t.notify & SIGEV_THREAD_ID != 0 {
             threads
                 .iter()
