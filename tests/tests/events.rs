@@ -72,6 +72,23 @@ fn python_asyncio_queue_two_hops() {
     );
 }
 
+/// A Python asyncio program serving itself over a unix socket (a listener on a socket file, a
+/// connection kept all along, one made per round), checkpointed and restored twice mid-run,
+/// prints the same bytes as an uninterrupted run.
+#[test]
+fn python_asyncio_unix_server_two_hops() {
+    let sb = Sandbox::new("events-asyncio-unix");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/asyncio_unix.py");
+    migrate_pipe_output(
+        &sb,
+        "python3 asyncio unix server",
+        python3(),
+        &["-u".as_ref(), script.as_os_str()],
+        &[],
+        2,
+    );
+}
+
 /// A Go program living on the runtime's timers (time.Sleep, a ticker, channels; its epoll
 /// instance and wake-up pipe) checkpointed and restored twice mid-run prints the same bytes as
 /// an uninterrupted run.

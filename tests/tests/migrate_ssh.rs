@@ -725,6 +725,52 @@ fn python_asyncio_home_a_b_home() {
     );
 }
 
+/// Issue 10: a Python asyncio program serving itself over a unix socket (its listener on a
+/// socket file, one connection kept for the whole run, one made anew per round) moved home -> a
+/// -> b -> home, output byte-identical: each move finds the socket file of the copy it leaves,
+/// frozen, and takes its place.
+#[test]
+fn python_asyncio_unix_server_home_a_b_home() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/asyncio_unix.py");
+    let args = [OsStr::new("-u"), script.as_os_str()];
+    threaded_home_a_b_home(
+        "ssh-asyncio-unix",
+        "python3 asyncio unix server",
+        &python3(),
+        &args,
+        Sink::Pipe,
+        Progress::OutputGrows,
+    );
+}
+
+/// Issue 10: the same program listening on an abstract name cannot move to a node of the same
+/// machine (the name is still taken by the frozen original there): the move is refused in one
+/// sentence that says so, and the job goes on at home to the same output.
+#[test]
+fn python_asyncio_abstract_listener_stays_home_on_the_same_machine() {
+    let sb = Sandbox::new("ssh-asyncio-abstract");
+    let (a, client) = one_node(&sb);
+    let m = SshMrun::new(&sb, &client, RemoteAgent::Built);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/asyncio_unix.py");
+    let args = [
+        OsStr::new("-u"),
+        script.as_os_str(),
+        OsStr::new("--abstract"),
+    ];
+    let label = "python3 asyncio abstract listener";
+    let python = python3();
+    let want = reference(label, &python, &args, &[], Input::Null);
+    let program = python.to_str().expect("a UTF-8 program path");
+    let mut job = m.start(label, program, &args, Input::Null, Output::Pipe);
+    job.mrun.wait_for_stdout("round 3 ");
+    let out = m.migrate_within(&job, "a", REFUSAL_LIMIT);
+    assert_refused(&out, &["abstract unix socket name @mrun-asyncio-unix"]);
+    assert_stayed_home(&job, &[&a]);
+    let done = job.finish();
+    done.assert_success();
+    assert_same_bytes(label, &done.stdout, &want);
+}
+
 /// Issue 10: `tail -f` (an inotify watch, poll(2)) moved home -> a -> b -> home while it waits:
 /// the lines appended after the last move come out, and nothing is lost or repeated.
 #[test]

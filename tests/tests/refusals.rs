@@ -223,9 +223,28 @@ fn refuses_descriptor_in_flight_in_a_socketpair() {
     assert_refused("scm_rights", &["descriptors in flight"]);
 }
 
+/// Issue 10: a listening unix socket of the job is carried: restored bound to its path, it
+/// still accepts a connection that carries data.
 #[test]
-fn refuses_listening_unix_socket() {
-    assert_refused("unixlisten", &["a listening unix socket"]);
+fn listening_unix_socket_is_carried() {
+    checkpoint_restore_and_check("unixlisten", "the restored unix listener");
+}
+
+/// A listener with a connection waiting to be accepted (from this test, outside the job) is
+/// refused in one sentence; the connection is still there to be accepted after the refusal.
+#[test]
+fn refuses_listener_with_a_connection_waiting() {
+    let (sb, victim) = start_refuse("unixlisten");
+    let path = sb.path("dir").join("listen.sock");
+    let waiting = UnixStream::connect(&path)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
+    check_refused(
+        &sb,
+        victim,
+        "unixlisten",
+        &["a listening unix socket", "waiting to be accepted"],
+    );
+    drop(waiting);
 }
 
 #[test]

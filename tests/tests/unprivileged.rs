@@ -232,6 +232,16 @@ fn socket_pairs_as_nobody() {
     }
 }
 
+/// Issue 10: listeners of the job (a socket file, an abstract name, a relative name) and the
+/// connections they accepted, as nobody: the socket files are made again in a directory nobody
+/// owns.
+#[test]
+fn listeners_as_nobody() {
+    let sb = nobody("nobody-listener");
+    let dir = sb.mkdir("sockets");
+    run_state_victim(&sb, "listener", &[dir.as_os_str()], false).assert_all_pass();
+}
+
 /// Issue 10: a directory read part way and a pipe open twice with its own flags, as nobody.
 #[test]
 fn directory_position_and_pipes_as_nobody() {

@@ -118,7 +118,7 @@ struct Restoring<'a, R: Read> {
     /// One per process of the job, in image order.
     fresh: Vec<Fresh>,
     /// Files made for named shared memory, removed again if the restore fails.
-    made_files: Option<mem::MadeFiles>,
+    made_files: Option<crate::resource::made_files::MadeFiles>,
     /// Timerfds made for the job, armed just before it runs.
     timers: Option<events::Timers>,
 }
@@ -219,8 +219,8 @@ impl<R: Read> Restoring<'_, R> {
             .as_ref()
             .ok_or_else(|| invalid("the state is not read yet"))?;
         // Named shared memory files first: descriptors may be open on them.
-        let (shared, made) = mem::create_shared(&state.shared, self.same_machine)?;
-        let mut prepared = fds::prepare(&state.files, opts.stdio, self.same_machine, &made)?;
+        let (shared, mut made) = mem::create_shared(&state.shared, self.same_machine)?;
+        let mut prepared = fds::prepare(&state.files, opts.stdio, self.same_machine, &mut made)?;
         self.made_files = Some(made);
         self.timers = Some(std::mem::take(&mut prepared.timers));
         let mut shared_fds = Vec::with_capacity(state.processes.len());

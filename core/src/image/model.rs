@@ -242,6 +242,22 @@ pub enum FdKind {
         /// The other end was closed (a worker that wrote its result and exited): the restore
         /// makes it to refill this end's queue, then closes it again.
         peer_closed: bool,
+        /// The name this end is bound to, as for [`FdKind::UnixListener`]: an accepted
+        /// connection holds its listener's; the restore accepts it again from that listener
+        /// when the job has it (else the name is not given back).
+        name: Option<Vec<u8>>,
+    },
+    /// A listening unix socket (stream or seqpacket) of the job, made again, bound to `name`
+    /// (as the kernel reports it: a path with its closing NUL byte, or a NUL byte and an
+    /// abstract name), listening with `backlog`. `file` is where a path's socket file was.
+    /// Nothing waited to be accepted.
+    UnixListener {
+        kind: SocketKind,
+        flags: i32,
+        name: Vec<u8>,
+        file: Option<SocketFile>,
+        backlog: u32,
+        options: SocketOptions,
     },
     /// A file with no name left: a deleted file (`name` its old path) or a memfd (`name` its
     /// name). `dev` and `ino` tell when several open files are of one file; its `contents`
@@ -331,6 +347,16 @@ pub enum SocketKind {
     Stream,
     Datagram,
     SeqPacket,
+}
+
+/// The file a unix socket bound to a path made: where it is (absolute), its device and inode
+/// numbers and its permission bits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketFile {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
 }
 
 /// The options of a socket that a process may have set and that change how it behaves.

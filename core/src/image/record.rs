@@ -18,7 +18,7 @@ use super::error::ImageError;
 /// The first 8 bytes of every image.
 pub const MAGIC: [u8; 8] = *b"MRUNIMG\0";
 /// The format version this build writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Page size of the page records (x86_64 base pages).
 pub const PAGE_SIZE: usize = 4096;
 

@@ -383,7 +383,7 @@ pub fn prepare(
     files: &[FdKind],
     stdio: [RawFd; 3],
     same_machine: bool,
-    made: &super::mem::MadeFiles,
+    made: &mut super::made_files::MadeFiles,
 ) -> Result<Prepared> {
     let mut p = Prepared {
         opened: Vec::new(),
@@ -394,7 +394,8 @@ pub fn prepare(
     // Pipe ends already given to an open file of the image: another open file of the same end
     // (the pipe opened again through /proc) is a description of its own, with its own flags.
     let mut ends_used: HashSet<(u64, bool)> = HashSet::new();
-    let mut pairs = super::sockets::create_pairs(files)?;
+    let mut listeners = super::listeners::create(files, same_machine, made)?;
+    let mut pairs = super::sockets::create_pairs(files, &listeners)?;
     let mut unlinked = super::unlinked::Made::default();
     let mut fifos = super::fifo::Held::default();
     for kind in files {
@@ -437,6 +438,12 @@ pub fn prepare(
             }
             FdKind::SocketPair { id, end, .. } => {
                 let fd = pairs.take(*id, *end)?;
+                let raw = fd.as_raw_fd();
+                p.opened.push(fd);
+                raw
+            }
+            FdKind::UnixListener { name, .. } => {
+                let fd = listeners.take(name)?;
                 let raw = fd.as_raw_fd();
                 p.opened.push(fd);
                 raw

@@ -513,29 +513,6 @@ pub fn protect_vmas(inj: &Injector, vmas: &[Vma]) -> Result<()> {
     Ok(())
 }
 
-/// Files a restore created for named shared memory objects: removed again (on drop) unless the
-/// restore succeeds and [`MadeFiles::keep`] is called.
-#[derive(Default)]
-pub struct MadeFiles(Vec<String>);
-
-impl MadeFiles {
-    pub fn contains(&self, path: &str) -> bool {
-        self.0.iter().any(|p| p == path)
-    }
-
-    pub fn keep(mut self) {
-        self.0.clear();
-    }
-}
-
-impl Drop for MadeFiles {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 /// The shared memory objects of a restore, opened here before the processes are, so each
 /// process that maps one inherits it: a memfd for memory with no name; a named file found
 /// again at its path when it is the very file (same machine), or created there when the path
@@ -543,10 +520,10 @@ impl Drop for MadeFiles {
 pub fn create_shared(
     objects: &[SharedObject],
     same_machine: bool,
-) -> Result<(Vec<std::os::fd::OwnedFd>, MadeFiles)> {
+) -> Result<(Vec<std::os::fd::OwnedFd>, super::made_files::MadeFiles)> {
     use nix::sys::memfd::{memfd_create, MFdFlags};
     let mut out = Vec::with_capacity(objects.len());
-    let mut made = MadeFiles::default();
+    let mut made = super::made_files::MadeFiles::default();
     for (i, o) in objects.iter().enumerate() {
         let fd = match &o.file {
             None => memfd_create(c"mrun-shared", MFdFlags::MFD_CLOEXEC)
@@ -554,7 +531,7 @@ pub fn create_shared(
             Some(file) => {
                 let (fd, created) = open_shared_file(file, same_machine)?;
                 if created {
-                    made.0.push(file.path.clone());
+                    made.made(&file.path);
                 }
                 fd
             }

@@ -5,6 +5,8 @@ pub mod attrs;
 pub mod events;
 pub mod fds;
 pub mod fifo;
+pub mod listeners;
+pub mod made_files;
 pub mod madvise;
 pub mod mem;
 pub mod signals;

@@ -1,14 +1,17 @@
-//! Sockets. A pair of connected unix sockets whose both ends the job holds (`socketpair(2)`,
-//! kept by one process or shared by members of the tree) is carried: each end with its type,
-//! status flags, shutdown state, options and what waits in its receive queue, copied without
-//! consuming it; the restore makes a new pair and refills each end from the other. Every other
-//! socket reaches outside the job (TCP, UDP, a unix socket bound to a name, listening, or
-//! connected to a process outside the job) and is refused in one sentence naming what it is.
+//! Sockets. A pair of connected unix sockets whose both ends the job holds (`socketpair(2)`, or
+//! a connection a listener of the job accepted; kept by one process or shared by members of the
+//! tree) is carried: each end with its type, status flags, shutdown state, options and what
+//! waits in its receive queue, copied without consuming it; the restore makes a new pair (or
+//! accepts the connection again from the restored listener) and refills each end from the
+//! other. Listeners are [`super::listeners`]. Every other socket reaches outside the job (TCP,
+//! UDP, a unix datagram socket bound to a name, a unix socket connected to a process outside
+//! the job) and is refused in one sentence naming what it is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::fds::refuse;
+use super::listeners::Listeners;
 use crate::engine::error::{Context, EngineError, Result};
 use crate::image::model::{FdKind, SocketKind, SocketOptions};
 use crate::sys::sock_diag::{self, SockDiag, UnixSocket};
@@ -71,6 +74,9 @@ pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<F
             "a unix socket of another network namespace",
         ));
     };
+    if me.state == sock_diag::STATE_LISTEN {
+        return super::listeners::capture(pid, fd, sock, &me, flags);
+    }
     let peer = match connected_peer(&me, held) {
         Ok(peer) => peer,
         Err(what) => return Err(refuse(pid, fd, what)),
@@ -78,15 +84,7 @@ pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<F
     match peer.map(query).transpose()? {
         // Its peer is closed: it is the job's alone.
         None => {}
-        Some(Some(other)) if other.peer == Some(ino) => {
-            if let Some(name) = &other.name {
-                return Err(refuse(
-                    pid,
-                    fd,
-                    format!("a unix socket connected to {}", show_name(name)),
-                ));
-            }
-        }
+        Some(Some(other)) if other.peer == Some(ino) => {}
         _ => {
             return Err(refuse(
                 pid,
@@ -101,19 +99,12 @@ pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<F
         libc::SOCK_SEQPACKET => SocketKind::SeqPacket,
         other => return Err(refuse(pid, fd, format!("a unix socket of type {other}"))),
     };
-    for (name, what) in [
-        (libc::SO_PASSCRED, "SO_PASSCRED"),
-        (libc::SO_PASSSEC, "SO_PASSSEC"),
-        (libc::SO_PASSPIDFD, "SO_PASSPIDFD"),
-    ] {
-        // A kernel without the option does not pass what it names.
-        if socket::option(sock, name).unwrap_or(0) != 0 {
-            return Err(refuse(
-                pid,
-                fd,
-                format!("a unix socket that receives its peer's credentials ({what})"),
-            ));
-        }
+    if let Some(what) = credentials_option(sock) {
+        return Err(refuse(
+            pid,
+            fd,
+            format!("a unix socket that receives its peer's credentials ({what})"),
+        ));
     }
     let options = options(sock).ctx(|| format!("reading the options of fd {fd} of pid {pid}"))?;
     let queued = match copy_queue(sock, kind, options.peek_off) {
@@ -136,21 +127,32 @@ pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<F
         options,
         queued,
         peer_closed: peer.is_none(),
+        name: me.name,
     })
+}
+
+/// The option by which unix socket `sock` receives its peer's credentials, if one is set.
+pub(super) fn credentials_option(sock: BorrowedFd) -> Option<&'static str> {
+    [
+        (libc::SO_PASSCRED, "SO_PASSCRED"),
+        (libc::SO_PASSSEC, "SO_PASSSEC"),
+        (libc::SO_PASSPIDFD, "SO_PASSPIDFD"),
+    ]
+    .into_iter()
+    // A kernel without the option does not pass what it names.
+    .find(|(name, _)| socket::option(sock, *name).unwrap_or(0) != 0)
+    .map(|(_, what)| what)
 }
 
 /// The inode of the peer of unix socket `me` when it is one end of a pair held by the job
 /// (`None` when the peer is closed, which leaves it the job's alone), else what the socket is
-/// instead.
+/// instead. A connected stream or seqpacket socket may have a name (an accepted connection
+/// has its listener's); a named datagram socket receives from anyone who knows the name.
 fn connected_peer(me: &UnixSocket, held: &Held) -> std::result::Result<Option<u64>, String> {
-    if me.state == sock_diag::STATE_LISTEN {
-        return Err(match &me.name {
-            Some(name) => format!("a listening unix socket ({})", show_name(name)),
-            None => "a listening unix socket".into(),
-        });
-    }
     if let Some(name) = &me.name {
-        return Err(format!("a unix socket bound to {}", show_name(name)));
+        if me.kind == libc::SOCK_DGRAM || me.peer.is_none() {
+            return Err(format!("a unix socket bound to {}", show_name(name)));
+        }
     }
     match me.peer {
         None => Err("a unix socket that is not connected".into()),
@@ -188,7 +190,7 @@ fn foreign(domain: i32, kind: i32, protocol: i32, listening: bool) -> String {
 }
 
 /// A unix socket name as `ss` shows it: a path, or `@name` for an abstract one.
-fn show_name(name: &[u8]) -> String {
+pub(super) fn show_name(name: &[u8]) -> String {
     match name.split_first() {
         Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
         // A path comes with its terminating NUL.
@@ -199,7 +201,7 @@ fn show_name(name: &[u8]) -> String {
     }
 }
 
-fn options(sock: BorrowedFd) -> std::io::Result<SocketOptions> {
+pub(super) fn options(sock: BorrowedFd) -> std::io::Result<SocketOptions> {
     Ok(SocketOptions {
         sndbuf: socket::option(sock, libc::SO_SNDBUF)?.max(0) as u32,
         rcvbuf: socket::option(sock, libc::SO_RCVBUF)?.max(0) as u32,
@@ -326,12 +328,14 @@ struct End<'a> {
     options: &'a SocketOptions,
     queued: &'a [Vec<u8>],
     peer_closed: bool,
+    name: Option<&'a [u8]>,
 }
 
-/// Make every socket pair of the image: a new pair per `id`, each end given its options,
-/// refilled with what waited in its queue (sent from the other end, a message per message),
-/// shut down as it was, with its status flags.
-pub fn create_pairs(files: &[FdKind]) -> Result<Pairs> {
+/// Make every socket pair of the image: a new pair per `id` (a connection a listener of the job
+/// accepted is accepted again from it), each end given its options, refilled with what waited
+/// in its queue (sent from the other end, a message per message), shut down as it was, with its
+/// status flags.
+pub fn create_pairs(files: &[FdKind], listeners: &Listeners) -> Result<Pairs> {
     let mut pairs: BTreeMap<u64, [Option<End>; 2]> = BTreeMap::new();
     for kind in files {
         if let FdKind::SocketPair {
@@ -344,6 +348,7 @@ pub fn create_pairs(files: &[FdKind]) -> Result<Pairs> {
             options,
             queued,
             peer_closed,
+            name,
         } = kind
         {
             let slot = pairs
@@ -361,6 +366,7 @@ pub fn create_pairs(files: &[FdKind]) -> Result<Pairs> {
                 options,
                 queued,
                 peer_closed: *peer_closed,
+                name: name.as_deref(),
             });
         }
     }
@@ -385,8 +391,9 @@ pub fn create_pairs(files: &[FdKind]) -> Result<Pairs> {
                     options: &options,
                     queued: &[],
                     peer_closed: false,
+                    name: None,
                 };
-                let (fa, _closed) = make_pair(&a, &peer).map_err(|e| in_pair(e, id))?;
+                let (fa, _closed) = make_pair(&a, &peer, listeners).map_err(|e| in_pair(e, id))?;
                 made.insert((id, 0), fa);
                 continue;
             }
@@ -396,7 +403,7 @@ pub fn create_pairs(files: &[FdKind]) -> Result<Pairs> {
                 )))
             }
         };
-        let (fa, fb) = make_pair(&a, &b).map_err(|e| in_pair(e, id))?;
+        let (fa, fb) = make_pair(&a, &b, listeners).map_err(|e| in_pair(e, id))?;
         made.insert((id, 0), fa);
         made.insert((id, 1), fb);
     }
@@ -413,7 +420,7 @@ fn in_pair(e: EngineError, id: u64) -> EngineError {
     }
 }
 
-fn make_pair(a: &End, b: &End) -> Result<(OwnedFd, OwnedFd)> {
+fn make_pair(a: &End, b: &End, listeners: &Listeners) -> Result<(OwnedFd, OwnedFd)> {
     if a.kind != b.kind {
         return Err(EngineError::Unrestorable(
             "the two ends of a unix socket pair have different types".into(),
@@ -424,7 +431,15 @@ fn make_pair(a: &End, b: &End) -> Result<(OwnedFd, OwnedFd)> {
         SocketKind::Datagram => libc::SOCK_DGRAM,
         SocketKind::SeqPacket => libc::SOCK_SEQPACKET,
     };
-    let (fa, fb) = socket::pair(raw).ctx(|| "creating a unix socket pair".into())?;
+    let accepted = |end: &End| end.name.and_then(|n| listeners.accept_again(n, raw));
+    let (fa, fb) = if let Some(made) = accepted(a) {
+        let (client, accepted) = made?;
+        (accepted, client)
+    } else if let Some(made) = accepted(b) {
+        made?
+    } else {
+        socket::pair(raw).ctx(|| "creating a unix socket pair".into())?
+    };
     // Buffer sizes first: what waits in one end's queue counts against the other's SO_SNDBUF.
     for (fd, end) in [(&fa, a), (&fb, b)] {
         set_options(fd.as_fd(), end.options).ctx(|| "setting socket options".into())?;
@@ -482,7 +497,7 @@ fn refill(from: BorrowedFd, end: &End) -> Result<()> {
 
 /// Give a new socket the options its original had set (the buffer sizes as far as this user
 /// may raise them: up to net.core.wmem_max and rmem_max).
-fn set_options(fd: BorrowedFd, o: &SocketOptions) -> std::io::Result<()> {
+pub(super) fn set_options(fd: BorrowedFd, o: &SocketOptions) -> std::io::Result<()> {
     for (name, want) in [(libc::SO_SNDBUF, o.sndbuf), (libc::SO_RCVBUF, o.rcvbuf)] {
         // The kernel doubles what it is given.
         if socket::option(fd, name)? != want as i32 {

@@ -11,9 +11,11 @@ use super::last_err;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `udiag_show` bits and attribute types (linux/unix_diag.h).
 const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_VFS: u32 = 0x02;
 const UDIAG_SHOW_PEER: u32 = 0x04;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
@@ -50,8 +52,14 @@ pub struct UnixSocket {
     pub peer: Option<u64>,
     /// The bound address (`sun_path`, abstract names starting with a NUL byte), if any.
     pub name: Option<Vec<u8>>,
-    /// Bytes waiting in its receive queue (for a datagram socket, the first message's only).
+    /// Bytes waiting in its receive queue (for a datagram socket, the first message's only);
+    /// for a listening socket, the connections waiting to be accepted.
     pub rqueue: u32,
+    /// Bytes waiting in its send queue; for a listening socket, its backlog.
+    pub wqueue: u32,
+    /// The file a socket bound to a path made, `(st_ino, st_dev)` as stat(2) gives them (an
+    /// accepted connection names its listener's file).
+    pub file: Option<(u64, u64)>,
     /// `sk_shutdown`: 1 receive side shut down, 2 send side.
     pub shutdown: u8,
 }
@@ -96,7 +104,7 @@ impl SockDiag {
                 pad: 0,
                 states: u32::MAX,
                 ino: ino32,
-                show: UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN,
+                show: UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN,
                 // INET_DIAG_NOCOOKIE: look the socket up by inode alone.
                 cookie: [u32::MAX, u32::MAX],
             },
@@ -137,6 +145,11 @@ fn malformed() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "malformed sock_diag reply")
 }
 
+/// A device number as the kernel keeps it inside (`MAJOR << 20 | MINOR`), as stat(2) shows it.
+fn user_dev(kernel: u32) -> u64 {
+    libc::makedev(kernel >> 20, kernel & 0xf_ffff)
+}
+
 /// The answer to one request: a `unix_diag_msg` with attributes, or an error message
 /// (ENOENT: no such socket here).
 fn parse_reply(b: &[u8], ino: u64) -> io::Result<Option<UnixSocket>> {
@@ -166,6 +179,8 @@ fn parse_reply(b: &[u8], ino: u64) -> io::Result<Option<UnixSocket>> {
         peer: None,
         name: None,
         rqueue: 0,
+        wqueue: 0,
+        file: None,
         shutdown: 0,
     };
     let mut at = 16;
@@ -176,7 +191,15 @@ fn parse_reply(b: &[u8], ino: u64) -> io::Result<Option<UnixSocket>> {
         match atype {
             UNIX_DIAG_NAME => sock.name = Some(data.to_vec()),
             UNIX_DIAG_PEER => sock.peer = u32_at(data, 0).map(u64::from),
-            UNIX_DIAG_RQLEN => sock.rqueue = u32_at(data, 0).ok_or_else(malformed)?,
+            UNIX_DIAG_VFS => {
+                let ino = u32_at(data, 0).ok_or_else(malformed)?;
+                let dev = u32_at(data, 4).ok_or_else(malformed)?;
+                sock.file = Some((u64::from(ino), user_dev(dev)));
+            }
+            UNIX_DIAG_RQLEN => {
+                sock.rqueue = u32_at(data, 0).ok_or_else(malformed)?;
+                sock.wqueue = u32_at(data, 4).ok_or_else(malformed)?;
+            }
             UNIX_DIAG_SHUTDOWN => sock.shutdown = data.first().copied().unwrap_or(0),
             _ => {}
         }
@@ -215,5 +238,45 @@ mod tests {
         let db = diag.unix(ino(&b)).expect("query").expect("socket b");
         assert_eq!((db.rqueue, db.shutdown), (5, 2));
         assert_eq!(diag.unix(u64::from(u32::MAX) - 7).expect("query"), None);
+    }
+
+    /// A listener shows its file (as stat sees it), its backlog and the connections waiting;
+    /// an accepted connection shows its listener's name and file.
+    #[test]
+    fn listener_shows_file_backlog_and_waiting_connections() {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = std::env::temp_dir().join(format!("mrun-diag-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("l.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind");
+        let ino = |fd: i32| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .expect("stat")
+                .ino()
+        };
+        let diag = SockDiag::open().expect("sock_diag socket");
+        let meta = std::fs::symlink_metadata(&path).expect("stat of the socket file");
+        let l = diag
+            .unix(ino(listener.as_raw_fd()))
+            .expect("query")
+            .expect("listener");
+        assert_eq!(l.state, STATE_LISTEN);
+        assert_eq!(l.file, Some((meta.ino(), meta.dev())));
+        assert!(l.wqueue > 0, "a backlog of {}", l.wqueue);
+        let _waiting = UnixStream::connect(&path).expect("connect");
+        let l = diag
+            .unix(ino(listener.as_raw_fd()))
+            .expect("query")
+            .expect("listener");
+        assert_eq!(l.rqueue, 1);
+        let (conn, _) = listener.accept().expect("accept");
+        let c = diag
+            .unix(ino(conn.as_raw_fd()))
+            .expect("query")
+            .expect("accepted");
+        assert_eq!((c.name, c.file), (l.name, l.file));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

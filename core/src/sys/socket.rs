@@ -195,3 +195,58 @@ pub fn shutdown(fd: BorrowedFd, how: i32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The address of a unix socket name as the kernel reports it (sock_diag): a NUL byte and an
+/// abstract name, or a path (its closing NUL byte, if any, dropped).
+pub fn unix_addr(name: &[u8]) -> io::Result<nix::sys::socket::UnixAddr> {
+    use nix::sys::socket::UnixAddr;
+    let addr = match name.split_first() {
+        Some((0, abstract_name)) => UnixAddr::new_abstract(abstract_name),
+        _ => {
+            let path = name.split(|b| *b == 0).next().unwrap_or_default();
+            UnixAddr::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path))
+        }
+    };
+    addr.map_err(io::Error::from)
+}
+
+/// A new close-on-exec unix socket of `kind` (`SOCK_STREAM`, `SOCK_SEQPACKET`).
+fn unix_socket(kind: i32) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let kind = SockType::try_from(kind).map_err(io::Error::from)?;
+    socket(AddressFamily::Unix, kind, SockFlag::SOCK_CLOEXEC, None).map_err(io::Error::from)
+}
+
+/// A new close-on-exec unix socket of `kind` bound to `addr` (the caller deals with what
+/// already is at a path), not listening yet.
+pub fn bound(kind: i32, addr: &nix::sys::socket::UnixAddr) -> io::Result<OwnedFd> {
+    let sock = unix_socket(kind)?;
+    nix::sys::socket::bind(sock.as_raw_fd(), addr).map_err(io::Error::from)?;
+    Ok(sock)
+}
+
+/// listen(2) with `backlog` (at most `SOMAXCONN`, as the kernel would cap it).
+pub fn listen(sock: BorrowedFd, backlog: u32) -> io::Result<()> {
+    use nix::sys::socket::Backlog;
+    let backlog = i32::try_from(backlog)
+        .ok()
+        .and_then(|b| Backlog::new(b).ok())
+        .unwrap_or(Backlog::MAXCONN);
+    nix::sys::socket::listen(&sock, backlog).map_err(io::Error::from)
+}
+
+/// A connection from a new socket of `kind` to `addr`, where `listener` listens: the client
+/// end and the end `listener` accepted, both close-on-exec.
+pub fn connect_accept(
+    kind: i32,
+    listener: BorrowedFd,
+    addr: &nix::sys::socket::UnixAddr,
+) -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{accept4, connect, SockFlag};
+    let client = unix_socket(kind)?;
+    connect(client.as_raw_fd(), addr).map_err(io::Error::from)?;
+    let raw = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
+    // SAFETY: accept4 just returned this descriptor and nothing else owns it.
+    let accepted = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok((client, accepted))
+}

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to frames or control messages.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// First message in each direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -77,6 +77,11 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "listener",
+        source: "listener.c",
+        flags: &[],
+    },
+    Spec {
         name: "events",
         source: "events.c",
         flags: &[],
