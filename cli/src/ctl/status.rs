@@ -81,13 +81,18 @@ pub fn table(list: &[JobInfo], now: u64) -> String {
             j.state,
             age(now.saturating_sub(j.started_unix)),
             cpu,
-            j.command
+            jobs::printable(&j.command)
         ));
         if let Some(why) = &j.cannot_move {
             out.push_str(&format!("{:<8} {why}\n", ""));
         }
         // A move refused for that same reason would only say it again.
-        let repeated = |p: &str| j.cannot_move.as_deref().is_some_and(|w| p.starts_with(w));
+        let repeated = |p: &str| {
+            let refusal = p.trim_end_matches("; the job stays at home");
+            j.cannot_move
+                .as_deref()
+                .is_some_and(|w| p.starts_with(w) || w.contains(refusal))
+        };
         if let Some(p) = j.last_problem.as_deref().filter(|p| !repeated(p)) {
             out.push_str(&format!("{:<8} last migration failed: {p}\n", ""));
         }
@@ -121,6 +126,7 @@ mod tests {
             cpu_demand: Some(0.9),
             shared_fds: Vec::new(),
             cannot_move: None,
+            stays_home: None,
         };
         let job_clone = job.clone();
         let t = table(&[job], 1075);

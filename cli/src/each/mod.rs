@@ -117,6 +117,10 @@ struct Running {
     pid: Option<u32>,
     /// Where it was last seen: `home` until a look says otherwise.
     place: String,
+    /// Why it cannot leave home, if its deputy says it cannot.
+    stays_home: Option<String>,
+    /// Its words, to name it.
+    label: String,
 }
 
 impl Batch<'_> {
@@ -133,6 +137,7 @@ impl Batch<'_> {
         loop {
             while tally.stopped_by.is_none() && running.len() < self.at_once {
                 let Some(spec) = queue.next() else { break };
+                let label = spec.display();
                 let started = job::start(self.exe, self.home, self.kept_fds, spec);
                 let id = tasks.spawn(started.ended).id();
                 running.insert(
@@ -140,13 +145,20 @@ impl Batch<'_> {
                     Running {
                         pid: started.pid,
                         place: "home".to_string(),
+                        stays_home: None,
+                        label,
                     },
                 );
             }
             if running.is_empty() {
                 break;
             }
-            progress.running(places::tally(running.values().map(|r| r.place.as_str())));
+            let mut tally_line = places::tally(running.values().map(|r| r.place.as_str()));
+            let staying = places::staying(running.values().filter_map(|r| r.stays_home.as_deref()));
+            if !staying.is_empty() {
+                tally_line = format!("{tally_line} · {staying}");
+            }
+            progress.running(tally_line);
             tokio::select! {
                 Some(joined) = tasks.join_next_with_id() => {
                     let (id, ended) = match joined {
@@ -183,8 +195,14 @@ impl Batch<'_> {
                 Some(seen) = places.recv() => {
                     // A deputy that did not answer this time keeps its last known place.
                     for r in running.values_mut() {
-                        if let Some(place) = r.pid.and_then(|pid| seen.get(&pid)) {
-                            r.place.clone_from(place);
+                        if let Some(now) = r.pid.and_then(|pid| seen.get(&pid)) {
+                            r.place.clone_from(&now.place);
+                            if now.stays_home.is_some() && now.stays_home != r.stays_home {
+                                if let Some(why) = &now.stays_home {
+                                    progress.stays_home(&r.label, why);
+                                }
+                            }
+                            r.stays_home.clone_from(&now.stays_home);
                         }
                     }
                 }
