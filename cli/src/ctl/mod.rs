@@ -1,6 +1,7 @@
 //! `mrunctl` subcommands, one module each.
 
 pub mod checkpoint;
+pub mod json;
 pub mod migrate;
 pub mod nodes;
 pub mod restore;
