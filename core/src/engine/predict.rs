@@ -20,6 +20,8 @@ use crate::sys::Pid;
 /// [`super::DumpOptions`].
 pub fn refusal(root: Pid, share_stdio_with: Option<Pid>) -> Option<Refusal> {
     match forecast(root, share_stdio_with) {
+        // A job that just ended holds nothing: it is not kept anywhere.
+        Err(EngineError::Refused(Refusal::NoSuchProcess { .. } | Refusal::Exited { .. })) => None,
         Err(EngineError::Refused(why)) => Some(why),
         _ => None,
     }
