@@ -440,7 +440,8 @@ pub async fn agent_command(
     let digest = hex(&sha2::Sha256::digest(&binary));
     let cached = format!("mrun-agent-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]);
     let probe = format!(
-        "uname -m; command -v mrun-agent || true; f=\"$HOME/.cache/mrun/{cached}\"; if [ -x \"$f\" ]; then echo \"$f\"; fi"
+        "uname -m; command -v mrun-agent || true; f=\"$HOME/.cache/mrun/{cached}\"; if [ -x \"$f\" ]; then echo \"$f\"; fi; {}",
+        OLD_AGENTS_CLEANUP
     );
     let ran = run(session, &probe, None).await?;
     let mut lines = ran.stdout.lines();
@@ -472,6 +473,16 @@ pub async fn agent_command(
     }
     Ok(shell_quote(path))
 }
+
+/// Shell code (for the probe, after `f` is set to the current agent's path) that removes the
+/// agents earlier versions of mrun uploaded into `~/.cache/mrun` (`mrun-agent-VERSION-DIGEST`,
+/// see [`agent_command`]): every one but `$f`, and none that a process still runs (an old
+/// daemon's agent restoring jobs needs its file: it starts its helpers from it). Nothing else
+/// in that directory is touched, and `/proc` is read only when there is something to remove.
+const OLD_AGENTS_CLEANUP: &str = r#"old=; for a in "$HOME"/.cache/mrun/mrun-agent-*-????????????; do if [ -f "$a" ] && [ "$a" != "$f" ]; then old="$old$a
+"; fi; done; if [ -n "$old" ]; then running="$(ls -l /proc/[0-9]*/exe 2>/dev/null)
+"; printf %s "$old" | while IFS= read -r a; do case "$running" in *" -> $a
+"*) ;; *) rm -f -- "$a" ;; esac; done; fi"#;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
