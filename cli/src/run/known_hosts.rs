@@ -351,6 +351,38 @@ mod tests {
     }
 
     #[test]
+    fn a_matching_line_wins_over_another_key_of_the_type() {
+        const KEY_B: &str =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE58n3vIwSvK/qgM07VGsnk35jnQIea0YQ3T/Stj7sL3";
+        let dir = std::env::temp_dir().join(format!("mrun-known-hosts-b-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("known_hosts");
+        std::fs::write(
+            &file,
+            format!("node1 {KEY_B}\n@cert-authority node1 {KEY_A}\nnode1 {KEY_A}\n"),
+        )
+        .expect("write");
+        let lines = lines_for(std::slice::from_ref(&file), "node1");
+        let a: russh::keys::PublicKey = KEY_A.parse().expect("key a");
+        let b: russh::keys::PublicKey = KEY_B.parse().expect("key b");
+        assert_eq!(check_key(&lines, a.key_data()), Verdict::Known);
+        assert_eq!(check_key(&lines, b.key_data()), Verdict::Known);
+        // Only the CA line names key a: a CA key is no host key.
+        let only_ca = lines_for(std::slice::from_ref(&file), "node1")
+            .into_iter()
+            .filter(|l| l.number != 3)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            check_key(&only_ca, a.key_data()),
+            Verdict::Changed {
+                line: format!("{} line 1", file.display())
+            }
+        );
+        assert_eq!(check_key(&[], a.key_data()), Verdict::Unknown);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn paths_expand_like_openssh() {
         let home = Path::new("/home/al");
         assert_eq!(
