@@ -76,12 +76,10 @@ pub enum MrunctlCommand {
 /// The completion script of `bin` (`mrun` or `mrunctl`) for `shell`.
 pub fn completion(bin: &str, shell: clap_complete::Shell) -> Vec<u8> {
     use clap::CommandFactory;
-    let mut cmd = if bin == "mrun" {
+    let cmd = if bin == "mrun" {
         MrunCli::command()
     } else {
         MrunctlCli::command()
     };
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut cmd, bin, &mut out);
-    out
+    crate::completion::script(cmd, bin, shell)
 }
