@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::Path;
 
 /// The directory `mrun` and `mrunctl` get as `XDG_RUNTIME_DIR` (job sockets below it).
@@ -354,4 +355,168 @@ fn home_pins_every_job_and_jobs_are_our_children() {
         out.describe()
     );
     out.assert_exit_code(143);
+}
+
+/// Text files `a.txt`, `b.txt`, `c.txt` in the sandbox (named relative to it, the jobs' cwd),
+/// each with contents of its own.
+fn text_files(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
+    ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let text: String = (0..2000).map(|i| format!("{name} line {i}\n")).collect();
+            let file = format!("{name}.txt");
+            std::fs::write(sb.path(&file), &text).expect("write a text file");
+            (file, text.into_bytes())
+        })
+        .collect()
+}
+
+/// Each file was replaced by its `.gz`, compressed at level 9 (gzip writes 2 in the header's
+/// XFL byte for it, 0 at the default level) and holding exactly its bytes.
+fn assert_gzipped_at_level_9(sb: &Sandbox, files: &[(String, Vec<u8>)], out: &Finished) {
+    for (file, text) in files {
+        assert!(
+            !sb.path(file).exists(),
+            "{file} was not compressed: {}",
+            out.describe()
+        );
+        let gz = sb.path(&format!("{file}.gz"));
+        let packed = std::fs::read(&gz)
+            .unwrap_or_else(|e| panic!("{}: {e}: {}", gz.display(), out.describe()));
+        assert_eq!(
+            packed.get(8),
+            Some(&2),
+            "{file}.gz was not compressed with -9: {}",
+            out.describe()
+        );
+        let unpacked = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(&gz)
+            .output()
+            .expect("run gzip -dc");
+        assert_same_bytes(&format!("{file}.gz unpacked"), &unpacked.stdout, text);
+    }
+}
+
+/// `mrun --each gzip -9 a.txt b.txt c.txt`, as users type it first: `-9` goes to every job
+/// (it was a job of its own, compressing /dev/null to stdout, and the files got level 6).
+#[test]
+fn leading_options_are_fixed_arguments_of_every_job() {
+    let sb = Sandbox::new("each-leading-options");
+    let files = text_files(&sb);
+    let out = each(&sb, &["gzip", "-9", "a.txt", "b.txt", "c.txt"], Input::Null);
+    out.assert_success();
+    assert_gzipped_at_level_9(&sb, &files, &out);
+    assert!(
+        out.stdout.is_empty(),
+        "a job wrote to stdout: {}",
+        out.describe()
+    );
+    assert_eq!(
+        out.stderr_text().lines().last(),
+        Some("mrun: 3 jobs: 3 succeeded"),
+        "{}",
+        out.describe()
+    );
+}
+
+/// `ls *.txt | mrun --each gzip -9`: the option goes to every job, one job per line of the
+/// pipe (it was one job, `gzip -9`, and nothing was compressed).
+#[test]
+fn fixed_options_combine_with_the_lines_of_stdin() {
+    let sb = Sandbox::new("each-options-stdin");
+    let files = text_files(&sb);
+    let mut proc = Proc::spawn(
+        "ls *.txt | mrun --each gzip -9",
+        each_command(&sb, &["gzip", "-9"]),
+        Input::Pipe,
+        Output::Pipe,
+    );
+    proc.write_stdin(b"a.txt\nb.txt\nc.txt\n");
+    proc.close_stdin();
+    let out = proc.finish();
+    out.assert_success();
+    assert_gzipped_at_level_9(&sb, &files, &out);
+    assert!(
+        out.stdout.is_empty(),
+        "a job wrote to stdout: {}",
+        out.describe()
+    );
+    assert_eq!(
+        out.stderr_text().lines().last(),
+        Some("mrun: 3 jobs: 3 succeeded"),
+        "{}",
+        out.describe()
+    );
+}
+
+/// `mrun --each -j 2 sort -o out a.txt b.txt`: `out` may be the value of `-o` or a job's file.
+/// Refused before anything runs, in one sentence showing both commands with `:::` (and the
+/// options given to mrun); the files are untouched (`sort -o a.txt` would have emptied them).
+#[test]
+fn an_option_that_may_take_the_next_word_is_refused_before_anything_runs() {
+    let sb = Sandbox::new("each-ambiguous");
+    let files = text_files(&sb);
+    let out = each(
+        &sb,
+        &["-j", "2", "sort", "-o", "out", "a.txt", "b.txt"],
+        Input::Null,
+    );
+    out.assert_one_line_error(&["mrun --each -j 2 sort -o out ::: a.txt b.txt"]);
+    out.assert_exit_code(2);
+    assert!(
+        out.stderr_text()
+            .contains("`mrun --each -j 2 sort -o ::: out a.txt b.txt` if it is an argument"),
+        "{}",
+        out.describe()
+    );
+    assert!(!sb.path("out").exists(), "a job ran: {}", out.describe());
+    for (file, text) in &files {
+        let now = std::fs::read(sb.path(file)).expect("the file is still there");
+        assert_same_bytes(file, &now, text);
+    }
+}
+
+/// `ls | mrun --each gzip -9 :::` ran no job and exited 0: nothing after `:::` is refused in
+/// one sentence, and stdin is not read in its place.
+#[test]
+fn nothing_after_the_separator_is_refused() {
+    let sb = Sandbox::new("each-empty-separator");
+    let files = text_files(&sb);
+    // The lines wait in the pipe before mrun starts: it may well end without reading them.
+    let (read_end, mut write_end) = pipe();
+    write_end
+        .write_all(b"a.txt\nb.txt\nc.txt\n")
+        .expect("fill the pipe");
+    drop(write_end);
+    let out = Proc::spawn(
+        "ls | mrun --each gzip -9 :::",
+        each_command(&sb, &["gzip", "-9", ":::"]),
+        Input::Stdio(read_end.into()),
+        Output::Pipe,
+    )
+    .finish();
+    out.assert_one_line_error(&["nothing follows `:::`"]);
+    out.assert_exit_code(2);
+    for (file, text) in &files {
+        let now = std::fs::read(sb.path(file)).expect("the file is still there");
+        assert_same_bytes(file, &now, text);
+    }
+}
+
+/// A pipeline that finds nothing (`find ... | mrun --each gzip` with no match) runs no job,
+/// says so, and succeeds, as xargs -r and GNU parallel do.
+#[test]
+fn no_lines_on_stdin_run_no_job_and_say_so() {
+    let sb = Sandbox::new("each-no-input");
+    let input = sb.touch("nothing");
+    let out = each(&sb, &["gzip", "-9"], Input::File(input));
+    out.assert_success();
+    assert_eq!(
+        out.stderr_text(),
+        "mrun: no jobs: stdin gave no arguments\n",
+        "{}",
+        out.describe()
+    );
+    assert!(out.stdout.is_empty(), "{}", out.describe());
 }

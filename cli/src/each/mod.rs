@@ -15,6 +15,7 @@ pub mod places;
 pub mod progress;
 pub mod slots;
 pub mod summary;
+pub mod words;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -46,7 +47,14 @@ pub struct EachOptions {
 
 /// Runs the batch of `words` (everything after the options) and exits with its status.
 pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
-    let jobs = batch::jobs_of(words).unwrap_or_else(|e| fail(e));
+    let typed_as = typed_as(&words);
+    let jobs = batch::jobs_of(words, &typed_as)
+        .unwrap_or_else(|e| crate::exit::fail("mrun", format!("{e:#}"), crate::exit::USAGE));
+    if jobs.is_empty() {
+        // Only stdin can give no argument: a pipeline that found nothing to do.
+        eprintln!("mrun: no jobs: stdin gave no arguments");
+        std::process::exit(0);
+    }
     let joblog = options
         .joblog
         .as_deref()
@@ -95,6 +103,19 @@ pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
     let tally = runtime.block_on(batch.run(jobs, sig_rx));
     eprintln!("{}", tally.line());
     std::process::exit(tally.exit_status())
+}
+
+/// How `mrun` and its own options were typed before `words` (`mrun --each -j 4`), quoted, for
+/// the commands that refusals show; `mrun --each` when the command line does not end in `words`.
+fn typed_as(words: &[OsString]) -> String {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    match argv.len().checked_sub(words.len()) {
+        Some(options) if options >= 1 && argv.ends_with(words) => std::iter::once("mrun".into())
+            .chain(argv[1..options].iter().map(|w| words::quoted(w)))
+            .collect::<Vec<String>>()
+            .join(" "),
+        _ => "mrun --each".to_string(),
+    }
 }
 
 /// Ends `mrun` with `e` on one line.
