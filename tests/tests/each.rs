@@ -520,3 +520,129 @@ fn no_lines_on_stdin_run_no_job_and_say_so() {
     );
     assert!(out.stdout.is_empty(), "{}", out.describe());
 }
+
+/// `mrun --each ARGS...` on a terminal (a pty made by `script`, 120 columns wide) to its end:
+/// its stdout is everything drawn on the terminal.
+fn each_on_terminal(sb: &Sandbox, args: &[&str]) -> Finished {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let inner = format!(
+        "stty cols 120; exec {} --each {}",
+        sb.program(&mrun_path()).display(),
+        quoted.join(" ")
+    );
+    let mut cmd = sb.command("script");
+    cmd.args(["-qfec", &inner, "/dev/null"])
+        .env("HOME", sb.dir())
+        .env("XDG_RUNTIME_DIR", runtime_dir(sb))
+        .env_remove("MRUN_NODES")
+        .env_remove("XDG_CONFIG_HOME");
+    Proc::spawn(
+        format!("script mrun --each {}", args.join(" ")),
+        cmd,
+        Input::Null,
+        Output::Pipe,
+    )
+    .finish()
+}
+
+/// The progress bar's states as drawn: (jobs done, jobs in all, the ETA's text), terminal
+/// control sequences taken out.
+fn bar_states(drawn: &str) -> Vec<(usize, usize, String)> {
+    let mut plain = String::new();
+    let mut chars = drawn.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-letter.
+            if chars.next_if_eq(&'[').is_some() {
+                while chars.next().is_some_and(|c| !c.is_ascii_alphabetic()) {}
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+        .split(['\r', '\n'])
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("mrun: ")?;
+            let (_, eta) = rest.split_once("· ETA ")?;
+            let count = rest.split_whitespace().find(|w| w.contains('/'))?;
+            let (done, total) = count.split_once('/')?;
+            Some((
+                done.parse().ok()?,
+                total.parse().ok()?,
+                eta.trim().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// `ETA 1m 05s` -> 65.
+fn eta_seconds(text: &str) -> Option<u64> {
+    let mut secs = 0;
+    for part in text.split_whitespace() {
+        let (n, unit) = part.split_at(part.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: u64 = n.parse().ok()?;
+        secs += n * match unit {
+            "h" => 3600,
+            "m" => 60,
+            "s" => 1,
+            _ => return None,
+        };
+    }
+    Some(secs)
+}
+
+/// On a terminal the ETA is `?` until a job has ended (it showed 0s), then an estimate that is
+/// never 0 s while jobs remain and never more than the remaining rounds of jobs at the longest
+/// run time seen (it grew to 82 minutes a minute before the end).
+#[test]
+fn the_eta_is_unknown_until_a_job_ends_then_plausible() {
+    let sb = Sandbox::new("each-eta");
+    let log = sb.path("jobs.log");
+    let log_arg = log.to_str().expect("a UTF-8 sandbox path");
+    let times = ["1", "1.5", "1", "0.5", "1", "1.5"];
+    let slots = 2;
+    let mut args = vec![
+        "-j", "2", "--joblog", log_arg, "sh", "-c", "sleep $0", ":::",
+    ];
+    args.extend(times);
+    let out = each_on_terminal(&sb, &args);
+    out.assert_success();
+    let drawn = out.stdout_text();
+    assert!(
+        drawn.contains("mrun: 6 jobs: 6 succeeded"),
+        "{}",
+        out.describe()
+    );
+    let longest = std::fs::read_to_string(&log)
+        .expect("the job log")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').nth(3)?.trim().parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    let states = bar_states(&drawn);
+    let bound = (times.len().div_ceil(slots) as f64 * longest).ceil() as u64 + 1;
+    let mut estimates = 0;
+    for (done, total, eta) in &states {
+        assert_eq!(*total, times.len(), "{states:?}");
+        if *done == 0 {
+            assert_eq!(eta, "?", "an ETA before any job ended: {states:?}");
+        } else if done < total && eta != "?" {
+            let secs = eta_seconds(eta).unwrap_or_else(|| panic!("ETA {eta:?}: {states:?}"));
+            assert!(secs > 0, "ETA 0 s with jobs left: {states:?}");
+            assert!(
+                secs <= bound,
+                "ETA {eta} past {bound} s, the longest job ({longest} s) for each remaining round: {states:?}"
+            );
+            estimates += 1;
+        }
+    }
+    assert!(
+        states.iter().any(|(done, _, _)| *done == 0) && estimates > 0,
+        "the bar showed no ETA before and after the first job ended: {states:?} in {}",
+        out.describe()
+    );
+}

@@ -8,6 +8,7 @@
 //! we exit with 128 + the signal's number.
 
 pub mod batch;
+pub mod eta;
 pub mod job;
 pub mod joblog;
 pub mod outcome;
@@ -138,6 +139,7 @@ struct Running {
     pid: Option<u32>,
     /// Where it was last seen: `home` until a look says otherwise.
     place: String,
+    started: std::time::Instant,
 }
 
 impl Batch<'_> {
@@ -151,6 +153,7 @@ impl Batch<'_> {
         let mut queue = jobs.into_iter();
         let mut tasks = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
+        let mut estimator = eta::Estimator::default();
         loop {
             while tally.stopped_by.is_none() && running.len() < self.at_once {
                 let Some(spec) = queue.next() else { break };
@@ -161,13 +164,25 @@ impl Batch<'_> {
                     Running {
                         pid: started.pid,
                         place: "home".to_string(),
+                        started: started.started,
                     },
                 );
             }
             if running.is_empty() {
                 break;
             }
-            progress.running(places::tally(running.values().map(|r| r.place.as_str())));
+            let waiting = if tally.stopped_by.is_some() {
+                0
+            } else {
+                queue.len()
+            };
+            progress.running(
+                places::tally(running.values().map(|r| r.place.as_str())),
+                || {
+                    let ages: Vec<_> = running.values().map(|r| r.started.elapsed()).collect();
+                    estimator.remaining(&ages, waiting, self.at_once)
+                },
+            );
             tokio::select! {
                 Some(joined) = tasks.join_next_with_id() => {
                     let (id, ended) = match joined {
@@ -178,6 +193,7 @@ impl Batch<'_> {
                     match ended {
                         Ok(mut outcome) => {
                             outcome.place = place;
+                            estimator.ended(outcome.runtime);
                             self.record(outcome, &mut tally, &mut progress);
                         }
                         // Only a bug of ours can get here (the tasks neither panic nor get aborted).

@@ -1,5 +1,5 @@
 //! What `mrun --each` shows while it runs: on a terminal, a progress bar (done/total, where
-//! the running jobs are, ETA); otherwise one plain line per finished job. Job output passes
+//! the running jobs are, ETA: see `eta`); otherwise one plain line per finished job. Job output passes
 //! through here too, so that it is never drawn over.
 
 use std::io::{IsTerminal, Write};
@@ -21,23 +21,24 @@ impl Progress {
             return Progress::Lines { done: 0, total };
         }
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            ProgressStyle::with_template("mrun: {bar:30} {pos}/{len} · {msg} · ETA {eta}")
-        {
+        if let Ok(style) = ProgressStyle::with_template("mrun: {bar:30} {pos}/{len} · {msg}") {
             bar.set_style(style);
         }
+        bar.set_message(format!("starting · {}", super::eta::shown(None)));
         bar.enable_steady_tick(Duration::from_secs(1));
         Progress::Bar(bar)
     }
 
-    /// Where the running jobs are now (`home 2 · nodea 3`).
-    pub fn running(&self, tally: String) {
+    /// Where the running jobs are now (`home 2 · nodea 3`) and the ETA, when `eta` (called
+    /// only for a bar) estimates it.
+    pub fn running(&self, tally: String, eta: impl FnOnce() -> Option<Duration>) {
         if let Progress::Bar(bar) = self {
-            bar.set_message(if tally.is_empty() {
+            let tally = if tally.is_empty() {
                 "starting".to_string()
             } else {
                 tally
-            });
+            };
+            bar.set_message(format!("{tally} · {}", super::eta::shown(eta())));
         }
     }
 
