@@ -21,7 +21,8 @@ use crate::ctl;
         it go to every job, each word after it makes one job. A split that would be a guess \
         (an option that may take the next word as its value, or an option among the \
         arguments) is refused with both commands shown with :::.\n\
-        Each job's output is shown in one piece when it ends. Exit status of --each: 0 when \
+        Each job's output is shown in one piece when it ends (with -k, in the order of the \
+        arguments). Exit status of --each: 0 when \
         every job succeeded, else the number of failed jobs (at most 101); 128+N when \
         stopped by signal N; 2 for a refused command line.",
     trailing_var_arg = true
@@ -43,6 +44,10 @@ pub struct MrunCli {
     /// With --each: write GNU parallel's job log to FILE (one tab-separated line per job).
     #[arg(long, value_name = "FILE", requires = "each", value_hint = clap::ValueHint::FilePath)]
     pub joblog: Option<std::path::PathBuf>,
+    /// With --each: show the jobs' outputs in the order of their arguments, as GNU parallel's
+    /// --keep-order (jobs still run at once; an output waits until every earlier one is shown).
+    #[arg(short = 'k', long = "keep-order", requires = "each")]
+    pub keep_order: bool,
     /// Pass descriptor FD, inherited by mrun, on to the job (repeatable, or `3,4`; `all` for
     /// every one). By default a job gets only stdin, stdout and stderr, as with sudo. A job
     /// holding a kept pipe, socket or terminal that a process outside it shares cannot move.

@@ -646,3 +646,59 @@ fn the_eta_is_unknown_until_a_job_ends_then_plausible() {
         out.describe()
     );
 }
+
+/// Jobs 1, 2, 3 that end in the inverse order, whatever the load: each waits until the job log
+/// (written as jobs end) has the next one's line. Each writes a line to stdout and to stderr.
+fn jobs_ending_in_inverse_order(sb: &Sandbox, keep_order: bool) -> Finished {
+    let log = sb.path(if keep_order { "kept.log" } else { "ended.log" });
+    let log = log.to_str().expect("a UTF-8 sandbox path");
+    let script = format!(
+        "next=$(($0 + 1)); if [ $next -le 3 ]; then \
+         until cut -f1 {log} | grep -qx $next; do sleep 0.05; done; fi; \
+         echo job $0 out; echo job $0 err >&2"
+    );
+    let mut args = vec!["-j", "3", "--joblog", log];
+    if keep_order {
+        args.push("-k");
+    }
+    args.extend(["sh", "-c", &script, ":::", "1", "2", "3"]);
+    each(sb, &args, Input::Null)
+}
+
+/// `-k`: outputs come in the order of the arguments although the jobs, running at once, end in
+/// the inverse order (as they are shown without `-k`); so do the progress lines.
+#[test]
+fn keep_order_shows_outputs_in_argument_order() {
+    let sb = Sandbox::new("each-keep-order");
+    let ended = jobs_ending_in_inverse_order(&sb, false);
+    ended.assert_success();
+    assert_eq!(
+        ended.stdout_text(),
+        "job 3 out\njob 2 out\njob 1 out\n",
+        "{}",
+        ended.describe()
+    );
+
+    let kept = jobs_ending_in_inverse_order(&sb, true);
+    kept.assert_success();
+    assert_eq!(
+        kept.stdout_text(),
+        "job 1 out\njob 2 out\njob 3 out\n",
+        "{}",
+        kept.describe()
+    );
+    let stderr = kept.stderr_text();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 7, "{}", kept.describe());
+    for (i, pair) in lines[..6].chunks(2).enumerate() {
+        let n = i + 1;
+        assert_eq!(pair[0], format!("job {n} err"), "{}", kept.describe());
+        assert!(
+            pair[1].starts_with(&format!("mrun: [{n}/3] done sh -c "))
+                && pair[1].contains(&format!(" {n} (exit 0, ")),
+            "{}",
+            kept.describe()
+        );
+    }
+    assert_eq!(lines[6], "mrun: 3 jobs: 3 succeeded");
+}

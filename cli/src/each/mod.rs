@@ -1,7 +1,9 @@
 //! `mrun --each COMMAND ...`: a batch, like GNU parallel. One job per argument, each an
 //! ordinary `mrun` deputy started as our child (so jobs migrate, take signals and report their
 //! status as any job does), at most N at once; the next starts as soon as one ends. Each job's
-//! output is shown in one piece when it ends, so outputs of different jobs never interleave.
+//! output is shown in one piece when it ends, so outputs of different jobs never interleave;
+//! with `--keep-order`, in the order of the arguments: an output waits until every earlier
+//! one has been shown.
 //!
 //! SIGINT and SIGTERM stop the batch: no new job starts, the running ones get the signal (a
 //! terminal's signal reached them already, being in our process group), and once they ended
@@ -11,6 +13,7 @@ pub mod batch;
 pub mod eta;
 pub mod job;
 pub mod joblog;
+pub mod order;
 pub mod outcome;
 pub mod places;
 pub mod progress;
@@ -31,6 +34,7 @@ use tokio::task::JoinSet;
 
 use self::batch::JobSpec;
 use self::joblog::JobLog;
+use self::order::Shown;
 use self::progress::Progress;
 use self::summary::Tally;
 
@@ -44,6 +48,8 @@ pub struct EachOptions {
     pub home: bool,
     /// Inherited descriptors passed on to every job (`--keep-fd`).
     pub kept_fds: Vec<i32>,
+    /// Outputs in the order of the arguments (`--keep-order`), not as jobs end.
+    pub keep_order: bool,
 }
 
 /// Runs the batch of `words` (everything after the options) and exits with its status.
@@ -100,6 +106,7 @@ pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
         kept_fds: &options.kept_fds,
         at_once: at_once.max(1),
         joblog,
+        shown: Shown::new(options.keep_order),
     };
     let tally = runtime.block_on(batch.run(jobs, sig_rx));
     eprintln!("{}", tally.line());
@@ -131,6 +138,7 @@ struct Batch<'a> {
     kept_fds: &'a [i32],
     at_once: usize,
     joblog: Option<JobLog>,
+    shown: Shown,
 }
 
 /// A job that runs now.
@@ -227,13 +235,14 @@ impl Batch<'_> {
                 }
             }
         }
+        self.shown.flush(&mut progress);
         progress.clear();
         tally
     }
 
-    /// A job ended: show its output and progress, log it, count it.
+    /// A job ended: count it, log it, show its output (now or in its turn).
     fn record(&mut self, outcome: outcome::Outcome, tally: &mut Tally, progress: &mut Progress) {
-        progress.finished(&outcome);
+        progress.ended();
         if let Some(log) = &mut self.joblog {
             if let Err(e) = log.record(&outcome) {
                 progress.say(&format!("mrun: warning: {e:#}; the job log stops here"));
@@ -247,5 +256,6 @@ impl Batch<'_> {
                 .failed
                 .push(format!("{} ({})", outcome.spec.display(), outcome.how()));
         }
+        self.shown.ended(outcome, progress);
     }
 }

@@ -1,6 +1,6 @@
 //! What `mrun --each` shows while it runs: on a terminal, a progress bar (done/total, where
-//! the running jobs are, ETA: see `eta`); otherwise one plain line per finished job. Job output passes
-//! through here too, so that it is never drawn over.
+//! the running jobs are, ETA: see `eta`); otherwise one plain line per job shown. Job output
+//! passes through here too, so that it is never drawn over.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -42,9 +42,16 @@ impl Progress {
         }
     }
 
-    /// A job ended: its output in one piece (stdout, then stderr), then its progress line (on
-    /// a terminal only for a failure: the bar shows the rest).
-    pub fn finished(&mut self, job: &Outcome) {
+    /// A job ended (the bar counts it; its output may be shown later, see [`Progress::show`]).
+    pub fn ended(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.inc(1);
+        }
+    }
+
+    /// An ended job's output in one piece (stdout, then stderr), then its progress line (on a
+    /// terminal only for a failure: the bar shows the rest).
+    pub fn show(&mut self, job: &Outcome) {
         match self {
             Progress::Bar(bar) => {
                 bar.suspend(|| {
@@ -58,7 +65,6 @@ impl Progress {
                         );
                     }
                 });
-                bar.inc(1);
             }
             Progress::Lines { done, total } => {
                 *done += 1;
