@@ -12,31 +12,35 @@
 
 use std::time::Duration;
 
-/// Run times of the jobs that ended, sorted, with the estimate made from them.
+/// Run times of the jobs that ended, with the estimate made from them.
 #[derive(Debug, Default)]
 pub struct Estimator {
-    /// Nanoseconds, ascending.
+    /// Nanoseconds; ascending up to `sorted`, the rest as they came.
     ended: Vec<u64>,
+    sorted: usize,
 }
 
 impl Estimator {
     /// A job ended after `runtime`.
     pub fn ended(&mut self, runtime: Duration) {
-        let ns = nanos(runtime);
-        let at = self.ended.partition_point(|&d| d <= ns);
-        self.ended.insert(at, ns);
+        self.ended.push(nanos(runtime));
     }
 
     /// How long until the last job ends: `running` holds how long each running job has run,
     /// `waiting` jobs are yet to start, at most `slots` run at once. `None` when it cannot be
     /// estimated (no job ended yet, or every running job ran longer than any that ended and
-    /// none waits); zero only when no job remains.
+    /// none waits); zero only when no job remains. It costs a pass over the ended jobs.
     pub fn remaining(
-        &self,
+        &mut self,
         running: &[Duration],
         waiting: usize,
         slots: usize,
     ) -> Option<Duration> {
+        if self.sorted < self.ended.len() {
+            // A sorted run and a short tail: the stable sort merges them in linear time.
+            self.ended.sort();
+            self.sorted = self.ended.len();
+        }
         if running.is_empty() && waiting == 0 {
             return Some(Duration::ZERO);
         }
@@ -137,7 +141,7 @@ mod tests {
 
     #[test]
     fn no_estimate_before_a_job_ended() {
-        let e = Estimator::default();
+        let mut e = Estimator::default();
         assert_eq!(e.remaining(&[s(5.0), s(1.0)], 8, 2), None);
         assert_eq!(e.remaining(&[], 0, 2), Some(Duration::ZERO));
     }
@@ -145,7 +149,7 @@ mod tests {
     #[test]
     fn equal_jobs_are_estimated_exactly() {
         // 10 jobs of 10 s on 4 slots: at 10 s, 4 ended, 4 just started, 2 wait: 20 s remain.
-        let e = estimator(&[10.0; 4]);
+        let mut e = estimator(&[10.0; 4]);
         assert_eq!(e.remaining(&[s(0.0); 4], 2, 4), Some(s(20.0)));
         // At 15 s: 5 s for the running ones, then the 2 waiting take 10 s on 2 free slots.
         assert_eq!(e.remaining(&[s(5.0); 4], 2, 4), Some(s(15.0)));
@@ -155,15 +159,19 @@ mod tests {
     fn a_job_past_the_average_is_expected_to_take_what_longer_ones_took() {
         // Ended after 2, 4, 6, 8 s (average 5); one job has run 5 s: the jobs that ran longer
         // went on for 1 and 3 s more, so 2 s.
-        let e = estimator(&[2.0, 4.0, 6.0, 8.0]);
+        let mut e = estimator(&[2.0, 4.0, 6.0, 8.0]);
         assert_eq!(e.remaining(&[s(5.0)], 0, 4), Some(s(2.0)));
         // A young job is expected to take the average.
         assert_eq!(e.remaining(&[s(1.0)], 0, 4), Some(s(4.0)));
+        // Whatever order the jobs ended in.
+        let mut e = estimator(&[8.0, 2.0, 6.0]);
+        e.ended(s(4.0));
+        assert_eq!(e.remaining(&[s(5.0)], 0, 4), Some(s(2.0)));
     }
 
     #[test]
     fn a_job_longer_than_any_that_ended_gives_no_estimate_alone() {
-        let e = estimator(&[2.0, 3.0]);
+        let mut e = estimator(&[2.0, 3.0]);
         assert_eq!(e.remaining(&[s(9.0)], 0, 2), None);
         // With jobs waiting, they set the estimate: 2 of 2.5 s on 2 slots.
         assert_eq!(e.remaining(&[s(9.0)], 2, 2), Some(s(2.5)));

@@ -3,15 +3,25 @@
 //! passes through here too, so that it is never drawn over.
 
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::outcome::Outcome;
 
+/// How often at most the ETA is estimated anew (each estimate goes over every ended job).
+const ETA_EVERY: Duration = Duration::from_millis(500);
+
 pub enum Progress {
-    Bar(ProgressBar),
-    Lines { done: usize, total: usize },
+    Bar {
+        bar: ProgressBar,
+        /// The ETA shown, and when it was estimated.
+        eta: Option<(Instant, String)>,
+    },
+    Lines {
+        done: usize,
+        total: usize,
+    },
 }
 
 impl Progress {
@@ -26,25 +36,30 @@ impl Progress {
         }
         bar.set_message(format!("starting · {}", super::eta::shown(None)));
         bar.enable_steady_tick(Duration::from_secs(1));
-        Progress::Bar(bar)
+        Progress::Bar { bar, eta: None }
     }
 
     /// Where the running jobs are now (`home 2 · nodea 3`) and the ETA, when `eta` (called
     /// only for a bar) estimates it.
-    pub fn running(&self, tally: String, eta: impl FnOnce() -> Option<Duration>) {
-        if let Progress::Bar(bar) = self {
+    pub fn running(&mut self, tally: String, estimate: impl FnOnce() -> Option<Duration>) {
+        if let Progress::Bar { bar, eta } = self {
             let tally = if tally.is_empty() {
                 "starting".to_string()
             } else {
                 tally
             };
-            bar.set_message(format!("{tally} · {}", super::eta::shown(eta())));
+            let stale = eta.as_ref().is_none_or(|(at, _)| at.elapsed() >= ETA_EVERY);
+            if stale {
+                *eta = Some((Instant::now(), super::eta::shown(estimate())));
+            }
+            let shown = eta.as_ref().map_or("", |(_, text)| text.as_str());
+            bar.set_message(format!("{tally} · {shown}"));
         }
     }
 
     /// A job ended (the bar counts it; its output may be shown later, see [`Progress::show`]).
     pub fn ended(&self) {
-        if let Progress::Bar(bar) = self {
+        if let Progress::Bar { bar, .. } = self {
             bar.inc(1);
         }
     }
@@ -53,7 +68,7 @@ impl Progress {
     /// terminal only for a failure: the bar shows the rest).
     pub fn show(&mut self, job: &Outcome) {
         match self {
-            Progress::Bar(bar) => {
+            Progress::Bar { bar, .. } => {
                 bar.suspend(|| {
                     write_output(job);
                     if !job.succeeded() {
@@ -84,14 +99,14 @@ impl Progress {
     /// A line of our own (a warning) that must not be drawn over.
     pub fn say(&self, text: &str) {
         match self {
-            Progress::Bar(bar) => bar.suspend(|| eprintln!("{text}")),
+            Progress::Bar { bar, .. } => bar.suspend(|| eprintln!("{text}")),
             Progress::Lines { .. } => eprintln!("{text}"),
         }
     }
 
     /// Removes the bar before the summary.
     pub fn clear(&self) {
-        if let Progress::Bar(bar) = self {
+        if let Progress::Bar { bar, .. } = self {
             bar.finish_and_clear();
         }
     }
