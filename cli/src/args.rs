@@ -18,7 +18,8 @@ use crate::ctl;
         mrun --each sort -o out ::: a b         jobs: sort -o out a, sort -o out b\n\
         Words starting with - right after the command (up to --) go to every job, further \
         words make one job each, none: the lines of stdin. ::: splits exactly: words before \
-        it go to every job, each word after it makes one job. A split that would be a guess \
+        it go to every job, each word after it makes one job; :::: FILE: each line of FILE \
+        (- for stdin). A split that would be a guess \
         (an option that may take the next word as its value, or an option among the \
         arguments) is refused with both commands shown with :::.\n\
         Each job's output is shown in one piece when it ends (with -k, in the order of the \
@@ -34,7 +35,8 @@ pub struct MrunCli {
     pub home: bool,
     /// Run COMMAND once per argument, up to --jobs at once: `mrun --each COMMAND [-OPTION...]
     /// ARG...` runs `COMMAND -OPTION... ARG` for each ARG; `mrun --each COMMAND FIXED... :::
-    /// ARG...` runs `COMMAND FIXED... ARG`; with no ARG, one argument per line of stdin.
+    /// ARG...` runs `COMMAND FIXED... ARG`; with no ARG, or `:::: -`, one argument per line of
+    /// stdin (`:::: FILE`: of FILE).
     #[arg(long)]
     pub each: bool,
     /// With --each: how many jobs run at once (default: the CPUs of this machine and of every

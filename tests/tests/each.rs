@@ -450,6 +450,34 @@ fn fixed_options_combine_with_the_lines_of_stdin() {
     );
 }
 
+/// `:::: FILE` (GNU parallel's): the arguments are the lines of FILE, `-` for stdin, whatever
+/// the fixed words end with (`sh -c SCRIPT` alone would be refused: is SCRIPT `-c`'s value?).
+#[test]
+fn a_file_of_arguments_follows_four_colons() {
+    let sb = Sandbox::new("each-arg-file");
+    let script = "gzip -9 \"$0\"";
+    let files = text_files(&sb);
+    let list = sb.path("list");
+    std::fs::write(&list, "a.txt\n\nb.txt\nc.txt\n").expect("write the list");
+    let out = each(&sb, &["sh", "-c", script, "::::", "list"], Input::Null);
+    out.assert_success();
+    assert_gzipped_at_level_9(&sb, &files, &out);
+
+    for (file, _) in &files {
+        std::fs::remove_file(sb.path(&format!("{file}.gz"))).expect("remove a .gz");
+    }
+    let files = text_files(&sb);
+    let out = each(&sb, &["sh", "-c", script, "::::", "-"], Input::File(list));
+    out.assert_success();
+    assert_gzipped_at_level_9(&sb, &files, &out);
+    assert_eq!(
+        out.stderr_text().lines().last(),
+        Some("mrun: 3 jobs: 3 succeeded"),
+        "{}",
+        out.describe()
+    );
+}
+
 /// `mrun --each -j 2 sort -o out a.txt b.txt`: `out` may be the value of `-o` or a job's file.
 /// Refused before anything runs, in one sentence showing both commands with `:::` (and the
 /// options given to mrun); the files are untouched (`sort -o a.txt` would have emptied them).
@@ -514,7 +542,7 @@ fn no_lines_on_stdin_run_no_job_and_say_so() {
     out.assert_success();
     assert_eq!(
         out.stderr_text(),
-        "mrun: no jobs: stdin gave no arguments\n",
+        "mrun: no jobs: the input had no non-empty line\n",
         "{}",
         out.describe()
     );
@@ -524,6 +552,12 @@ fn no_lines_on_stdin_run_no_job_and_say_so() {
 /// `mrun --each ARGS...` on a terminal (a pty made by `script`, 120 columns wide) to its end:
 /// its stdout is everything drawn on the terminal.
 fn each_on_terminal(sb: &Sandbox, args: &[&str]) -> Finished {
+    terminal_command(sb, args, Input::Null).finish()
+}
+
+/// `mrun --each ARGS...` started on a terminal (a pty made by `script`, 120 columns wide),
+/// `stdin` typed at it.
+fn terminal_command(sb: &Sandbox, args: &[&str], stdin: Input) -> Proc {
     let quoted: Vec<String> = args
         .iter()
         .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
@@ -542,10 +576,9 @@ fn each_on_terminal(sb: &Sandbox, args: &[&str]) -> Finished {
     Proc::spawn(
         format!("script mrun --each {}", args.join(" ")),
         cmd,
-        Input::Null,
+        stdin,
         Output::Pipe,
     )
-    .finish()
 }
 
 /// The progress bar's states as drawn: (jobs done, jobs in all, the ETA's text), terminal
@@ -701,4 +734,24 @@ fn keep_order_shows_outputs_in_argument_order() {
         );
     }
     assert_eq!(lines[6], "mrun: 3 jobs: 3 succeeded");
+}
+
+/// `mrun --each sh -c 'echo got $0' :::: -` typed at a terminal waits for the arguments there:
+/// it says so at once (it sat silent), then runs one job per line typed, up to Ctrl-D.
+#[test]
+fn arguments_read_from_a_terminal_are_asked_for() {
+    let sb = Sandbox::new("each-terminal-stdin");
+    let mut term = terminal_command(&sb, &["sh", "-c", "echo got $0", "::::", "-"], Input::Pipe);
+    term.wait_for_stdout("one per line; end with Ctrl-D");
+    term.write_stdin(b"first\rsecond\r\x04");
+    let out = term.finish();
+    out.assert_success();
+    let drawn = out.stdout_text();
+    for want in [
+        "got first\r\n",
+        "got second\r\n",
+        "mrun: 2 jobs: 2 succeeded",
+    ] {
+        assert!(drawn.contains(want), "{want:?} not in {}", out.describe());
+    }
 }

@@ -1,5 +1,5 @@
 //! The jobs of `mrun --each`: the split of the words after `--each` (see [`super::words`]),
-//! with the per-job arguments from those words or, when they give none, from the lines of stdin.
+//! with the per-job arguments from those words or from the lines of stdin or of a file.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{IsTerminal, Read};
@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use anyhow::{Context, Result};
 
-use super::words::Template;
+use super::words::{Arguments, Template};
 
 /// One job: the command words, and its place (1-based) in argument order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,13 +49,18 @@ pub fn arguments_from_lines(input: &[u8]) -> Vec<OsString> {
         .collect()
 }
 
-/// The jobs of `words`, reading stdin when they name no per-job argument (`typed_as`: how
-/// `mrun` and its options were typed, for refusals).
+/// The jobs of `words`, reading stdin or a file when they say so (`typed_as`: how `mrun` and
+/// its options were typed, for refusals).
 pub fn jobs_of(words: Vec<OsString>, typed_as: &str) -> Result<Vec<JobSpec>> {
     let template = Template::parse(words, typed_as)?;
     let arguments = match template.per_job {
-        Some(args) => args,
-        None => {
+        Arguments::Words(args) => args,
+        Arguments::Lines(Some(file)) => {
+            let input = std::fs::read(&file)
+                .with_context(|| format!("reading the jobs' arguments from {}", file.display()))?;
+            arguments_from_lines(&input)
+        }
+        Arguments::Lines(None) => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
                 eprintln!(
@@ -67,7 +72,7 @@ pub fn jobs_of(words: Vec<OsString>, typed_as: &str) -> Result<Vec<JobSpec>> {
             stdin
                 .lock()
                 .read_to_end(&mut input)
-                .context("reading the job arguments from stdin")?;
+                .context("reading the jobs' arguments from stdin")?;
             arguments_from_lines(&input)
         }
     };

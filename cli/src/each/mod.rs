@@ -58,8 +58,8 @@ pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
     let jobs = batch::jobs_of(words, &typed_as)
         .unwrap_or_else(|e| crate::exit::fail("mrun", format!("{e:#}"), crate::exit::USAGE));
     if jobs.is_empty() {
-        // Only stdin can give no argument: a pipeline that found nothing to do.
-        eprintln!("mrun: no jobs: stdin gave no arguments");
+        // Only lines read can give no argument: a pipeline that found nothing to do.
+        eprintln!("mrun: no jobs: the input had no non-empty line");
         std::process::exit(0);
     }
     let joblog = options

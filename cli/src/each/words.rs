@@ -10,14 +10,19 @@
 //!   only digits after one dash (`-9`, `-T0`), a `--name=value` or `--` cannot; and when a word
 //!   starting with `-` comes after the arguments began (`gzip a -k b`), unless `--` came first.
 //! - `COMMAND OPTION...` alone: the jobs' arguments are the lines of stdin.
+//! - `COMMAND FIXED... :::: FILE`: the jobs' arguments are the lines of FILE (`-`: stdin),
+//!   whatever FIXED ends with (`ls | mrun --each sh -c 'gzip -9 "$0"' :::: -`).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
 /// Separates the fixed arguments from the per-job arguments, as in GNU parallel.
 pub const SEPARATOR: &str = ":::";
+/// Separates the fixed arguments from a file of per-job arguments, as in GNU parallel.
+pub const FILE_SEPARATOR: &str = "::::";
 
 /// How many words of a long argument list a suggested command shows before `...`.
 const SHOWN_ARGUMENTS: usize = 2;
@@ -27,58 +32,85 @@ const SHOWN_ARGUMENTS: usize = 2;
 pub struct Template {
     /// The program and the arguments every job gets before its own.
     pub fixed: Vec<OsString>,
-    /// One argument per job; `None` when they are to be read from stdin.
-    pub per_job: Option<Vec<OsString>>,
+    /// Where the jobs' own arguments come from.
+    pub per_job: Arguments,
+}
+
+/// The jobs' own arguments: one job each.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Arguments {
+    Words(Vec<OsString>),
+    /// The non-empty lines of a file, or of stdin (`None`).
+    Lines(Option<PathBuf>),
 }
 
 impl Template {
     /// Splits `words` by the rule above. `typed_as` is how the user typed `mrun` and its own
     /// options (`mrun --each -j 4`), to show the command to type instead in a refusal.
     pub fn parse(words: Vec<OsString>, typed_as: &str) -> Result<Template> {
-        if let Some(other) = words
-            .iter()
-            .find(|w| w.len() > SEPARATOR.len() && w.as_bytes().starts_with(b"::::"))
-        {
+        let is = |w: &OsString, sep: &str| w.as_os_str() == OsStr::new(sep);
+        if let Some(other) = words.iter().find(|w| {
+            w.as_bytes().starts_with(SEPARATOR.as_bytes())
+                && !is(w, SEPARATOR)
+                && !is(w, FILE_SEPARATOR)
+        }) {
             bail!(
-                "`{}` (GNU parallel's other input sources) is not understood by mrun --each; \
-                 give the arguments after `:::`, or one per line on stdin",
+                "`{}` (one of GNU parallel's ways to combine inputs) is not understood by mrun \
+                 --each; give the arguments after `{SEPARATOR}`, or a file of them, one per \
+                 line, after `{FILE_SEPARATOR}`",
                 other.to_string_lossy()
             );
         }
         let separators: Vec<usize> = words
             .iter()
             .enumerate()
-            .filter(|(_, w)| w.as_os_str() == OsStr::new(SEPARATOR))
+            .filter(|(_, w)| is(w, SEPARATOR) || is(w, FILE_SEPARATOR))
             .map(|(i, _)| i)
             .collect();
-        match separators[..] {
-            [] => split_at_options(words, typed_as),
-            [at] => {
-                let mut fixed = words;
-                let per_job = fixed.split_off(at + 1);
-                fixed.pop();
-                if fixed.is_empty() {
-                    bail!("--each needs a command before {SEPARATOR}");
-                }
-                if per_job.is_empty() {
-                    bail!(
-                        "nothing follows `{SEPARATOR}`, so there is no job to run: give the \
-                         jobs' arguments after it (`{typed_as} {} {SEPARATOR} ARG...`), or \
-                         leave `{SEPARATOR}` out to read them from stdin, one per line",
-                        shown(&fixed, &[])
-                    );
-                }
-                Ok(Template {
-                    fixed,
-                    per_job: Some(per_job),
-                })
-            }
+        let at = match separators[..] {
+            [] => return split_at_options(words, typed_as),
+            [at] => at,
             _ => bail!(
-                "`{SEPARATOR}` appears more than once: mrun --each takes one list of arguments \
-                 after a single `{SEPARATOR}` (GNU parallel's combinations of several lists are \
-                 not supported)"
+                "`{SEPARATOR}` or `{FILE_SEPARATOR}` appears more than once: mrun --each takes \
+                 one list of arguments (GNU parallel's combinations of several are not \
+                 supported)"
             ),
+        };
+        let mut fixed = words;
+        let after = fixed.split_off(at + 1);
+        let separator = fixed.pop().unwrap_or_default();
+        if fixed.is_empty() {
+            bail!(
+                "--each needs a command before {}",
+                separator.to_string_lossy()
+            );
         }
+        if is(&separator, FILE_SEPARATOR) {
+            let [file] = &after[..] else {
+                bail!(
+                    "`{FILE_SEPARATOR}` takes one file of arguments, one per line (`-` for \
+                     stdin): `{typed_as} {} {FILE_SEPARATOR} FILE`",
+                    shown(&fixed, &[])
+                );
+            };
+            let file = (file.as_os_str() != OsStr::new("-")).then(|| PathBuf::from(file));
+            return Ok(Template {
+                fixed,
+                per_job: Arguments::Lines(file),
+            });
+        }
+        if after.is_empty() {
+            bail!(
+                "nothing follows `{SEPARATOR}`, so there is no job to run: give the jobs' \
+                 arguments after it (`{typed_as} {} {SEPARATOR} ARG...`), or write \
+                 `{FILE_SEPARATOR} -` in its place to read them from stdin, one per line",
+                shown(&fixed, &[])
+            );
+        }
+        Ok(Template {
+            fixed,
+            per_job: Arguments::Words(after),
+        })
     }
 }
 
@@ -115,7 +147,7 @@ fn split_at_options(words: Vec<OsString>, typed_as: &str) -> Result<Template> {
         }
         return Ok(Template {
             fixed: words,
-            per_job: None,
+            per_job: Arguments::Lines(None),
         });
     };
     let mut fixed = words;
@@ -126,10 +158,12 @@ fn split_at_options(words: Vec<OsString>, typed_as: &str) -> Result<Template> {
     {
         // `--` ends the options: it goes to every job, and what follows is taken as it is.
         fixed.push(per_job.remove(0));
-        return Ok(Template {
-            fixed,
-            per_job: (!per_job.is_empty()).then_some(per_job),
-        });
+        let per_job = if per_job.is_empty() {
+            Arguments::Lines(None)
+        } else {
+            Arguments::Words(per_job)
+        };
+        return Ok(Template { fixed, per_job });
     }
     let last_option = fixed.get(1..).and_then(<[OsString]>::last);
     if let (Some(option), Some(value)) = (last_option, per_job.first()) {
@@ -166,7 +200,7 @@ fn split_at_options(words: Vec<OsString>, typed_as: &str) -> Result<Template> {
     }
     Ok(Template {
         fixed,
-        per_job: Some(per_job),
+        per_job: Arguments::Words(per_job),
     })
 }
 
@@ -227,7 +261,7 @@ mod tests {
     fn without_separator_each_further_word_is_a_job() {
         let t = split(&["gzip", "a.txt", "b.txt"]);
         assert_eq!(t.fixed, words(&["gzip"]));
-        assert_eq!(t.per_job, Some(words(&["a.txt", "b.txt"])));
+        assert_eq!(t.per_job, Arguments::Words(words(&["a.txt", "b.txt"])));
     }
 
     #[test]
@@ -237,33 +271,45 @@ mod tests {
             t.fixed,
             words(&["gzip", "-9", "--rsyncable", "--suffix=.z", "-T0"])
         );
-        assert_eq!(t.per_job, Some(words(&["a", "b"])));
+        assert_eq!(t.per_job, Arguments::Words(words(&["a", "b"])));
     }
 
     #[test]
     fn options_alone_take_the_arguments_from_stdin() {
         let t = split(&["gzip", "-9"]);
-        assert_eq!((t.fixed, t.per_job), (words(&["gzip", "-9"]), None));
+        assert_eq!(
+            (t.fixed, t.per_job),
+            (words(&["gzip", "-9"]), Arguments::Lines(None))
+        );
         let t = split(&["sort", "-o"]);
-        assert_eq!((t.fixed, t.per_job), (words(&["sort", "-o"]), None));
+        assert_eq!(
+            (t.fixed, t.per_job),
+            (words(&["sort", "-o"]), Arguments::Lines(None))
+        );
         let t = split(&["gzip"]);
-        assert_eq!((t.fixed, t.per_job), (words(&["gzip"]), None));
+        assert_eq!(
+            (t.fixed, t.per_job),
+            (words(&["gzip"]), Arguments::Lines(None))
+        );
     }
 
     #[test]
     fn a_lone_dash_is_an_argument() {
         let t = split(&["cat", "-", "a"]);
         assert_eq!(t.fixed, words(&["cat"]));
-        assert_eq!(t.per_job, Some(words(&["-", "a"])));
+        assert_eq!(t.per_job, Arguments::Words(words(&["-", "a"])));
     }
 
     #[test]
     fn double_dash_ends_the_options_and_goes_to_every_job() {
         let t = split(&["rm", "-f", "--", "-weird", "b"]);
         assert_eq!(t.fixed, words(&["rm", "-f", "--"]));
-        assert_eq!(t.per_job, Some(words(&["-weird", "b"])));
+        assert_eq!(t.per_job, Arguments::Words(words(&["-weird", "b"])));
         let t = split(&["rm", "--"]);
-        assert_eq!((t.fixed, t.per_job), (words(&["rm", "--"]), None));
+        assert_eq!(
+            (t.fixed, t.per_job),
+            (words(&["rm", "--"]), Arguments::Lines(None))
+        );
     }
 
     #[test]
@@ -297,7 +343,16 @@ mod tests {
     fn separator_splits_fixed_from_per_job_arguments_taken_as_they_are() {
         let t = split(&["sort", "-o", "out", ":::", "a", "-k", "b"]);
         assert_eq!(t.fixed, words(&["sort", "-o", "out"]));
-        assert_eq!(t.per_job, Some(words(&["a", "-k", "b"])));
+        assert_eq!(t.per_job, Arguments::Words(words(&["a", "-k", "b"])));
+    }
+
+    #[test]
+    fn a_file_of_arguments_after_four_colons_whatever_the_fixed_words_end_with() {
+        let t = split(&["sh", "-c", "gzip -9 \"$0\"", "::::", "-"]);
+        assert_eq!(t.fixed, words(&["sh", "-c", "gzip -9 \"$0\""]));
+        assert_eq!(t.per_job, Arguments::Lines(None));
+        let t = split(&["sort", "-o", "::::", "list"]);
+        assert_eq!(t.per_job, Arguments::Lines(Some(PathBuf::from("list"))));
     }
 
     #[test]
@@ -305,8 +360,8 @@ mod tests {
         assert_eq!(
             refusal(&["gzip", "-9", ":::"]),
             "nothing follows `:::`, so there is no job to run: give the jobs' arguments \
-             after it (`mrun --each gzip -9 ::: ARG...`), or leave `:::` out to read them \
-             from stdin, one per line"
+             after it (`mrun --each gzip -9 ::: ARG...`), or write `:::: -` in its place to \
+             read them from stdin, one per line"
         );
     }
 
@@ -314,7 +369,10 @@ mod tests {
     fn a_separator_without_command_or_twice_is_refused() {
         assert!(refusal(&[":::", "a"]).contains("needs a command"));
         assert!(refusal(&["echo", ":::", "a", ":::", "b"]).contains("more than once"));
-        assert!(refusal(&["echo", "::::", "list"]).contains("`::::`"));
+        assert!(refusal(&["echo", ":::", "a", "::::", "b"]).contains("more than once"));
+        assert!(refusal(&["echo", ":::+", "a"]).contains("`:::+`"));
+        assert!(refusal(&["echo", "::::", "a", "b"]).contains("one file"));
+        assert!(refusal(&["echo", "::::"]).contains("one file"));
     }
 
     #[test]
