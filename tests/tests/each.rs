@@ -204,8 +204,8 @@ fn progress_off_a_terminal_is_one_plain_line_per_job() {
     assert_eq!(stdout, ["x", "y", "z"]);
 }
 
-/// With no argument after the command (and only then), each non-empty line of stdin is one
-/// job's argument.
+/// With no argument after the command and its options (and only then), each non-empty line
+/// of stdin is one job's argument.
 #[test]
 fn arguments_come_from_stdin_one_per_line() {
     let sb = Sandbox::new("each-stdin");
@@ -473,6 +473,14 @@ fn a_file_of_arguments_follows_four_colons() {
     assert_eq!(
         out.stderr_text().lines().last(),
         Some("mrun: 3 jobs: 3 succeeded"),
+        "{}",
+        out.describe()
+    );
+
+    let out = each(&sb, &["echo", "::::", "missing"], Input::Null);
+    out.assert_one_line_error(&["cannot read the jobs' arguments from missing: no such file"]);
+    assert!(
+        !out.stderr_text().contains("os error"),
         "{}",
         out.describe()
     );

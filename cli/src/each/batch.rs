@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{IsTerminal, Read};
 use std::os::unix::ffi::OsStrExt;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use super::words::{Arguments, Template};
 
@@ -49,15 +49,18 @@ pub fn arguments_from_lines(input: &[u8]) -> Vec<OsString> {
         .collect()
 }
 
-/// The jobs of `words`, reading stdin or a file when they say so (`typed_as`: how `mrun` and
-/// its options were typed, for refusals).
-pub fn jobs_of(words: Vec<OsString>, typed_as: &str) -> Result<Vec<JobSpec>> {
-    let template = Template::parse(words, typed_as)?;
+/// The jobs of `template`, reading stdin or a file when it says so.
+pub fn jobs_of(template: Template) -> Result<Vec<JobSpec>> {
     let arguments = match template.per_job {
         Arguments::Words(args) => args,
         Arguments::Lines(Some(file)) => {
-            let input = std::fs::read(&file)
-                .with_context(|| format!("reading the jobs' arguments from {}", file.display()))?;
+            let input = std::fs::read(&file).map_err(|e| {
+                anyhow!(
+                    "cannot read the jobs' arguments from {}: {}",
+                    file.display(),
+                    reason(&e)
+                )
+            })?;
             arguments_from_lines(&input)
         }
         Arguments::Lines(None) => {
@@ -77,6 +80,14 @@ pub fn jobs_of(words: Vec<OsString>, typed_as: &str) -> Result<Vec<JobSpec>> {
         }
     };
     Ok(jobs(&template.fixed, arguments))
+}
+
+/// What went wrong, in words, without the errno number.
+fn reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
+        None => e.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -55,8 +55,9 @@ pub struct EachOptions {
 /// Runs the batch of `words` (everything after the options) and exits with its status.
 pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
     let typed_as = typed_as(&words);
-    let jobs = batch::jobs_of(words, &typed_as)
+    let template = words::Template::parse(words, &typed_as)
         .unwrap_or_else(|e| crate::exit::fail("mrun", format!("{e:#}"), crate::exit::USAGE));
+    let jobs = batch::jobs_of(template).unwrap_or_else(|e| fail(e));
     if jobs.is_empty() {
         // Only lines read can give no argument: a pipeline that found nothing to do.
         eprintln!("mrun: no jobs: the input had no non-empty line");
@@ -147,6 +148,7 @@ struct Running {
     pid: Option<u32>,
     /// Where it was last seen: `home` until a look says otherwise.
     place: String,
+    /// When it started: its age counts in the ETA.
     started: std::time::Instant,
 }
 
