@@ -23,7 +23,7 @@ _mrun() {
 
     case "${cmd}" in
         mrun)
-            opts="-j -h -V --home --each --jobs --joblog --keep-fd --help --version"
+            opts="-j -k -h -V --home --each --jobs --joblog --keep-order --keep-fd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
