@@ -23,7 +23,7 @@ _mrun() {
 
     case "${cmd}" in
         mrun)
-            opts="-j -h -V --home --each --jobs --joblog --keep-fd --help --version"
+            opts="-j -k -h -V --home --each --jobs --joblog --keep-order --keep-fd --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -71,3 +71,33 @@ if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERS
 else
     complete -F _mrun -o bashdefault -o default mrun
 fi
+
+# From the command word on, that command's own completion (as for sudo and nice); mrun's
+# options before it.
+_mrun_command() {
+    local i=1 word
+    while (( i < COMP_CWORD )); do
+        word=${COMP_WORDS[i]}
+        case "$word" in
+            --) (( i++ )); break ;;
+            -j|--jobs|--joblog|--keep-fd)
+                if [[ ${COMP_WORDS[i+1]} == = ]]; then (( i += 3 )); else (( i += 2 )); fi ;;
+            -*) (( i++ )) ;;
+            *) break ;;
+        esac
+    done
+    if (( i < COMP_CWORD )) || { (( i == COMP_CWORD )) && [[ ${COMP_WORDS[i]} != -* || ${COMP_WORDS[i-1]} == -- ]]; }; then
+        if declare -F _comp_command_offset >/dev/null; then
+            _comp_command_offset "$i"
+        elif declare -F _command_offset >/dev/null; then
+            _command_offset "$i"
+        elif (( i == COMP_CWORD )); then
+            COMPREPLY=($(compgen -c -- "${COMP_WORDS[COMP_CWORD]}"))
+        else
+            COMPREPLY=($(compgen -f -- "${COMP_WORDS[COMP_CWORD]}"))
+        fi
+        return
+    fi
+    _mrun "$@"
+}
+complete -F _mrun_command -o bashdefault -o default mrun

@@ -272,3 +272,26 @@ if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERS
 else
     complete -F _mrunctl -o bashdefault -o default mrunctl
 fi
+
+# `mrunctl migrate JOB NODE`: running jobs, then node names, from `mrunctl complete`.
+_mrunctl_dynamic() {
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    if (( COMP_CWORD >= 2 )) && [[ ${COMP_WORDS[1]} == migrate && $cur != -* ]]; then
+        local i n=0 what=
+        for (( i = 2; i < COMP_CWORD; i++ )); do
+            [[ ${COMP_WORDS[i]} == -* ]] || (( n++ ))
+        done
+        case $n in
+            0) what=jobs ;;
+            1) what=nodes ;;
+        esac
+        if [[ -n $what ]]; then
+            local IFS=$'\n'
+            COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" complete "$what" 2>/dev/null | cut -f1)" -- "$cur"))
+            compopt +o default +o bashdefault 2>/dev/null
+            return 0
+        fi
+    fi
+    _mrunctl "$@"
+}
+complete -F _mrunctl_dynamic -o bashdefault -o default mrunctl

@@ -53,3 +53,16 @@ complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_see
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "status" -d 'List this user\'s jobs (where each runs, its age and CPU time) and the nodes'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "nodes" -d 'The configured nodes and what each reports (CPUs, load, free memory)'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+
+# `mrunctl migrate JOB NODE`: running jobs, then node names, from `mrunctl complete`.
+function __fish_mrunctl_migrate_wants
+    set -l words (commandline -opc)
+    set -l n 0
+    for w in $words[3..-1]
+        string match -q -- '-*' $w; or set n (math $n + 1)
+    end
+    test $n -eq $argv[1]
+end
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand migrate" -f
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand migrate; and __fish_mrunctl_migrate_wants 0" -f -a "(mrunctl complete jobs)"
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand migrate; and __fish_mrunctl_migrate_wants 1" -f -a "(mrunctl complete nodes)"

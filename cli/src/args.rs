@@ -13,12 +13,19 @@ use crate::ctl;
     version,
     about = "Run a command that can migrate to other machines while it runs",
     after_help = "With --each, one job per argument, like GNU parallel:\n  \
-        mrun --each gzip a.txt b.txt            jobs: gzip a.txt, gzip b.txt\n  \
-        mrun --each gzip -9 ::: a.txt b.txt     jobs: gzip -9 a.txt, gzip -9 b.txt\n  \
-        find . -name '*.log' | mrun --each gzip  one job per line of stdin\n\
-        Each job's output is shown in one piece when it ends. Exit status of --each: 0 when \
+        mrun --each gzip -9 a.txt b.txt         jobs: gzip -9 a.txt, gzip -9 b.txt\n  \
+        ls *.txt | mrun --each gzip -9          one job per line of stdin, each with -9\n  \
+        mrun --each sort -o out ::: a b         jobs: sort -o out a, sort -o out b\n\
+        Words starting with - right after the command (up to --) go to every job, further \
+        words make one job each, none: the lines of stdin. ::: splits exactly: words before \
+        it go to every job, each word after it makes one job; :::: FILE: each line of FILE \
+        (- for stdin). A split that would be a guess \
+        (an option that may take the next word as its value, or an option among the \
+        arguments) is refused with both commands shown with :::.\n\
+        Each job's output is shown in one piece when it ends (with -k, in the order of the \
+        arguments). Exit status of --each: 0 when \
         every job succeeded, else the number of failed jobs (at most 101); 128+N when \
-        stopped by signal N.",
+        stopped by signal N; 2 for a refused command line.",
     trailing_var_arg = true
 )]
 pub struct MrunCli {
@@ -26,9 +33,10 @@ pub struct MrunCli {
     /// With --each, every job stays home.
     #[arg(long)]
     pub home: bool,
-    /// Run COMMAND once per argument, up to --jobs at once: `mrun --each COMMAND ARG...` runs
-    /// `COMMAND ARG` for each ARG; `mrun --each COMMAND FIXED... ::: ARG...` runs
-    /// `COMMAND FIXED... ARG`; with no ARG, one argument per line of stdin.
+    /// Run COMMAND once per argument, up to --jobs at once: `mrun --each COMMAND [-OPTION...]
+    /// ARG...` runs `COMMAND -OPTION... ARG` for each ARG; `mrun --each COMMAND FIXED... :::
+    /// ARG...` runs `COMMAND FIXED... ARG`; with no ARG, or `:::: -`, one argument per line of
+    /// stdin (`:::: FILE`: of FILE).
     #[arg(long)]
     pub each: bool,
     /// With --each: how many jobs run at once (default: the CPUs of this machine and of every
@@ -38,6 +46,10 @@ pub struct MrunCli {
     /// With --each: write GNU parallel's job log to FILE (one tab-separated line per job).
     #[arg(long, value_name = "FILE", requires = "each", value_hint = clap::ValueHint::FilePath)]
     pub joblog: Option<std::path::PathBuf>,
+    /// With --each: show the jobs' outputs in the order of their arguments, as GNU parallel's
+    /// --keep-order (jobs still run at once; an output waits until every earlier one is shown).
+    #[arg(short = 'k', long = "keep-order", requires = "each")]
+    pub keep_order: bool,
     /// Pass descriptor FD, inherited by mrun, on to the job (repeatable, or `3,4`; `all` for
     /// every one). By default a job gets only stdin, stdout and stderr, as with sudo. A job
     /// holding a kept pipe, socket or terminal that a process outside it shares cannot move.
@@ -76,12 +88,10 @@ pub enum MrunctlCommand {
 /// The completion script of `bin` (`mrun` or `mrunctl`) for `shell`.
 pub fn completion(bin: &str, shell: clap_complete::Shell) -> Vec<u8> {
     use clap::CommandFactory;
-    let mut cmd = if bin == "mrun" {
+    let cmd = if bin == "mrun" {
         MrunCli::command()
     } else {
         MrunctlCli::command()
     };
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut cmd, bin, &mut out);
-    out
+    crate::completion::script(cmd, bin, shell)
 }

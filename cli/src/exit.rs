@@ -6,6 +6,8 @@ use mrun_core::engine::EngineError;
 pub const REFUSED: i32 = 3;
 /// The image is unreadable, corrupt, truncated or incompatible with this machine.
 pub const BAD_IMAGE: i32 = 4;
+/// The command line asks for something that cannot be done as written (as clap's own errors).
+pub const USAGE: i32 = 2;
 /// Any other failure.
 pub const FAILURE: i32 = 1;
 

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod completion;
 pub mod ctl;
 pub mod daemon;
 pub mod each;

@@ -24,6 +24,7 @@ fn main() {
             joblog: cli.joblog,
             home: cli.home,
             kept_fds: kept,
+            keep_order: cli.keep_order,
         };
         mrun::each::run(cli.command, options)
     }

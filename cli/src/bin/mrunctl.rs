@@ -5,6 +5,12 @@ use mrun::args::{MrunctlCli, MrunctlCommand};
 use mrun::ctl;
 
 fn main() {
+    // Hidden role for the shell completions, kept out of the clap definitions (and so out of
+    // the completions and --help): `mrunctl complete jobs|nodes`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "complete") {
+        ctl::complete::run(args.get(2).and_then(|a| a.to_str()).unwrap_or(""));
+    }
     match MrunctlCli::parse().command {
         MrunctlCommand::Checkpoint(a) => ctl::checkpoint::run(a),
         MrunctlCommand::Restore(a) => ctl::restore::run(a),

@@ -1,6 +1,7 @@
 //! `mrunctl` subcommands, one module each.
 
 pub mod checkpoint;
+pub mod complete;
 pub mod json;
 pub mod migrate;
 pub mod nodes;

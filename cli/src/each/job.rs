@@ -23,6 +23,8 @@ const COULD_NOT_RUN: i32 = 127;
 /// how it ended (its place is filled in by the caller, which knows it).
 pub struct Started {
     pub pid: Option<u32>,
+    /// When it started (its runtime counts from here).
+    pub started: Instant,
     pub ended: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>,
 }
 
@@ -64,6 +66,7 @@ pub fn start(exe: &Path, home: bool, kept_fds: &[i32], spec: JobSpec) -> Started
             let stderr = child.stderr.take();
             Started {
                 pid,
+                started,
                 ended: Box::pin(async move {
                     let (stdout, stderr, status) =
                         tokio::join!(read_all(stdout), read_all(stderr), child.wait());
@@ -100,6 +103,7 @@ pub fn start(exe: &Path, home: bool, kept_fds: &[i32], spec: JobSpec) -> Started
             );
             Started {
                 pid: None,
+                started,
                 ended: Box::pin(std::future::ready(outcome)),
             }
         }

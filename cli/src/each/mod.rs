@@ -1,20 +1,25 @@
 //! `mrun --each COMMAND ...`: a batch, like GNU parallel. One job per argument, each an
 //! ordinary `mrun` deputy started as our child (so jobs migrate, take signals and report their
 //! status as any job does), at most N at once; the next starts as soon as one ends. Each job's
-//! output is shown in one piece when it ends, so outputs of different jobs never interleave.
+//! output is shown in one piece when it ends, so outputs of different jobs never interleave;
+//! with `--keep-order`, in the order of the arguments: an output waits until every earlier
+//! one has been shown.
 //!
 //! SIGINT and SIGTERM stop the batch: no new job starts, the running ones get the signal (a
 //! terminal's signal reached them already, being in our process group), and once they ended
 //! we exit with 128 + the signal's number.
 
 pub mod batch;
+pub mod eta;
 pub mod job;
 pub mod joblog;
+pub mod order;
 pub mod outcome;
 pub mod places;
 pub mod progress;
 pub mod slots;
 pub mod summary;
+pub mod words;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -29,6 +34,7 @@ use tokio::task::JoinSet;
 
 use self::batch::JobSpec;
 use self::joblog::JobLog;
+use self::order::Shown;
 use self::progress::Progress;
 use self::summary::Tally;
 
@@ -42,11 +48,21 @@ pub struct EachOptions {
     pub home: bool,
     /// Inherited descriptors passed on to every job (`--keep-fd`).
     pub kept_fds: Vec<i32>,
+    /// Outputs in the order of the arguments (`--keep-order`), not as jobs end.
+    pub keep_order: bool,
 }
 
 /// Runs the batch of `words` (everything after the options) and exits with its status.
 pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
-    let jobs = batch::jobs_of(words).unwrap_or_else(|e| fail(e));
+    let typed_as = typed_as(&words);
+    let template = words::Template::parse(words, &typed_as)
+        .unwrap_or_else(|e| crate::exit::fail("mrun", format!("{e:#}"), crate::exit::USAGE));
+    let jobs = batch::jobs_of(template).unwrap_or_else(|e| fail(e));
+    if jobs.is_empty() {
+        // Only lines read can give no argument: a pipeline that found nothing to do.
+        eprintln!("mrun: no jobs: the input had no non-empty line");
+        std::process::exit(0);
+    }
     let joblog = options
         .joblog
         .as_deref()
@@ -91,10 +107,24 @@ pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
         kept_fds: &options.kept_fds,
         at_once: at_once.max(1),
         joblog,
+        shown: Shown::new(options.keep_order),
     };
     let tally = runtime.block_on(batch.run(jobs, sig_rx));
     eprintln!("{}", tally.line());
     std::process::exit(tally.exit_status())
+}
+
+/// How `mrun` and its own options were typed before `words` (`mrun --each -j 4`), quoted, for
+/// the commands that refusals show; `mrun --each` when the command line does not end in `words`.
+fn typed_as(words: &[OsString]) -> String {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    match argv.len().checked_sub(words.len()) {
+        Some(options) if options >= 1 && argv.ends_with(words) => std::iter::once("mrun".into())
+            .chain(argv[1..options].iter().map(|w| words::quoted(w)))
+            .collect::<Vec<String>>()
+            .join(" "),
+        _ => "mrun --each".to_string(),
+    }
 }
 
 /// Ends `mrun` with `e` on one line.
@@ -109,6 +139,7 @@ struct Batch<'a> {
     kept_fds: &'a [i32],
     at_once: usize,
     joblog: Option<JobLog>,
+    shown: Shown,
 }
 
 /// A job that runs now.
@@ -117,6 +148,8 @@ struct Running {
     pid: Option<u32>,
     /// Where it was last seen: `home` until a look says otherwise.
     place: String,
+    /// When it started: its age counts in the ETA.
+    started: std::time::Instant,
     /// Why it cannot leave home, if its deputy says it cannot.
     stays_home: Option<String>,
     /// Its words, to name it.
@@ -134,6 +167,7 @@ impl Batch<'_> {
         let mut queue = jobs.into_iter();
         let mut tasks = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
+        let mut estimator = eta::Estimator::default();
         loop {
             while tally.stopped_by.is_none() && running.len() < self.at_once {
                 let Some(spec) = queue.next() else { break };
@@ -145,6 +179,7 @@ impl Batch<'_> {
                     Running {
                         pid: started.pid,
                         place: "home".to_string(),
+                        started: started.started,
                         stays_home: None,
                         label,
                     },
@@ -153,12 +188,20 @@ impl Batch<'_> {
             if running.is_empty() {
                 break;
             }
+            let waiting = if tally.stopped_by.is_some() {
+                0
+            } else {
+                queue.len()
+            };
             let mut tally_line = places::tally(running.values().map(|r| r.place.as_str()));
             let staying = places::staying(running.values().filter_map(|r| r.stays_home.as_deref()));
             if !staying.is_empty() {
                 tally_line = format!("{tally_line} · {staying}");
             }
-            progress.running(tally_line);
+            progress.running(tally_line, || {
+                let ages: Vec<_> = running.values().map(|r| r.started.elapsed()).collect();
+                estimator.remaining(&ages, waiting, self.at_once)
+            });
             tokio::select! {
                 Some(joined) = tasks.join_next_with_id() => {
                     let (id, ended) = match joined {
@@ -169,6 +212,7 @@ impl Batch<'_> {
                     match ended {
                         Ok(mut outcome) => {
                             outcome.place = place;
+                            estimator.ended(outcome.runtime);
                             self.record(outcome, &mut tally, &mut progress);
                         }
                         // Only a bug of ours can get here (the tasks neither panic nor get aborted).
@@ -208,13 +252,14 @@ impl Batch<'_> {
                 }
             }
         }
+        self.shown.flush(&mut progress);
         progress.clear();
         tally
     }
 
-    /// A job ended: show its output and progress, log it, count it.
+    /// A job ended: count it, log it, show its output (now or in its turn).
     fn record(&mut self, outcome: outcome::Outcome, tally: &mut Tally, progress: &mut Progress) {
-        progress.finished(&outcome);
+        progress.ended();
         if let Some(log) = &mut self.joblog {
             if let Err(e) = log.record(&outcome) {
                 progress.say(&format!("mrun: warning: {e:#}; the job log stops here"));
@@ -228,5 +273,6 @@ impl Batch<'_> {
                 .failed
                 .push(format!("{} ({})", outcome.spec.display(), outcome.how()));
         }
+        self.shown.ended(outcome, progress);
     }
 }

@@ -1,17 +1,27 @@
 //! What `mrun --each` shows while it runs: on a terminal, a progress bar (done/total, where
-//! the running jobs are, ETA); otherwise one plain line per finished job. Job output passes
-//! through here too, so that it is never drawn over.
+//! the running jobs are, ETA: see `eta`); otherwise one plain line per job shown. Job output
+//! passes through here too, so that it is never drawn over.
 
 use std::io::{IsTerminal, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::outcome::Outcome;
 
+/// How often at most the ETA is estimated anew (each estimate goes over every ended job).
+const ETA_EVERY: Duration = Duration::from_millis(500);
+
 pub enum Progress {
-    Bar(ProgressBar),
-    Lines { done: usize, total: usize },
+    Bar {
+        bar: ProgressBar,
+        /// The ETA shown, and when it was estimated.
+        eta: Option<(Instant, String)>,
+    },
+    Lines {
+        done: usize,
+        total: usize,
+    },
 }
 
 impl Progress {
@@ -21,31 +31,44 @@ impl Progress {
             return Progress::Lines { done: 0, total };
         }
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            ProgressStyle::with_template("mrun: {bar:30} {pos}/{len} · {msg} · ETA {eta}")
-        {
+        if let Ok(style) = ProgressStyle::with_template("mrun: {bar:30} {pos}/{len} · {msg}") {
             bar.set_style(style);
         }
+        bar.set_message(format!("starting · {}", super::eta::shown(None)));
         bar.enable_steady_tick(Duration::from_secs(1));
-        Progress::Bar(bar)
+        Progress::Bar { bar, eta: None }
     }
 
-    /// Where the running jobs are now (`home 2 · nodea 3`).
-    pub fn running(&self, tally: String) {
-        if let Progress::Bar(bar) = self {
-            bar.set_message(if tally.is_empty() {
+    /// Where the running jobs are now (`home 2 · nodea 3`) and the ETA, when `eta` (called
+    /// only for a bar) estimates it.
+    pub fn running(&mut self, tally: String, estimate: impl FnOnce() -> Option<Duration>) {
+        if let Progress::Bar { bar, eta } = self {
+            let tally = if tally.is_empty() {
                 "starting".to_string()
             } else {
                 tally
-            });
+            };
+            let stale = eta.as_ref().is_none_or(|(at, _)| at.elapsed() >= ETA_EVERY);
+            if stale {
+                *eta = Some((Instant::now(), super::eta::shown(estimate())));
+            }
+            let shown = eta.as_ref().map_or("", |(_, text)| text.as_str());
+            bar.set_message(format!("{tally} · {shown}"));
         }
     }
 
-    /// A job ended: its output in one piece (stdout, then stderr), then its progress line (on
-    /// a terminal only for a failure: the bar shows the rest).
-    pub fn finished(&mut self, job: &Outcome) {
+    /// A job ended (the bar counts it; its output may be shown later, see [`Progress::show`]).
+    pub fn ended(&self) {
+        if let Progress::Bar { bar, .. } = self {
+            bar.inc(1);
+        }
+    }
+
+    /// An ended job's output in one piece (stdout, then stderr), then its progress line (on a
+    /// terminal only for a failure: the bar shows the rest).
+    pub fn show(&mut self, job: &Outcome) {
         match self {
-            Progress::Bar(bar) => {
+            Progress::Bar { bar, .. } => {
                 bar.suspend(|| {
                     write_output(job);
                     if !job.succeeded() {
@@ -57,7 +80,6 @@ impl Progress {
                         );
                     }
                 });
-                bar.inc(1);
             }
             Progress::Lines { done, total } => {
                 *done += 1;
@@ -85,14 +107,14 @@ impl Progress {
     /// A line of our own (a warning) that must not be drawn over.
     pub fn say(&self, text: &str) {
         match self {
-            Progress::Bar(bar) => bar.suspend(|| eprintln!("{text}")),
+            Progress::Bar { bar, .. } => bar.suspend(|| eprintln!("{text}")),
             Progress::Lines { .. } => eprintln!("{text}"),
         }
     }
 
     /// Removes the bar before the summary.
     pub fn clear(&self) {
-        if let Progress::Bar(bar) = self {
+        if let Progress::Bar { bar, .. } = self {
             bar.finish_and_clear();
         }
     }

@@ -3,6 +3,7 @@
 
 mod control;
 pub mod deputy;
+mod known_hosts;
 pub(crate) mod link;
 pub(crate) mod ssh;
 mod stdin;

@@ -1,7 +1,10 @@
-//! Reaching a node over SSH with russh: `~/.ssh/config` (HostName, User, Port, IdentityFile),
-//! keys from ssh-agent and `~/.ssh`, host keys checked against `~/.ssh/known_hosts` with
-//! OpenSSH's meaning, and the node's `mrun-agent` found, or installed, and started.
+//! Reaching a node over SSH with russh: `~/.ssh/config` (HostName, User, Port, IdentityFile,
+//! UserKnownHostsFile, GlobalKnownHostsFile, StrictHostKeyChecking), keys from ssh-agent and
+//! `~/.ssh`, host keys and host certificates checked against the user's and the global
+//! known-hosts files with OpenSSH's meaning (see `known_hosts.rs`), and the node's `mrun-agent`
+//! found, or installed, and started.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +13,8 @@ use russh::client::{self, Handle};
 use russh::keys::{self, PrivateKeyWithHashAlg};
 use russh::ChannelMsg;
 use sha2::Digest;
+
+use super::known_hosts::{self, Verdict};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
@@ -21,6 +26,11 @@ pub struct Destination {
     pub identity_files: Vec<PathBuf>,
     /// `StrictHostKeyChecking accept-new` (or `no`): unknown hosts are learned.
     pub accept_new_host: bool,
+    /// `UserKnownHostsFile` (default `~/.ssh/known_hosts ~/.ssh/known_hosts2`): read, and the
+    /// first one learns new hosts.
+    pub user_known_hosts: Vec<PathBuf>,
+    /// `GlobalKnownHostsFile` (default `/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2`).
+    pub global_known_hosts: Vec<PathBuf>,
 }
 
 fn home() -> PathBuf {
@@ -81,6 +91,37 @@ pub fn resolve(name: &str) -> Result<Destination> {
             identity_files.push(path);
         }
     }
+    let local_user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let files = |field: &str, default: &[&str]| -> Vec<PathBuf> {
+        let given = params
+            .as_ref()
+            .and_then(|p| p.unsupported_fields.get(field).cloned());
+        let words: Vec<String> = match given {
+            Some(words) => words,
+            None => default.iter().map(|w| w.to_string()).collect(),
+        };
+        // `none` alone: no file.
+        if words.len() == 1 && words[0].eq_ignore_ascii_case("none") {
+            return Vec::new();
+        }
+        words
+            .iter()
+            .flat_map(|w| w.split_whitespace())
+            .map(|w| known_hosts::expand_path(w, &home(), &local_user))
+            .collect()
+    };
+    let user_known_hosts = files(
+        "userknownhostsfile",
+        &["~/.ssh/known_hosts", "~/.ssh/known_hosts2"],
+    );
+    let global_known_hosts = files(
+        "globalknownhostsfile",
+        &["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"],
+    );
     let accept_new_host = params
         .as_ref()
         .and_then(|p| p.unsupported_fields.get("stricthostkeychecking").cloned())
@@ -94,13 +135,70 @@ pub fn resolve(name: &str) -> Result<Destination> {
         user,
         identity_files,
         accept_new_host,
+        user_known_hosts,
+        global_known_hosts,
     })
 }
 
-/// Checks the server's key against known_hosts; remembers why it refused.
+/// Checks the server's key or certificate against the known-hosts lines for it; remembers why
+/// it refused.
 pub struct HostCheck {
     dest: Destination,
+    lines: Vec<known_hosts::Line>,
     refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl HostCheck {
+    /// Why the key or certificate `offered` is not accepted, or None if it is (learning it first
+    /// when the host is new and the destination accepts new hosts).
+    fn refusal_for(&self, offered: &keys::PublicKeyOrCertificate) -> Option<String> {
+        let d = &self.dest;
+        let verdict = match offered {
+            keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                known_hosts::check_key(&self.lines, key.key_data())
+            }
+            keys::PublicKeyOrCertificate::Certificate(cert) => {
+                let now = crate::jobs::unix_now().as_secs();
+                known_hosts::check_certificate(&self.lines, cert, &d.host, now)
+            }
+        };
+        let files = || {
+            d.user_known_hosts
+                .iter()
+                .chain(&d.global_known_hosts)
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match verdict {
+            Verdict::Known => None,
+            Verdict::Unknown if d.accept_new_host => {
+                let Some(file) = d.user_known_hosts.first() else {
+                    return Some(format!("cannot record the host key of {}: UserKnownHostsFile is none", d.name));
+                };
+                match keys::known_hosts::learn_known_hosts_path(&d.host, d.port, &offered.public_key(), file) {
+                    Ok(()) => None,
+                    Err(e) => Some(format!("cannot record the host key of {} in {}: {e}", d.name, file.display())),
+                }
+            }
+            Verdict::Unknown => Some(format!(
+                "the host key of {} ({}:{}) is not known (no entry in {}); connect once with `ssh -p {} {}@{}` to check and record it, or set StrictHostKeyChecking accept-new for it",
+                d.name, d.host, d.port, files(), d.port, d.user, d.host
+            )),
+            Verdict::Changed { line } => Some(format!(
+                "REMOTE HOST IDENTIFICATION HAS CHANGED for {} ({}:{}): its key does not match {line}; someone could be eavesdropping, or the host key was replaced; refusing to connect",
+                d.name, d.host, d.port
+            )),
+            Verdict::Revoked { line } => Some(format!(
+                "the host key of {} ({}:{}) is revoked ({line}); refusing to connect",
+                d.name, d.host, d.port
+            )),
+            Verdict::BadCertificate { why, line } => Some(format!(
+                "the host certificate of {} ({}:{}), from the CA of {line}, is not valid: {why}; refusing to connect",
+                d.name, d.host, d.port
+            )),
+        }
+    }
 }
 
 impl client::Handler for HostCheck {
@@ -110,35 +208,10 @@ impl client::Handler for HostCheck {
         &mut self,
         offered: &keys::PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        let d = &self.dest;
-        let keys::PublicKeyOrCertificate::PublicKey { key, .. } = offered else {
-            if let Ok(mut slot) = self.refusal.lock() {
-                *slot = Some(format!("node {} offered a host certificate; mrun checks plain host keys in known_hosts only", d.name));
-            }
-            return Ok(false);
-        };
-        let known = home().join(".ssh/known_hosts");
-        let verdict = match keys::check_known_hosts_path(&d.host, d.port, key, &known) {
-            Ok(true) => None,
-            Ok(false) if d.accept_new_host => {
-                match keys::known_hosts::learn_known_hosts_path(&d.host, d.port, key, &known) {
-                    Ok(()) => None,
-                    Err(e) => Some(format!("cannot record the host key of {} in {}: {e}", d.name, known.display())),
-                }
-            }
-            Ok(false) => Some(format!(
-                "the host key of {} ({}:{}) is not known (no entry in {}); connect once with `ssh -p {} {}@{}` to check and record it, or set StrictHostKeyChecking accept-new for it",
-                d.name, d.host, d.port, known.display(), d.port, d.user, d.host
-            )),
-            Err(keys::Error::KeyChanged { line }) => Some(format!(
-                "REMOTE HOST IDENTIFICATION HAS CHANGED for {} ({}:{}): its key does not match {} line {line}; someone could be eavesdropping, or the host key was replaced; refusing to connect",
-                d.name, d.host, d.port, known.display()
-            )),
-            Err(e) => Some(format!("cannot check the host key of {} against {}: {e}", d.name, known.display())),
-        };
-        let ok = verdict.is_none();
-        if let (Some(v), Ok(mut slot)) = (verdict, self.refusal.lock()) {
-            *slot = Some(v);
+        let refusal = self.refusal_for(offered);
+        let ok = refusal.is_none();
+        if let (Some(why), Ok(mut slot)) = (refusal, self.refusal.lock()) {
+            *slot = Some(why);
         }
         Ok(ok)
     }
@@ -148,7 +221,21 @@ pub type Session = Handle<HostCheck>;
 
 /// Connect and authenticate.
 pub async fn connect(dest: &Destination) -> Result<Session> {
+    let files: Vec<PathBuf> = dest
+        .user_known_hosts
+        .iter()
+        .chain(&dest.global_known_hosts)
+        .cloned()
+        .collect();
+    let lines = known_hosts::lines_for(&files, &known_hosts::lookup_name(&dest.host, dest.port));
+    // Ask for a host certificate only when a CA is listed for the host (as OpenSSH orders its
+    // host key algorithms by what it knows); otherwise the plain key is checked.
+    let mut preferred = russh::Preferred::default();
+    if known_hosts::has_authority(&lines) {
+        preferred.host_key_certificates = Cow::Owned(preferred.key.to_vec());
+    }
     let config = Arc::new(client::Config {
+        preferred,
         inactivity_timeout: None,
         keepalive_interval: Some(std::time::Duration::from_secs(15)),
         keepalive_max: 4,
@@ -158,6 +245,7 @@ pub async fn connect(dest: &Destination) -> Result<Session> {
     let refusal = Arc::new(Mutex::new(None));
     let check = HostCheck {
         dest: dest.clone(),
+        lines,
         refusal: refusal.clone(),
     };
     let addr = (dest.host.as_str(), dest.port);
@@ -352,7 +440,8 @@ pub async fn agent_command(
     let digest = hex(&sha2::Sha256::digest(&binary));
     let cached = format!("mrun-agent-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]);
     let probe = format!(
-        "uname -m; command -v mrun-agent || true; f=\"$HOME/.cache/mrun/{cached}\"; if [ -x \"$f\" ]; then echo \"$f\"; fi"
+        "uname -m; command -v mrun-agent || true; f=\"$HOME/.cache/mrun/{cached}\"; if [ -x \"$f\" ]; then echo \"$f\"; fi; {}",
+        OLD_AGENTS_CLEANUP
     );
     let ran = run(session, &probe, None).await?;
     let mut lines = ran.stdout.lines();
@@ -384,6 +473,16 @@ pub async fn agent_command(
     }
     Ok(shell_quote(path))
 }
+
+/// Shell code (for the probe, after `f` is set to the current agent's path) that removes the
+/// agents earlier versions of mrun uploaded into `~/.cache/mrun` (`mrun-agent-VERSION-DIGEST`,
+/// see [`agent_command`]): every one but `$f`, and none that a process still runs (an old
+/// daemon's agent restoring jobs needs its file: it starts its helpers from it). Nothing else
+/// in that directory is touched, and `/proc` is read only when there is something to remove.
+const OLD_AGENTS_CLEANUP: &str = r#"old=; for a in "$HOME"/.cache/mrun/mrun-agent-*-????????????; do if [ -f "$a" ] && [ "$a" != "$f" ]; then old="$old$a
+"; fi; done; if [ -n "$old" ]; then running="$(ls -l /proc/[0-9]*/exe 2>/dev/null)
+"; printf %s "$old" | while IFS= read -r a; do case "$running" in *" -> $a
+"*) ;; *) rm -f -- "$a" ;; esac; done; fi"#;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -44,8 +44,8 @@ pub use scenario::{
     run_state_victim_then, wait_threads_running, Progress, StateRun,
 };
 pub use sshd::{
-    assert_at, daemons_for, keygen, locate, login_name, At, ClientHome, Node, NodeHome,
-    NodeOptions, RemoteAgent, SshMrun, Via,
+    assert_at, daemons_for, keygen, locate, login_name, At, ClientHome, HostCertificate, Node,
+    NodeHome, NodeOptions, RemoteAgent, SshMrun, Via,
 };
 pub use threaded::{
     cpu_flag, go_spread, go_ticker, python_workers, xz_two_threads_to_file, GO_SPREAD_ARGS,

@@ -80,6 +80,34 @@ pub fn keygen(path: &Path, comment: &str) -> String {
     text.trim().to_string()
 }
 
+/// Signs the host key at `key` (its `.pub`) as `how` says; returns the certificate's path.
+fn sign_host_key(key: &Path, node: &str, how: &HostCertificate) -> PathBuf {
+    let public = PathBuf::from(format!("{}.pub", key.display()));
+    let mut cmd = Command::new("/usr/bin/ssh-keygen");
+    cmd.arg("-q").arg("-s").arg(&how.ca).args([
+        "-h",
+        "-I",
+        &format!("node-{node}"),
+        "-n",
+        &how.principals,
+    ]);
+    if let Some(v) = &how.validity {
+        cmd.args(["-V", v]);
+    }
+    let out = cmd
+        .arg(&public)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ssh-keygen -s: {e}"));
+    assert!(
+        out.status.success(),
+        "ssh-keygen -s {} {}: {}",
+        how.ca.display(),
+        public.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(format!("{}-cert.pub", key.display()))
+}
+
 /// "TYPE BASE64" of a public key line (without its comment).
 fn key_fields(line: &str) -> String {
     line.split_whitespace()
@@ -111,6 +139,20 @@ pub struct NodeOptions {
     pub path: String,
     /// Run sshd (and so everything of its sessions) in this cgroup (its `cgroup.procs`).
     pub cgroup_procs: Option<PathBuf>,
+    /// Serve a certificate of its host key too (`HostCertificate`), signed as said.
+    pub host_certificate: Option<HostCertificate>,
+}
+
+/// How a node's host certificate is signed: `ssh-keygen -s CA -h -I node-NAME -n PRINCIPALS
+/// [-V VALIDITY]`.
+#[derive(Clone, Debug)]
+pub struct HostCertificate {
+    /// The CA's private key.
+    pub ca: PathBuf,
+    /// Comma-separated host names it is valid for.
+    pub principals: String,
+    /// `-V` of ssh-keygen (e.g. "20200101:20200102"), or None for forever.
+    pub validity: Option<String>,
 }
 
 impl Default for NodeOptions {
@@ -119,6 +161,7 @@ impl Default for NodeOptions {
             home: NodeHome::Own,
             path: "/usr/bin:/bin".to_string(),
             cgroup_procs: None,
+            host_certificate: None,
         }
     }
 }
@@ -175,6 +218,10 @@ impl Node {
             }
             NodeHome::At(p) => p.clone(),
         };
+        let certificate = opts
+            .host_certificate
+            .as_ref()
+            .map(|c| sign_host_key(&dir.join("host_key"), name, c));
         let config = dir.join("sshd_config");
         let log = dir.join("log");
         let mut last_failure = String::new();
@@ -193,12 +240,17 @@ impl Node {
                  PermitRootLogin prohibit-password\n\
                  StrictModes no\n\
                  LogLevel ERROR\n\
-                 SetEnv HOME={home} PATH={path}\n",
+                 SetEnv HOME={home} PATH={path}\n\
+                 {cert}",
                 hk = dir.join("host_key").display(),
                 ak = authorized.display(),
                 pid = dir.join("sshd.pid").display(),
                 home = home.display(),
                 path = opts.path,
+                cert = certificate
+                    .as_ref()
+                    .map(|c| format!("HostCertificate {}\n", c.display()))
+                    .unwrap_or_default(),
             );
             std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
             let mut cmd = Command::new(SSHD);
