@@ -41,7 +41,7 @@ complete -c mrunctl -n "__fish_mrunctl_using_subcommand restore" -s h -l help -d
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand migrate" -s h -l help -d 'Print help'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l nodes -d 'Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml' -r
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l interval -d 'Seconds between two redraws of --watch' -r
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l json -d 'Print JSON (`{"jobs": [...], "nodes": [...]}`) for scripts'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l json -d 'Print JSON for scripts (`{"version": 1, "jobs": [...], "nodes": [...]}`; docs/json.md)'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -s w -l watch -d 'Keep showing: a live view of the machines\' loads, the jobs and the balancer\'s moves, redrawn every interval (like mosmon/mtop). Ctrl-C ends it'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -l nodes -d 'Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml' -r

@@ -22,7 +22,7 @@ pub struct JobInfo {
     /// `running`, or `moving` while a migration is under way.
     pub state: String,
     pub started_unix: u64,
-    /// CPU seconds used so far, when known (at home).
+    /// CPU seconds (user + system) used so far in all, at home and on every node it ran on.
     pub cpu_seconds: Option<f64>,
     /// Why the last migration failed, if it did.
     #[serde(default)]
@@ -51,9 +51,14 @@ pub struct JobInfo {
     /// outside it: while it holds any, it cannot move (at home; empty away).
     #[serde(default)]
     pub shared_fds: Vec<crate::fds::SharedFd>,
-    /// Why the job cannot move right now (one sentence naming those descriptors), if it can't.
+    /// Why the job cannot move right now, if it can't (at home): one sentence naming what it
+    /// holds (a kept descriptor, or what the engine would refuse).
     #[serde(default)]
     pub cannot_move: Option<String>,
+    /// The same in a few words, alike for jobs kept home by the same kind of thing (`holds a
+    /// TCP socket`).
+    #[serde(default)]
+    pub stays_home: Option<String>,
 }
 
 /// Time since the Unix epoch (the clock job times are given in).
@@ -147,4 +152,37 @@ pub fn list_within(limit: std::time::Duration) -> Result<Vec<JobInfo>> {
     }
     jobs.sort_by_key(|j| j.job);
     Ok(jobs)
+}
+
+/// `text` (a job's command) on one line of a table or log: newlines, tabs and other control
+/// characters written as escapes (`\n`, `\t`, `\x1b`), a backslash doubled, the rest as is.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_keeps_a_command_on_one_line() {
+        assert_eq!(
+            super::printable("sh -c 'a\nb\tc\x1b[31m\\'"),
+            "sh -c 'a\\nb\\tc\\x1b[31m\\\\'"
+        );
+        assert_eq!(super::printable("gzip -9 é.txt"), "gzip -9 é.txt");
+        assert_eq!(super::printable("a\u{85}b"), "a\\u{85}b");
+    }
 }

@@ -23,6 +23,8 @@ pub enum DumpEvent {
     Chunk(Bytes),
     /// The image is complete; the process is frozen until a verdict is given.
     Done,
+    /// The engine does not carry something the process holds; it runs on untouched.
+    Refused(engine::Refusal),
     Failed(String),
 }
 
@@ -93,6 +95,9 @@ pub fn checkpoint_to_chunks(
                         let _ = held.resume();
                     }
                 }
+            }
+            Err(engine::EngineError::Refused(why)) => {
+                let _ = tx.blocking_send(DumpEvent::Refused(why));
             }
             Err(e) => {
                 let _ = tx.blocking_send(DumpEvent::Failed(engine::error_chain(&e)));

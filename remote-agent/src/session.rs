@@ -204,8 +204,13 @@ async fn relay(
     // With a pty, a ^Z from home stops the process here: watch for it, so home can stop too.
     let mut stop_check = tokio::time::interval(std::time::Duration::from_millis(100));
     let mut stopped = false;
+    // Home shows the job's CPU time wherever it runs: what it used here, every second.
+    let mut usage_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = usage_tick.tick(), if leaving.is_none() && outbox.len() < OUTBOX => {
+                outbox.extend(usage(proc_pid));
+            }
             permit = to_home.reserve(), if !outbox.is_empty() || taken > 0 => {
                 let Ok(permit) = permit else { bail!("cannot write to home any more") };
                 if taken > 0 {
@@ -291,7 +296,14 @@ async fn relay(
                         unread.extend_from_slice(&queued);
                         outbox.extend(mrun_core::feed::stdin_pieces(unread).map(Frame::Stdin));
                     }
+                    // Frozen, its CPU time is final here.
+                    outbox.extend(usage(proc_pid));
                     outbox.push_back(Frame::Control(Control::ImageEnd));
+                }
+                Some(DumpEvent::Refused(why)) => {
+                    dump_events = None;
+                    leaving = None;
+                    outbox.push_back(Frame::Control(Control::Error { message: format!("checkpoint refused on this node: {why}") }));
                 }
                 Some(DumpEvent::Failed(why)) => {
                     dump_events = None;
@@ -418,6 +430,12 @@ async fn watch(
             },
         }
     }
+}
+
+/// The job's CPU time here, for home (nothing once it is gone).
+fn usage(proc_pid: i32) -> Option<Frame> {
+    mrun_core::load::job::cpu_seconds(Pid::from_raw(proc_pid))
+        .map(|cpu_seconds| Frame::Control(Control::Usage { cpu_seconds }))
 }
 
 /// Whether the process is stopped by a job-control signal (state `T`; a ptrace stop is `t`).

@@ -432,3 +432,178 @@ fn a_node_going_down_loses_only_its_own_jobs() {
     }
     assert!(lost >= 1, "no job was lost with a");
 }
+
+/// Burns a CPU for argv[1] seconds while holding argv[2]: `tcp` a listening TCP socket (which
+/// /proc shows), `bigfile` a file with no name of 9 MiB (which only a real checkpoint finds
+/// too large to carry), `nothing` nothing in the way. Prints one line when it ends.
+const HOLDER_PY: &str = r#"
+import socket, sys, tempfile, time
+secs, kind = float(sys.argv[1]), sys.argv[2]
+if kind == "tcp":
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+elif kind == "bigfile":
+    held = tempfile.TemporaryFile()
+    held.write(b"x" * (9 << 20))
+    held.flush()
+end = time.monotonic() + secs
+n = 0
+while time.monotonic() < end:
+    n += 1
+print("held", kind, "to the end")
+"#;
+
+/// The jobs that held `kind` (the command ends with it) in the log's lines with `tag`.
+fn log_lines<'a>(log: &'a str, tag: &str, kind: &str) -> Vec<&'a str> {
+    let end = format!(" {kind})");
+    log.lines()
+        .filter(|l| l.contains(tag) && l.contains(&end))
+        .collect()
+}
+
+#[test]
+fn jobs_that_cannot_move_stay_home_say_why_once_and_are_never_tried() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_stays");
+    let c = Cluster::start(&sb, "stays", FAST);
+    let m = c.mrun(&sb);
+    // Home is loaded and the nodes idle: the balancer would move every busy job it may.
+    let _load = burners(&c.home_slice, 2);
+    let python = python3();
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("-j"),
+        OsStr::new("3"),
+        python.as_os_str(),
+        OsStr::new("-c"),
+        OsStr::new(HOLDER_PY),
+        OsStr::new("10"),
+        OsStr::new(":::"),
+        OsStr::new("tcp"),
+        OsStr::new("tcp"),
+        OsStr::new("nothing"),
+    ];
+    let cmd = m.command("--each", &args);
+    let batch = Proc::spawn("mrun --each holders", cmd, Input::Null, Output::Pipe);
+    // While they run, `mrunctl status` says why the two stay (JSON and table alike).
+    let status = |json: bool| {
+        let args: &[&str] = if json {
+            &["status", "--json"]
+        } else {
+            &["status"]
+        };
+        let mut cmd = m.mrun.mrunctl_command(args);
+        cmd.env("HOME", c.client.home());
+        Proc::spawn("mrunctl status", cmd, Input::Null, Output::Pipe).finish()
+    };
+    let mut doc = serde_json::Value::Null;
+    let told = wait_until(TIMEOUT, || {
+        doc = serde_json::from_slice(&status(true).stdout).unwrap_or_default();
+        doc["jobs"].as_array().is_some_and(|jobs| {
+            jobs.iter()
+                .filter(|j| j["stays_home"] == "holds a listening TCP socket")
+                .count()
+                == 2
+        })
+    });
+    assert!(
+        told,
+        "status --json does not say why two jobs stay: {doc:#}"
+    );
+    for j in doc["jobs"].as_array().into_iter().flatten() {
+        if j["stays_home"].is_string() {
+            let why = j["cannot_move"].as_str().unwrap_or_default();
+            assert!(
+                why.starts_with("the job cannot move: ") && why.contains("listening TCP socket"),
+                "{j:#}"
+            );
+        }
+    }
+    let table = status(false).stdout_text();
+    assert_eq!(
+        table.matches("listening TCP socket open on fd").count(),
+        2,
+        "the table does not show the reason under each job:\n{table}"
+    );
+    let done = batch.finish();
+    done.assert_success();
+    let out = done.stdout_text();
+    assert_eq!(out.matches("to the end").count(), 3, "{}", done.describe());
+    // mrun --each says it once per job (its stderr is no terminal: one line each).
+    let err = done.stderr_text();
+    assert_eq!(
+        err.matches("stays home: holds a listening TCP socket")
+            .count(),
+        2,
+        "{}",
+        done.describe()
+    );
+    let log = c.log();
+    // The daemon's log says it once per job, not once per round...
+    assert_eq!(
+        log_lines(&log, "balancer: leaves job", "tcp").len(),
+        2,
+        "{log}"
+    );
+    // ...and the balancer never tried them, while it did move the job that could go.
+    assert!(log_lines(&log, "balancer: job", "tcp").is_empty(), "{log}");
+    assert!(
+        log_lines(&log, "migration failed", "tcp").is_empty(),
+        "{log}"
+    );
+    assert!(
+        log_lines(&log, "balancer: job", "nothing")
+            .iter()
+            .any(|l| l.contains("home -> ")),
+        "the job holding nothing did not move, so this proves nothing:\n{log}"
+    );
+}
+
+#[test]
+fn a_refusal_the_forecast_misses_is_remembered_and_not_retried_every_round() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_refused");
+    let c = Cluster::start(&sb, "refused", FAST);
+    let m = c.mrun(&sb);
+    let _load = burners(&c.home_slice, 2);
+    let python = python3();
+    let job = m.start(
+        "a job holding a 9 MiB file with no name",
+        &python,
+        &["-c", HOLDER_PY, "12", "bigfile"],
+        Input::Null,
+        Output::Pipe,
+    );
+    let tried = wait_until(LONG, || {
+        !log_lines(&c.log(), "migration failed", "bigfile").is_empty()
+    });
+    assert!(tried, "the balancer never tried the job:\n{}", c.log());
+    // Remembered: status says why, and when it will be tried again.
+    let mut cmd = m.mrun.mrunctl_command(&["status", "--json"]);
+    cmd.env("HOME", c.client.home());
+    let done = Proc::spawn("mrunctl status --json", cmd, Input::Null, Output::Pipe).finish();
+    let doc: serde_json::Value = serde_json::from_slice(&done.stdout).expect("JSON");
+    let me = &doc["jobs"][0];
+    assert_eq!(me["stays_home"], "holds a deleted file", "{doc:#}");
+    assert!(
+        me["cannot_move"]
+            .as_str()
+            .is_some_and(|w| w.contains("the balancer tries again at ")),
+        "{doc:#}"
+    );
+    let done = job.finish();
+    done.assert_success();
+    assert_eq!(done.stdout_text(), "held bigfile to the end\n");
+    // One attempt in its whole life (the next is 30 s after the first, past its end).
+    let log = c.log();
+    assert_eq!(
+        log_lines(&log, "migration failed", "bigfile").len(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log_lines(&log, "balancer: leaves job", "bigfile").len(),
+        1,
+        "{log}"
+    );
+}

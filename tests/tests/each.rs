@@ -328,13 +328,14 @@ fn home_pins_every_job_and_jobs_are_our_children() {
     let mut jobs = Vec::new();
     let listed = wait_until(TIMEOUT, || {
         let out = status.output().expect("run mrunctl status --json");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        jobs = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("\"deputy\": "))
-            .map(|v| v.trim_end_matches(',').parse::<i32>().unwrap_or(0))
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let listed = doc["jobs"].as_array().cloned().unwrap_or_default();
+        jobs = listed
+            .iter()
+            .filter_map(|j| j["deputy_pid"].as_i64())
+            .map(|p| p as i32)
             .collect();
-        jobs.len() == 2 && text.matches("\"pinned_home\": true").count() == 2
+        jobs.len() == 2 && listed.iter().all(|j| j["pinned_home"] == true)
     });
     let deputies = children(proc.pid());
     // SAFETY: kill has no memory preconditions; the pid is our child's.

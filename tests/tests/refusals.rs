@@ -455,3 +455,50 @@ fn refusal_in_a_child_leaves_the_whole_tree_running() {
     );
     assert_eq!(received_from_victim(conn), "ping");
 }
+
+/// Issue 11: a job that cannot move says why before anything tries: its `mrun` forecasts from
+/// /proc, without stopping it, the very sentence a checkpoint refuses it with (`mrunctl
+/// status --json`, `cannot_move`), and the job keeps ticking untouched.
+#[test]
+fn the_forecast_under_mrun_names_what_a_checkpoint_refuses() {
+    for mode in ["tcp", "sysv_shm", "io_uring"] {
+        let sb = Sandbox::new(&format!("forecast-{mode}"));
+        let mrun = Mrun::new(&sb).with_runtime_dir(RuntimeDir::At(sb.mkdir("runtime")));
+        let stop = sb.path("stop");
+        let dir = sb.mkdir("dir");
+        let victim = sb.victim("refuse");
+        let mut job = mrun.start(
+            &format!("refuse {mode}"),
+            &victim,
+            &[OsStr::new(mode), stop.as_os_str(), dir.as_os_str()],
+            &[],
+            Input::Null,
+            Output::Pipe,
+        );
+        job.mrun.wait_for_stdout("tick 2\n");
+        let status = mrun.mrunctl(&["status", "--json"]);
+        status.assert_success();
+        let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        let why = doc["jobs"][0]["cannot_move"].as_str().unwrap_or_default();
+        let forecast = why
+            .strip_prefix("the job cannot move: ")
+            .unwrap_or_else(|| panic!("{mode}: no reason given: {doc:#}"));
+        assert_untouched(job.id as i32, 0);
+        let out = sb
+            .mrunctl()
+            .checkpoint(job.id as i32, &sb.path("refused.img"));
+        out.assert_exit_code(3);
+        let refusal = out.stderr_text();
+        assert!(
+            refusal.trim_end().ends_with(forecast),
+            "{mode}: the forecast {forecast:?} is not the checkpoint's refusal {refusal:?}"
+        );
+        sb.touch("stop");
+        let done = job.finish();
+        assert!(
+            done.status.success() && done.stdout_text().contains("ALL PASS"),
+            "{mode}: {}",
+            done.describe()
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! `mrunctl nodes`: the configured nodes and what each reports.
+//! `mrunctl nodes`: home and the configured nodes, and what each reports.
 
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
@@ -57,14 +57,41 @@ pub fn reports(flag: Option<&str>) -> Vec<NodeReport> {
     })
 }
 
-/// The node table; `jobs` gives each node's count of this user's jobs.
+/// Home as a machine among the nodes: measured here, as an agent measures its node when asked
+/// to describe it (a few run-queue samples; the daemon's view is not needed).
+pub fn home_report() -> NodeReport {
+    let mut meter = mrun_core::load::Meter::new();
+    for k in 0..3 {
+        if k > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        meter.sample();
+    }
+    let mut facts = meter.facts();
+    facts.jobs = meter.hosted_jobs();
+    NodeReport {
+        node: "home".into(),
+        reachable: true,
+        facts: Some(facts),
+        problem: None,
+    }
+}
+
+/// How many of `jobs` run on `node` (`home` for home), as their deputies say: the one count
+/// `mrunctl status` and `mrunctl nodes` show, in their tables and JSON alike.
+pub fn jobs_at(jobs: &[crate::jobs::JobInfo], node: &str) -> usize {
+    jobs.iter().filter(|j| j.place == node).count()
+}
+
+/// The machine table (home first, then the nodes); `jobs` gives each one's count of this
+/// user's jobs.
 pub fn table(reports: &[NodeReport], jobs: &[crate::jobs::JobInfo]) -> String {
     let mut out = format!(
         "{:<20} {:<10} {:>4} {:>9} {:>10} {:>5}  {}\n",
         "NODE", "REACHABLE", "CPUS", "LOAD/CPU", "MEM FREE", "JOBS", "SPEED / ARCH / PROBLEM"
     );
     for r in reports {
-        let here = jobs.iter().filter(|j| j.place == r.node).count();
+        let here = jobs_at(jobs, &r.node);
         out.push_str(&match &r.facts {
             Some(f) => format!(
                 "{:<20} {:<10} {:>4} {:>9.2} {:>9.1}G {:>5}  {:.0} {} {}\n",
@@ -94,23 +121,26 @@ pub fn table(reports: &[NodeReport], jobs: &[crate::jobs::JobInfo]) -> String {
 }
 
 pub fn run(args: NodesArgs) -> ! {
-    let reports = reports(args.nodes.as_deref());
+    let mut machines = vec![home_report()];
+    machines.extend(reports(args.nodes.as_deref()));
+    // Listed after the nodes answered, as `mrunctl status` does: the counts are of one moment.
+    let jobs = crate::jobs::list().unwrap_or_default();
     if args.json {
-        match serde_json::to_string_pretty(&reports) {
-            Ok(t) => println!("{t}"),
-            Err(e) => exit::fail("mrunctl", format!("cannot encode: {e}"), exit::FAILURE),
-        }
-        std::process::exit(0);
+        crate::ctl::json::print(&crate::ctl::json::Nodes {
+            version: crate::ctl::json::VERSION,
+            nodes: machines
+                .iter()
+                .map(|r| crate::ctl::json::Node::of(r, &jobs))
+                .collect(),
+        })
     }
-    if reports.is_empty() {
+    print!("{}", table(&machines, &jobs));
+    if machines.len() == 1 {
         println!(
             "no nodes configured: use --nodes, MRUN_NODES or {}",
             crate::nodes::config_path().display()
         );
-        std::process::exit(0);
     }
-    let jobs = crate::jobs::list().unwrap_or_default();
-    print!("{}", table(&reports, &jobs));
     std::process::exit(0)
 }
 

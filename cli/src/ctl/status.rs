@@ -7,7 +7,7 @@ use crate::jobs::{self, JobInfo};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print JSON (`{"jobs": [...], "nodes": [...]}`) for scripts.
+    /// Print JSON for scripts (`{"version": 1, "jobs": [...], "nodes": [...]}`; docs/json.md).
     #[arg(long)]
     pub json: bool,
     /// Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml.
@@ -26,27 +26,30 @@ pub fn run(args: StatusArgs) -> ! {
     if args.watch {
         crate::ctl::watch::run(args.interval)
     }
+    let mut machines = vec![crate::ctl::nodes::home_report()];
+    machines.extend(crate::ctl::nodes::reports(args.nodes.as_deref()));
+    // Listed once, after the nodes answered (which may take a while): the job table and each
+    // machine's count of jobs are of one moment.
     let list = jobs::list().unwrap_or_else(|e| {
         exit::fail("mrunctl", format!("cannot list jobs: {e:#}"), exit::FAILURE)
     });
-    let nodes = crate::ctl::nodes::reports(args.nodes.as_deref());
     if args.json {
-        let doc = serde_json::json!({ "jobs": list, "nodes": nodes });
-        match serde_json::to_string_pretty(&doc) {
-            Ok(text) => println!("{text}"),
-            Err(e) => exit::fail(
-                "mrunctl",
-                format!("cannot encode the status: {e}"),
-                exit::FAILURE,
-            ),
-        }
-        std::process::exit(0);
+        let now = now();
+        crate::ctl::json::print(&crate::ctl::json::Status {
+            version: crate::ctl::json::VERSION,
+            jobs: list
+                .iter()
+                .map(|j| crate::ctl::json::Job::of(j, now))
+                .collect(),
+            nodes: machines
+                .iter()
+                .map(|r| crate::ctl::json::Node::of(r, &list))
+                .collect(),
+        })
     }
     print!("{}", table(&list, now()));
-    if !nodes.is_empty() {
-        println!();
-        print!("{}", crate::ctl::nodes::table(&nodes, &list));
-    }
+    println!();
+    print!("{}", crate::ctl::nodes::table(&machines, &list));
     std::process::exit(0)
 }
 
@@ -81,13 +84,18 @@ pub fn table(list: &[JobInfo], now: u64) -> String {
             j.state,
             age(now.saturating_sub(j.started_unix)),
             cpu,
-            j.command
+            jobs::printable(&j.command)
         ));
         if let Some(why) = &j.cannot_move {
             out.push_str(&format!("{:<8} {why}\n", ""));
         }
         // A move refused for that same reason would only say it again.
-        let repeated = |p: &str| j.cannot_move.as_deref().is_some_and(|w| p.starts_with(w));
+        let repeated = |p: &str| {
+            let refusal = p.trim_end_matches("; the job stays at home");
+            j.cannot_move
+                .as_deref()
+                .is_some_and(|w| p.starts_with(w) || w.contains(refusal))
+        };
         if let Some(p) = j.last_problem.as_deref().filter(|p| !repeated(p)) {
             out.push_str(&format!("{:<8} last migration failed: {p}\n", ""));
         }
@@ -121,6 +129,7 @@ mod tests {
             cpu_demand: Some(0.9),
             shared_fds: Vec::new(),
             cannot_move: None,
+            stays_home: None,
         };
         let job_clone = job.clone();
         let t = table(&[job], 1075);

@@ -31,7 +31,7 @@ pub fn run(interval: f64) -> ! {
         let jobs = crate::jobs::list_within(Duration::from_millis(300)).unwrap_or_default();
         let mut frame = String::new();
         match &report {
-            Ok(r) => frame.push_str(&machines(r)),
+            Ok(r) => frame.push_str(&machines(r, &jobs)),
             Err(e) => frame.push_str(&format!("(no cluster view: {e:#})\n")),
         }
         frame.push('\n');
@@ -59,8 +59,9 @@ pub fn run(interval: f64) -> ! {
     }
 }
 
-/// The machines table: one line per machine with a load bar (runnable per CPU, full at 2).
-pub fn machines(r: &ClusterReport) -> String {
+/// The machines table: one line per machine with a load bar (runnable per CPU, full at 2),
+/// and this user's jobs there, counted as `mrunctl status` and `mrunctl nodes` count them.
+pub fn machines(r: &ClusterReport, jobs: &[crate::jobs::JobInfo]) -> String {
     let mut out = format!(
         "{:<16} {:>4} {:>7} {:<w$} {:>9} {:>5}  {}\n",
         "MACHINE",
@@ -84,11 +85,7 @@ pub fn machines(r: &ClusterReport) -> String {
             f.load_per_cpu,
             bar(f.load_per_cpu),
             f.mem_available as f64 / (1u64 << 30) as f64,
-            if name == "home" {
-                "-".to_string()
-            } else {
-                f.jobs.to_string()
-            }
+            crate::ctl::nodes::jobs_at(jobs, name)
         )),
         None => out.push_str(&format!(
             "{:<16} {:>4} {:>7} {:<w$} {:>9} {:>5}  {}\n",
@@ -151,11 +148,31 @@ mod tests {
             balancing: true,
             recent: vec![],
         };
-        let text = machines(&r);
+        let job = |place: &str| crate::jobs::JobInfo {
+            job: 1,
+            pid: 1,
+            command: "gzip".into(),
+            place: place.into(),
+            state: "running".into(),
+            started_unix: 0,
+            cpu_seconds: None,
+            last_problem: None,
+            deputy: 1,
+            pinned_home: false,
+            arrived_unix_ms: 0,
+            moves: 0,
+            bytes: 0,
+            cpu_demand: None,
+            shared_fds: Vec::new(),
+            cannot_move: None,
+            stays_home: None,
+        };
+        let text = machines(&r, &[job("a"), job("a"), job("a"), job("home")]);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].contains("balancing on"));
         assert!(
             lines[1].starts_with("home")
+                && lines[1].trim_end().ends_with('1')
                 && lines[1].contains("1.00")
                 && lines[1].contains(&format!("[{}{}]", "#".repeat(10), ".".repeat(10)))
         );

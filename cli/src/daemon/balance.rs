@@ -2,6 +2,7 @@
 //! report, this user's jobs as their deputies report), ask the placement policy, and carry
 //! out its moves through the jobs' deputies, exactly as `mrunctl migrate` would.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ pub static BALANCING: AtomicBool = AtomicBool::new(false);
 /// Runs for the daemon's life. `alive` is set while this user has jobs (the daemon stays).
 pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
     let mut settle_until = Instant::now();
+    let mut seen = Seen::default();
     loop {
         let cfg = crate::nodes::config().unwrap_or_else(|e| {
             crate::log::line(&format!("balancer: {e:#}; using the defaults"));
@@ -45,6 +47,14 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
                 .and_then(Result::ok)
                 .unwrap_or_default();
         alive.store(!jobs.is_empty(), Ordering::SeqCst);
+        let (kept, moved) = seen.update(&jobs);
+        for line in kept {
+            crate::log::line(&format!("balancer: {line}"));
+        }
+        // The deputies logged these moves themselves.
+        for line in moved {
+            cluster::note(&cluster, stamped(&line));
+        }
         let enabled = cfg.balance.enabled() && !nodes.is_empty();
         BALANCING.store(enabled, Ordering::SeqCst);
         if !enabled || jobs.is_empty() || Instant::now() < settle_until {
@@ -63,6 +73,10 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
             continue;
         }
         let mut running = Vec::new();
+        for m in &moves {
+            // Its own moves are noted as they end, with their reason and time taken.
+            seen.expect_move(m.job);
+        }
         for m in moves {
             let Some(info) = jobs.iter().find(|j| j.job == m.job).cloned() else {
                 continue;
@@ -78,35 +92,102 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
                 let answer =
                     tokio::task::spawn_blocking(move || crate::jobs::ask(job, &request)).await;
                 let seconds = started.elapsed().as_secs_f64();
+                let command = crate::jobs::printable(&info.command);
                 let line = match answer {
                     Ok(Ok(_)) => {
                         let link = if to == "home" { &from } else { &to };
                         cluster::record_throughput(&cluster, link, info.bytes, seconds, fixed);
                         format!(
-                            "job {job} ({}) {from} -> {to} in {seconds:.2} s: {}",
-                            info.command, m.reason
+                            "job {job} ({command}) {from} -> {to} in {seconds:.2} s: {}",
+                            m.reason
                         )
                     }
                     // Between the listing and the move the job may simply have ended.
                     Ok(Err(_)) if !crate::jobs::job_socket(job).is_ok_and(|p| p.exists()) => {
-                        format!(
-                            "job {job} ({}) ended before it could move to {to}",
-                            info.command
-                        )
+                        format!("job {job} ({command}) ended before it could move to {to}")
                     }
-                    Ok(Err(e)) => {
-                        format!("job {job} ({}) {from} -> {to} failed: {e:#}", info.command)
-                    }
-                    Err(e) => format!("job {job} ({}) {from} -> {to} failed: {e}", info.command),
+                    Ok(Err(e)) => format!("job {job} ({command}) {from} -> {to} failed: {e:#}"),
+                    Err(e) => format!("job {job} ({command}) {from} -> {to} failed: {e}"),
                 };
                 crate::log::line(&format!("balancer: {line}"));
-                cluster::note(&cluster, line);
+                cluster::note(&cluster, stamped(&line));
             }));
         }
         for r in running {
             let _ = r.await;
         }
         settle_until = Instant::now() + SETTLE;
+    }
+}
+
+/// A line of "recent moves" with its time (ISO 8601, UTC).
+fn stamped(line: &str) -> String {
+    format!(
+        "{} {line}",
+        crate::log::iso8601(std::time::SystemTime::now())
+    )
+}
+
+/// What the balancer saw of each job last round: where it was, how many moves it had made,
+/// and why it stayed home (told once in the log, not every round).
+#[derive(Default)]
+struct Seen {
+    jobs: HashMap<u32, SeenJob>,
+}
+
+struct SeenJob {
+    place: String,
+    moves: u32,
+    stays_home: Option<String>,
+    /// The balancer itself is moving it: its own line says so.
+    ours: bool,
+}
+
+impl Seen {
+    /// Take in this round's jobs. Lines for the log: each job newly kept home, and why; for
+    /// "recent moves": each job that moved since last round without the balancer (`mrunctl
+    /// migrate`).
+    fn update(&mut self, jobs: &[JobInfo]) -> (Vec<String>, Vec<String>) {
+        let (mut kept, mut moved) = (Vec::new(), Vec::new());
+        let mut now = HashMap::with_capacity(jobs.len());
+        for j in jobs {
+            let command = crate::jobs::printable(&j.command);
+            let before = self.jobs.remove(&j.job);
+            if let Some(b) = &before {
+                if j.moves > b.moves && !b.ours && j.place != b.place {
+                    moved.push(format!(
+                        "job {} ({command}) {} -> {} by mrunctl migrate",
+                        j.job, b.place, j.place
+                    ));
+                }
+            }
+            let told = before.as_ref().and_then(|b| b.stays_home.as_deref());
+            // A kept descriptor was told in the log by the job's deputy when it started.
+            if let (Some(why), Some(brief)) = (&j.cannot_move, &j.stays_home) {
+                if told != Some(brief.as_str()) && j.shared_fds.is_empty() {
+                    kept.push(format!("leaves job {} ({command}) at home: {why}", j.job));
+                }
+            }
+            let ours = before.is_some_and(|b| b.ours && j.moves == b.moves);
+            now.insert(
+                j.job,
+                SeenJob {
+                    place: j.place.clone(),
+                    moves: j.moves,
+                    stays_home: j.stays_home.clone(),
+                    ours,
+                },
+            );
+        }
+        self.jobs = now;
+        (kept, moved)
+    }
+
+    /// The balancer is about to move `job`: the move it sees next is its own.
+    fn expect_move(&mut self, job: u32) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.ours = true;
+        }
     }
 }
 
@@ -154,9 +235,10 @@ fn policy_job(j: &JobInfo, now_ms: u64) -> Job {
         age,
         bytes: j.bytes,
         since_move,
-        // A job holding a descriptor shared with a process outside it cannot move: trying
-        // every second would only fail every second.
-        pinned_home: j.pinned_home || !j.shared_fds.is_empty(),
+        // A job holding what cannot move with it (a descriptor shared with a process outside
+        // it, what the engine refuses) cannot move: trying every second would only fail
+        // every second. Its deputy says when it may be tried again.
+        pinned_home: j.pinned_home || j.cannot_move.is_some(),
         cpu_demand: j.cpu_demand.unwrap_or(1.0),
     }
 }
@@ -215,6 +297,7 @@ mod tests {
             cpu_demand: None,
             shared_fds: Vec::new(),
             cannot_move: None,
+            stays_home: None,
         };
         let p = policy_job(&j, 160_000);
         assert_eq!(
@@ -222,5 +305,61 @@ mod tests {
             (60.0, Some(10.0), Some("a"), true)
         );
         assert_eq!(p.cpu_demand, 1.0, "a job of unknown CPU use counts as busy");
+        let held = JobInfo {
+            pinned_home: false,
+            cannot_move: Some("the job cannot move: it holds a TCP socket".into()),
+            stays_home: Some("holds a TCP socket".into()),
+            ..j
+        };
+        assert!(
+            policy_job(&held, 160_000).pinned_home,
+            "a job that cannot move is never tried"
+        );
+    }
+
+    fn job(id: u32, place: &str, moves: u32, stays_home: Option<&str>) -> JobInfo {
+        JobInfo {
+            job: id,
+            pid: id,
+            command: "sh -c 'a\nb'".into(),
+            place: place.into(),
+            state: "running".into(),
+            started_unix: 0,
+            cpu_seconds: None,
+            last_problem: None,
+            deputy: 1,
+            pinned_home: false,
+            arrived_unix_ms: 0,
+            moves,
+            bytes: 0,
+            cpu_demand: None,
+            shared_fds: Vec::new(),
+            cannot_move: stays_home.map(|w| format!("the job cannot move: it {w}")),
+            stays_home: stays_home.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn seen_tells_a_reason_once_and_notes_moves_made_by_hand() {
+        let mut seen = Seen::default();
+        let tcp = Some("holds a TCP socket");
+        let (kept, moved) = seen.update(&[job(1, "home", 0, tcp), job(2, "home", 0, None)]);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(kept[0].starts_with("leaves job 1 (sh -c 'a\\nb') at home: the job cannot"));
+        assert!(moved.is_empty());
+        // The same reason again is not told again; a move by hand is noted, ours is not.
+        let (kept, moved) = seen.update(&[job(1, "home", 0, tcp), job(2, "a", 1, None)]);
+        assert!(kept.is_empty(), "{kept:?}");
+        assert_eq!(moved.len(), 1);
+        assert!(
+            moved[0].ends_with("job 2 (sh -c 'a\\nb') home -> a by mrunctl migrate"),
+            "{moved:?}"
+        );
+        seen.expect_move(2);
+        let (_, moved) = seen.update(&[job(1, "home", 0, tcp), job(2, "b", 2, None)]);
+        assert!(
+            moved.is_empty(),
+            "the balancer's own move noted as one by hand: {moved:?}"
+        );
     }
 }

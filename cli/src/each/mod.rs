@@ -150,6 +150,10 @@ struct Running {
     place: String,
     /// When it started: its age counts in the ETA.
     started: std::time::Instant,
+    /// Why it cannot leave home, if its deputy says it cannot.
+    stays_home: Option<String>,
+    /// Its words, to name it.
+    label: String,
 }
 
 impl Batch<'_> {
@@ -167,6 +171,7 @@ impl Batch<'_> {
         loop {
             while tally.stopped_by.is_none() && running.len() < self.at_once {
                 let Some(spec) = queue.next() else { break };
+                let label = spec.display();
                 let started = job::start(self.exe, self.home, self.kept_fds, spec);
                 let id = tasks.spawn(started.ended).id();
                 running.insert(
@@ -175,6 +180,8 @@ impl Batch<'_> {
                         pid: started.pid,
                         place: "home".to_string(),
                         started: started.started,
+                        stays_home: None,
+                        label,
                     },
                 );
             }
@@ -186,13 +193,15 @@ impl Batch<'_> {
             } else {
                 queue.len()
             };
-            progress.running(
-                places::tally(running.values().map(|r| r.place.as_str())),
-                || {
-                    let ages: Vec<_> = running.values().map(|r| r.started.elapsed()).collect();
-                    estimator.remaining(&ages, waiting, self.at_once)
-                },
-            );
+            let mut tally_line = places::tally(running.values().map(|r| r.place.as_str()));
+            let staying = places::staying(running.values().filter_map(|r| r.stays_home.as_deref()));
+            if !staying.is_empty() {
+                tally_line = format!("{tally_line} · {staying}");
+            }
+            progress.running(tally_line, || {
+                let ages: Vec<_> = running.values().map(|r| r.started.elapsed()).collect();
+                estimator.remaining(&ages, waiting, self.at_once)
+            });
             tokio::select! {
                 Some(joined) = tasks.join_next_with_id() => {
                     let (id, ended) = match joined {
@@ -230,8 +239,14 @@ impl Batch<'_> {
                 Some(seen) = places.recv() => {
                     // A deputy that did not answer this time keeps its last known place.
                     for r in running.values_mut() {
-                        if let Some(place) = r.pid.and_then(|pid| seen.get(&pid)) {
-                            r.place.clone_from(place);
+                        if let Some(now) = r.pid.and_then(|pid| seen.get(&pid)) {
+                            r.place.clone_from(&now.place);
+                            if now.stays_home.is_some() && now.stays_home != r.stays_home {
+                                if let Some(why) = &now.stays_home {
+                                    progress.stays_home(&r.label, why);
+                                }
+                            }
+                            r.stays_home.clone_from(&now.stays_home);
                         }
                     }
                 }

@@ -96,6 +96,14 @@ impl Progress {
         }
     }
 
+    /// A job cannot leave home, and why (a few words): on a terminal the bar's message counts
+    /// such jobs by reason; otherwise one line, once per job and reason.
+    pub fn stays_home(&self, job: &str, why: &str) {
+        if let Progress::Lines { .. } = self {
+            eprintln!("mrun: {} stays home: {why}", crate::jobs::printable(job));
+        }
+    }
+
     /// A line of our own (a warning) that must not be drawn over.
     pub fn say(&self, text: &str) {
         match self {

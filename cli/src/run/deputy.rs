@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use mrun_core::engine::Refusal;
 use mrun_core::feed::{stdin_pieces, Feed, STDIN_WINDOW};
 
 use super::control::{self, JobSocket, Request};
@@ -112,18 +113,62 @@ struct JobMeta {
     cpu_sample: std::cell::Cell<Option<(std::time::Instant, f64, f64)>>,
     /// Inherited descriptors passed on to the job (`--keep-fd`); we hold them too.
     kept_fds: Vec<i32>,
+    /// CPU seconds the job used where it ran before its last move (home and nodes).
+    cpu_before: std::cell::Cell<f64>,
+    /// The last forecast of a checkpoint's refusal at home, and until when it holds.
+    forecast: std::cell::RefCell<Option<(std::time::Instant, Option<Refusal>)>>,
+    /// A refusal a real checkpoint met (the forecast may miss some): it keeps the job at home
+    /// until its time to try again.
+    refused: Option<Remembered>,
 }
+
+/// A refusal met by a real attempt to move the job.
+struct Remembered {
+    refusal: Refusal,
+    /// When the balancer may try again (the job may have let go of what kept it).
+    retry_at: std::time::SystemTime,
+    /// How long it waited this time: each refusal in a row doubles it.
+    backoff: std::time::Duration,
+}
+
+/// The first wait after a refused move, and the longest.
+const REFUSED_BACKOFF: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(30),
+    std::time::Duration::from_secs(600),
+);
+
+/// How long a forecast holds at least: every `info` asks (the balancer and `mrun --each` each
+/// second).
+const FORECAST_FOR: std::time::Duration = std::time::Duration::from_millis(900);
+/// ...and at least this many times what it took: a job of thousands of sockets (0.55 s to
+/// forecast with 4,000 here) costs its deputy at most 5% of a CPU.
+const FORECAST_COST_SHARE: u32 = 20;
+
+/// A move refused because of what the job holds: it stays at home, untouched.
+#[derive(Debug)]
+struct StaysHome(Refusal);
+
+impl std::fmt::Display for StaysHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; the job stays at home", self.0)
+    }
+}
+
+impl std::error::Error for StaysHome {}
 
 impl JobMeta {
     fn info(&self, place: &Place) -> crate::jobs::JobInfo {
+        // The total, wherever it ran: what it used before its last move, plus here.
+        let before = self.cpu_before.get();
         let (cpu, cpu_demand) = match place {
             Place::Home { pid, .. } => (
-                cpu_seconds(*pid),
+                cpu_seconds(*pid).map(|c| before + c),
                 cpu_wanted_seconds(*pid).map(|c| self.cpu_demand(c)),
             ),
-            Place::Away { .. } => (None, None),
+            Place::Away { link } => (Some(before + link.cpu_seconds), None),
         };
         let shared_fds = self.shared_fds(place);
+        let stays_home = self.stays_home(place, &shared_fds);
         crate::jobs::JobInfo {
             job: self.job,
             pid: self.job,
@@ -139,7 +184,8 @@ impl JobMeta {
             moves: self.moves,
             bytes: self.bytes(place),
             cpu_demand,
-            cannot_move: (!shared_fds.is_empty()).then(|| crate::fds::cannot_move(&shared_fds)),
+            cannot_move: stays_home.as_ref().map(|(why, _)| why.clone()),
+            stays_home: stays_home.map(|(_, brief)| brief),
             shared_fds,
         }
     }
@@ -151,6 +197,74 @@ impl JobMeta {
             Place::Home { pid, .. } => crate::fds::shared_with_outside(*pid, &self.kept_fds),
             Place::Away { .. } => Vec::new(),
         }
+    }
+
+    /// Why the job cannot leave home now, if it cannot: a sentence and a few words. What it
+    /// shares through a kept descriptor; else (unless started `--home`, which never moves
+    /// anyway) what a checkpoint would refuse as /proc tells, or a refusal a real attempt
+    /// met, until its time to try again.
+    fn stays_home(
+        &self,
+        place: &Place,
+        shared: &[crate::fds::SharedFd],
+    ) -> Option<(String, String)> {
+        let Place::Home { pid, .. } = place else {
+            return None;
+        };
+        if let Some(first) = shared.first() {
+            return Some((
+                crate::fds::cannot_move(shared),
+                format!("holds {} passed on by --keep-fd", first.what),
+            ));
+        }
+        if self.pinned_home {
+            return None;
+        }
+        if let Some(r) = self.forecast(*pid) {
+            return Some((format!("the job cannot move: {r}"), r.brief()));
+        }
+        let r = self.refused.as_ref()?;
+        (std::time::SystemTime::now() < r.retry_at).then(|| {
+            (
+                format!(
+                    "the job cannot move: {}; the balancer tries again at {}",
+                    r.refusal,
+                    crate::log::iso8601(r.retry_at)
+                ),
+                r.refusal.brief(),
+            )
+        })
+    }
+
+    /// What a checkpoint of the job at home would refuse, read from /proc (the job runs on).
+    fn forecast(&self, pid: i32) -> Option<Refusal> {
+        let mut last = self.forecast.borrow_mut();
+        let now = std::time::Instant::now();
+        if let Some((_, r)) = last.as_ref().filter(|(until, _)| now < *until) {
+            return r.clone();
+        }
+        let r = mrun_core::engine::predict_refusal(Pid::from_raw(pid), Some(nix::unistd::getpid()));
+        let took = now.elapsed();
+        *last = Some((
+            now + FORECAST_FOR.max(took * FORECAST_COST_SHARE),
+            r.clone(),
+        ));
+        r
+    }
+
+    /// A real attempt was refused: keep the job home, and try again only after a while, twice
+    /// as long as last time if the last attempt was refused too.
+    fn remember(&mut self, refusal: Refusal) {
+        let backoff = match &self.refused {
+            Some(r) => (r.backoff * 2).min(REFUSED_BACKOFF.1),
+            None => REFUSED_BACKOFF.0,
+        };
+        self.forecast.replace(None);
+        self.refused = Some(Remembered {
+            refusal,
+            retry_at: std::time::SystemTime::now() + backoff,
+            backoff,
+        });
     }
 
     /// Touched memory: measured at home; away, what it was at the last move.
@@ -343,6 +457,9 @@ async fn deputy(
         moves: 0,
         cpu_sample: std::cell::Cell::new(None),
         kept_fds,
+        cpu_before: std::cell::Cell::new(0.0),
+        forecast: std::cell::RefCell::new(None),
+        refused: None,
     };
     // Said once, in the log: the job holds what keeps it here (`mrunctl status` shows it as
     // long as it does; a move asked for meanwhile is refused with the same sentence).
@@ -436,6 +553,11 @@ async fn deputy(
                 Frame::Control(Control::StdinRead { bytes }) => {
                     in_flight = in_flight.saturating_sub(bytes)
                 }
+                Frame::Control(Control::Usage { cpu_seconds }) => {
+                    if let Place::Away { link } = &mut place {
+                        link.cpu_seconds = cpu_seconds;
+                    }
+                }
                 Frame::Control(Control::Error { message }) => {
                     eprintln!("mrun: {}: {message}", describe(&place))
                 }
@@ -505,6 +627,9 @@ async fn deputy(
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        if let Some(StaysHome(refusal)) = e.downcast_ref::<StaysHome>() {
+                            meta.remember(refusal.clone());
+                        }
                         let why = format!("{e:#}");
                         crate::log::line(&format!(
                             "job {job} ({}): migration failed: {why}",
@@ -590,8 +715,18 @@ async fn handle(
                     Err(anyhow!("{why}; the job stays at home")),
                 );
             }
+            // What /proc already tells the engine would refuse: no node is bothered.
+            if let Some(refusal) =
+                mrun_core::engine::predict_refusal(Pid::from_raw(pid), Some(nix::unistd::getpid()))
+            {
+                return (
+                    Place::Home { child, pid, feed },
+                    Err(anyhow::Error::new(StaysHome(refusal))),
+                );
+            }
             match move_away(pid, job, &target, terminal.describe()).await {
-                Ok(mut link) => {
+                Ok((mut link, cpu_here)) => {
+                    meta.cpu_before.set(meta.cpu_before.get() + cpu_here);
                     // After what waited in its pipe (sent by move_away): what waited for it.
                     for piece in stdin_pieces(feed.take_queued()) {
                         let _ = link.tx.send(Frame::Stdin(piece)).await;
@@ -628,6 +763,8 @@ async fn handle(
             match move_home(&mut link, stdin_cfg, feed, stdin_open, output).await {
                 Ok((child, pid, feed)) => {
                     terminal.home();
+                    meta.cpu_before
+                        .set(meta.cpu_before.get() + link.cpu_seconds);
                     link.finish().await;
                     (
                         Place::Home { child, pid, feed },
@@ -646,6 +783,8 @@ async fn handle(
                     if !stdin_open {
                         let _ = next.tx.send(Frame::Control(Control::StdinEof)).await;
                     }
+                    meta.cpu_before
+                        .set(meta.cpu_before.get() + link.cpu_seconds);
                     link.finish().await;
                     (
                         Place::Away { link: next },
@@ -706,6 +845,9 @@ async fn move_between(
                 Some(Ok(Frame::Stdout(b))) => output.stdout(b).await?,
                 Some(Ok(Frame::Stderr(b))) => output.stderr(b).await?,
                 Some(Ok(Frame::Control(Control::StdinRead { .. }))) => {}
+                Some(Ok(Frame::Control(Control::Usage { cpu_seconds }))) => {
+                    from.cpu_seconds = cpu_seconds
+                }
                 Some(Ok(Frame::Image(c))) => to.send_watching(Frame::Image(c)).await?,
                 Some(Ok(Frame::Control(Control::ImageEnd))) => break,
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
@@ -750,13 +892,14 @@ async fn move_between(
 }
 
 /// Checkpoint the home process `pid` into the agent of `node`; end it once the restored copy
-/// runs there. On any failure it keeps running at home, untouched.
+/// runs there, with the CPU seconds it used at home. On any failure it keeps running at home,
+/// untouched.
 async fn move_away(
     pid: i32,
     job: u32,
     node: &str,
     terminal: Option<mrun_core::wire::Terminal>,
-) -> Result<Link> {
+) -> Result<(Link, f64)> {
     let mut trace = mrun_core::trace::Trace::new("migrate");
     let mut link = Link::connect(node).await?;
     trace.mark("connect");
@@ -781,6 +924,7 @@ async fn move_away(
                 .await
                 .context("the job stays at home")?,
             Some(DumpEvent::Done) => break,
+            Some(DumpEvent::Refused(why)) => return Err(anyhow::Error::new(StaysHome(why))),
             Some(DumpEvent::Failed(why)) => bail!("{why}"),
             None => bail!("the checkpoint ended without a result"),
         }
@@ -804,6 +948,8 @@ async fn move_away(
     // Still frozen, and the node's copy runs: what waits in its stdin pipe goes there first.
     // (Taken only now: had the move failed, it would have been lost to the home copy.)
     let unread = transfer::unread_stdin(Pid::from_raw(pid));
+    // Frozen: its CPU time at home is final.
+    let cpu_here = cpu_seconds(pid).unwrap_or(0.0);
     verdict
         .send(Verdict::Kill)
         .map_err(|_| anyhow!("the checkpoint thread is gone"))?;
@@ -812,7 +958,7 @@ async fn move_away(
     for piece in stdin_pieces(unread) {
         let _ = link.tx.send(Frame::Stdin(piece)).await;
     }
-    Ok(link)
+    Ok((link, cpu_here))
 }
 
 /// Bring the job back from `link`'s node and restore it here with our stdio.
@@ -853,6 +999,10 @@ async fn move_home(
                 None
             }
             Some(Ok(Frame::Control(Control::StdinRead { .. }))) => None,
+            Some(Ok(Frame::Control(Control::Usage { cpu_seconds }))) => {
+                link.cpu_seconds = cpu_seconds;
+                None
+            }
             Some(Ok(Frame::Image(c))) => last.replace(c),
             Some(Ok(Frame::Control(Control::ImageEnd))) => {
                 output.flush().await;

@@ -36,6 +36,8 @@ pub struct Link {
     /// How the job ended, when a move saw it end on this node (the move then fails, and the
     /// deputy ends like the job).
     pub ended: Option<mrun_core::wire::Ended>,
+    /// CPU seconds the job used on this node so far, as its agent last reported (`Usage`).
+    pub cpu_seconds: f64,
     writer: tokio::task::JoinHandle<()>,
     carrier: Carrier,
 }
@@ -105,6 +107,7 @@ impl Link {
             rx: FramedRead::new(rx, FrameCodec::default()),
             tx: PollSender::new(queue),
             ended: None,
+            cpu_seconds: 0.0,
             writer,
             carrier,
         };

@@ -51,34 +51,9 @@ pub(crate) fn touched_bytes(pid: i32) -> u64 {
         .sum()
 }
 
-/// User + system CPU seconds of a local job, as `time` counts them: every thread of its
-/// processes, and the children they already waited for (`/proc/PID/stat`).
+/// User + system CPU seconds of a local job (see [`mrun_core::load::job::cpu_seconds`]).
 pub(crate) fn cpu_seconds(pid: i32) -> Option<f64> {
-    let mut ticks = 0.0;
-    for (k, p) in job_processes(pid).into_iter().enumerate() {
-        match process_ticks(p) {
-            Some(t) => ticks += t,
-            None if k > 0 => continue,
-            None => return None,
-        }
-    }
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    Some(ticks / hz)
-}
-
-/// utime + stime + cutime + cstime of one process, in clock ticks.
-fn process_ticks(pid: i32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let mut sum = 0.0;
-    for i in 11..=14 {
-        sum += fields.get(i)?.parse::<f64>().ok()?;
-    }
-    Some(sum)
+    mrun_core::load::job::cpu_seconds(nix::unistd::Pid::from_raw(pid))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod dump;
 pub(crate) mod error;
 mod freeze;
 pub(crate) mod inject;
+mod predict;
 mod refusal;
 mod restore;
 mod spawn;
@@ -16,6 +17,7 @@ mod tree;
 pub use compat::{check as check_compat, local as local_compat};
 pub use dump::{checkpoint, dump, Checkpointed, DumpOptions, DumpStats};
 pub use error::EngineError;
+pub use predict::refusal as predict_refusal;
 pub use refusal::Refusal;
 pub use restore::{restore, RestoreOptions, Restored};
 

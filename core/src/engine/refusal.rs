@@ -105,3 +105,85 @@ pub enum Refusal {
     )]
     GuardInSharedMemory { pid: Pid, at: u64 },
 }
+
+impl Refusal {
+    /// A few words for a crowded line (`mrun --each`'s progress, a status column): what the
+    /// job holds or is, without pids and numbers, so that jobs refused for the same kind of
+    /// thing read the same ("holds a TCP socket").
+    pub fn brief(&self) -> String {
+        match self {
+            Refusal::NoSuchProcess { .. } | Refusal::Exited { .. } => "has exited".into(),
+            Refusal::NotTraceable { .. } | Refusal::OtherUser { .. } => {
+                "belongs to another user".into()
+            }
+            Refusal::AlreadyTraced { .. } => "is traced (a debugger)".into(),
+            Refusal::NotAProcess { .. } => "is a thread".into(),
+            Refusal::LeaderExited { .. } => "has a main thread that exited".into(),
+            Refusal::ThreadChurn { .. } | Refusal::ProcessChurn { .. } => {
+                "creates threads or processes too fast".into()
+            }
+            Refusal::ShadowStack { .. } => "has a shadow stack".into(),
+            Refusal::LedFromOutside { what, .. } => format!("is in a {what} led from outside"),
+            Refusal::ExitedLeader { what, .. } => format!("is in a {what} whose leader exited"),
+            Refusal::TimerClock { .. } | Refusal::TimerThreadGone { .. } => {
+                "has a POSIX timer that cannot be restored".into()
+            }
+            Refusal::NoExecutableMapping { .. } => "has no executable mapping".into(),
+            Refusal::Descriptor { what, .. } => format!("holds {}", without_detail(what)),
+            Refusal::SharedAnonymous { .. } | Refusal::GuardInSharedMemory { .. } => {
+                "has shared memory that cannot be carried".into()
+            }
+            Refusal::SysvShm { .. } => "has System V shared memory".into(),
+            Refusal::SharedReplacedFile { .. } => "maps a file replaced on disk".into(),
+            Refusal::UnsupportedMapping { kind, .. } => format!("has a {kind} mapping"),
+        }
+    }
+}
+
+/// `a device (/dev/sda)` -> `a device`, `a deleted file of 9437184 bytes (...); ...` -> `a
+/// deleted file`: the kind of thing, not which one nor how large.
+fn without_detail(what: &str) -> &str {
+    let mut end = [" (", ";"]
+        .iter()
+        .filter_map(|cut| what.find(cut))
+        .min()
+        .unwrap_or(what.len());
+    if let Some(at) = what.find(" of ") {
+        if what[at + 4..].starts_with(|c: char| c.is_ascii_digit()) {
+            end = end.min(at);
+        }
+    }
+    &what[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brief_names_the_kind_of_thing_without_numbers() {
+        let pid = Pid::from_raw(7);
+        let tcp = Refusal::Descriptor {
+            pid,
+            fd: 3,
+            what: "a TCP socket".into(),
+        };
+        assert_eq!(tcp.brief(), "holds a TCP socket");
+        let device = Refusal::Descriptor {
+            pid,
+            fd: 4,
+            what: "a device (/dev/sda)".into(),
+        };
+        assert_eq!(device.brief(), "holds a device");
+        let big = Refusal::Descriptor {
+            pid,
+            fd: 5,
+            what: "a deleted file of 9437184 bytes (/tmp/#12 (deleted)); mrun carries files".into(),
+        };
+        assert_eq!(big.brief(), "holds a deleted file");
+        assert_eq!(
+            Refusal::SysvShm { pid, key: 5 }.brief(),
+            "has System V shared memory"
+        );
+    }
+}

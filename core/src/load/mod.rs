@@ -3,6 +3,7 @@
 //! (runnable tasks, sampled several times a second and averaged), free memory, and how many
 //! mrun jobs the machine hosts. "The machine" is defined by [`scope::Scope`].
 
+pub mod job;
 pub mod scope;
 pub mod speed;
 

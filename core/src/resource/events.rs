@@ -69,6 +69,18 @@ struct RawEpoll {
 #[derive(Default)]
 pub struct Pending(Vec<RawEpoll>);
 
+/// The event object an `anon_inode:[NAME]` descriptor is, in words, if it is one carried here.
+pub fn what_is(name: &str) -> Option<&'static str> {
+    match name {
+        "eventfd" => Some("an eventfd"),
+        "timerfd" => Some("a timerfd"),
+        "signalfd" => Some("a signalfd"),
+        "eventpoll" => Some("an epoll instance"),
+        "inotify" => Some("an inotify instance"),
+        _ => None,
+    }
+}
+
 /// The event object on `fd` of `pid` (link target `anon_inode:[name]`, status `flags`), which
 /// is to be the open file number `file` of the job; `None` when `name` is not one.
 pub fn capture(
@@ -79,13 +91,8 @@ pub fn capture(
     file: u32,
     pending: &mut Pending,
 ) -> Result<Option<FdKind>> {
-    let what = match name {
-        "eventfd" => "an eventfd",
-        "timerfd" => "a timerfd",
-        "signalfd" => "a signalfd",
-        "eventpoll" => "an epoll instance",
-        "inotify" => "an inotify instance",
-        _ => return Ok(None),
+    let Some(what) = what_is(name) else {
+        return Ok(None);
     };
     let copy = || {
         crate::sys::pidfd::get_fd(pid, fd).ctx(|| format!("copying fd {fd} of pid {pid} ({what})"))

@@ -164,30 +164,7 @@ pub fn capture(
 ) -> Result<Vec<Fd>> {
     let dir = format!("/proc/{pid}/fd");
     let links = links.0;
-    // Pipes and terminals are allowed on stdio, and on other fds that share one of them.
-    let mut stdio_targets: HashMap<String, u8> = HashMap::new();
-    for (fd, target, _) in &links {
-        // Any descriptor that is one of the deputy's stdio open files (a shell keeps a copy of
-        // its stdout on fd 10 while a loop's output goes elsewhere) goes through it again.
-        // Its own slot first: a terminal's 0, 1 and 2 are often one open file.
-        let deputy_slot = share_stdio_with.and_then(|deputy| {
-            let order = [*fd, 0, 1, 2];
-            order
-                .into_iter()
-                .filter(|k| (0..=2).contains(k))
-                .find(|k| crate::sys::kcmp::same_open_file(pid, *fd, deputy, *k))
-        });
-        if let Some(slot) = deputy_slot {
-            stdio_targets.entry(target.clone()).or_insert(slot as u8);
-            continue;
-        }
-        let job_pipe = held.pipes.get(target.as_str()) == Some(&(true, true));
-        if (0..=2).contains(fd)
-            && ((target.starts_with("pipe:") && !job_pipe) || is_terminal_path(target))
-        {
-            stdio_targets.entry(target.clone()).or_insert(*fd as u8);
-        }
-    }
+    let stdio_targets = stdio_targets(pid, &links, held, share_stdio_with);
     let mut out = Vec::new();
     for (fd, target, info) in links {
         let cloexec = info.flags & libc::O_CLOEXEC != 0;
@@ -218,28 +195,13 @@ pub fn capture(
                 out.push(Fd { fd, cloexec, file });
                 continue;
             }
-            let what = match name {
-                "io_uring" => "an io_uring instance",
-                "pidfd" => "a pidfd",
-                _ => {
-                    return Err(refuse(
-                        pid,
-                        fd,
-                        format!("an unsupported kernel object ({target})"),
-                    ))
-                }
-            };
-            return Err(refuse(pid, fd, what));
+            return Err(refuse(pid, fd, kernel_object(name, &target)));
         } else if let Some(slot) = stdio_targets.get(&target) {
             FdKind::Stdio { slot: *slot }
         } else if target.starts_with("pipe:") {
             if held.pipes.get(target.as_str()) != Some(&(true, true)) && !peer_gone(pid, fd, flags)
             {
-                return Err(refuse(
-                    pid,
-                    fd,
-                    "a pipe shared with a process outside the job (not stdio)",
-                ));
+                return Err(refuse(pid, fd, SHARED_PIPE));
             }
             capture_pipe(pid, fd, &target, flags, &mut table.pipes_with_data)?
         } else if is_terminal_path(&target) {
@@ -276,14 +238,7 @@ pub fn capture(
             if fifo_end && held.pipes.get(&super::fifo::key(&meta)) == Some(&(true, true)) {
                 super::fifo::capture(pid, fd, &target, flags, &meta, &mut table.fifos)?
             } else if !(ft.is_file() || ft.is_dir() || only_names) {
-                let what = if ft.is_fifo() {
-                    "a named pipe shared with a process outside the job"
-                } else if ft.is_char_device() || ft.is_block_device() {
-                    "a device"
-                } else {
-                    "a special file"
-                };
-                return Err(refuse(pid, fd, format!("{what} ({target})")));
+                return Err(refuse(pid, fd, special_file(ft, &target)));
             } else {
                 FdKind::Path {
                     path: target.clone(),
@@ -302,6 +257,114 @@ pub fn capture(
         });
     }
     Ok(out)
+}
+
+const SHARED_PIPE: &str = "a pipe shared with a process outside the job (not stdio)";
+
+/// The targets of `pid`'s descriptors that travel as stdio streams: pipes and terminals on fds
+/// 0-2 (and other fds sharing one of them), and any descriptor that is one of the deputy's
+/// stdio open files (a shell keeps a copy of its stdout on fd 10 while a loop's output goes
+/// elsewhere), with the stdio slot each stands for.
+fn stdio_targets(
+    pid: Pid,
+    links: &[(i32, String, FdInfo)],
+    held: &Held,
+    share_stdio_with: Option<Pid>,
+) -> HashMap<String, u8> {
+    let mut stdio_targets: HashMap<String, u8> = HashMap::new();
+    for (fd, target, _) in links {
+        // The deputy's own slot first: a terminal's 0, 1 and 2 are often one open file.
+        let deputy_slot = share_stdio_with.and_then(|deputy| {
+            let order = [*fd, 0, 1, 2];
+            order
+                .into_iter()
+                .filter(|k| (0..=2).contains(k))
+                .find(|k| crate::sys::kcmp::same_open_file(pid, *fd, deputy, *k))
+        });
+        if let Some(slot) = deputy_slot {
+            stdio_targets.entry(target.clone()).or_insert(slot as u8);
+            continue;
+        }
+        let job_pipe = held.pipes.get(target.as_str()) == Some(&(true, true));
+        if (0..=2).contains(fd)
+            && ((target.starts_with("pipe:") && !job_pipe) || is_terminal_path(target))
+        {
+            stdio_targets.entry(target.clone()).or_insert(*fd as u8);
+        }
+    }
+    stdio_targets
+}
+
+/// What an `anon_inode:[NAME]` descriptor that is no event object is, for its refusal.
+fn kernel_object(name: &str, target: &str) -> String {
+    match name {
+        "io_uring" => "an io_uring instance".into(),
+        "pidfd" => "a pidfd".into(),
+        _ => format!("an unsupported kernel object ({target})"),
+    }
+}
+
+/// What a file that is neither a regular file nor a directory is, for its refusal.
+fn special_file(ft: std::fs::FileType, target: &str) -> String {
+    let what = if ft.is_fifo() {
+        "a named pipe shared with a process outside the job"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else {
+        "a special file"
+    };
+    format!("{what} ({target})")
+}
+
+/// What [`capture`] would refuse of member `pid`'s descriptors, told from their links, kinds
+/// and peers alone: nothing is copied but a socket's descriptor (to ask its family), nothing
+/// of the job is stopped (see `engine::predict`). What depends on contents (a file with no
+/// name too large, unread inotify events, a listener's waiting connections) only a capture
+/// finds.
+pub fn predict(pid: Pid, links: &Links, held: &Held, share_stdio_with: Option<Pid>) -> Result<()> {
+    let stdio = stdio_targets(pid, &links.0, held, share_stdio_with);
+    for (fd, target, info) in &links.0 {
+        let (fd, flags) = (*fd, info.flags & !libc::O_CLOEXEC);
+        if let Some(ino) = super::sockets::inode(target) {
+            super::sockets::predict(pid, fd, ino, &held.sockets)?;
+        } else if target.starts_with("socket:") {
+            return Err(refuse(pid, fd, "a socket"));
+        } else if let Some(anon) = target.strip_prefix("anon_inode:") {
+            let name = anon.trim_matches(|c| c == '[' || c == ']');
+            if super::events::what_is(name).is_none() {
+                return Err(refuse(pid, fd, kernel_object(name, target)));
+            }
+        } else if stdio.contains_key(target) || DEVICES.contains(&target.as_str()) {
+        } else if target.starts_with("pipe:") {
+            if held.pipes.get(target.as_str()) != Some(&(true, true)) && !peer_gone(pid, fd, flags)
+            {
+                return Err(refuse(pid, fd, SHARED_PIPE));
+            }
+        } else if is_terminal_path(target) {
+            return Err(refuse(
+                pid,
+                fd,
+                format!("a terminal ({target}) that is not stdio"),
+            ));
+        } else if super::unlinked::is_unlinked(target) {
+        } else if !target.starts_with('/') {
+            return Err(refuse(
+                pid,
+                fd,
+                format!("an unsupported kind of file ({target})"),
+            ));
+        } else if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
+            let ft = meta.file_type();
+            let fifo_end = ft.is_fifo() && flags & libc::O_PATH == 0;
+            let job_fifo =
+                fifo_end && held.pipes.get(&super::fifo::key(&meta)) == Some(&(true, true));
+            let only_names = flags & libc::O_PATH != 0;
+            if !(job_fifo || ft.is_file() || ft.is_dir() || only_names) {
+                return Err(refuse(pid, fd, special_file(ft, target)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether the other side of the pipe end `fd` of `pid` is closed everywhere (a worker that

@@ -46,12 +46,20 @@ impl Held {
     }
 }
 
-/// The socket `ino` on `fd` of `pid` (status `flags`), captured as one end of a pair the job
-/// holds, or the refusal saying what else it is.
-pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<FdKind> {
-    let copy = crate::sys::pidfd::get_fd(pid, fd)
-        .ctx(|| format!("copying fd {fd} of pid {pid} (a socket)"))?;
-    let sock = copy.as_fd();
+/// What a socket of the job is, as far as its family, state and peer tell: a listener (carried
+/// by [`super::listeners`]) or one end of a pair the job holds. Anything else is a refusal.
+enum Checked {
+    Listener(UnixSocket),
+    Pair {
+        me: UnixSocket,
+        peer: Option<u64>,
+        kind: SocketKind,
+    },
+}
+
+/// Classify the socket `ino` on `fd` of `pid` (`sock` a copy of it) without reading its queues:
+/// the refusal [`capture`] would give for its family, name or peer, or what it is.
+fn check(pid: Pid, fd: i32, ino: u64, sock: BorrowedFd, held: &Held) -> Result<Checked> {
     let opt = |name: i32, what: &str| {
         socket::option(sock, name).ctx(|| format!("reading {what} of fd {fd} of pid {pid}"))
     };
@@ -75,7 +83,7 @@ pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<F
         ));
     };
     if me.state == sock_diag::STATE_LISTEN {
-        return super::listeners::capture(pid, fd, sock, &me, flags);
+        return Ok(Checked::Listener(me));
     }
     let peer = match connected_peer(&me, held) {
         Ok(peer) => peer,
@@ -106,6 +114,27 @@ pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<F
             format!("a unix socket that receives its peer's credentials ({what})"),
         ));
     }
+    Ok(Checked::Pair { me, peer, kind })
+}
+
+/// What [`capture`] would refuse of the socket `ino` on `fd` of `pid` for its family, name or
+/// peer, found without reading its queues or touching the job (see `engine::predict`).
+pub fn predict(pid: Pid, fd: i32, ino: u64, held: &Held) -> Result<()> {
+    let copy = crate::sys::pidfd::get_fd(pid, fd)
+        .ctx(|| format!("copying fd {fd} of pid {pid} (a socket)"))?;
+    check(pid, fd, ino, copy.as_fd(), held).map(|_| ())
+}
+
+/// The socket `ino` on `fd` of `pid` (status `flags`), captured as one end of a pair the job
+/// holds, or the refusal saying what else it is.
+pub fn capture(pid: Pid, fd: i32, ino: u64, flags: i32, held: &Held) -> Result<FdKind> {
+    let copy = crate::sys::pidfd::get_fd(pid, fd)
+        .ctx(|| format!("copying fd {fd} of pid {pid} (a socket)"))?;
+    let sock = copy.as_fd();
+    let (me, peer, kind) = match check(pid, fd, ino, sock, held)? {
+        Checked::Listener(me) => return super::listeners::capture(pid, fd, sock, &me, flags),
+        Checked::Pair { me, peer, kind } => (me, peer, kind),
+    };
     let options = options(sock).ctx(|| format!("reading the options of fd {fd} of pid {pid}"))?;
     let queued = match copy_queue(sock, kind, options.peek_off) {
         Ok(Ok(queued)) => queued,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to frames or control messages.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// First message in each direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,5 +150,12 @@ pub enum Control {
     /// `feed::STDIN_WINDOW` bytes of input on their way, so input waits at home, not here.
     StdinRead {
         bytes: u64,
+    },
+    /// agent -> home: the CPU seconds (user + system, its processes and the children they
+    /// waited for) the job has used on this node so far; sent every second while it runs,
+    /// and once more when it is frozen to leave (before `ImageEnd`), so home can show the
+    /// job's total CPU time wherever it ran.
+    Usage {
+        cpu_seconds: f64,
     },
 }

@@ -670,7 +670,7 @@ impl<'a> SshMrun<'a> {
     }
 
     /// `mrun PROGRAM ARGS...` as this client, not started.
-    fn command<S: AsRef<OsStr>>(&self, program: impl AsRef<OsStr>, args: &[S]) -> Command {
+    pub fn command<S: AsRef<OsStr>>(&self, program: impl AsRef<OsStr>, args: &[S]) -> Command {
         let mut cmd = self.mrun.command(program, args);
         cmd.env("HOME", &self.home)
             .env_remove("SSH_AUTH_SOCK")
