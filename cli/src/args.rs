@@ -69,7 +69,8 @@ pub struct MrunCli {
 #[command(
     name = "mrunctl",
     version,
-    about = "Control mrun: checkpoint, restore and migrate processes"
+    about = "Control mrun: checkpoint, restore and migrate processes",
+    after_help = crate::exit::CODES_HELP
 )]
 pub struct MrunctlCli {
     #[command(subcommand)]

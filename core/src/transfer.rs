@@ -23,7 +23,12 @@ pub enum DumpEvent {
     Chunk(Bytes),
     /// The image is complete; the process is frozen until a verdict is given.
     Done,
-    Failed(String),
+    /// The checkpoint failed (`why`, one sentence); the process runs on untouched. `refused`:
+    /// it holds something the engine cannot checkpoint (not a failure along the way).
+    Failed {
+        why: String,
+        refused: bool,
+    },
 }
 
 /// What to do with a frozen process once its image is complete.
@@ -95,7 +100,10 @@ pub fn checkpoint_to_chunks(
                 }
             }
             Err(e) => {
-                let _ = tx.blocking_send(DumpEvent::Failed(engine::error_chain(&e)));
+                let _ = tx.blocking_send(DumpEvent::Failed {
+                    why: engine::error_chain(&e),
+                    refused: matches!(e, engine::EngineError::Refused(_)),
+                });
             }
         }
     });

@@ -293,7 +293,7 @@ async fn relay(
                     }
                     outbox.push_back(Frame::Control(Control::ImageEnd));
                 }
-                Some(DumpEvent::Failed(why)) => {
+                Some(DumpEvent::Failed { why, .. }) => {
                     dump_events = None;
                     leaving = None;
                     outbox.push_back(Frame::Control(Control::Error { message: format!("checkpoint failed on this node: {why}") }));

@@ -1,6 +1,5 @@
 //! `mrunctl`: the control tool of mrun.
 
-use clap::Parser;
 use mrun::args::{MrunctlCli, MrunctlCommand};
 use mrun::ctl;
 
@@ -11,7 +10,7 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "complete") {
         ctl::complete::run(args.get(2).and_then(|a| a.to_str()).unwrap_or(""));
     }
-    match MrunctlCli::parse().command {
+    match mrun::print::parse_args::<MrunctlCli>(args).command {
         MrunctlCommand::Checkpoint(a) => ctl::checkpoint::run(a),
         MrunctlCommand::Restore(a) => ctl::restore::run(a),
         MrunctlCommand::Migrate(a) => ctl::migrate::run(a),

@@ -97,20 +97,20 @@ pub fn run(args: NodesArgs) -> ! {
     let reports = reports(args.nodes.as_deref());
     if args.json {
         match serde_json::to_string_pretty(&reports) {
-            Ok(t) => println!("{t}"),
+            Ok(t) => crate::outln!("{t}"),
             Err(e) => exit::fail("mrunctl", format!("cannot encode: {e}"), exit::FAILURE),
         }
         std::process::exit(0);
     }
     if reports.is_empty() {
-        println!(
+        crate::outln!(
             "no nodes configured: use --nodes, MRUN_NODES or {}",
             crate::nodes::config_path().display()
         );
         std::process::exit(0);
     }
     let jobs = crate::jobs::list().unwrap_or_default();
-    print!("{}", table(&reports, &jobs));
+    crate::out!("{}", table(&reports, &jobs));
     std::process::exit(0)
 }
 

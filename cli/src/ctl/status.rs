@@ -33,7 +33,7 @@ pub fn run(args: StatusArgs) -> ! {
     if args.json {
         let doc = serde_json::json!({ "jobs": list, "nodes": nodes });
         match serde_json::to_string_pretty(&doc) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => crate::outln!("{text}"),
             Err(e) => exit::fail(
                 "mrunctl",
                 format!("cannot encode the status: {e}"),
@@ -42,10 +42,10 @@ pub fn run(args: StatusArgs) -> ! {
         }
         std::process::exit(0);
     }
-    print!("{}", table(&list, now()));
+    crate::out!("{}", table(&list, now()));
     if !nodes.is_empty() {
-        println!();
-        print!("{}", crate::ctl::nodes::table(&nodes, &list));
+        crate::outln!();
+        crate::out!("{}", crate::ctl::nodes::table(&nodes, &list));
     }
     std::process::exit(0)
 }

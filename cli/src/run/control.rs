@@ -10,6 +10,12 @@ pub enum Request {
     Info,
 }
 
+/// A request the job cannot carry out (it runs on as it was): answered `refused`, which
+/// `mrunctl` exits 3 for.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 pub struct JobSocket {
     requests: tokio::sync::mpsc::Receiver<(Request, UnixStream)>,
     path: std::path::PathBuf,
@@ -80,7 +86,14 @@ impl Drop for JobSocket {
 pub async fn answer(mut stream: UnixStream, result: Result<String>) {
     let line = match result {
         Ok(text) => format!("ok {text}\n"),
-        Err(e) => format!("error {}\n", format!("{e:#}").replace('\n', " ")),
+        Err(e) => {
+            let kind = if e.chain().any(|c| c.is::<Refused>()) {
+                "refused"
+            } else {
+                "error"
+            };
+            format!("{kind} {}\n", format!("{e:#}").replace('\n', " "))
+        }
     };
     let _ = stream.write_all(line.as_bytes()).await;
 }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use mrun_core::feed::{stdin_pieces, Feed, STDIN_WINDOW};
 
-use super::control::{self, JobSocket, Request};
+use super::control::{self, JobSocket, Refused, Request};
 use super::link::Link;
 use super::stdin::StdinRelay;
 use super::terminal::HomeTerminal;
@@ -318,12 +318,13 @@ async fn deputy(
     let child = match tokio::process::Command::from(cmd).spawn() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
+            // As a shell says it (127 and 126 as a shell exits), without the errno's number.
+            let (code, why) = match e.kind() {
+                std::io::ErrorKind::NotFound => (127, "command not found".to_string()),
+                std::io::ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
+                _ => (126, e.to_string()),
             };
-            eprintln!("mrun: cannot run {}: {e}", program.to_string_lossy());
+            crate::errln!("mrun: cannot run {}: {why}", program.to_string_lossy());
             return Ok(Ended::Exited(code));
         }
     };
@@ -437,7 +438,7 @@ async fn deputy(
                     in_flight = in_flight.saturating_sub(bytes)
                 }
                 Frame::Control(Control::Error { message }) => {
-                    eprintln!("mrun: {}: {message}", describe(&place))
+                    crate::errln!("mrun: {}: {message}", describe(&place))
                 }
                 Frame::Control(Control::Stopped) => {
                     // A ^Z reached the job's pty on the node. Stop like a job stopped at home
@@ -448,7 +449,7 @@ async fn deputy(
                         let _ = kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTSTP);
                     }
                 }
-                other => eprintln!(
+                other => crate::errln!(
                     "mrun: unexpected message from {}: {other:?}",
                     describe(&place)
                 ),
@@ -532,7 +533,7 @@ async fn wake_balancer() {
 /// goes away): say so, and end like a lost ssh session (255).
 fn job_lost(terminal: &mut HomeTerminal, place: &Place, why: &str) -> Ended {
     terminal.home();
-    eprintln!(
+    crate::errln!(
         "mrun: lost the connection to node {} while the job ran there{why}; the job is lost",
         describe(place)
     );
@@ -587,7 +588,7 @@ async fn handle(
                 let why = crate::fds::cannot_move(&held);
                 return (
                     Place::Home { child, pid, feed },
-                    Err(anyhow!("{why}; the job stays at home")),
+                    Err(Refused(format!("{why}; the job stays at home")).into()),
                 );
             }
             match move_away(pid, job, &target, terminal.describe()).await {
@@ -781,7 +782,8 @@ async fn move_away(
                 .await
                 .context("the job stays at home")?,
             Some(DumpEvent::Done) => break,
-            Some(DumpEvent::Failed(why)) => bail!("{why}"),
+            Some(DumpEvent::Failed { why, refused: true }) => return Err(Refused(why).into()),
+            Some(DumpEvent::Failed { why, .. }) => bail!("{why}"),
             None => bail!("the checkpoint ended without a result"),
         }
     }
