@@ -89,6 +89,8 @@ pub enum MrunctlCommand {
     Status(ctl::status::StatusArgs),
     /// The configured nodes and what each reports (CPUs, load, free memory).
     Nodes(ctl::nodes::NodesArgs),
+    /// Send a signal (default TERM) to jobs wherever they run, as kill(1) does.
+    Kill(ctl::kill::KillArgs),
 }
 
 /// The completion script of `bin` (`mrun` or `mrunctl`) for `shell`.

@@ -2,8 +2,8 @@
 //! its job in a directory private to its user, and answers one-line requests.
 //!
 //! Requests: `migrate NODE` (NODE may be `home`), `where`, `info` (answered with a JSON
-//! [`JobInfo`]). Answers: `ok TEXT`, `refused TEXT` (the job cannot do that and runs on as
-//! it was) or `error TEXT`.
+//! [`JobInfo`]), `signal N` (deliver signal N to the job wherever it runs). Answers: `ok TEXT`,
+//! `refused TEXT` (the job cannot do that and runs on as it was) or `error TEXT`.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod complete;
+pub mod kill;
 pub mod migrate;
 pub mod nodes;
 pub mod restore;

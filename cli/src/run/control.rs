@@ -8,6 +8,8 @@ pub enum Request {
     Migrate(String),
     Where,
     Info,
+    /// Deliver this signal to the job, wherever it runs (`mrunctl kill`).
+    Signal(nix::sys::signal::Signal),
 }
 
 /// A request the job cannot carry out (it runs on as it was): answered `refused`, which
@@ -65,6 +67,19 @@ async fn read_request(mut stream: UnixStream) -> Option<(Request, UnixStream)> {
     let line = line.trim();
     let req = match line.split_once(' ') {
         Some(("migrate", node)) => Request::Migrate(node.trim().to_string()),
+        Some(("signal", n)) => match n
+            .trim()
+            .parse::<i32>()
+            .map(nix::sys::signal::Signal::try_from)
+        {
+            Ok(Ok(sig)) => Request::Signal(sig),
+            _ => {
+                let _ = stream
+                    .write_all(format!("error no such signal {n:?}\n").as_bytes())
+                    .await;
+                return None;
+            }
+        },
         None if line == "where" => Request::Where,
         None if line == "info" => Request::Info,
         _ => {

@@ -572,6 +572,11 @@ async fn handle(
                 serde_json::to_string(&info).map_err(anyhow::Error::from),
             );
         }
+        Request::Signal(sig) => {
+            let mut place = place;
+            let sent = signal(&mut place, sig).await;
+            return (place, sent);
+        }
         Request::Migrate(node) => node,
     };
     match place {
@@ -655,6 +660,30 @@ async fn handle(
                 }
                 Err(e) => (Place::Away { link }, Err(e)),
             }
+        }
+    }
+}
+
+/// Deliver `sig` to the job where it runs (`mrunctl kill`). A signal that `mrun` passes on when
+/// it gets it goes the same way as then (through the restore helper after a return, or the
+/// node's agent and helper); any other (KILL, STOP, ALRM...) straight to the job's processes.
+async fn signal(place: &mut Place, sig: nix::sys::signal::Signal) -> Result<String> {
+    match place {
+        Place::Home { child, pid, .. } => {
+            let target = match child.id() {
+                Some(helper) if supervise::FORWARDED.contains(&sig) => helper as i32,
+                _ => *pid,
+            };
+            supervise::signal_job(Pid::from_raw(target), sig);
+            Ok(format!("{sig} sent to the job at home"))
+        }
+        Place::Away { link } => {
+            let signo = sig as i32;
+            link.tx
+                .send(Frame::Control(Control::Signal { signo }))
+                .await
+                .with_context(|| format!("cannot reach node {}", link.node))?;
+            Ok(format!("{sig} sent to the job on {}", link.node))
         }
     }
 }
