@@ -205,28 +205,43 @@ struct Output {
     queue: mpsc::Sender<OutputWork>,
     /// A chunk that did not fit in the queue yet; nothing more is read from the node meanwhile.
     held: Option<OutputWork>,
+    /// Told when the reader of our stdout or stderr went away (a closed pipe); the deputy
+    /// takes it to wait on it among its other events.
+    reader_gone: Option<mpsc::Receiver<()>>,
 }
 
 impl Output {
     fn new() -> Output {
         let (queue, mut work) = mpsc::channel::<OutputWork>(8);
+        let (gone_tx, reader_gone) = mpsc::channel(1);
         std::thread::spawn(move || {
+            // Our descriptors whose reader went away: what the job writes there is dropped.
+            let mut gone: Vec<i32> = Vec::new();
             while let Some(w) = work.blocking_recv() {
                 match w {
+                    OutputWork::Write(fd, _) if gone.contains(&fd) => {}
                     // Our stdio descriptors were shared with the job at home, which may have
                     // left them non-blocking (xz does): write_all waits on a full pipe.
-                    OutputWork::Write(fd, b) => {
-                        if mrun_core::sys::fdio::write_all(fd, &b).is_err() {
-                            return; // The queue closes: the deputy sees it at its next write.
+                    OutputWork::Write(fd, b) => match mrun_core::sys::fdio::write_all(fd, &b) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                            gone.push(fd);
+                            let _ = gone_tx.try_send(());
                         }
-                    }
+                        // The queue closes: the deputy sees it at its next write.
+                        Err(_) => return,
+                    },
                     OutputWork::Flush(done) => {
                         let _ = done.send(());
                     }
                 }
             }
         });
-        Output { queue, held: None }
+        Output {
+            queue,
+            held: None,
+            reader_gone: Some(reader_gone),
+        }
     }
 
     fn closed() -> std::io::Error {
@@ -290,6 +305,17 @@ impl Output {
     }
 }
 
+/// Pending until a write of [`Output`] found the reader of our stdout or stderr gone.
+/// Cancel-safe.
+async fn reader_gone(told: &mut Option<mpsc::Receiver<()>>) {
+    if let Some(rx) = told.as_mut() {
+        if rx.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 /// What woke the deputy up.
 enum Event {
     Ended(Ended),
@@ -298,6 +324,8 @@ enum Event {
     Output(Frame),
     Lost(String),
     Stdin(Option<bytes::Bytes>),
+    /// The reader of our stdout or stderr went away while the job ran on a node.
+    ReaderGone,
 }
 
 async fn deputy(
@@ -370,6 +398,7 @@ async fn deputy(
     // Input sent to the node and not yet reported taken by the job's stdin (at most
     // STDIN_WINDOW: the rest waits in our own stdin).
     let mut in_flight: u64 = 0;
+    let mut gone = output.reader_gone.take();
     loop {
         let event = match &mut place {
             Place::Home { child, feed, .. } => tokio::select! {
@@ -378,6 +407,8 @@ async fn deputy(
                 chunk = stdin_rx.recv(), if stdin_open && feed.is_open() && (feed.queued() as u64) < STDIN_WINDOW => Event::Stdin(chunk.flatten()),
                 _ = feed.progress(), if feed.busy() => continue,
                 (r, s) = next_request(&mut socket) => Event::Request(r, s),
+                // Output relayed before the job came home: it writes to our stdio itself now.
+                () = reader_gone(&mut gone) => continue,
             },
             Place::Away { link } if link.ended.is_some() => match link.ended.take() {
                 Some(ended) => Event::Ended(ended),
@@ -385,6 +416,7 @@ async fn deputy(
             },
             Place::Away { link } => tokio::select! {
                 held = output.unhold() => { held?; continue }
+                () = reader_gone(&mut gone) => Event::ReaderGone,
                 frame = link.rx.next(), if output.has_room() => match frame {
                     Some(Ok(Frame::Control(Control::Exited(ended)))) => Event::Ended(ended),
                     Some(Ok(f)) => Event::Output(f),
@@ -455,6 +487,20 @@ async fn deputy(
                 ),
             },
             Event::Lost(why) => return Ok(job_lost(&mut terminal, &place, &why)),
+            Event::ReaderGone => {
+                // At home the job's own write would have raised SIGPIPE (it ends it, as it
+                // ends `yes | head -1`, unless the job ignores it): so it does on the node.
+                if let Place::Away { link } = &mut place {
+                    let signo = nix::sys::signal::Signal::SIGPIPE as i32;
+                    if let Err(e) = link
+                        .tx
+                        .send(Frame::Control(Control::Signal { signo }))
+                        .await
+                    {
+                        return Ok(job_lost(&mut terminal, &place, &format!(": {e}")));
+                    }
+                }
+            }
             Event::Stdin(chunk) => {
                 if let Place::Home { feed, .. } = &mut place {
                     match chunk {
