@@ -299,10 +299,14 @@ async fn relay(
                     }
                     outbox.push_back(Frame::Control(Control::ImageEnd));
                 }
-                Some(DumpEvent::Failed { why, .. }) => {
+                Some(DumpEvent::Failed { why, refused }) => {
                     dump_events = None;
                     leaving = None;
-                    outbox.push_back(Frame::Control(Control::Error { message: format!("checkpoint failed on this node: {why}") }));
+                    outbox.push_back(Frame::Control(if refused {
+                        Control::Refused { message: format!("checkpoint refused on this node: {why}") }
+                    } else {
+                        Control::Error { message: format!("checkpoint failed on this node: {why}") }
+                    }));
                 }
                 None => dump_events = None,
             },

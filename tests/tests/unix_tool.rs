@@ -488,3 +488,43 @@ fn config_typo_is_said_once_in_one_line() {
         );
     }
 }
+
+/// A job that became unmovable on the node (it opened a TCP listener there): moving it home is
+/// refused by the node's engine, and that refusal exits 3 too; the job runs on there.
+#[test]
+fn refused_on_the_node_exits_3() {
+    let sb = Sandbox::new("unix-refused-away");
+    let mrun = Mrun::new(&sb);
+    let script = sb.path("listen.py");
+    std::fs::write(
+        &script,
+        "import os, socket, sys, time\n\
+         d = sys.argv[1]\n\
+         print('READY', flush=True)\n\
+         while not os.path.exists(d + '/go'): time.sleep(0.01)\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+         print('LISTENING', flush=True)\n\
+         while not os.path.exists(d + '/end'): time.sleep(0.01)\n\
+         print('END', flush=True)\n",
+    )
+    .expect("write listen.py");
+    let mut job = mrun.start(
+        "python3 listen.py",
+        python3(),
+        &[script.as_os_str(), sb.dir().as_os_str()],
+        &[],
+        Input::Null,
+        Output::Pipe,
+    );
+    job.mrun.wait_for_stdout("READY\n");
+    mrun.migrate_ok(&job, "local");
+    sb.touch("go");
+    job.mrun.wait_for_stdout("LISTENING\n");
+    let out = mrun.migrate(job.id, "home");
+    out.assert_one_line_error(&["TCP"]).assert_exit_code(3);
+    job.assert_place(Place::Away);
+    sb.touch("end");
+    let done = job.finish();
+    done.assert_quiet_success("the job refused on the node");
+    assert_eq!(done.stdout_text(), "READY\nLISTENING\nEND\n");
+}

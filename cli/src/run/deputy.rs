@@ -784,6 +784,9 @@ async fn move_between(
                 Some(Ok(Frame::Control(Control::StdinRead { .. }))) => {}
                 Some(Ok(Frame::Image(c))) => to.send_watching(Frame::Image(c)).await?,
                 Some(Ok(Frame::Control(Control::ImageEnd))) => break,
+                Some(Ok(Frame::Control(Control::Refused { message }))) => {
+                    return Err(Refused(message).into())
+                }
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
                 Some(Ok(Frame::Control(Control::Exited(ended)))) => {
                     from.ended = Some(ended);
@@ -938,6 +941,10 @@ async fn move_home(
                     let _ = w.write_all(&c).await;
                 }
                 break;
+            }
+            Some(Ok(Frame::Control(Control::Refused { message }))) => {
+                let stays = format!("{message}; the job stays on {}", link.node);
+                return Err(Refused(stays).into());
             }
             Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
             Some(Ok(Frame::Control(Control::Exited(ended)))) => {

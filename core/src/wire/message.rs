@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to frames or control messages.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// First message in each direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,5 +150,11 @@ pub enum Control {
     /// `feed::STDIN_WINDOW` bytes of input on their way, so input waits at home, not here.
     StdinRead {
         bytes: u64,
+    },
+    /// agent -> home, instead of the image after `Checkpoint`: the engine refused (the
+    /// process holds something it cannot checkpoint yet); one sentence for the user. The
+    /// process runs on here, untouched.
+    Refused {
+        message: String,
     },
 }
