@@ -336,12 +336,18 @@ fn kill_reaches_the_job_at_home_and_away() {
     assert_at(&job, &[&a], At::Home);
     kill_ok(&m.mrun, &[&format!("-{usr1}"), &id]);
     expect_usr1(&mut job);
+    // Once each: the restored job shares its restore helper's process group, and signalling
+    // that group as well as the helper delivered it twice.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(job.mrun_pid(), libc::SIGUSR1) }, 0);
+    expect_usr1(&mut job);
 
     kill_ok(&m.mrun, &[&id]);
     let done = job.finish();
     done.assert_exit_code(42);
     assert!(
-        done.stdout_text().ends_with("USR1 6\nCAUGHT SIGTERM\n"),
+        done.stdout_text()
+            .ends_with("USR1 6\nUSR1 7\nCAUGHT SIGTERM\n"),
         "{}",
         done.describe()
     );

@@ -435,11 +435,9 @@ async fn deputy(
             }
             Event::Signal(sig) => match &mut place {
                 // A terminal's signals reached the process already (same process group).
-                Place::Home { child, .. } => {
+                Place::Home { child, pid, .. } => {
                     if sig.from_process {
-                        if let Some(pid) = child.id() {
-                            mrun_core::supervise::signal_job(Pid::from_raw(pid as i32), sig.signal);
-                        }
+                        signal_home(child, *pid, sig.signal);
                     }
                 }
                 Place::Away { link } => {
@@ -710,17 +708,31 @@ async fn handle(
     }
 }
 
+/// Pass `sig` on to the job at home (`pid`, our `child` or, after a return, the child of our
+/// child the restore helper): to the command and the rest of its process group, as a terminal
+/// would; after a return only to the helper, which passes it on so (the restored job shares
+/// the helper's group: signalling the group too delivered it twice, and two of a signal
+/// pending at once count as one).
+fn signal_home(child: &tokio::process::Child, pid: i32, sig: nix::sys::signal::Signal) {
+    match child.id() {
+        Some(helper) if helper as i32 != pid => {
+            let _ = kill(Pid::from_raw(helper as i32), sig);
+        }
+        _ => supervise::signal_job(Pid::from_raw(pid), sig),
+    }
+}
+
 /// Deliver `sig` to the job where it runs (`mrunctl kill`). A signal that `mrun` passes on when
 /// it gets it goes the same way as then (through the restore helper after a return, or the
 /// node's agent and helper); any other (KILL, STOP, ALRM...) straight to the job's processes.
 async fn signal(place: &mut Place, sig: nix::sys::signal::Signal) -> Result<String> {
     match place {
-        Place::Home { child, pid, .. } => {
-            let target = match child.id() {
-                Some(helper) if supervise::FORWARDED.contains(&sig) => helper as i32,
-                _ => *pid,
-            };
-            supervise::signal_job(Pid::from_raw(target), sig);
+        Place::Home { child, pid, .. } if supervise::FORWARDED.contains(&sig) => {
+            signal_home(child, *pid, sig);
+            Ok(format!("{sig} sent to the job at home"))
+        }
+        Place::Home { pid, .. } => {
+            supervise::signal_job(Pid::from_raw(*pid), sig);
             Ok(format!("{sig} sent to the job at home"))
         }
         Place::Away { link } => {
