@@ -22,6 +22,9 @@ _mrunctl() {
             mrunctl,help)
                 cmd="mrunctl__subcmd__help"
                 ;;
+            mrunctl,kill)
+                cmd="mrunctl__subcmd__kill"
+                ;;
             mrunctl,migrate)
                 cmd="mrunctl__subcmd__migrate"
                 ;;
@@ -39,6 +42,9 @@ _mrunctl() {
                 ;;
             mrunctl__subcmd__help,help)
                 cmd="mrunctl__subcmd__help__subcmd__help"
+                ;;
+            mrunctl__subcmd__help,kill)
+                cmd="mrunctl__subcmd__help__subcmd__kill"
                 ;;
             mrunctl__subcmd__help,migrate)
                 cmd="mrunctl__subcmd__help__subcmd__migrate"
@@ -59,7 +65,7 @@ _mrunctl() {
 
     case "${cmd}" in
         mrunctl)
-            opts="-h -V --help --version checkpoint restore migrate status nodes help"
+            opts="-h -V --help --version checkpoint restore migrate status nodes kill help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -99,7 +105,7 @@ _mrunctl() {
             return 0
             ;;
         mrunctl__subcmd__help)
-            opts="checkpoint restore migrate status nodes help"
+            opts="checkpoint restore migrate status nodes kill help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -127,6 +133,20 @@ _mrunctl() {
             return 0
             ;;
         mrunctl__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__help__subcmd__kill)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -189,6 +209,28 @@ _mrunctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__kill)
+            opts="-s -h --signal --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --signal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -31,6 +31,7 @@ complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "restore" -d 'Bring 
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "migrate" -d 'Move a running job to a node, or back home'
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "status" -d 'List this user\'s jobs (where each runs, its age and CPU time) and the nodes'
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "nodes" -d 'The configured nodes and what each reports (CPUs, load, free memory)'
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "kill" -d 'Send a signal (default TERM) to jobs wherever they run, as kill(1) does'
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -s o -l output -d 'Where to write the image; `-` writes it to standard output' -r -F
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l level -d 'zstd compression level of the page data (1 is fast; 19 is small)' -r
@@ -47,12 +48,15 @@ complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -s h -l help -d 
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -l nodes -d 'Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml' -r
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -l json -d 'Print JSON for scripts'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -s h -l help -d 'Print help'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "checkpoint" -d 'Freeze a process, write its image, then end it (it lives on in the image)'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "restore" -d 'Bring an image back to life in the foreground, with this command\'s stdio'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "migrate" -d 'Move a running job to a node, or back home'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "status" -d 'List this user\'s jobs (where each runs, its age and CPU time) and the nodes'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "nodes" -d 'The configured nodes and what each reports (CPUs, load, free memory)'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand kill" -s s -l signal -d 'The signal: a name with or without SIG (TERM, SIGUSR1, int) or a number (9). `-SIGNAL` before the first job works too (`mrunctl kill -9 JOB`), as with kill(1)' -r
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand kill" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "checkpoint" -d 'Freeze a process, write its image, then end it (it lives on in the image)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "restore" -d 'Bring an image back to life in the foreground, with this command\'s stdio'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "migrate" -d 'Move a running job to a node, or back home'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "status" -d 'List this user\'s jobs (where each runs, its age and CPU time) and the nodes'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "nodes" -d 'The configured nodes and what each reports (CPUs, load, free memory)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "kill" -d 'Send a signal (default TERM) to jobs wherever they run, as kill(1) does'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 
 # `mrunctl migrate JOB NODE`: running jobs, then node names, from `mrunctl complete`.
 function __fish_mrunctl_migrate_wants

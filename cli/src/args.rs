@@ -25,7 +25,12 @@ use crate::ctl;
         Each job's output is shown in one piece when it ends (with -k, in the order of the \
         arguments). Exit status of --each: 0 when \
         every job succeeded, else the number of failed jobs (at most 101); 128+N when \
-        stopped by signal N; 2 for a refused command line.",
+        stopped by signal N; 2 for a refused command line.\n\
+        Options come before COMMAND: the first word that is not an option starts it, and \
+        every word after it is the command's (`mrun ls -l`); `--` ends the options \
+        (`mrun -- -name`). Exit status: the job's (128+N, or death by the same signal, when \
+        signal N ended it); 2 usage error; 127 command not found, 126 not runnable; 255 the \
+        job's node was lost.",
     trailing_var_arg = true
 )]
 pub struct MrunCli {
@@ -56,7 +61,7 @@ pub struct MrunCli {
     #[arg(long = "keep-fd", value_name = "FD", value_delimiter = ',', value_parser = crate::fds::parse_keep_fd)]
     pub keep_fd: Vec<crate::fds::KeepFd>,
     /// The command and its arguments (everything from the first non-option word on).
-    #[arg(required = true, allow_hyphen_values = true, value_name = "COMMAND", value_hint = clap::ValueHint::CommandWithArguments)]
+    #[arg(required = true, value_name = "COMMAND", value_hint = clap::ValueHint::CommandWithArguments)]
     pub command: Vec<OsString>,
 }
 
@@ -64,7 +69,8 @@ pub struct MrunCli {
 #[command(
     name = "mrunctl",
     version,
-    about = "Control mrun: checkpoint, restore and migrate processes"
+    about = "Control mrun: checkpoint, restore and migrate processes",
+    after_help = crate::exit::CODES_HELP
 )]
 pub struct MrunctlCli {
     #[command(subcommand)]
@@ -83,6 +89,8 @@ pub enum MrunctlCommand {
     Status(ctl::status::StatusArgs),
     /// The configured nodes and what each reports (CPUs, load, free memory).
     Nodes(ctl::nodes::NodesArgs),
+    /// Send a signal (default TERM) to jobs wherever they run, as kill(1) does.
+    Kill(ctl::kill::KillArgs),
 }
 
 /// The completion script of `bin` (`mrun` or `mrunctl`) for `shell`.

@@ -2,7 +2,8 @@
 //! its job in a directory private to its user, and answers one-line requests.
 //!
 //! Requests: `migrate NODE` (NODE may be `home`), `where`, `info` (answered with a JSON
-//! [`JobInfo`]). Answers: `ok TEXT` or `error TEXT`.
+//! [`JobInfo`]), `signal N` (deliver signal N to the job wherever it runs). Answers: `ok TEXT`,
+//! `refused TEXT` (the job cannot do that and runs on as it was) or `error TEXT`.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -96,25 +97,50 @@ pub fn job_socket(job: u32) -> Result<PathBuf> {
     Ok(socket_dir()?.join(format!("job-{job}.sock")))
 }
 
+/// Why asking a job's deputy something failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// No deputy listens for this job (it ended, or never was).
+    #[error("no mrun job {0}; `mrunctl status` lists the jobs")]
+    NoJob(u32),
+    /// The deputy refused: the job cannot do that (it keeps running as it was).
+    #[error("{0}")]
+    Refused(String),
+    /// The deputy tried and failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The deputy's socket directory is unusable, or the exchange broke off.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
 /// Ask the deputy of `job` something; its answer's text, or its error.
-pub fn ask(job: u32, request: &str) -> Result<String> {
+pub fn ask(job: u32, request: &str) -> Result<String, AskError> {
     ask_within(job, request, None)
 }
 
 /// [`ask`], giving up after `limit` (a deputy busy moving its job answers only after).
-pub fn ask_within(job: u32, request: &str, limit: Option<std::time::Duration>) -> Result<String> {
+pub fn ask_within(
+    job: u32,
+    request: &str,
+    limit: Option<std::time::Duration>,
+) -> Result<String, AskError> {
     use std::io::{BufRead, BufReader, Write};
     let path = job_socket(job)?;
-    let mut stream = std::os::unix::net::UnixStream::connect(&path)
-        .with_context(|| format!("no mrun job {job} is running for this user"))?;
-    stream.set_read_timeout(limit)?;
-    stream.write_all(format!("{request}\n").as_bytes())?;
+    // Not there, or left behind by a deputy that died: no such job either way.
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(&path).map_err(|_| AskError::NoJob(job))?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
+    stream
+        .set_read_timeout(limit)
+        .and_then(|()| stream.write_all(format!("{request}\n").as_bytes()))
+        .and_then(|()| BufReader::new(stream).read_line(&mut line))
+        .with_context(|| format!("asking job {job}"))?;
     match line.trim_end().split_once(' ') {
         Some(("ok", text)) => Ok(text.to_string()),
-        Some(("error", text)) => bail!("{text}"),
-        _ => bail!("job {job} gave no answer"),
+        Some(("refused", text)) => Err(AskError::Refused(text.to_string())),
+        Some(("error", text)) => Err(AskError::Failed(text.to_string())),
+        _ => Err(anyhow::anyhow!("job {job} gave no answer").into()),
     }
 }
 

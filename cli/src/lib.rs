@@ -13,4 +13,5 @@ pub mod fds;
 pub mod jobs;
 pub mod log;
 pub mod nodes;
+pub mod print;
 pub mod run;

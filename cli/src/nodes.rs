@@ -3,7 +3,7 @@
 //! balancer's settings. A node is `local` or an SSH destination (a Host alias of
 //! `~/.ssh/config`, or `[user@]host[:port]`).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,11 +73,30 @@ impl BalanceConfig {
     }
 }
 
+/// What a command does when the configuration file is broken, said after the problem.
+pub const DEFAULTS_APPLY: &str = "using the defaults until it is fixed";
+
 /// The configuration file, or the defaults when there is none.
+/// A file that does not parse is one sentence naming the file, line and column.
 pub fn config() -> Result<ConfigFile> {
     let path = config_path();
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+        Ok(text) => toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let before = text.get(..span.start).unwrap_or(&text);
+                    let line = before.lines().count().max(1) + usize::from(before.ends_with('\n'));
+                    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    format!(" line {line}, column {column}")
+                })
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "{}{at}: {}",
+                path.display(),
+                e.message().trim_end().replace('\n', " ")
+            )
+        }),
         Err(_) => Ok(ConfigFile::default()),
     }
 }

@@ -245,8 +245,14 @@ async fn relay(
                 }
                 Some(Ok(Frame::Control(Control::StdinEof))) => feed.end(),
                 Some(Ok(Frame::Control(Control::Signal { signo }))) => {
-                    if let Ok(sig) = Signal::try_from(signo) {
-                        let _ = kill(helper, sig);
+                    // The helper passes on what a supervisor forwards; any other signal (KILL,
+                    // STOP, ALRM...) goes to the job's processes themselves.
+                    match Signal::try_from(signo) {
+                        Ok(sig) if mrun_core::supervise::FORWARDED.contains(&sig) => {
+                            let _ = kill(helper, sig);
+                        }
+                        Ok(sig) => mrun_core::supervise::signal_job(Pid::from_raw(proc_pid), sig),
+                        Err(_) => {}
                     }
                 }
                 Some(Ok(Frame::Control(Control::Checkpoint))) => {
@@ -303,7 +309,7 @@ async fn relay(
                 Some(DumpEvent::Refused(why)) => {
                     dump_events = None;
                     leaving = None;
-                    outbox.push_back(Frame::Control(Control::Error { message: format!("checkpoint refused on this node: {why}") }));
+                    outbox.push_back(Frame::Control(Control::Refused { message: format!("checkpoint refused on this node: {why}") }));
                 }
                 Some(DumpEvent::Failed(why)) => {
                     dump_events = None;

@@ -160,8 +160,9 @@ fn keep_fd_passes_the_pipe_on_and_the_job_cannot_move() {
 
     for _ in 0..2 {
         let out = mrun.migrate(job.id, "local");
+        // Refused (3), as every refusal: the job stays home untouched.
         out.assert_one_line_error(&["fd 9", "a pipe", "outside the job", "stays at home"])
-            .assert_exit_code(1);
+            .assert_exit_code(3);
         job.assert_place(Place::Home);
     }
     step(&sb, &mut job, 1);

@@ -1,8 +1,6 @@
 //! `mrun COMMAND [ARGS]...`: run COMMAND as a job that can move between machines;
 //! `mrun --each COMMAND ...`: a batch of such jobs, one per argument.
 
-use clap::Parser;
-
 fn main() {
     // Hidden roles, as options so that no command name is taken: the single-threaded helper
     // that restores a returning job at home, and the home daemon.
@@ -15,7 +13,14 @@ fn main() {
         Some("--daemon") => mrun::daemon::run(),
         _ => {}
     }
-    let cli = mrun::args::MrunCli::parse();
+    // A job of `mrun --each` (started as `mrun --batch-job ...`): the batch already warned
+    // about a broken config file, so the job does not repeat it.
+    let mut words: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let batch_job = words.get(1).is_some_and(|w| w == "--batch-job");
+    if batch_job {
+        words.remove(1);
+    }
+    let cli: mrun::args::MrunCli = mrun::print::parse_args(words);
     // Only stdin, stdout and stderr go on to the job, unless --keep-fd says otherwise.
     let kept = mrun::fds::take_inherited(&cli.keep_fd);
     if cli.each {
@@ -29,7 +34,9 @@ fn main() {
         mrun::each::run(cli.command, options)
     }
     let cfg = mrun::nodes::config().unwrap_or_else(|e| {
-        eprintln!("mrun: warning: {e:#}");
+        if !batch_job {
+            mrun::errln!("mrun: warning: {e:#}; {}", mrun::nodes::DEFAULTS_APPLY);
+        }
         mrun::nodes::ConfigFile::default()
     });
     let pinned = cli.home

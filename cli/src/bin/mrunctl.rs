@@ -1,6 +1,5 @@
 //! `mrunctl`: the control tool of mrun.
 
-use clap::Parser;
 use mrun::args::{MrunctlCli, MrunctlCommand};
 use mrun::ctl;
 
@@ -11,11 +10,13 @@ fn main() {
     if args.get(1).is_some_and(|a| a == "complete") {
         ctl::complete::run(args.get(2).and_then(|a| a.to_str()).unwrap_or(""));
     }
-    match MrunctlCli::parse().command {
+    let words = ctl::kill::dash_signal(args);
+    match mrun::print::parse_args::<MrunctlCli>(words).command {
         MrunctlCommand::Checkpoint(a) => ctl::checkpoint::run(a),
         MrunctlCommand::Restore(a) => ctl::restore::run(a),
         MrunctlCommand::Migrate(a) => ctl::migrate::run(a),
         MrunctlCommand::Status(a) => ctl::status::run(a),
         MrunctlCommand::Nodes(a) => ctl::nodes::run(a),
+        MrunctlCommand::Kill(a) => ctl::kill::run(a),
     }
 }

@@ -15,13 +15,19 @@ pub struct MigrateArgs {
 pub fn run(args: MigrateArgs) -> ! {
     match crate::jobs::ask(args.job, &format!("migrate {}", args.node)) {
         Ok(text) => {
-            println!("{text}");
+            crate::outln!("{text}");
             std::process::exit(0)
         }
-        Err(e) => exit::fail(
-            "mrunctl",
-            format!("cannot migrate job {}: {e:#}", args.job),
-            exit::FAILURE,
-        ),
+        // Said as it is: "cannot migrate" would add nothing.
+        Err(e @ crate::jobs::AskError::NoJob(_)) => exit::fail("mrunctl", e, exit::FAILURE),
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            let code = exit::code_of(&e);
+            exit::fail(
+                "mrunctl",
+                format!("cannot migrate job {}: {e:#}", args.job),
+                code,
+            )
+        }
     }
 }

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod complete;
 pub mod json;
+pub mod kill;
 pub mod migrate;
 pub mod nodes;
 pub mod restore;

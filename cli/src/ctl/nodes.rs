@@ -134,9 +134,9 @@ pub fn run(args: NodesArgs) -> ! {
                 .collect(),
         })
     }
-    print!("{}", table(&machines, &jobs));
+    crate::out!("{}", table(&machines, &jobs));
     if machines.len() == 1 {
-        println!(
+        crate::outln!(
             "no nodes configured: use --nodes, MRUN_NODES or {}",
             crate::nodes::config_path().display()
         );

@@ -47,9 +47,9 @@ pub fn run(args: StatusArgs) -> ! {
                 .collect(),
         })
     }
-    print!("{}", table(&list, now()));
-    println!();
-    print!("{}", crate::ctl::nodes::table(&machines, &list));
+    crate::out!("{}", table(&list, now()));
+    crate::outln!();
+    crate::out!("{}", crate::ctl::nodes::table(&machines, &list));
     std::process::exit(0)
 }
 

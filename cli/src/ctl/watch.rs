@@ -51,8 +51,8 @@ pub fn run(interval: f64) -> ! {
         } else {
             writeln!(out, "{frame}")
         };
-        if shown.and_then(|()| out.flush()).is_err() {
-            std::process::exit(0); // The reader went away (e.g. `| head`).
+        if let Err(e) = shown.and_then(|()| out.flush()) {
+            crate::print::stdout_failed(&e); // The reader went away (e.g. `| head`).
         }
         drop(out);
         std::thread::sleep(interval);

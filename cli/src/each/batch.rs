@@ -66,7 +66,7 @@ pub fn jobs_of(template: Template) -> Result<Vec<JobSpec>> {
         Arguments::Lines(None) => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
-                eprintln!(
+                crate::errln!(
                     "mrun: reading the jobs' arguments from the terminal, one per line; end \
                      with Ctrl-D"
                 );

@@ -1,5 +1,6 @@
-//! One job of `mrun --each`: an ordinary `mrun` deputy (`mrun [--home] [--keep-fd FDS] --
-//! COMMAND ARG`) run as our child, so it migrates, takes signals and ends like any job. Its
+//! One job of `mrun --each`: an ordinary `mrun` deputy (`mrun --batch-job [--home]
+//! [--keep-fd FDS] -- COMMAND ARG`) run as our child, so it migrates, takes signals and ends
+//! like any job. Its
 //! stdin is /dev/null; its output is collected whole, to be shown in one piece when it ends;
 //! inherited descriptors named by `--keep-fd` go on to it. A job has ended once its
 //! deputy exited and both its output pipes closed: a process it left running in the background
@@ -35,6 +36,9 @@ pub fn start(exe: &Path, home: bool, kept_fds: &[i32], spec: JobSpec) -> Started
     let started_unix = crate::jobs::unix_now().as_secs_f64();
     let started = Instant::now();
     let mut cmd = std::process::Command::new(exe);
+    // The batch warned about a broken config file once; its jobs do not repeat it (a hidden
+    // first word, read before the command line is parsed).
+    cmd.arg("--batch-job");
     if home {
         cmd.arg("--home");
     }

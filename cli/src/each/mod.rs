@@ -54,13 +54,17 @@ pub struct EachOptions {
 
 /// Runs the batch of `words` (everything after the options) and exits with its status.
 pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
+    // Said once here; the jobs are told not to repeat it.
+    if let Err(e) = crate::nodes::config() {
+        crate::errln!("mrun: warning: {e:#}; {}", crate::nodes::DEFAULTS_APPLY);
+    }
     let typed_as = typed_as(&words);
     let template = words::Template::parse(words, &typed_as)
         .unwrap_or_else(|e| crate::exit::fail("mrun", format!("{e:#}"), crate::exit::USAGE));
     let jobs = batch::jobs_of(template).unwrap_or_else(|e| fail(e));
     if jobs.is_empty() {
         // Only lines read can give no argument: a pipeline that found nothing to do.
-        eprintln!("mrun: no jobs: the input had no non-empty line");
+        crate::errln!("mrun: no jobs: the input had no non-empty line");
         std::process::exit(0);
     }
     let joblog = options
@@ -110,7 +114,7 @@ pub fn run(words: Vec<OsString>, options: EachOptions) -> ! {
         shown: Shown::new(options.keep_order),
     };
     let tally = runtime.block_on(batch.run(jobs, sig_rx));
-    eprintln!("{}", tally.line());
+    crate::errln!("{}", tally.line());
     std::process::exit(tally.exit_status())
 }
 

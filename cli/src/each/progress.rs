@@ -72,7 +72,7 @@ impl Progress {
                 bar.suspend(|| {
                     write_output(job);
                     if !job.succeeded() {
-                        eprintln!(
+                        crate::errln!(
                             "mrun: failed {} ({}, on {})",
                             job.spec.display(),
                             job.how(),
@@ -85,7 +85,7 @@ impl Progress {
                 *done += 1;
                 write_output(job);
                 let verb = if job.succeeded() { "done" } else { "failed" };
-                eprintln!(
+                crate::errln!(
                     "mrun: [{done}/{total}] {verb} {} ({}, {:.1} s, on {})",
                     job.spec.display(),
                     job.how(),
@@ -100,15 +100,15 @@ impl Progress {
     /// such jobs by reason; otherwise one line, once per job and reason.
     pub fn stays_home(&self, job: &str, why: &str) {
         if let Progress::Lines { .. } = self {
-            eprintln!("mrun: {} stays home: {why}", crate::jobs::printable(job));
+            crate::errln!("mrun: {} stays home: {why}", crate::jobs::printable(job));
         }
     }
 
     /// A line of our own (a warning) that must not be drawn over.
     pub fn say(&self, text: &str) {
         match self {
-            Progress::Bar { bar, .. } => bar.suspend(|| eprintln!("{text}")),
-            Progress::Lines { .. } => eprintln!("{text}"),
+            Progress::Bar { bar, .. } => bar.suspend(|| crate::errln!("{text}")),
+            Progress::Lines { .. } => crate::errln!("{text}"),
         }
     }
 

@@ -15,15 +15,11 @@ pub fn cluster_cpus() -> usize {
         .cpus()
         .round()
         .max(1.0) as usize;
-    let nodes = match crate::nodes::config() {
-        Ok(cfg) => cfg.node_list(),
-        Err(e) => {
-            eprintln!(
-                "mrun: warning: {e:#}; running as many jobs at once as this machine has CPUs"
-            );
-            return local;
-        }
+    // A broken config file was reported once by the batch: no nodes then.
+    let Ok(cfg) = crate::nodes::config() else {
+        return local;
     };
+    let nodes = cfg.node_list();
     // `local` is an agent on this very machine: no CPUs of its own.
     let remote: Vec<String> = nodes.into_iter().filter(|n| n != "local").collect();
     if remote.is_empty() {
@@ -61,7 +57,7 @@ pub fn cluster_cpus() -> usize {
     match counted {
         Ok(cpus) => local + cpus,
         Err(e) => {
-            eprintln!("mrun: warning: cannot learn the nodes' CPUs ({e:#}); running as many jobs at once as this machine has CPUs");
+            crate::errln!("mrun: warning: cannot learn the nodes' CPUs ({e:#}); running as many jobs at once as this machine has CPUs");
             local
         }
     }

@@ -8,7 +8,15 @@ pub enum Request {
     Migrate(String),
     Where,
     Info,
+    /// Deliver this signal to the job, wherever it runs (`mrunctl kill`).
+    Signal(nix::sys::signal::Signal),
 }
+
+/// A request the job cannot carry out (it runs on as it was): answered `refused`, which
+/// `mrunctl` exits 3 for.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 pub struct JobSocket {
     requests: tokio::sync::mpsc::Receiver<(Request, UnixStream)>,
@@ -59,6 +67,19 @@ async fn read_request(mut stream: UnixStream) -> Option<(Request, UnixStream)> {
     let line = line.trim();
     let req = match line.split_once(' ') {
         Some(("migrate", node)) => Request::Migrate(node.trim().to_string()),
+        Some(("signal", n)) => match n
+            .trim()
+            .parse::<i32>()
+            .map(nix::sys::signal::Signal::try_from)
+        {
+            Ok(Ok(sig)) => Request::Signal(sig),
+            _ => {
+                let _ = stream
+                    .write_all(format!("error no such signal {n:?}\n").as_bytes())
+                    .await;
+                return None;
+            }
+        },
         None if line == "where" => Request::Where,
         None if line == "info" => Request::Info,
         _ => {
@@ -80,7 +101,17 @@ impl Drop for JobSocket {
 pub async fn answer(mut stream: UnixStream, result: Result<String>) {
     let line = match result {
         Ok(text) => format!("ok {text}\n"),
-        Err(e) => format!("error {}\n", format!("{e:#}").replace('\n', " ")),
+        Err(e) => {
+            let kind = if e
+                .chain()
+                .any(|c| c.is::<Refused>() || c.is::<super::deputy::StaysHome>())
+            {
+                "refused"
+            } else {
+                "error"
+            };
+            format!("{kind} {}\n", format!("{e:#}").replace('\n', " "))
+        }
     };
     let _ = stream.write_all(line.as_bytes()).await;
 }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use mrun_core::engine::Refusal;
 use mrun_core::feed::{stdin_pieces, Feed, STDIN_WINDOW};
 
-use super::control::{self, JobSocket, Request};
+use super::control::{self, JobSocket, Refused, Request};
 use super::link::Link;
 use super::stdin::StdinRelay;
 use super::terminal::HomeTerminal;
@@ -146,7 +146,9 @@ const FORECAST_COST_SHARE: u32 = 20;
 
 /// A move refused because of what the job holds: it stays at home, untouched.
 #[derive(Debug)]
-struct StaysHome(Refusal);
+/// The engine refuses to carry the job (predicted from /proc or met in a checkpoint): a
+/// refusal (exit 3 for `mrunctl migrate`), remembered so the balancer does not retry.
+pub(super) struct StaysHome(Refusal);
 
 impl std::fmt::Display for StaysHome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -319,28 +321,43 @@ struct Output {
     queue: mpsc::Sender<OutputWork>,
     /// A chunk that did not fit in the queue yet; nothing more is read from the node meanwhile.
     held: Option<OutputWork>,
+    /// Told when the reader of our stdout or stderr went away (a closed pipe); the deputy
+    /// takes it to wait on it among its other events.
+    reader_gone: Option<mpsc::Receiver<()>>,
 }
 
 impl Output {
     fn new() -> Output {
         let (queue, mut work) = mpsc::channel::<OutputWork>(8);
+        let (gone_tx, reader_gone) = mpsc::channel(1);
         std::thread::spawn(move || {
+            // Our descriptors whose reader went away: what the job writes there is dropped.
+            let mut gone: Vec<i32> = Vec::new();
             while let Some(w) = work.blocking_recv() {
                 match w {
+                    OutputWork::Write(fd, _) if gone.contains(&fd) => {}
                     // Our stdio descriptors were shared with the job at home, which may have
                     // left them non-blocking (xz does): write_all waits on a full pipe.
-                    OutputWork::Write(fd, b) => {
-                        if mrun_core::sys::fdio::write_all(fd, &b).is_err() {
-                            return; // The queue closes: the deputy sees it at its next write.
+                    OutputWork::Write(fd, b) => match mrun_core::sys::fdio::write_all(fd, &b) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                            gone.push(fd);
+                            let _ = gone_tx.try_send(());
                         }
-                    }
+                        // The queue closes: the deputy sees it at its next write.
+                        Err(_) => return,
+                    },
                     OutputWork::Flush(done) => {
                         let _ = done.send(());
                     }
                 }
             }
         });
-        Output { queue, held: None }
+        Output {
+            queue,
+            held: None,
+            reader_gone: Some(reader_gone),
+        }
     }
 
     fn closed() -> std::io::Error {
@@ -404,6 +421,17 @@ impl Output {
     }
 }
 
+/// Pending until a write of [`Output`] found the reader of our stdout or stderr gone.
+/// Cancel-safe.
+async fn reader_gone(told: &mut Option<mpsc::Receiver<()>>) {
+    if let Some(rx) = told.as_mut() {
+        if rx.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 /// What woke the deputy up.
 enum Event {
     Ended(Ended),
@@ -412,6 +440,8 @@ enum Event {
     Output(Frame),
     Lost(String),
     Stdin(Option<bytes::Bytes>),
+    /// The reader of our stdout or stderr went away while the job ran on a node.
+    ReaderGone,
 }
 
 async fn deputy(
@@ -432,12 +462,13 @@ async fn deputy(
     let child = match tokio::process::Command::from(cmd).spawn() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
+            // As a shell says it (127 and 126 as a shell exits), without the errno's number.
+            let (code, why) = match e.kind() {
+                std::io::ErrorKind::NotFound => (127, "command not found".to_string()),
+                std::io::ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
+                _ => (126, e.to_string()),
             };
-            eprintln!("mrun: cannot run {}: {e}", program.to_string_lossy());
+            crate::errln!("mrun: cannot run {}: {why}", program.to_string_lossy());
             return Ok(Ended::Exited(code));
         }
     };
@@ -486,6 +517,7 @@ async fn deputy(
     // Input sent to the node and not yet reported taken by the job's stdin (at most
     // STDIN_WINDOW: the rest waits in our own stdin).
     let mut in_flight: u64 = 0;
+    let mut gone = output.reader_gone.take();
     loop {
         let event = match &mut place {
             Place::Home { child, feed, .. } => tokio::select! {
@@ -494,6 +526,8 @@ async fn deputy(
                 chunk = stdin_rx.recv(), if stdin_open && feed.is_open() && (feed.queued() as u64) < STDIN_WINDOW => Event::Stdin(chunk.flatten()),
                 _ = feed.progress(), if feed.busy() => continue,
                 (r, s) = next_request(&mut socket) => Event::Request(r, s),
+                // Output relayed before the job came home: it writes to our stdio itself now.
+                () = reader_gone(&mut gone) => continue,
             },
             Place::Away { link } if link.ended.is_some() => match link.ended.take() {
                 Some(ended) => Event::Ended(ended),
@@ -501,6 +535,7 @@ async fn deputy(
             },
             Place::Away { link } => tokio::select! {
                 held = output.unhold() => { held?; continue }
+                () = reader_gone(&mut gone) => Event::ReaderGone,
                 frame = link.rx.next(), if output.has_room() => match frame {
                     Some(Ok(Frame::Control(Control::Exited(ended)))) => Event::Ended(ended),
                     Some(Ok(f)) => Event::Output(f),
@@ -519,11 +554,9 @@ async fn deputy(
             }
             Event::Signal(sig) => match &mut place {
                 // A terminal's signals reached the process already (same process group).
-                Place::Home { child, .. } => {
+                Place::Home { child, pid, .. } => {
                     if sig.from_process {
-                        if let Some(pid) = child.id() {
-                            mrun_core::supervise::signal_job(Pid::from_raw(pid as i32), sig.signal);
-                        }
+                        signal_home(child, *pid, sig.signal);
                     }
                 }
                 Place::Away { link } => {
@@ -559,7 +592,7 @@ async fn deputy(
                     }
                 }
                 Frame::Control(Control::Error { message }) => {
-                    eprintln!("mrun: {}: {message}", describe(&place))
+                    crate::errln!("mrun: {}: {message}", describe(&place))
                 }
                 Frame::Control(Control::Stopped) => {
                     // A ^Z reached the job's pty on the node. Stop like a job stopped at home
@@ -570,12 +603,26 @@ async fn deputy(
                         let _ = kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTSTP);
                     }
                 }
-                other => eprintln!(
+                other => crate::errln!(
                     "mrun: unexpected message from {}: {other:?}",
                     describe(&place)
                 ),
             },
             Event::Lost(why) => return Ok(job_lost(&mut terminal, &place, &why)),
+            Event::ReaderGone => {
+                // At home the job's own write would have raised SIGPIPE (it ends it, as it
+                // ends `yes | head -1`, unless the job ignores it): so it does on the node.
+                if let Place::Away { link } = &mut place {
+                    let signo = nix::sys::signal::Signal::SIGPIPE as i32;
+                    if let Err(e) = link
+                        .tx
+                        .send(Frame::Control(Control::Signal { signo }))
+                        .await
+                    {
+                        return Ok(job_lost(&mut terminal, &place, &format!(": {e}")));
+                    }
+                }
+            }
             Event::Stdin(chunk) => {
                 if let Place::Home { feed, .. } = &mut place {
                     match chunk {
@@ -657,7 +704,7 @@ async fn wake_balancer() {
 /// goes away): say so, and end like a lost ssh session (255).
 fn job_lost(terminal: &mut HomeTerminal, place: &Place, why: &str) -> Ended {
     terminal.home();
-    eprintln!(
+    crate::errln!(
         "mrun: lost the connection to node {} while the job ran there{why}; the job is lost",
         describe(place)
     );
@@ -696,6 +743,11 @@ async fn handle(
                 serde_json::to_string(&info).map_err(anyhow::Error::from),
             );
         }
+        Request::Signal(sig) => {
+            let mut place = place;
+            let sent = signal(&mut place, sig).await;
+            return (place, sent);
+        }
         Request::Migrate(node) => node,
     };
     match place {
@@ -712,7 +764,7 @@ async fn handle(
                 let why = crate::fds::cannot_move(&held);
                 return (
                     Place::Home { child, pid, feed },
-                    Err(anyhow!("{why}; the job stays at home")),
+                    Err(Refused(format!("{why}; the job stays at home")).into()),
                 );
             }
             // What /proc already tells the engine would refuse: no node is bothered.
@@ -797,6 +849,44 @@ async fn handle(
     }
 }
 
+/// Pass `sig` on to the job at home (`pid`, our `child` or, after a return, the child of our
+/// child the restore helper): to the command and the rest of its process group, as a terminal
+/// would; after a return only to the helper, which passes it on so (the restored job shares
+/// the helper's group: signalling the group too delivered it twice, and two of a signal
+/// pending at once count as one).
+fn signal_home(child: &tokio::process::Child, pid: i32, sig: nix::sys::signal::Signal) {
+    match child.id() {
+        Some(helper) if helper as i32 != pid => {
+            let _ = kill(Pid::from_raw(helper as i32), sig);
+        }
+        _ => supervise::signal_job(Pid::from_raw(pid), sig),
+    }
+}
+
+/// Deliver `sig` to the job where it runs (`mrunctl kill`). A signal that `mrun` passes on when
+/// it gets it goes the same way as then (through the restore helper after a return, or the
+/// node's agent and helper); any other (KILL, STOP, ALRM...) straight to the job's processes.
+async fn signal(place: &mut Place, sig: nix::sys::signal::Signal) -> Result<String> {
+    match place {
+        Place::Home { child, pid, .. } if supervise::FORWARDED.contains(&sig) => {
+            signal_home(child, *pid, sig);
+            Ok(format!("{sig} sent to the job at home"))
+        }
+        Place::Home { pid, .. } => {
+            supervise::signal_job(Pid::from_raw(*pid), sig);
+            Ok(format!("{sig} sent to the job at home"))
+        }
+        Place::Away { link } => {
+            let signo = sig as i32;
+            link.tx
+                .send(Frame::Control(Control::Signal { signo }))
+                .await
+                .with_context(|| format!("cannot reach node {}", link.node))?;
+            Ok(format!("{sig} sent to the job on {}", link.node))
+        }
+    }
+}
+
 /// A move failed after the node handed back the input its copy had not read: that copy runs
 /// on, so the input goes back to it (its pipe was emptied, so it lands in front again).
 async fn give_back(link: &mut Link, unread: Vec<u8>) {
@@ -850,6 +940,9 @@ async fn move_between(
                 }
                 Some(Ok(Frame::Image(c))) => to.send_watching(Frame::Image(c)).await?,
                 Some(Ok(Frame::Control(Control::ImageEnd))) => break,
+                Some(Ok(Frame::Control(Control::Refused { message }))) => {
+                    return Err(Refused(message).into())
+                }
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
                 Some(Ok(Frame::Control(Control::Exited(ended)))) => {
                     from.ended = Some(ended);
@@ -1011,6 +1104,10 @@ async fn move_home(
                     let _ = w.write_all(&c).await;
                 }
                 break;
+            }
+            Some(Ok(Frame::Control(Control::Refused { message }))) => {
+                let stays = format!("{message}; the job stays on {}", link.node);
+                return Err(Refused(stays).into());
             }
             Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
             Some(Ok(Frame::Control(Control::Exited(ended)))) => {

@@ -158,4 +158,10 @@ pub enum Control {
     Usage {
         cpu_seconds: f64,
     },
+    /// agent -> home, instead of the image after `Checkpoint`: the engine refused (the
+    /// process holds something it cannot checkpoint yet); one sentence for the user. The
+    /// process runs on here, untouched.
+    Refused {
+        message: String,
+    },
 }
