@@ -431,13 +431,25 @@ fn refused_migrate_exits_3() {
         .assert_exit_code(3);
     job.assert_place(Place::Home);
 
-    let out = mrun.migrate(job.id, "no-such-node-42");
+    // A job the engine cannot carry is refused before any node is looked up; a movable one
+    // shows how a move that fails for another reason ends.
+    let mut movable = mrun.start(
+        "refuse plain",
+        &victim,
+        &[OsStr::new("plain"), stop.as_os_str()],
+        &[],
+        Input::Null,
+        Output::Pipe,
+    );
+    movable.mrun.wait_for_stdout("tick 2\n");
+    let out = mrun.migrate(movable.id, "no-such-node-42");
     out.assert_one_line_error(&["no-such-node-42"])
         .assert_exit_code(1);
 
     sb.touch("stop");
     let done = job.finish();
     assert_victim_passed(&done, "the refused job");
+    assert_victim_passed(&movable.finish(), "the job that stayed home");
 }
 
 /// An unknown job: the sentence says what to do, without an errno.

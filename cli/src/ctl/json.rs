@@ -122,7 +122,6 @@ impl Node {
 
 /// Print `doc` as JSON on stdout and exit 0 (quietly if stdout was closed).
 pub fn print(doc: &impl Serialize) -> ! {
-    use std::io::Write;
     let text = match serde_json::to_string_pretty(doc) {
         Ok(text) => text,
         Err(e) => crate::exit::fail(
@@ -131,7 +130,6 @@ pub fn print(doc: &impl Serialize) -> ! {
             crate::exit::FAILURE,
         ),
     };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    crate::outln!("{text}");
     std::process::exit(0)
 }
