@@ -14,6 +14,9 @@ pub struct NodesArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Ask every node anew (all at once) instead of showing what the daemon last heard.
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -24,8 +27,11 @@ pub struct NodeReport {
     pub problem: Option<String>,
 }
 
-/// What each configured node reports (it is asked through its agent).
-pub fn reports(flag: Option<&str>) -> Vec<NodeReport> {
+/// What each of this command's nodes reports (`flag`, else MRUN_NODES, else the config file),
+/// then any other node the daemon watches for jobs started with other lists. Answered by the
+/// home daemon from its watch of each node (started if needed); `refresh`: it asks them anew.
+/// With `MRUN_NO_DAEMON=1`, each node's agent is asked here, all at once.
+pub fn reports(flag: Option<&str>, refresh: bool) -> Vec<NodeReport> {
     let nodes = crate::nodes::configured(flag)
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("{e:#}"), exit::FAILURE));
     if nodes.is_empty() {
@@ -35,27 +41,59 @@ pub fn reports(flag: Option<&str>) -> Vec<NodeReport> {
         .enable_all()
         .build()
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot start: {e}"), exit::FAILURE));
-    runtime.block_on(async {
-        let mut out = Vec::new();
-        for node in nodes {
-            out.push(match describe(&node).await {
-                Ok(facts) => NodeReport {
-                    node,
-                    reachable: true,
-                    facts: Some(facts),
-                    problem: None,
-                },
-                Err(e) => NodeReport {
-                    node,
-                    reachable: false,
-                    facts: None,
-                    problem: Some(format!("{e:#}")),
-                },
-            });
-        }
-        out
-    })
+    if std::env::var("MRUN_NO_DAEMON").as_deref() == Ok("1") {
+        return runtime.block_on(ask_each(nodes));
+    }
+    match runtime.block_on(crate::daemon::cluster_report(&nodes, refresh)) {
+        Ok(report) => report
+            .nodes
+            .into_iter()
+            .map(|e| NodeReport {
+                node: e.node,
+                reachable: e.facts.is_some(),
+                facts: e.facts,
+                problem: e.problem,
+            })
+            .collect(),
+        Err(e) => exit::fail(
+            "mrunctl",
+            format!("cannot reach the mrun daemon for the nodes' state: {e:#}"),
+            exit::FAILURE,
+        ),
+    }
 }
+
+/// Each node's agent asked directly, all at once, each within [`ASK_WAIT`].
+async fn ask_each(nodes: Vec<String>) -> Vec<NodeReport> {
+    let asks = nodes.into_iter().map(|node| async move {
+        let answer = tokio::time::timeout(ASK_WAIT, describe(&node)).await;
+        let answer = match answer {
+            Ok(a) => a.map_err(|e| format!("{e:#}")),
+            Err(_) => Err(format!(
+                "{node} did not answer within {} s",
+                ASK_WAIT.as_secs()
+            )),
+        };
+        match answer {
+            Ok(facts) => NodeReport {
+                node,
+                reachable: true,
+                facts: Some(facts),
+                problem: None,
+            },
+            Err(why) => NodeReport {
+                node,
+                reachable: false,
+                facts: None,
+                problem: Some(why),
+            },
+        }
+    });
+    futures_util::future::join_all(asks).await
+}
+
+/// How long a node asked directly may take to answer.
+const ASK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The node table; `jobs` gives each node's count of this user's jobs.
 pub fn table(reports: &[NodeReport], jobs: &[crate::jobs::JobInfo]) -> String {
@@ -94,7 +132,7 @@ pub fn table(reports: &[NodeReport], jobs: &[crate::jobs::JobInfo]) -> String {
 }
 
 pub fn run(args: NodesArgs) -> ! {
-    let reports = reports(args.nodes.as_deref());
+    let reports = reports(args.nodes.as_deref(), args.refresh);
     if args.json {
         match serde_json::to_string_pretty(&reports) {
             Ok(t) => println!("{t}"),

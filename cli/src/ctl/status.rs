@@ -13,6 +13,9 @@ pub struct StatusArgs {
     /// Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml.
     #[arg(long, value_name = "NODES")]
     pub nodes: Option<String>,
+    /// Ask every node anew (all at once) instead of showing what the daemon last heard.
+    #[arg(long, conflicts_with = "watch")]
+    pub refresh: bool,
     /// Keep showing: a live view of the machines' loads, the jobs and the balancer's moves,
     /// redrawn every interval (like mosmon/mtop). Ctrl-C ends it.
     #[arg(long, short = 'w', conflicts_with = "json")]
@@ -23,13 +26,16 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> ! {
+    if let Some(list) = args.nodes.as_deref() {
+        crate::nodes::set_command_line(list);
+    }
     if args.watch {
         crate::ctl::watch::run(args.interval)
     }
     let list = jobs::list().unwrap_or_else(|e| {
         exit::fail("mrunctl", format!("cannot list jobs: {e:#}"), exit::FAILURE)
     });
-    let nodes = crate::ctl::nodes::reports(args.nodes.as_deref());
+    let nodes = crate::ctl::nodes::reports(args.nodes.as_deref(), args.refresh);
     if args.json {
         let doc = serde_json::json!({ "jobs": list, "nodes": nodes });
         match serde_json::to_string_pretty(&doc) {
