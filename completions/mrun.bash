@@ -23,7 +23,7 @@ _mrun() {
 
     case "${cmd}" in
         mrun)
-            opts="-j -h -V --home --each --jobs --joblog --keep-fd --help --version"
+            opts="-j -h -V --home --each --jobs --joblog --keep-fd --nodes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -53,6 +53,10 @@ _mrun() {
                     return 0
                     ;;
                 --keep-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nodes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

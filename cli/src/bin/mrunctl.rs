@@ -11,5 +11,6 @@ fn main() {
         MrunctlCommand::Migrate(a) => ctl::migrate::run(a),
         MrunctlCommand::Status(a) => ctl::status::run(a),
         MrunctlCommand::Nodes(a) => ctl::nodes::run(a),
+        MrunctlCommand::Daemon(a) => ctl::daemon::run(a),
     }
 }
