@@ -30,7 +30,8 @@ pub struct NodeReport {
 /// What each of this command's nodes reports (`flag`, else MRUN_NODES, else the config file),
 /// then any other node the daemon watches for jobs started with other lists. Answered by the
 /// home daemon from its watch of each node (started if needed); `refresh`: it asks them anew.
-/// With `MRUN_NO_DAEMON=1`, each node's agent is asked here, all at once.
+/// With `MRUN_NO_DAEMON=1`, or when the daemon cannot be reached, each node's agent is asked
+/// here, all at once.
 pub fn reports(flag: Option<&str>, refresh: bool) -> Vec<NodeReport> {
     let nodes = crate::nodes::configured(flag)
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("{e:#}"), exit::FAILURE));
@@ -55,11 +56,12 @@ pub fn reports(flag: Option<&str>, refresh: bool) -> Vec<NodeReport> {
                 problem: e.problem,
             })
             .collect(),
-        Err(e) => exit::fail(
-            "mrunctl",
-            format!("cannot reach the mrun daemon for the nodes' state: {e:#}"),
-            exit::FAILURE,
-        ),
+        Err(e) => {
+            eprintln!(
+                "mrunctl: warning: cannot reach the mrun daemon ({e:#}); asking the nodes directly"
+            );
+            runtime.block_on(ask_each(nodes))
+        }
     }
 }
 

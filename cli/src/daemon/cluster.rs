@@ -398,3 +398,86 @@ pub fn note(cluster: &Cluster, line: String) {
     let excess = state.recent.len().saturating_sub(20);
     state.recent.drain(..excess);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(cpus: u32) -> NodeFacts {
+        NodeFacts {
+            arch: "x86_64".into(),
+            kernel: "6".into(),
+            cpus,
+            speed: 1.0,
+            runnable: 0.0,
+            load_per_cpu: 0.0,
+            mem_available: 1 << 30,
+            jobs: 0,
+        }
+    }
+
+    fn view(
+        facts: Option<NodeFacts>,
+        problem: Option<&str>,
+        since: Instant,
+        watcher: tokio::task::JoinHandle<()>,
+    ) -> NodeView {
+        NodeView {
+            facts: facts.map(|f| (f, Instant::now())),
+            problem: problem.map(str::to_string),
+            throughput: None,
+            since,
+            watcher,
+        }
+    }
+
+    #[test]
+    fn reports_list_the_requested_nodes_first_and_say_why_one_is_down() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _entered = runtime.enter();
+        let idle = || tokio::spawn(std::future::pending::<()>());
+        let long_ago = Instant::now()
+            .checked_sub(FIRST_ANSWER * 2)
+            .expect("an instant in the past");
+        let cluster: Cluster = Default::default();
+        {
+            let mut state = lock(&cluster);
+            state.home = Some(facts(8));
+            let now = Instant::now();
+            state
+                .nodes
+                .insert("a".into(), view(Some(facts(2)), None, now, idle()));
+            state
+                .nodes
+                .insert("b".into(), view(None, Some("refused"), now, idle()));
+            state
+                .nodes
+                .insert("c".into(), view(None, None, now, idle()));
+            state
+                .nodes
+                .insert("z".into(), view(None, None, long_ago, idle()));
+        }
+        let asked: Vec<String> = ["c", "a", "b", "local"].map(String::from).to_vec();
+        let r = report(&cluster, &asked, false);
+        let names: Vec<&str> = r.nodes.iter().map(|e| e.node.as_str()).collect();
+        assert_eq!(names, ["c", "a", "b", "local", "z"]);
+        assert_eq!(r.nodes[1].facts.as_ref().map(|f| f.cpus), Some(2));
+        assert_eq!(r.nodes[2].problem.as_deref(), Some("refused"));
+        assert!(r.nodes[0]
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with("no answer yet")));
+        assert_eq!(
+            r.nodes[3].facts.as_ref().map(|f| f.cpus),
+            Some(8),
+            "local is this machine"
+        );
+        assert!(
+            !settled(&cluster, &asked),
+            "c was only just asked: it gets its moment"
+        );
+        assert!(settled(&cluster, &["a".into(), "b".into(), "z".into()]));
+    }
+}
