@@ -381,8 +381,8 @@ fn node_lists_reach_a_running_daemon_and_stop_spares_jobs_away() {
 /// Issue 11: one dead node slowed every `mrun --each` start and `mrunctl nodes` by seconds.
 /// With a node whose port nobody listens on and one that accepts TCP but never speaks (a
 /// listener this test holds and never accepts on), `mrunctl nodes`, `status` and
-/// `nodes --refresh` report both down with a reason and the live node up, and a batch runs
-/// every job with its output.
+/// `nodes --refresh` report both down with a reason and the live node up, a batch runs every
+/// job with its output, and a job moves to the live node and back.
 #[test]
 fn dead_nodes_are_reported_down_and_work_goes_on() {
     let sb = Sandbox::new("daemon-dead-nodes");
@@ -440,13 +440,32 @@ fn dead_nodes_are_reported_down_and_work_goes_on() {
         "{}",
         out.describe()
     );
+
+    // A job moves to the live node and back while the daemon keeps trying the dead ones.
+    let m = SshMrun::new(&sb, &client, RemoteAgent::Built).env("MRUN_NODES", &list);
+    let (read_end, mut write_end) = pipe();
+    let job = m.start(
+        "tr beside dead nodes",
+        "tr",
+        &["a-z", "A-Z"],
+        Input::Stdio(read_end.into()),
+        Output::Pipe,
+    );
+    m.mrun.migrate_ok(&job, "a");
+    assert_at(&job, &[&a], At::Node("a".into()));
+    m.mrun.migrate_ok(&job, "home");
+    std::io::Write::write_all(&mut write_end, b"there and back\n").expect("feed the job");
+    drop(write_end);
+    let done = job.finish();
+    done.assert_quiet_success("tr beside dead nodes");
+    assert_eq!(done.stdout_text(), "THERE AND BACK\n");
     drop(hanging);
 }
 
 /// Issue 11: `mrunctl status` and `nodes` opened a fresh SSH session and agent per node, one
 /// after another. With 12 real nodes they answer from the daemon's watch: every node reported
-/// up with its facts, each node running exactly one agent (the daemon's watch) however often
-/// they are asked; `--refresh` asks all anew and they are still all up.
+/// up, and asking five times each starts no agent on any node (each node counts the agents it
+/// starts; only a watch reconnecting under load may add one); `--refresh` asks all anew.
 #[test]
 fn twelve_nodes_are_answered_from_the_daemons_watch() {
     let sb = Sandbox::new("daemon-many-nodes");
@@ -455,11 +474,26 @@ fn twelve_nodes_are_answered_from_the_daemons_watch() {
     let pairs: Vec<(&str, &Node)> = names.iter().map(String::as_str).zip(nodes.iter()).collect();
     let client = ClientHome::for_nodes(&sb, &pairs);
     let list = names.join(",");
-    let envs = [("MRUN_NODES", list.as_str())];
+    // The node's shell counts each agent it starts in the node's own HOME.
+    let agent = format!(
+        "echo started >> \"$HOME/agents-started\"; exec {}",
+        agent_path().display()
+    );
+    let envs = [
+        ("MRUN_NODES", list.as_str()),
+        ("MRUN_REMOTE_AGENT", agent.as_str()),
+    ];
     let want: Vec<(&str, bool)> = names.iter().map(|n| (n.as_str(), true)).collect();
+    let started = |node: &Node| {
+        std::fs::read_to_string(node.home().join("agents-started"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
 
     let (seen, ok) = until_nodes_are(&sb, &client, &["nodes", "--json"], &envs, &want);
     assert!(ok, "not every node reported up: {seen:?}");
+    let before: Vec<usize> = nodes.iter().map(started).collect();
     for _ in 0..5 {
         let (seen, ok) = until_nodes_are(&sb, &client, &["status", "--json"], &envs, &want);
         assert!(ok, "mrunctl status: {seen:?}");
@@ -472,13 +506,12 @@ fn twelve_nodes_are_answered_from_the_daemons_watch() {
             );
         }
     }
-    for (name, node) in names.iter().zip(&nodes) {
-        let agents = node.agent_processes();
-        assert_eq!(
-            agents.len(),
-            1,
-            "node {name} runs {} agents, expected only the daemon's watch",
-            agents.len()
+    for ((name, node), was) in names.iter().zip(&nodes).zip(&before) {
+        let now = started(node);
+        assert!(
+            now <= was + 1,
+            "{} agents were started on {name} while status and nodes were asked 5 times each",
+            now - was
         );
     }
     let (seen, ok) = until_nodes_are(
@@ -489,4 +522,10 @@ fn twelve_nodes_are_answered_from_the_daemons_watch() {
         &want,
     );
     assert!(ok, "mrunctl nodes --refresh: {seen:?}");
+    for ((name, node), was) in names.iter().zip(&nodes).zip(&before) {
+        assert!(
+            started(node) > *was,
+            "--refresh started no agent on {name}: it did not ask anew"
+        );
+    }
 }
