@@ -425,14 +425,15 @@ fn dead_nodes_are_reported_down_and_work_goes_on() {
     assert!(ok, "mrunctl nodes --refresh: {seen:?}");
 
     let mut cmd = sb.command(mrun_path());
-    cmd.args(["--each", "echo", "one", "two", "three"])
+    // Given with --nodes this time, which mrun --each hands on to each of its jobs.
+    cmd.args(["--each", "--nodes", &list, "echo", "one", "two", "three"])
         .env("HOME", client.home())
-        .env("MRUN_NODES", &list)
+        .env_remove("MRUN_NODES")
         .env("MRUN_REMOTE_AGENT", agent_path())
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("SSH_AUTH_SOCK");
-    let out = Proc::spawn("mrun --each echo", cmd, Input::Null, Output::Pipe).finish();
+    let out = Proc::spawn("mrun --each --nodes", cmd, Input::Null, Output::Pipe).finish();
     let mut lines: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
     lines.sort();
     assert!(
