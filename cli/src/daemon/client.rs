@@ -41,7 +41,7 @@ pub async fn open_agent(node: &str) -> Result<UnixStream> {
 /// Make sure the daemon runs (starting it if not), so that the balancer sees this user's jobs,
 /// and give it the nodes this command may use (`job`'s, while it lives).
 pub async fn ensure_running(job: Option<u32>) -> Result<()> {
-    let nodes = this_commands_nodes()?;
+    let nodes = this_commands_nodes();
     let mut stream = reach().await?;
     send(&mut stream, &Request::Hello { job, nodes }).await?;
     ok_or_error(&read_line(&mut stream).await?)
@@ -90,9 +90,10 @@ pub async fn stop() -> Result<Option<u32>> {
     Ok(Some(status.pid))
 }
 
-/// The nodes this command names: `--nodes`, else `MRUN_NODES`, else the config file's.
-fn this_commands_nodes() -> Result<Vec<String>> {
-    Ok(crate::nodes::config()?.node_list())
+/// The nodes this command names: `--nodes`, else `MRUN_NODES`, else the config file's (none
+/// from a file that does not parse: the command has said so already).
+fn this_commands_nodes() -> Vec<String> {
+    crate::nodes::config().unwrap_or_default().node_list()
 }
 
 async fn send(stream: &mut UnixStream, request: &Request) -> Result<()> {
