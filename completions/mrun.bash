@@ -23,7 +23,7 @@ _mrun() {
 
     case "${cmd}" in
         mrun)
-            opts="-j -k -h -V --home --each --jobs --joblog --keep-order --keep-fd --help --version"
+            opts="-j -k -h -V --home --each --jobs --joblog --keep-order --keep-fd --nodes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -56,6 +56,10 @@ _mrun() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --nodes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -80,7 +84,7 @@ _mrun_command() {
         word=${COMP_WORDS[i]}
         case "$word" in
             --) (( i++ )); break ;;
-            -j|--jobs|--joblog|--keep-fd)
+            -j|--jobs|--joblog|--keep-fd|--nodes)
                 if [[ ${COMP_WORDS[i+1]} == = ]]; then (( i += 3 )); else (( i += 2 )); fi ;;
             -*) (( i++ )) ;;
             *) break ;;

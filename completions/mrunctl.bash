@@ -19,6 +19,9 @@ _mrunctl() {
             mrunctl,checkpoint)
                 cmd="mrunctl__subcmd__checkpoint"
                 ;;
+            mrunctl,daemon)
+                cmd="mrunctl__subcmd__daemon"
+                ;;
             mrunctl,help)
                 cmd="mrunctl__subcmd__help"
                 ;;
@@ -37,8 +40,29 @@ _mrunctl() {
             mrunctl,status)
                 cmd="mrunctl__subcmd__status"
                 ;;
+            mrunctl__subcmd__daemon,help)
+                cmd="mrunctl__subcmd__daemon__subcmd__help"
+                ;;
+            mrunctl__subcmd__daemon,status)
+                cmd="mrunctl__subcmd__daemon__subcmd__status"
+                ;;
+            mrunctl__subcmd__daemon,stop)
+                cmd="mrunctl__subcmd__daemon__subcmd__stop"
+                ;;
+            mrunctl__subcmd__daemon__subcmd__help,help)
+                cmd="mrunctl__subcmd__daemon__subcmd__help__subcmd__help"
+                ;;
+            mrunctl__subcmd__daemon__subcmd__help,status)
+                cmd="mrunctl__subcmd__daemon__subcmd__help__subcmd__status"
+                ;;
+            mrunctl__subcmd__daemon__subcmd__help,stop)
+                cmd="mrunctl__subcmd__daemon__subcmd__help__subcmd__stop"
+                ;;
             mrunctl__subcmd__help,checkpoint)
                 cmd="mrunctl__subcmd__help__subcmd__checkpoint"
+                ;;
+            mrunctl__subcmd__help,daemon)
+                cmd="mrunctl__subcmd__help__subcmd__daemon"
                 ;;
             mrunctl__subcmd__help,help)
                 cmd="mrunctl__subcmd__help__subcmd__help"
@@ -58,6 +82,12 @@ _mrunctl() {
             mrunctl__subcmd__help,status)
                 cmd="mrunctl__subcmd__help__subcmd__status"
                 ;;
+            mrunctl__subcmd__help__subcmd__daemon,status)
+                cmd="mrunctl__subcmd__help__subcmd__daemon__subcmd__status"
+                ;;
+            mrunctl__subcmd__help__subcmd__daemon,stop)
+                cmd="mrunctl__subcmd__help__subcmd__daemon__subcmd__stop"
+                ;;
             *)
                 ;;
         esac
@@ -65,7 +95,7 @@ _mrunctl() {
 
     case "${cmd}" in
         mrunctl)
-            opts="-h -V --help --version checkpoint restore migrate status nodes kill help"
+            opts="-h -V --help --version checkpoint restore migrate status nodes kill daemon help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -104,8 +134,106 @@ _mrunctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mrunctl__subcmd__daemon)
+            opts="-h --help status stop help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__daemon__subcmd__help)
+            opts="status stop help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__daemon__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__daemon__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__daemon__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__daemon__subcmd__status)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__daemon__subcmd__stop)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mrunctl__subcmd__help)
-            opts="checkpoint restore migrate status nodes kill help"
+            opts="checkpoint restore migrate status nodes kill daemon help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -121,6 +249,48 @@ _mrunctl() {
         mrunctl__subcmd__help__subcmd__checkpoint)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__help__subcmd__daemon)
+            opts="status stop"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__help__subcmd__daemon__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mrunctl__subcmd__help__subcmd__daemon__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -253,7 +423,7 @@ _mrunctl() {
             return 0
             ;;
         mrunctl__subcmd__nodes)
-            opts="-h --nodes --json --help"
+            opts="-h --nodes --json --refresh --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -285,7 +455,7 @@ _mrunctl() {
             return 0
             ;;
         mrunctl__subcmd__status)
-            opts="-w -h --json --nodes --watch --interval --help"
+            opts="-w -h --json --nodes --refresh --watch --interval --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -32,6 +32,7 @@ complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "migrate" -d 'Move a
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "status" -d 'List this user\'s jobs (where each runs, its age and CPU time) and the nodes'
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "nodes" -d 'The configured nodes and what each reports (CPUs, load, free memory)'
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "kill" -d 'Send a signal (default TERM) to jobs wherever they run, as kill(1) does'
+complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "daemon" -d 'The home daemon: whether it runs, and stopping it'
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -s o -l output -d 'Where to write the image; `-` writes it to standard output' -r -F
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l level -d 'zstd compression level of the page data (1 is fast; 19 is small)' -r
@@ -43,20 +44,34 @@ complete -c mrunctl -n "__fish_mrunctl_using_subcommand migrate" -s h -l help -d
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l nodes -d 'Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml' -r
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l interval -d 'Seconds between two redraws of --watch' -r
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l json -d 'Print JSON for scripts (`{"version": 1, "jobs": [...], "nodes": [...]}`; docs/json.md)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -l refresh -d 'Ask every node anew (all at once) instead of showing what the daemon last heard'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -s w -l watch -d 'Keep showing: a live view of the machines\' loads, the jobs and the balancer\'s moves, redrawn every interval (like mosmon/mtop). Ctrl-C ends it'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -l nodes -d 'Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml' -r
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -l json -d 'Print JSON for scripts'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -l refresh -d 'Ask every node anew (all at once) instead of showing what the daemon last heard'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand nodes" -s h -l help -d 'Print help'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand kill" -s s -l signal -d 'The signal: a name with or without SIG (TERM, SIGUSR1, int) or a number (9). `-SIGNAL` before the first job works too (`mrunctl kill -9 JOB`), as with kill(1)' -r
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand kill" -s h -l help -d 'Print help'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "checkpoint" -d 'Freeze a process, write its image, then end it (it lives on in the image)'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "restore" -d 'Bring an image back to life in the foreground, with this command\'s stdio'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "migrate" -d 'Move a running job to a node, or back home'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "status" -d 'List this user\'s jobs (where each runs, its age and CPU time) and the nodes'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "nodes" -d 'The configured nodes and what each reports (CPUs, load, free memory)'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "kill" -d 'Send a signal (default TERM) to jobs wherever they run, as kill(1) does'
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand daemon; and not __fish_seen_subcommand_from status stop help" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand daemon; and not __fish_seen_subcommand_from status stop help" -f -a "status" -d 'Whether it runs: pid, uptime, memory, nodes watched, job connections carried. Exit status 0 if it runs, 1 if not'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand daemon; and not __fish_seen_subcommand_from status stop help" -f -a "stop" -d 'Stop it (refused while a job running on a node is connected through it). The next command that needs it starts it again, with the environment of that command'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand daemon; and not __fish_seen_subcommand_from status stop help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand daemon; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "status" -d 'Whether it runs: pid, uptime, memory, nodes watched, job connections carried. Exit status 0 if it runs, 1 if not'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop it (refused while a job running on a node is connected through it). The next command that needs it starts it again, with the environment of that command'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill daemon help" -f -a "checkpoint" -d 'Freeze a process, write its image, then end it (it lives on in the image)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill daemon help" -f -a "restore" -d 'Bring an image back to life in the foreground, with this command\'s stdio'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill daemon help" -f -a "migrate" -d 'Move a running job to a node, or back home'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill daemon help" -f -a "status" -d 'List this user\'s jobs (where each runs, its age and CPU time) and the nodes'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill daemon help" -f -a "nodes" -d 'The configured nodes and what each reports (CPUs, load, free memory)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill daemon help" -f -a "kill" -d 'Send a signal (default TERM) to jobs wherever they run, as kill(1) does'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill daemon help" -f -a "daemon" -d 'The home daemon: whether it runs, and stopping it'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and not __fish_seen_subcommand_from checkpoint restore migrate status nodes kill daemon help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Whether it runs: pid, uptime, memory, nodes watched, job connections carried. Exit status 0 if it runs, 1 if not'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop it (refused while a job running on a node is connected through it). The next command that needs it starts it again, with the environment of that command'
 
 # `mrunctl migrate JOB NODE`: running jobs, then node names, from `mrunctl complete`.
 function __fish_mrunctl_migrate_wants

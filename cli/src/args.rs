@@ -60,6 +60,10 @@ pub struct MrunCli {
     /// holding a kept pipe, socket or terminal that a process outside it shares cannot move.
     #[arg(long = "keep-fd", value_name = "FD", value_delimiter = ',', value_parser = crate::fds::parse_keep_fd)]
     pub keep_fd: Vec<crate::fds::KeepFd>,
+    /// The nodes this job may move to (comma separated), instead of MRUN_NODES or the `nodes`
+    /// of ~/.config/mrun/config.toml. With --each, for every job.
+    #[arg(long, value_name = "NODES")]
+    pub nodes: Option<String>,
     /// The command and its arguments (everything from the first non-option word on).
     #[arg(required = true, value_name = "COMMAND", value_hint = clap::ValueHint::CommandWithArguments)]
     pub command: Vec<OsString>,
@@ -91,6 +95,8 @@ pub enum MrunctlCommand {
     Nodes(ctl::nodes::NodesArgs),
     /// Send a signal (default TERM) to jobs wherever they run, as kill(1) does.
     Kill(ctl::kill::KillArgs),
+    /// The home daemon: whether it runs, and stopping it.
+    Daemon(ctl::daemon::DaemonArgs),
 }
 
 /// The completion script of `bin` (`mrun` or `mrunctl`) for `shell`.

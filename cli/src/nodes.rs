@@ -1,7 +1,8 @@
 //! The user's configuration: which nodes they have (`--nodes a,b,c`, else `MRUN_NODES`, else
 //! the `nodes` list of `~/.config/mrun/config.toml`), which commands always stay home, and the
 //! balancer's settings. A node is `local` or an SSH destination (a Host alias of
-//! `~/.ssh/config`, or `[user@]host[:port]`).
+//! `~/.ssh/config`, or `[user@]host[:port]`). The list a command resolves is the one it sends
+//! the daemon with each request (see `daemon/`); the daemon itself reads only the file.
 
 use anyhow::Result;
 use serde::Deserialize;
@@ -120,6 +121,21 @@ pub fn config_path() -> std::path::PathBuf {
     base.join("mrun/config.toml")
 }
 
+/// The nodes given on this command's line (`--nodes`), set once at its start.
+static COMMAND_LINE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Makes `list` (a `--nodes` value) this process's node list, ahead of `MRUN_NODES` and the
+/// file, for everything it asks the daemon and every `mrun` it starts (`--each`).
+pub fn set_command_line(list: &str) {
+    let _ = COMMAND_LINE.set(split(list));
+}
+
+/// The `--nodes` list of this command, if it was given one.
+pub fn command_line() -> Option<&'static [String]> {
+    COMMAND_LINE.get().map(Vec::as_slice)
+}
+
+/// This command's nodes: `flag` (a `--nodes` value), else those of [`ConfigFile::node_list`].
 pub fn configured(flag: Option<&str>) -> Result<Vec<String>> {
     match flag {
         Some(list) => Ok(split(list)),
@@ -128,8 +144,12 @@ pub fn configured(flag: Option<&str>) -> Result<Vec<String>> {
 }
 
 impl ConfigFile {
-    /// The nodes: `MRUN_NODES` if set, else this file's list.
+    /// The nodes of this command: its `--nodes` if given, else `MRUN_NODES` if set, else this
+    /// file's list.
     pub fn node_list(&self) -> Vec<String> {
+        if let Some(list) = command_line() {
+            return list.to_vec();
+        }
         match std::env::var("MRUN_NODES") {
             Ok(list) => split(&list),
             Err(_) => self.nodes.clone(),

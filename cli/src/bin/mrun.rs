@@ -21,6 +21,9 @@ fn main() {
         words.remove(1);
     }
     let cli: mrun::args::MrunCli = mrun::print::parse_args(words);
+    if let Some(list) = cli.nodes.as_deref() {
+        mrun::nodes::set_command_line(list);
+    }
     // Only stdin, stdout and stderr go on to the job, unless --keep-fd says otherwise.
     let kept = mrun::fds::take_inherited(&cli.keep_fd);
     if cli.each {

@@ -18,5 +18,6 @@ fn main() {
         MrunctlCommand::Status(a) => ctl::status::run(a),
         MrunctlCommand::Nodes(a) => ctl::nodes::run(a),
         MrunctlCommand::Kill(a) => ctl::kill::run(a),
+        MrunctlCommand::Daemon(a) => ctl::daemon::run(a),
     }
 }

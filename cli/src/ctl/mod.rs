@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod complete;
+pub mod daemon;
 pub mod json;
 pub mod kill;
 pub mod migrate;

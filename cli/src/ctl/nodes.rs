@@ -14,6 +14,9 @@ pub struct NodesArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Ask every node anew (all at once) instead of showing what the daemon last heard.
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -24,8 +27,12 @@ pub struct NodeReport {
     pub problem: Option<String>,
 }
 
-/// What each configured node reports (it is asked through its agent).
-pub fn reports(flag: Option<&str>) -> Vec<NodeReport> {
+/// What each of this command's nodes reports (`flag`, else MRUN_NODES, else the config file),
+/// then any other node the daemon watches for jobs started with other lists. Answered by the
+/// home daemon from its watch of each node (started if needed); `refresh`: it asks them anew.
+/// With `MRUN_NO_DAEMON=1`, or when the daemon cannot be reached, each node's agent is asked
+/// here, all at once.
+pub fn reports(flag: Option<&str>, refresh: bool) -> Vec<NodeReport> {
     let nodes = crate::nodes::configured(flag)
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("{e:#}"), exit::FAILURE));
     if nodes.is_empty() {
@@ -35,26 +42,27 @@ pub fn reports(flag: Option<&str>) -> Vec<NodeReport> {
         .enable_all()
         .build()
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot start: {e}"), exit::FAILURE));
-    runtime.block_on(async {
-        let mut out = Vec::new();
-        for node in nodes {
-            out.push(match describe(&node).await {
-                Ok(facts) => NodeReport {
-                    node,
-                    reachable: true,
-                    facts: Some(facts),
-                    problem: None,
-                },
-                Err(e) => NodeReport {
-                    node,
-                    reachable: false,
-                    facts: None,
-                    problem: Some(format!("{e:#}")),
-                },
-            });
+    if std::env::var("MRUN_NO_DAEMON").as_deref() == Ok("1") {
+        return runtime.block_on(ask_each(nodes));
+    }
+    match runtime.block_on(crate::daemon::cluster_report(&nodes, refresh)) {
+        Ok(report) => report
+            .nodes
+            .into_iter()
+            .map(|e| NodeReport {
+                node: e.node,
+                reachable: e.facts.is_some(),
+                facts: e.facts,
+                problem: e.problem,
+            })
+            .collect(),
+        Err(e) => {
+            crate::errln!(
+                "mrunctl: warning: cannot reach the mrun daemon ({e:#}); asking the nodes directly"
+            );
+            runtime.block_on(ask_each(nodes))
         }
-        out
-    })
+    }
 }
 
 /// Home as a machine among the nodes: measured here, as an agent measures its node when asked
@@ -82,6 +90,38 @@ pub fn home_report() -> NodeReport {
 pub fn jobs_at(jobs: &[crate::jobs::JobInfo], node: &str) -> usize {
     jobs.iter().filter(|j| j.place == node).count()
 }
+
+/// Each node's agent asked directly, all at once, each within [`ASK_WAIT`].
+async fn ask_each(nodes: Vec<String>) -> Vec<NodeReport> {
+    let asks = nodes.into_iter().map(|node| async move {
+        let answer = tokio::time::timeout(ASK_WAIT, describe(&node)).await;
+        let answer = match answer {
+            Ok(a) => a.map_err(|e| format!("{e:#}")),
+            Err(_) => Err(format!(
+                "{node} did not answer within {} s",
+                ASK_WAIT.as_secs()
+            )),
+        };
+        match answer {
+            Ok(facts) => NodeReport {
+                node,
+                reachable: true,
+                facts: Some(facts),
+                problem: None,
+            },
+            Err(why) => NodeReport {
+                node,
+                reachable: false,
+                facts: None,
+                problem: Some(why),
+            },
+        }
+    });
+    futures_util::future::join_all(asks).await
+}
+
+/// How long a node asked directly may take to answer.
+const ASK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The machine table (home first, then the nodes); `jobs` gives each one's count of this
 /// user's jobs.
@@ -122,7 +162,7 @@ pub fn table(reports: &[NodeReport], jobs: &[crate::jobs::JobInfo]) -> String {
 
 pub fn run(args: NodesArgs) -> ! {
     let mut machines = vec![home_report()];
-    machines.extend(reports(args.nodes.as_deref()));
+    machines.extend(reports(args.nodes.as_deref(), args.refresh));
     // Listed after the nodes answered, as `mrunctl status` does: the counts are of one moment.
     let jobs = crate::jobs::list().unwrap_or_default();
     if args.json {

@@ -13,6 +13,9 @@ pub struct StatusArgs {
     /// Nodes to show (comma separated), instead of MRUN_NODES or ~/.config/mrun/config.toml.
     #[arg(long, value_name = "NODES")]
     pub nodes: Option<String>,
+    /// Ask every node anew (all at once) instead of showing what the daemon last heard.
+    #[arg(long, conflicts_with = "watch")]
+    pub refresh: bool,
     /// Keep showing: a live view of the machines' loads, the jobs and the balancer's moves,
     /// redrawn every interval (like mosmon/mtop). Ctrl-C ends it.
     #[arg(long, short = 'w', conflicts_with = "json")]
@@ -23,11 +26,17 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> ! {
+    if let Some(list) = args.nodes.as_deref() {
+        crate::nodes::set_command_line(list);
+    }
     if args.watch {
         crate::ctl::watch::run(args.interval)
     }
     let mut machines = vec![crate::ctl::nodes::home_report()];
-    machines.extend(crate::ctl::nodes::reports(args.nodes.as_deref()));
+    machines.extend(crate::ctl::nodes::reports(
+        args.nodes.as_deref(),
+        args.refresh,
+    ));
     // Listed once, after the nodes answered (which may take a while): the job table and each
     // machine's count of jobs are of one moment.
     let list = jobs::list().unwrap_or_else(|e| {

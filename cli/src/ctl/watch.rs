@@ -19,7 +19,9 @@ pub fn run(interval: f64) -> ! {
         .build()
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot start: {e}"), exit::FAILURE));
     let terminal = std::io::stdout().is_terminal();
-    if let Err(e) = runtime.block_on(crate::daemon::ensure_running()) {
+    let nodes = crate::nodes::configured(None)
+        .unwrap_or_else(|e| exit::fail("mrunctl", format!("{e:#}"), exit::FAILURE));
+    if let Err(e) = runtime.block_on(crate::daemon::ensure_running(None)) {
         exit::fail(
             "mrunctl",
             format!("cannot reach the mrun daemon: {e:#}"),
@@ -27,7 +29,7 @@ pub fn run(interval: f64) -> ! {
         );
     }
     loop {
-        let report = runtime.block_on(crate::daemon::cluster_report());
+        let report = runtime.block_on(crate::daemon::cluster_report(&nodes, false));
         let jobs = crate::jobs::list_within(Duration::from_millis(300)).unwrap_or_default();
         let mut frame = String::new();
         match &report {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mrun_core::policy::{self, Job, Machine};
 
 use super::cluster::{self, Cluster};
-use super::server::Nodes;
+use super::connections::Connections;
 use crate::jobs::JobInfo;
 
 /// After moves, no decision until every report covers only time after them: the run-queue
@@ -24,7 +24,7 @@ const DEFAULT_INTERVAL: f64 = 1.0;
 pub static BALANCING: AtomicBool = AtomicBool::new(false);
 
 /// Runs for the daemon's life. `alive` is set while this user has jobs (the daemon stays).
-pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
+pub async fn run(cluster: Cluster, connections: Connections, alive: Arc<AtomicBool>) {
     let mut settle_until = Instant::now();
     let mut seen = Seen::default();
     loop {
@@ -37,8 +37,8 @@ pub async fn run(cluster: Cluster, channels: Nodes, alive: Arc<AtomicBool>) {
             .interval
             .unwrap_or(DEFAULT_INTERVAL)
             .clamp(0.2, 60.0);
-        let nodes = cfg.node_list();
-        cluster::sync_watchers(&cluster, &channels, &nodes);
+        // The file's nodes, and those of the jobs and requests (not this process's MRUN_NODES).
+        let nodes = cluster::sync_watchers(&cluster, &connections, &cfg.nodes);
         tokio::time::sleep(Duration::from_secs_f64(interval)).await;
         let jobs =
             tokio::task::spawn_blocking(|| crate::jobs::list_within(Duration::from_millis(500)))

@@ -1,12 +1,14 @@
-//! Reaching the daemon from a deputy, starting it when it is not running.
+//! Reaching the daemon from a deputy or `mrunctl`, starting it when it is not running.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
+
+use super::protocol::{ok_or_error, read_line, DaemonStatus, Request};
 
 /// The daemon's socket. Its SSH configuration comes from `$HOME/.ssh`, so each HOME has its own
 /// daemon (the same user with another HOME gets another one); and each build of mrun has its
@@ -31,39 +33,76 @@ pub fn socket_path() -> Result<PathBuf> {
 /// A byte stream to a fresh `mrun-agent` on `node`, through the daemon.
 pub async fn open_agent(node: &str) -> Result<UnixStream> {
     let mut stream = reach().await?;
-    stream
-        .write_all(format!("connect {node}\n").as_bytes())
-        .await?;
-    let answer = read_line(&mut stream).await?;
-    match answer
-        .split_once(' ')
-        .map(|(a, b)| (a, b.to_string()))
-        .unwrap_or((answer.as_str(), String::new()))
-    {
-        ("ok", _) => Ok(stream),
-        ("error", why) => bail!("{why}"),
-        _ => bail!("the mrun daemon gave no answer"),
-    }
+    send(&mut stream, &Request::Connect { node: node.into() }).await?;
+    ok_or_error(&read_line(&mut stream).await?)?;
+    Ok(stream)
 }
 
-/// Make sure the daemon runs (starting it if not), so that the balancer sees this user's jobs.
-pub async fn ensure_running() -> Result<()> {
+/// Make sure the daemon runs (starting it if not), so that the balancer sees this user's jobs,
+/// and give it the nodes this command may use (`job`'s, while it lives).
+pub async fn ensure_running(job: Option<u32>) -> Result<()> {
+    let nodes = this_commands_nodes();
     let mut stream = reach().await?;
-    stream.write_all(b"hello\n").await?;
-    match read_line(&mut stream).await?.as_str() {
-        "ok" => Ok(()),
-        other => bail!("the mrun daemon answered {other:?}"),
-    }
+    send(&mut stream, &Request::Hello { job, nodes }).await?;
+    ok_or_error(&read_line(&mut stream).await?)
 }
 
-/// The daemon's view of the cluster, if a daemon runs (none is started for it).
-pub async fn cluster_report() -> Result<super::cluster::ClusterReport> {
-    let mut stream = UnixStream::connect(socket_path()?)
-        .await
-        .context("no mrun daemon runs")?;
-    stream.write_all(b"facts\n").await?;
+/// The daemon's view of home and of `nodes` (then of the other nodes it watches), starting the
+/// daemon if needed; `refresh`: it asks the nodes anew first.
+pub async fn cluster_report(
+    nodes: &[String],
+    refresh: bool,
+) -> Result<super::cluster::ClusterReport> {
+    let mut stream = reach().await?;
+    let request = Request::Facts {
+        nodes: nodes.to_vec(),
+        refresh,
+    };
+    send(&mut stream, &request).await?;
     let line = read_line(&mut stream).await?;
     serde_json::from_str(&line).context("reading the daemon's report")
+}
+
+/// The running daemon's state, or `None` when none runs (none is started for it).
+pub async fn daemon_status() -> Result<Option<DaemonStatus>> {
+    let Ok(mut stream) = UnixStream::connect(socket_path()?).await else {
+        return Ok(None);
+    };
+    send(&mut stream, &Request::Status).await?;
+    let line = read_line(&mut stream).await?;
+    Ok(Some(
+        serde_json::from_str(&line).context("reading the daemon's status")?,
+    ))
+}
+
+/// Stop the running daemon; its pid, or `None` when none ran. Returns once it is gone.
+pub async fn stop() -> Result<Option<u32>> {
+    let Some(status) = daemon_status().await? else {
+        return Ok(None);
+    };
+    let mut stream = UnixStream::connect(socket_path()?)
+        .await
+        .context("reaching the mrun daemon")?;
+    send(&mut stream, &Request::Stop).await?;
+    ok_or_error(&read_line(&mut stream).await?)?;
+    // The daemon ends right after its answer: the connection closes with it.
+    let _ = tokio::time::timeout(Duration::from_secs(10), read_line(&mut stream)).await;
+    Ok(Some(status.pid))
+}
+
+/// The nodes this command names: `--nodes`, else `MRUN_NODES`, else the config file's (none
+/// from a file that does not parse: the command has said so already).
+fn this_commands_nodes() -> Vec<String> {
+    crate::nodes::config().unwrap_or_default().node_list()
+}
+
+async fn send(stream: &mut UnixStream, request: &Request) -> Result<()> {
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .await
+        .context("writing to the mrun daemon")
 }
 
 /// A connection to the daemon, started if needed.
@@ -84,31 +123,19 @@ async fn reach() -> Result<UnixStream> {
     }
 }
 
-/// One answer line. Read byte by byte: what follows it belongs to the agent.
-async fn read_line(stream: &mut UnixStream) -> Result<String> {
-    let mut answer = Vec::new();
-    loop {
-        let mut byte = [0u8; 1];
-        let n = tokio::io::AsyncReadExt::read(stream, &mut byte).await?;
-        if n == 0 || byte[0] == b'\n' {
-            break;
-        }
-        answer.push(byte[0]);
-    }
-    Ok(String::from_utf8_lossy(&answer).into_owned())
-}
-
 fn start_daemon() -> Result<()> {
-    use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(mrun_binary()?);
     mrun_core::sys::process::unblock_signals_in_child(&mut cmd);
-    cmd.arg("--daemon")
+    // It makes a session of its own (see `detach`): not a group leader now, so it can.
+    let mut child = cmd
+        .arg("--daemon")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0)
         .spawn()
         .context("starting the mrun daemon")?;
+    // Reaped if it ends while we live (`mrunctl daemon stop`), so it leaves no zombie.
+    std::thread::spawn(move || child.wait());
     Ok(())
 }
 

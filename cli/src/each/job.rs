@@ -42,6 +42,9 @@ pub fn start(exe: &Path, home: bool, kept_fds: &[i32], spec: JobSpec) -> Started
     if home {
         cmd.arg("--home");
     }
+    if let Some(nodes) = crate::nodes::command_line() {
+        cmd.arg("--nodes").arg(nodes.join(","));
+    }
     if let Some(keep) = crate::fds::keep_arg(kept_fds) {
         cmd.arg("--keep-fd").arg(keep);
         mrun_core::sys::process::keep_fds_in_child(&mut cmd, kept_fds);

@@ -1,11 +1,6 @@
 //! How many jobs `mrun --each` runs at once when `-j` is not given: the CPUs of the whole
 //! cluster, this machine's and those of every configured node that answers.
 
-use std::time::{Duration, Instant};
-
-/// How long to wait for the daemon's first report of every node.
-const FIRST_REPORTS: Duration = Duration::from_secs(3);
-
 /// This machine's CPU capacity (affinity and cgroup quota counted, as the balancer counts
 /// them) plus each reachable configured node's, as the daemon sees them (it is started if it
 /// is not running: the batch needs it to balance anyway). With no nodes configured, nothing is
@@ -31,28 +26,18 @@ pub fn cluster_cpus() -> usize {
     else {
         return local;
     };
+    // The daemon answers from its watch; a node it only now starts watching gets a moment
+    // (`cluster::FIRST_ANSWER`) to answer before it counts for nothing.
     let counted = runtime.block_on(async {
-        crate::daemon::ensure_running().await?;
-        let since = Instant::now();
-        loop {
-            let report = crate::daemon::cluster_report().await?;
-            let known = |n: &String| {
-                report
-                    .nodes
-                    .iter()
-                    .any(|e| &e.node == n && (e.facts.is_some() || e.problem.is_some()))
-            };
-            if remote.iter().all(known) || since.elapsed() > FIRST_REPORTS {
-                let cpus: u32 = report
-                    .nodes
-                    .iter()
-                    .filter_map(|e| e.facts.as_ref())
-                    .map(|f| f.cpus)
-                    .sum();
-                return anyhow::Ok(cpus as usize);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let report = crate::daemon::cluster_report(&remote, false).await?;
+        let cpus: u32 = report
+            .nodes
+            .iter()
+            .filter(|e| remote.contains(&e.node))
+            .filter_map(|e| e.facts.as_ref())
+            .map(|f| f.cpus)
+            .sum();
+        anyhow::Ok(cpus as usize)
     });
     match counted {
         Ok(cpus) => local + cpus,

@@ -504,7 +504,7 @@ async fn deputy(
     }
     let mut socket = JobSocket::bind(job).ok();
     if balanced {
-        tokio::spawn(wake_balancer());
+        tokio::spawn(wake_balancer(job));
     }
     let (stdin_relay, mut stdin_rx) = StdinRelay::start();
     let mut terminal = HomeTerminal::detect();
@@ -692,10 +692,11 @@ async fn deputy(
 }
 
 /// Once the job is old enough to be worth moving, make sure the daemon (whose balancer finds
-/// jobs by their sockets) runs. Jobs that end sooner never touch the daemon.
-async fn wake_balancer() {
+/// jobs by their sockets) runs, and knows the nodes this job may use. Jobs that end sooner
+/// never touch the daemon.
+async fn wake_balancer(job: u32) {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    if let Err(e) = crate::daemon::ensure_running().await {
+    if let Err(e) = crate::daemon::ensure_running(Some(job)).await {
         crate::log::line(&format!("cannot start the daemon for balancing: {e:#}"));
     }
 }

@@ -1,6 +1,7 @@
 //! `mrun COMMAND`: start the command at home at once and stay as its deputy for its whole
 //! life, wherever it runs: its stdio, signals and exit status behave as if it never moved.
 
+mod agent_digest;
 mod control;
 pub mod deputy;
 mod known_hosts;

@@ -12,7 +12,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use russh::client::{self, Handle};
 use russh::keys::{self, PrivateKeyWithHashAlg};
 use russh::ChannelMsg;
-use sha2::Digest;
 
 use super::known_hosts::{self, Verdict};
 
@@ -362,7 +361,16 @@ struct Ran {
     status: Option<u32>,
 }
 
-async fn run(session: &Session, command: &str, input: Option<&[u8]>) -> Result<Ran> {
+/// Run `command` on the node, its stdin the file `input` (streamed), else nothing.
+async fn run(session: &Session, command: &str, input: Option<&Path>) -> Result<Ran> {
+    let input = match input {
+        Some(path) => Some(
+            tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("reading {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut ch = session
         .channel_open_session()
         .await
@@ -372,12 +380,11 @@ async fn run(session: &Session, command: &str, input: Option<&[u8]>) -> Result<R
         .context("running a command over SSH")?;
     // Feed the input from a task of its own: if the command ends early (say it cannot write
     // the file), nobody reads the rest and the send would wait for window space forever.
-    let feeder = input.map(|data| {
-        let data = data.to_vec();
+    let feeder = input.map(|mut file| {
         let mut writer = ch.make_writer();
         tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
-            let _ = writer.write_all(&data).await;
+            let _ = tokio::io::copy(&mut file, &mut writer).await;
             let _ = writer.shutdown().await;
         })
     });
@@ -435,9 +442,7 @@ pub async fn agent_command(
     {
         return Ok(command);
     }
-    let binary =
-        std::fs::read(local_agent).with_context(|| format!("reading {}", local_agent.display()))?;
-    let digest = hex(&sha2::Sha256::digest(&binary));
+    let digest = super::agent_digest::of(local_agent).await?;
     let cached = format!("mrun-agent-{}-{}", env!("CARGO_PKG_VERSION"), &digest[..12]);
     let probe = format!(
         "uname -m; command -v mrun-agent || true; f=\"$HOME/.cache/mrun/{cached}\"; if [ -x \"$f\" ]; then echo \"$f\"; fi; {}",
@@ -462,7 +467,7 @@ pub async fn agent_command(
         "d=\"$HOME/.cache/mrun\" && mkdir -p \"$d\" && chmod 700 \"$d\" && t=\"$d/.upload.$$\" && cat > \"$t\" && chmod 700 \"$t\" && \
          s=$(sha256sum \"$t\" | cut -d' ' -f1) && if [ \"$s\" = {digest} ]; then mv \"$t\" \"$d/{cached}\" && echo \"$d/{cached}\"; else rm -f \"$t\"; echo \"checksum mismatch: $s\" >&2; exit 1; fi"
     );
-    let ran = run(session, &install, Some(&binary)).await?;
+    let ran = run(session, &install, Some(local_agent)).await?;
     let path = ran.stdout.trim();
     if ran.status != Some(0) || path.is_empty() {
         bail!(
@@ -483,10 +488,6 @@ const OLD_AGENTS_CLEANUP: &str = r#"old=; for a in "$HOME"/.cache/mrun/mrun-agen
 "; fi; done; if [ -n "$old" ]; then running="$(ls -l /proc/[0-9]*/exe 2>/dev/null)
 "; printf %s "$old" | while IFS= read -r a; do case "$running" in *" -> $a
 "*) ;; *) rm -f -- "$a" ;; esac; done; fi"#;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
