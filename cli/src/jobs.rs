@@ -35,6 +35,10 @@ pub struct JobInfo {
     /// the balancer.
     #[serde(default)]
     pub pinned_home: bool,
+    /// The nodes its command named (`mrun --nodes`, `MRUN_NODES`), the only ones the balancer
+    /// moves it to; `None` when it follows the config file (any node the daemon watches).
+    #[serde(default)]
+    pub nodes: Option<Vec<String>>,
     /// When the job last arrived where it is (its start if it never moved).
     #[serde(default)]
     pub arrived_unix_ms: u64,

@@ -135,6 +135,14 @@ pub fn command_line() -> Option<&'static [String]> {
     COMMAND_LINE.get().map(Vec::as_slice)
 }
 
+/// The nodes this command named itself (`--nodes`, else `MRUN_NODES`), if it did.
+pub fn named_by_command() -> Option<Vec<String>> {
+    if let Some(list) = command_line() {
+        return Some(list.to_vec());
+    }
+    std::env::var("MRUN_NODES").ok().map(|list| split(&list))
+}
+
 /// This command's nodes: `flag` (a `--nodes` value), else those of [`ConfigFile::node_list`].
 pub fn configured(flag: Option<&str>) -> Result<Vec<String>> {
     match flag {

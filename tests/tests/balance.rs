@@ -262,6 +262,53 @@ fn jobs_started_with_home_are_never_moved() {
     );
 }
 
+/// Jobs whose command named their node (`mrun --nodes b`) at a loaded home: the balancer moves
+/// them, to b only, although a (named by the config file) is just as idle.
+#[test]
+fn jobs_started_with_nodes_move_only_there() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new("balance_named");
+    let c = Cluster::start(&sb, "named", FAST);
+    let m = c.mrun(&sb);
+    gzip_reference();
+    let input = gzip_input();
+    let mut args: Vec<&OsStr> = vec![OsStr::new("b"), OsStr::new("gzip")];
+    args.extend(GZIP_ARGS.iter().map(OsStr::new));
+    args.push(input.as_os_str());
+    let jobs: Vec<Job> = (0..3)
+        .map(|i| {
+            m.start(
+                &format!("mrun --nodes b gzip {i}"),
+                "--nodes",
+                &args,
+                Input::Null,
+                Output::Pipe,
+            )
+        })
+        .collect();
+    let moved = wait_until(LONG, || jobs.iter().any(|j| !c.moves_of(j).is_empty()));
+    assert!(moved, "no job moved at all; the log:\n{}", c.log());
+    let tags: Vec<String> = jobs
+        .iter()
+        .map(|j| format!("balancer: job {} ", j.id))
+        .collect();
+    for j in jobs {
+        finish_exact(j);
+    }
+    let moves: Vec<String> = c
+        .moves()
+        .into_iter()
+        .filter(|l| tags.iter().any(|t| l.contains(t)))
+        .collect();
+    assert!(
+        moves
+            .iter()
+            .all(|l| !l.contains("-> a ") && !l.contains(" a -> ")),
+        "a job started with --nodes b went to a:\n{}",
+        moves.join("\n")
+    );
+}
+
 #[test]
 fn a_batch_spreads_and_its_joblog_names_the_nodes() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -27,40 +27,59 @@ pub struct NodeReport {
     pub problem: Option<String>,
 }
 
-/// What each of this command's nodes reports (`flag`, else MRUN_NODES, else the config file),
-/// then any other node the daemon watches for jobs started with other lists. Answered by the
-/// home daemon from its watch of each node (started if needed); `refresh`: it asks them anew.
-/// With `MRUN_NO_DAEMON=1`, or when the daemon cannot be reached, each node's agent is asked
-/// here, all at once.
-pub fn reports(flag: Option<&str>, refresh: bool) -> Vec<NodeReport> {
+/// Home, then what each of this command's nodes reports (`flag`, else MRUN_NODES, else the
+/// config file), then any other node the daemon watches for jobs started with other lists.
+/// Answered by the home daemon from its watch of each node (started if needed); `refresh`: it
+/// asks them anew. With `MRUN_NO_DAEMON=1`, or when the daemon cannot be reached, each node's
+/// agent is asked here, all at once. Home as the daemon measures it when the daemon answers
+/// (its view is what the balancer acts on, and it costs nothing to ask), else measured here.
+pub fn machines(flag: Option<&str>, refresh: bool) -> Vec<NodeReport> {
+    let (home, nodes) = home_and_nodes(flag, refresh);
+    let home = match home {
+        Some(facts) => NodeReport {
+            node: "home".into(),
+            reachable: true,
+            facts: Some(facts),
+            problem: None,
+        },
+        None => home_report(),
+    };
+    std::iter::once(home).chain(nodes).collect()
+}
+
+/// The daemon's measure of home (when it answered) and the nodes' reports.
+fn home_and_nodes(flag: Option<&str>, refresh: bool) -> (Option<NodeFacts>, Vec<NodeReport>) {
     let nodes = crate::nodes::configured(flag)
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("{e:#}"), exit::FAILURE));
     if nodes.is_empty() {
-        return Vec::new();
+        return (None, Vec::new());
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| exit::fail("mrunctl", format!("cannot start: {e}"), exit::FAILURE));
     if std::env::var("MRUN_NO_DAEMON").as_deref() == Ok("1") {
-        return runtime.block_on(ask_each(nodes));
+        return (None, runtime.block_on(ask_each(nodes)));
     }
     match runtime.block_on(crate::daemon::cluster_report(&nodes, refresh)) {
-        Ok(report) => report
-            .nodes
-            .into_iter()
-            .map(|e| NodeReport {
-                node: e.node,
-                reachable: e.facts.is_some(),
-                facts: e.facts,
-                problem: e.problem,
-            })
-            .collect(),
+        Ok(report) => (
+            report.home,
+            report
+                .nodes
+                .into_iter()
+                .map(|e| NodeReport {
+                    node: e.node,
+                    reachable: e.facts.is_some(),
+                    facts: e.facts,
+                    problem: e.problem,
+                })
+                .collect(),
+        ),
         Err(e) => {
             crate::errln!(
                 "mrunctl: warning: cannot reach the mrun daemon ({e:#}); asking the nodes directly"
             );
-            runtime.block_on(ask_each(nodes))
+            (None, runtime.block_on(ask_each(nodes)))
         }
     }
 }
@@ -161,8 +180,7 @@ pub fn table(reports: &[NodeReport], jobs: &[crate::jobs::JobInfo]) -> String {
 }
 
 pub fn run(args: NodesArgs) -> ! {
-    let mut machines = vec![home_report()];
-    machines.extend(reports(args.nodes.as_deref(), args.refresh));
+    let machines = machines(args.nodes.as_deref(), args.refresh);
     // Listed after the nodes answered, as `mrunctl status` does: the counts are of one moment.
     let jobs = crate::jobs::list().unwrap_or_default();
     if args.json {

@@ -32,11 +32,7 @@ pub fn run(args: StatusArgs) -> ! {
     if args.watch {
         crate::ctl::watch::run(args.interval)
     }
-    let mut machines = vec![crate::ctl::nodes::home_report()];
-    machines.extend(crate::ctl::nodes::reports(
-        args.nodes.as_deref(),
-        args.refresh,
-    ));
+    let machines = crate::ctl::nodes::machines(args.nodes.as_deref(), args.refresh);
     // Listed once, after the nodes answered (which may take a while): the job table and each
     // machine's count of jobs are of one moment.
     let list = jobs::list().unwrap_or_else(|e| {
@@ -132,6 +128,7 @@ mod tests {
             last_problem: Some("pid 42 has 2 threads".into()),
             deputy: 41,
             pinned_home: false,
+            nodes: None,
             arrived_unix_ms: 1_000_000,
             moves: 1,
             bytes: 1 << 20,

@@ -161,6 +161,7 @@ mod tests {
             last_problem: None,
             deputy: 1,
             pinned_home: false,
+            nodes: None,
             arrived_unix_ms: 0,
             moves: 0,
             bytes: 0,

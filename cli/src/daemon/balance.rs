@@ -128,8 +128,13 @@ fn stamped(line: &str) -> String {
     )
 }
 
-/// What the balancer saw of each job last round: where it was, how many moves it had made,
-/// and why it stayed home (told once in the log, not every round).
+/// Rounds a job that does not answer is remembered.
+const FORGET_AFTER: u32 = 60;
+
+/// What the balancer saw of each job when it last answered: where it was, how many moves it had
+/// made, and why it stayed home (told once in the log, not every round). A job busy moving may
+/// not answer within a round; what was seen of it is kept for [`FORGET_AFTER`] rounds, so a
+/// move made meanwhile is still told.
 #[derive(Default)]
 struct Seen {
     jobs: HashMap<u32, SeenJob>,
@@ -139,6 +144,8 @@ struct SeenJob {
     place: String,
     moves: u32,
     stays_home: Option<String>,
+    /// Rounds in a row it did not answer.
+    missed: u32,
     /// The balancer itself is moving it: its own line says so.
     ours: bool,
 }
@@ -153,13 +160,17 @@ impl Seen {
         for j in jobs {
             let command = crate::jobs::printable(&j.command);
             let before = self.jobs.remove(&j.job);
-            if let Some(b) = &before {
-                if j.moves > b.moves && !b.ours && j.place != b.place {
-                    moved.push(format!(
-                        "job {} ({command}) {} -> {} by mrunctl migrate",
-                        j.job, b.place, j.place
-                    ));
-                }
+            // Every job starts at home: one seen first after its only move came from there.
+            let from = match &before {
+                Some(b) if j.moves > b.moves && !b.ours => Some(b.place.as_str()),
+                None if j.moves == 1 => Some("home"),
+                _ => None,
+            };
+            if let Some(from) = from.filter(|from| *from != j.place) {
+                moved.push(format!(
+                    "job {} ({command}) {from} -> {} by mrunctl migrate",
+                    j.job, j.place
+                ));
             }
             let told = before.as_ref().and_then(|b| b.stays_home.as_deref());
             // A kept descriptor was told in the log by the job's deputy when it started.
@@ -176,8 +187,16 @@ impl Seen {
                     moves: j.moves,
                     stays_home: j.stays_home.clone(),
                     ours,
+                    missed: 0,
                 },
             );
+        }
+        // Jobs that did not answer this round (moving, or ended): kept a while.
+        for (id, mut old) in self.jobs.drain() {
+            old.missed += 1;
+            if old.missed < FORGET_AFTER {
+                now.entry(id).or_insert(old);
+            }
         }
         self.jobs = now;
         (kept, moved)
@@ -239,6 +258,7 @@ fn policy_job(j: &JobInfo, now_ms: u64) -> Job {
         // it, what the engine refuses) cannot move: trying every second would only fail
         // every second. Its deputy says when it may be tried again.
         pinned_home: j.pinned_home || j.cannot_move.is_some(),
+        nodes: j.nodes.clone(),
         cpu_demand: j.cpu_demand.unwrap_or(1.0),
     }
 }
@@ -291,6 +311,7 @@ mod tests {
             last_problem: None,
             deputy: 6,
             pinned_home: true,
+            nodes: None,
             arrived_unix_ms: 150_000,
             moves: 1,
             bytes: 10,
@@ -307,6 +328,7 @@ mod tests {
         assert_eq!(p.cpu_demand, 1.0, "a job of unknown CPU use counts as busy");
         let held = JobInfo {
             pinned_home: false,
+            nodes: None,
             cannot_move: Some("the job cannot move: it holds a TCP socket".into()),
             stays_home: Some("holds a TCP socket".into()),
             ..j
@@ -329,6 +351,7 @@ mod tests {
             last_problem: None,
             deputy: 1,
             pinned_home: false,
+            nodes: None,
             arrived_unix_ms: 0,
             moves,
             bytes: 0,
@@ -361,5 +384,32 @@ mod tests {
             moved.is_empty(),
             "the balancer's own move noted as one by hand: {moved:?}"
         );
+    }
+
+    /// A job too busy moving to answer for a round or two: its move by hand is still noted
+    /// when it answers again, and a job gone for good is forgotten.
+    #[test]
+    fn seen_remembers_a_job_that_missed_rounds() {
+        let mut seen = Seen::default();
+        seen.update(&[job(1, "home", 0, None)]);
+        seen.update(&[]);
+        seen.update(&[]);
+        let (_, moved) = seen.update(&[job(1, "a", 1, None)]);
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert!(
+            moved[0].ends_with("home -> a by mrunctl migrate"),
+            "{moved:?}"
+        );
+        // First seen after its only move (the daemon started meanwhile): it came from home.
+        let (_, moved) = seen.update(&[job(1, "a", 1, None), job(3, "b", 1, None)]);
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert!(
+            moved[0].ends_with("job 3 (sh -c 'a\\nb') home -> b by mrunctl migrate"),
+            "{moved:?}"
+        );
+        for _ in 0..FORGET_AFTER {
+            seen.update(&[]);
+        }
+        assert!(seen.jobs.is_empty());
     }
 }

@@ -182,6 +182,7 @@ impl JobMeta {
             last_problem: self.last_problem.clone(),
             deputy: std::process::id(),
             pinned_home: self.pinned_home,
+            nodes: crate::nodes::named_by_command(),
             arrived_unix_ms: self.arrived_unix_ms,
             moves: self.moves,
             bytes: self.bytes(place),

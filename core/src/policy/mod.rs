@@ -45,6 +45,9 @@ pub struct Job {
     pub since_move: Option<f64>,
     /// Started with `mrun --home`: stays home.
     pub pinned_home: bool,
+    /// The nodes its command named (`mrun --nodes`, `MRUN_NODES`): it moves to no other.
+    /// `None`: any node.
+    pub nodes: Option<Vec<String>>,
     /// Fraction of the time lately it was running or waiting to run, its threads summed and
     /// capped at 1.0 (1.0 when unknown): a job that sleeps or waits for input gains nothing by
     /// moving and frees no CPU. (Not the CPU it got: at an overloaded home a busy job gets
@@ -133,6 +136,11 @@ pub fn decide(machines: &[Machine], jobs: &[Job], knobs: &Knobs) -> Vec<Move> {
         for (to, m) in machines.iter().enumerate() {
             if to == from {
                 continue;
+            }
+            if let (Some(name), Some(allowed)) = (&m.name, &job.nodes) {
+                if !allowed.contains(name) {
+                    continue; // not one of the nodes its command named
+                }
             }
             // The link a move uses: the remote end's (home <-> node, or node -> node via home).
             let via = if m.name.is_none() { &machines[from] } else { m };

@@ -21,8 +21,27 @@ fn job(id: u32, place: Option<&str>, age: f64) -> Job {
         bytes: 64 << 20,
         since_move: None,
         pinned_home: false,
+        nodes: None,
         cpu_demand: 1.0,
     }
+}
+
+#[test]
+fn a_job_moves_only_to_the_nodes_its_command_named() {
+    // Node a is idler, but the job's command named only b.
+    let m = [
+        machine(None, 1, 4.0),
+        machine(Some("a"), 1, 0.0),
+        machine(Some("b"), 1, 0.5),
+    ];
+    let mut j = job(1, None, 600.0);
+    let free = decide(&m, std::slice::from_ref(&j), &Knobs::default());
+    assert_eq!(free.first().and_then(|mv| mv.to.as_deref()), Some("a"));
+    j.nodes = Some(vec!["b".into()]);
+    let named = decide(&m, &[j.clone()], &Knobs::default());
+    assert_eq!(named.first().and_then(|mv| mv.to.as_deref()), Some("b"));
+    j.nodes = Some(vec!["c".into()]);
+    assert!(decide(&m, &[j], &Knobs::default()).is_empty());
 }
 
 #[test]
