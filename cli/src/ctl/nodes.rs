@@ -1,8 +1,7 @@
 //! `mrunctl nodes`: home and the configured nodes, and what each reports.
 
 use clap::Args;
-use futures_util::{SinkExt, StreamExt};
-use mrun_core::wire::{Control, Frame, NodeFacts};
+use mrun_core::wire::NodeFacts;
 
 use crate::exit;
 
@@ -203,13 +202,8 @@ pub fn run(args: NodesArgs) -> ! {
 }
 
 async fn describe(node: &str) -> anyhow::Result<NodeFacts> {
-    let mut link = crate::run::link::Link::connect(node).await?;
-    link.tx.send(Frame::Control(Control::Describe)).await?;
-    let facts = match link.rx.next().await {
-        Some(Ok(Frame::Control(Control::Facts(f)))) => f,
-        Some(Ok(Frame::Control(Control::Error { message }))) => anyhow::bail!(message),
-        other => anyhow::bail!("the agent on {node} did not describe itself ({other:?})"),
-    };
-    link.finish().await;
-    Ok(facts)
+    crate::run::link::Link::connect(node)
+        .await?
+        .describe()
+        .await
 }

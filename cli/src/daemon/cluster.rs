@@ -337,21 +337,14 @@ pub(super) async fn refresh(cluster: &Cluster, connections: &Connections, nodes:
 
 /// What `node`'s agent says of its machine when asked once.
 async fn describe(connections: &Connections, node: &str) -> anyhow::Result<NodeFacts> {
-    let mut link = if node == "local" {
+    let link = if node == "local" {
         crate::run::link::Link::connect(node).await?
     } else {
         connections.retry_now(node);
         let channel = connections.open_channel(node).await?;
         crate::run::link::Link::over(node, channel.into_stream()).await?
     };
-    link.tx.send(Frame::Control(Control::Describe)).await?;
-    let facts = match link.rx.next().await {
-        Some(Ok(Frame::Control(Control::Facts(f)))) => f,
-        Some(Ok(Frame::Control(Control::Error { message }))) => anyhow::bail!(message),
-        other => anyhow::bail!("the agent on {node} did not describe itself ({other:?})"),
-    };
-    link.finish().await;
-    Ok(facts)
+    link.describe().await
 }
 
 /// Record a move's measured throughput for `node`'s link: `bytes` in `seconds`, of which

@@ -150,6 +150,21 @@ impl Link {
     }
 
     /// Wait for the agent process to end (after the session is over).
+    /// Ask the agent what its machine is like (`Describe`), then end the session.
+    pub async fn describe(mut self) -> Result<mrun_core::wire::NodeFacts> {
+        self.tx.send(Frame::Control(Control::Describe)).await?;
+        let facts = match self.rx.next().await {
+            Some(Ok(Frame::Control(Control::Facts(f)))) => f,
+            Some(Ok(Frame::Control(Control::Error { message }))) => bail!(message),
+            other => bail!(
+                "the agent on {} did not describe itself ({other:?})",
+                self.node
+            ),
+        };
+        self.finish().await;
+        Ok(facts)
+    }
+
     pub async fn finish(self) {
         // What was queued (a Commit, say) goes out before the connection ends.
         drop(self.tx);
