@@ -127,15 +127,11 @@ mod tests {
             cpu_seconds: Some(1.25),
             last_problem: Some("pid 42 has 2 threads".into()),
             deputy: 41,
-            pinned_home: false,
-            nodes: None,
             arrived_unix_ms: 1_000_000,
             moves: 1,
             bytes: 1 << 20,
             cpu_demand: Some(0.9),
-            shared_fds: Vec::new(),
-            cannot_move: None,
-            stays_home: None,
+            ..Default::default()
         };
         let job_clone = job.clone();
         let t = table(&[job], 1075);

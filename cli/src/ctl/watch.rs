@@ -156,19 +156,8 @@ mod tests {
             command: "gzip".into(),
             place: place.into(),
             state: "running".into(),
-            started_unix: 0,
-            cpu_seconds: None,
-            last_problem: None,
             deputy: 1,
-            pinned_home: false,
-            nodes: None,
-            arrived_unix_ms: 0,
-            moves: 0,
-            bytes: 0,
-            cpu_demand: None,
-            shared_fds: Vec::new(),
-            cannot_move: None,
-            stays_home: None,
+            ..Default::default()
         };
         let text = machines(&r, &[job("a"), job("a"), job("a"), job("home")]);
         let lines: Vec<&str> = text.lines().collect();

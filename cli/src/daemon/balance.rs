@@ -307,18 +307,12 @@ mod tests {
             place: "a".into(),
             state: "running".into(),
             started_unix: 100,
-            cpu_seconds: None,
-            last_problem: None,
             deputy: 6,
             pinned_home: true,
-            nodes: None,
             arrived_unix_ms: 150_000,
             moves: 1,
             bytes: 10,
-            cpu_demand: None,
-            shared_fds: Vec::new(),
-            cannot_move: None,
-            stays_home: None,
+            ..Default::default()
         };
         let p = policy_job(&j, 160_000);
         assert_eq!(
@@ -327,10 +321,9 @@ mod tests {
         );
         assert_eq!(p.cpu_demand, 1.0, "a job of unknown CPU use counts as busy");
         let held = JobInfo {
-            pinned_home: false,
-            nodes: None,
             cannot_move: Some("the job cannot move: it holds a TCP socket".into()),
             stays_home: Some("holds a TCP socket".into()),
+            pinned_home: false,
             ..j
         };
         assert!(
@@ -346,19 +339,11 @@ mod tests {
             command: "sh -c 'a\nb'".into(),
             place: place.into(),
             state: "running".into(),
-            started_unix: 0,
-            cpu_seconds: None,
-            last_problem: None,
             deputy: 1,
-            pinned_home: false,
-            nodes: None,
-            arrived_unix_ms: 0,
             moves,
-            bytes: 0,
-            cpu_demand: None,
-            shared_fds: Vec::new(),
             cannot_move: stays_home.map(|w| format!("the job cannot move: it {w}")),
             stays_home: stays_home.map(str::to_string),
+            ..Default::default()
         }
     }
 

@@ -769,10 +769,9 @@ async fn handle(
                     Err(Refused(format!("{why}; the job stays at home")).into()),
                 );
             }
-            // What /proc already tells the engine would refuse: no node is bothered.
-            if let Some(refusal) =
-                mrun_core::engine::predict_refusal(Pid::from_raw(pid), Some(nix::unistd::getpid()))
-            {
+            // What /proc already tells the engine would refuse (the forecast the balancer just
+            // read, not made again): no node is bothered.
+            if let Some(refusal) = meta.forecast(pid) {
                 return (
                     Place::Home { child, pid, feed },
                     Err(anyhow::Error::new(StaysHome(refusal))),
