@@ -64,6 +64,10 @@ pub struct JobInfo {
     /// TCP socket`).
     #[serde(default)]
     pub stays_home: Option<String>,
+    /// Nodes where a move of the job failed lately (the node could not restore it, its agent
+    /// or the connection died): the balancer tries them again only after a while.
+    #[serde(default)]
+    pub failed_on: Vec<String>,
 }
 
 /// Time since the Unix epoch (the clock job times are given in).

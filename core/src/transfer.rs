@@ -30,7 +30,7 @@ pub enum DumpEvent {
 
 /// What to do with a frozen process once its image is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+enum Verdict {
     /// It lives on elsewhere: end it.
     Kill,
     /// The move failed: let it run on.
@@ -64,15 +64,48 @@ impl Write for ChunkWriter {
     }
 }
 
+/// The checkpoint thread's frozen process, waiting for its fate. Both ways wait until the
+/// thread is done with it: a process resumed is no longer traced when [`Held::resume`]
+/// returns, so the next attempt to move it (a retry, the balancer's round) finds it free.
+/// Dropped without a word, the thread lets the process run on by itself, a moment later.
+pub struct Held {
+    verdict: oneshot::Sender<Verdict>,
+    /// Closed when the checkpoint thread ends.
+    finished: oneshot::Receiver<()>,
+}
+
+impl Held {
+    /// The move failed: let the process run on, and wait until it does.
+    pub async fn resume(self) {
+        self.settle(Verdict::Resume).await
+    }
+
+    /// The process lives on elsewhere: end it, and wait until it is gone. `false` if the
+    /// checkpoint thread was already gone (it failed or was refused).
+    pub async fn kill(self) -> bool {
+        let sent = self.verdict.send(Verdict::Kill).is_ok();
+        let _ = self.finished.await;
+        sent
+    }
+
+    async fn settle(self, verdict: Verdict) {
+        let _ = self.verdict.send(verdict);
+        let _ = self.finished.await;
+    }
+}
+
 /// Checkpoint `pid` on a thread of its own. Events arrive on the returned receiver; after
-/// `Done`, send the verdict. If the verdict sender is dropped, the process resumes.
+/// `Done`, tell the [`Held`] what becomes of the process.
 pub fn checkpoint_to_chunks(
     pid: Pid,
     opts: engine::DumpOptions,
-) -> (mpsc::Receiver<DumpEvent>, oneshot::Sender<Verdict>) {
+) -> (mpsc::Receiver<DumpEvent>, Held) {
     let (tx, rx) = mpsc::channel(8);
     let (vtx, vrx) = oneshot::channel();
+    let (finished_tx, finished) = oneshot::channel::<()>();
     std::thread::spawn(move || {
+        // Dropped when this thread ends, whatever way: that wakes `Held`'s wait.
+        let _finished = finished_tx;
         let mut writer = ChunkWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
@@ -104,7 +137,13 @@ pub fn checkpoint_to_chunks(
             }
         }
     });
-    (rx, vtx)
+    (
+        rx,
+        Held {
+            verdict: vtx,
+            finished,
+        },
+    )
 }
 
 /// A restore helper process being fed an image.

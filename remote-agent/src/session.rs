@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mrun_core::feed::Feed;
-use mrun_core::transfer::{self, DumpEvent, Restoring, Verdict};
+use mrun_core::transfer::{self, DumpEvent, Held, Restoring};
 use mrun_core::wire::{Control, Ended, Frame, FrameCodec, Hello};
 
 use crate::pty::Pty;
@@ -16,7 +16,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 type Out = FramedWrite<tokio::io::Stdout, FrameCodec>;
@@ -199,7 +199,7 @@ async fn relay(
     let mut outbox: VecDeque<Frame> = VecDeque::new();
     // Bytes of input that left the feed and were not yet reported to home.
     let mut taken: u64 = 0;
-    let mut leaving: Option<oneshot::Sender<Verdict>> = None;
+    let mut leaving: Option<Held> = None;
     let mut dump_events: Option<mpsc::Receiver<DumpEvent>> = None;
     // With a pty, a ^Z from home stops the process here: watch for it, so home can stop too.
     let mut stop_check = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -261,16 +261,19 @@ async fn relay(
                     leaving = Some(verdict);
                 }
                 Some(Ok(Frame::Control(Control::Commit))) => {
-                    if let Some(v) = leaving.take() {
-                        let _ = v.send(Verdict::Kill);
+                    if let Some(held) = leaving.take() {
+                        held.kill().await;
                     }
                     // The process lives on elsewhere; its helper ends with it.
                     let _ = job.child.wait().await;
                     return Ok(());
                 }
                 Some(Ok(Frame::Control(Control::Abort))) => {
-                    if let Some(v) = leaving.take() {
-                        let _ = v.send(Verdict::Resume);
+                    // Resumed before anything else is read: a new Checkpoint finds it free.
+                    // A checkpoint still writing its image sees the events closed first.
+                    dump_events = None;
+                    if let Some(held) = leaving.take() {
+                        held.resume().await;
                     }
                 }
                 Some(Ok(Frame::Control(Control::Resize(size)))) => {

@@ -259,6 +259,7 @@ fn policy_job(j: &JobInfo, now_ms: u64) -> Job {
         // every second. Its deputy says when it may be tried again.
         pinned_home: j.pinned_home || j.cannot_move.is_some(),
         nodes: j.nodes.clone(),
+        failed_on: j.failed_on.clone(),
         cpu_demand: j.cpu_demand.unwrap_or(1.0),
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use mrun_core::supervise;
 use mrun_core::sys::signals::Received;
-use mrun_core::transfer::{self, DumpEvent, Restoring, Verdict};
+use mrun_core::transfer::{self, DumpEvent, Restoring};
 use mrun_core::wire::{Control, Ended, Frame};
 use nix::sys::signal::{kill, SigSet};
 use nix::unistd::Pid;
@@ -119,19 +119,40 @@ struct JobMeta {
     forecast: std::cell::RefCell<Option<(std::time::Instant, Option<Refusal>)>>,
     /// A refusal a real checkpoint met (the forecast may miss some): it keeps the job at home
     /// until its time to try again.
-    refused: Option<Remembered>,
+    refused: Option<(Refusal, Retry)>,
+    /// Nodes where a move of the job failed (the node could not restore it, its agent or the
+    /// connection died), each left alone by the balancer until its time to try again.
+    failed_on: std::collections::BTreeMap<String, Retry>,
 }
 
-/// A refusal met by a real attempt to move the job.
-struct Remembered {
-    refusal: Refusal,
-    /// When the balancer may try again (the job may have let go of what kept it).
-    retry_at: std::time::SystemTime,
-    /// How long it waited this time: each refusal in a row doubles it.
+/// When the balancer may try a move again that failed or was refused (the job may have let go
+/// of what kept it; the node may have been mended).
+#[derive(Clone, Copy)]
+struct Retry {
+    at: std::time::SystemTime,
+    /// How long it waits this time: each failure in a row doubles it.
     backoff: std::time::Duration,
 }
 
-/// The first wait after a refused move, and the longest.
+impl Retry {
+    /// After `last` (the retry of the previous failure, if the one before failed too).
+    fn after(last: Option<&Retry>) -> Retry {
+        let backoff = match last {
+            Some(r) => (r.backoff * 2).min(REFUSED_BACKOFF.1),
+            None => REFUSED_BACKOFF.0,
+        };
+        Retry {
+            at: std::time::SystemTime::now() + backoff,
+            backoff,
+        }
+    }
+
+    fn due(&self) -> bool {
+        std::time::SystemTime::now() >= self.at
+    }
+}
+
+/// The first wait after a refused or failed move, and the longest.
 const REFUSED_BACKOFF: (std::time::Duration, std::time::Duration) = (
     std::time::Duration::from_secs(30),
     std::time::Duration::from_secs(600),
@@ -190,6 +211,7 @@ impl JobMeta {
             cannot_move: stays_home.as_ref().map(|(why, _)| why.clone()),
             stays_home: stays_home.map(|(_, brief)| brief),
             shared_fds,
+            failed_on: self.nodes_failed_lately(),
         }
     }
 
@@ -226,15 +248,14 @@ impl JobMeta {
         if let Some(r) = self.forecast(*pid) {
             return Some((format!("the job cannot move: {r}"), r.brief()));
         }
-        let r = self.refused.as_ref()?;
-        (std::time::SystemTime::now() < r.retry_at).then(|| {
+        let (refusal, retry) = self.refused.as_ref()?;
+        (!retry.due()).then(|| {
             (
                 format!(
-                    "the job cannot move: {}; the balancer tries again at {}",
-                    r.refusal,
-                    crate::log::iso8601(r.retry_at)
+                    "the job cannot move: {refusal}; the balancer tries again at {}",
+                    crate::log::iso8601(retry.at)
                 ),
-                r.refusal.brief(),
+                refusal.brief(),
             )
         })
     }
@@ -258,16 +279,25 @@ impl JobMeta {
     /// A real attempt was refused: keep the job home, and try again only after a while, twice
     /// as long as last time if the last attempt was refused too.
     fn remember(&mut self, refusal: Refusal) {
-        let backoff = match &self.refused {
-            Some(r) => (r.backoff * 2).min(REFUSED_BACKOFF.1),
-            None => REFUSED_BACKOFF.0,
-        };
+        let retry = Retry::after(self.refused.as_ref().map(|(_, r)| r));
         self.forecast.replace(None);
-        self.refused = Some(Remembered {
-            refusal,
-            retry_at: std::time::SystemTime::now() + backoff,
-            backoff,
-        });
+        self.refused = Some((refusal, retry));
+    }
+
+    /// A move to `node` failed there: the balancer leaves that node alone for a while, twice
+    /// as long as last time if the last move there failed too.
+    fn failed_on(&mut self, node: &str) {
+        let retry = Retry::after(self.failed_on.get(node));
+        self.failed_on.insert(node.to_string(), retry);
+    }
+
+    /// The nodes a move failed on whose time to try again has not come.
+    fn nodes_failed_lately(&self) -> Vec<String> {
+        self.failed_on
+            .iter()
+            .filter(|(_, r)| !r.due())
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Touched memory: measured at home; away, what it was at the last move.
@@ -492,6 +522,7 @@ async fn deputy(
         cpu_before: std::cell::Cell::new(0.0),
         forecast: std::cell::RefCell::new(None),
         refused: None,
+        failed_on: Default::default(),
     };
     // Said once, in the log: the job holds what keeps it here (`mrunctl status` shows it as
     // long as it does; a move asked for meanwhile is refused with the same sentence).
@@ -650,7 +681,11 @@ async fn deputy(
                 }
             }
             Event::Request(req, stream) => {
-                let is_move = matches!(req, Request::Migrate(_));
+                let req_target = match &req {
+                    Request::Migrate(node) => Some(node.clone()),
+                    _ => None,
+                };
+                let is_move = req_target.is_some();
                 // What a move carries, read before it (once away, it cannot be read from here).
                 let before = is_move.then(|| (place_name(&place), meta.bytes(&place)));
                 let (next, answer) = handle(
@@ -677,6 +712,8 @@ async fn deputy(
                     Err(e) => {
                         if let Some(StaysHome(refusal)) = e.downcast_ref::<StaysHome>() {
                             meta.remember(refusal.clone());
+                        } else if let Some(node) = failed_there(&req_target, e) {
+                            meta.failed_on(node);
                         }
                         let why = format!("{e:#}");
                         crate::log::line(&format!(
@@ -690,6 +727,13 @@ async fn deputy(
             }
         }
     }
+}
+
+/// The node a failed move was going to, when the failure was the node's (it could not restore
+/// the job, its agent or the connection died) rather than the job's (a refusal).
+fn failed_there<'a>(target: &'a Option<String>, e: &anyhow::Error) -> Option<&'a str> {
+    let node = target.as_deref().filter(|n| *n != "home")?;
+    (e.downcast_ref::<Refused>().is_none()).then_some(node)
 }
 
 /// Once the job is old enough to be worth moving, make sure the daemon (whose balancer finds
@@ -1004,38 +1048,49 @@ async fn move_away(
             terminal,
         }))
         .await?;
-    let (mut events, verdict) = transfer::checkpoint_to_chunks(
+    let (mut events, held) = transfer::checkpoint_to_chunks(
         Pid::from_raw(pid),
         mrun_core::engine::DumpOptions {
             share_stdio_with: Some(nix::unistd::getpid()),
             ..Default::default()
         },
     );
-    loop {
-        match events.recv().await {
-            Some(DumpEvent::Chunk(c)) => link
-                .send_watching(Frame::Image(c))
-                .await
-                .context("the job stays at home")?,
-            Some(DumpEvent::Done) => break,
-            Some(DumpEvent::Refused(why)) => return Err(anyhow::Error::new(StaysHome(why))),
-            Some(DumpEvent::Failed(why)) => bail!("{why}"),
-            None => bail!("the checkpoint ended without a result"),
+    let confirmed = async {
+        loop {
+            match events.recv().await {
+                Some(DumpEvent::Chunk(c)) => link
+                    .send_watching(Frame::Image(c))
+                    .await
+                    .context("the job stays at home")?,
+                Some(DumpEvent::Done) => break,
+                Some(DumpEvent::Refused(why)) => return Err(anyhow::Error::new(StaysHome(why))),
+                Some(DumpEvent::Failed(why)) => bail!("{why}"),
+                None => bail!("the checkpoint ended without a result"),
+            }
+        }
+        link.tx.send(Frame::Control(Control::ImageEnd)).await?;
+        match link.rx.next().await {
+            Some(Ok(Frame::Control(Control::Running { .. }))) => Ok(()),
+            Some(Ok(Frame::Control(Control::Error { message }))) => {
+                bail!("{message}; the job stays at home")
+            }
+            Some(Ok(other)) => {
+                bail!("the agent on {node} answered {other:?}; the job stays at home")
+            }
+            Some(Err(e)) => Err(anyhow!(e)).context(format!(
+                "the connection to {node} failed; the job stays at home"
+            )),
+            None => bail!("the agent on {node} went away before confirming; the job stays at home"),
         }
     }
-    link.tx.send(Frame::Control(Control::ImageEnd)).await?;
-    match link.rx.next().await {
-        Some(Ok(Frame::Control(Control::Running { .. }))) => {}
-        Some(Ok(Frame::Control(Control::Error { message }))) => {
-            bail!("{message}; the job stays at home")
-        }
-        Some(Ok(other)) => bail!("the agent on {node} answered {other:?}; the job stays at home"),
-        Some(Err(e)) => {
-            return Err(anyhow!(e)).context(format!(
-                "the connection to {node} failed; the job stays at home"
-            ))
-        }
-        None => bail!("the agent on {node} went away before confirming; the job stays at home"),
+    .await;
+    if let Err(e) = confirmed {
+        // Answer only once the home copy runs again, untraced: a move asked for right after
+        // (a retry, the balancer's next round) must find it free. A checkpoint still writing
+        // its image sees the events closed and gives up.
+        drop(events);
+        held.resume().await;
+        return Err(e);
     }
     // From the freeze to here the job ran nowhere: that is the migration's downtime.
     trace.mark("downtime (freeze to running on the node)");
@@ -1044,9 +1099,9 @@ async fn move_away(
     let unread = transfer::unread_stdin(Pid::from_raw(pid));
     // Frozen: its CPU time at home is final.
     let cpu_here = cpu_seconds(pid).unwrap_or(0.0);
-    verdict
-        .send(Verdict::Kill)
-        .map_err(|_| anyhow!("the checkpoint thread is gone"))?;
+    if !held.kill().await {
+        bail!("the checkpoint thread is gone");
+    }
     // The home copy is gone: the job lives on the node now, whatever happens next. A failed
     // send means the connection died, which the deputy sees (and reports) right after.
     for piece in stdin_pieces(unread) {

@@ -48,6 +48,9 @@ pub struct Job {
     /// The nodes its command named (`mrun --nodes`, `MRUN_NODES`): it moves to no other.
     /// `None`: any node.
     pub nodes: Option<Vec<String>>,
+    /// Nodes where a move of it failed lately (the node could not restore it, its agent or
+    /// the connection died): left alone until its deputy says they may be tried again.
+    pub failed_on: Vec<String>,
     /// Fraction of the time lately it was running or waiting to run, its threads summed and
     /// capped at 1.0 (1.0 when unknown): a job that sleeps or waits for input gains nothing by
     /// moving and frees no CPU. (Not the CPU it got: at an overloaded home a busy job gets
@@ -141,6 +144,9 @@ pub fn decide(machines: &[Machine], jobs: &[Job], knobs: &Knobs) -> Vec<Move> {
                 if !allowed.contains(name) {
                     continue; // not one of the nodes its command named
                 }
+            }
+            if m.name.as_ref().is_some_and(|n| job.failed_on.contains(n)) {
+                continue; // a move there failed lately
             }
             // The link a move uses: the remote end's (home <-> node, or node -> node via home).
             let via = if m.name.is_none() { &machines[from] } else { m };

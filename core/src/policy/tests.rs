@@ -22,6 +22,7 @@ fn job(id: u32, place: Option<&str>, age: f64) -> Job {
         since_move: None,
         pinned_home: false,
         nodes: None,
+        failed_on: Vec::new(),
         cpu_demand: 1.0,
     }
 }
@@ -41,6 +42,21 @@ fn a_job_moves_only_to_the_nodes_its_command_named() {
     let named = decide(&m, &[j.clone()], &Knobs::default());
     assert_eq!(named.first().and_then(|mv| mv.to.as_deref()), Some("b"));
     j.nodes = Some(vec!["c".into()]);
+    assert!(decide(&m, &[j], &Knobs::default()).is_empty());
+}
+
+#[test]
+fn a_job_skips_the_nodes_where_its_move_failed_lately() {
+    let m = [
+        machine(None, 1, 4.0),
+        machine(Some("a"), 1, 0.0),
+        machine(Some("b"), 1, 0.5),
+    ];
+    let mut j = job(1, None, 600.0);
+    j.failed_on = vec!["a".into()];
+    let moves = decide(&m, std::slice::from_ref(&j), &Knobs::default());
+    assert_eq!(moves.first().and_then(|mv| mv.to.as_deref()), Some("b"));
+    j.failed_on.push("b".into());
     assert!(decide(&m, &[j], &Knobs::default()).is_empty());
 }
 
