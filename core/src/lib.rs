@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod engine;
 pub mod feed;
+pub mod files;
 pub mod image;
 pub mod load;
 pub mod policy;

@@ -135,7 +135,10 @@ pub fn end_like(ended: Ended) -> ! {
 ///
 /// With `own_terminal`, stdin is a fresh pty: the helper starts a session with it as the
 /// controlling terminal, so the process gets its job control signals and SIGWINCH.
-pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool) -> ! {
+///
+/// `home_files`: the job gets home's files as its root, served on descriptor
+/// [`crate::transfer::HOME_FILES_FD`] (see [`crate::files::mount`]).
+pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool, home_files: bool) -> ! {
     if crate::sys::process::die_with_parent().is_err() {
         std::process::exit(crate::engine::HELPER_USAGE);
     }
@@ -155,6 +158,14 @@ pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool) -> ! {
         fail(format!(
             "cannot create a user namespace to restore with the original pid: {e}"
         ));
+    }
+    if home_files {
+        match crate::files::mount::enter_home_root(crate::transfer::HOME_FILES_FD) {
+            Ok(dev) => crate::resource::files_served_on(dev),
+            Err(e) => fail(format!(
+                "cannot give the job home's files on this node: {e}"
+            )),
+        }
     }
     let waited = block_signals().unwrap_or_else(|e| fail(format!("cannot block signals: {e}")));
     let image = match crate::sys::process::inherited_fd(image_fd) {

@@ -146,6 +146,9 @@ pub fn checkpoint_to_chunks(
     )
 }
 
+/// The restore helper's descriptor for `/dev/fuse` when it gives the job home's files.
+pub const HOME_FILES_FD: i32 = 5;
+
 /// A restore helper process being fed an image.
 pub struct Restoring {
     pub child: tokio::process::Child,
@@ -157,9 +160,12 @@ pub struct Restoring {
 impl Restoring {
     /// Start `exe HELPER_ARGS...` (a binary whose hidden subcommand runs
     /// [`crate::supervise::restore_helper`] on fds 3 and 4) with the given stdio.
+    /// `home_files`: a `/dev/fuse` descriptor serving home's files, which the helper makes
+    /// the job's root (`--home-files`, on its descriptor 5; see [`crate::files::mount`]).
     pub fn start(
         exe: &Path,
         helper_args: &[&str],
+        home_files: Option<std::os::fd::BorrowedFd<'_>>,
         stdin: Stdio,
         stdout: Stdio,
         stderr: Stdio,
@@ -170,10 +176,12 @@ impl Restoring {
         cmd.args(helper_args)
             .args(["--image-fd", "3", "--status-fd", "4"]);
         cmd.stdin(stdin).stdout(stdout).stderr(stderr);
-        sys::process::pass_fds(
-            &mut cmd,
-            &[(image_r.as_raw_fd(), 3), (status_w.as_raw_fd(), 4)],
-        )?;
+        let mut fds = vec![(image_r.as_raw_fd(), 3), (status_w.as_raw_fd(), 4)];
+        if let Some(fd) = home_files {
+            cmd.arg("--home-files");
+            fds.push((fd.as_raw_fd(), HOME_FILES_FD));
+        }
+        sys::process::pass_fds(&mut cmd, &fds)?;
         let child = tokio::process::Command::from(cmd)
             .kill_on_drop(true)
             .spawn()?;

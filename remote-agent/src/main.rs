@@ -5,7 +5,9 @@
 
 #![forbid(unsafe_code)]
 
+mod home;
 mod pty;
+mod served;
 mod session;
 
 fn main() {
@@ -13,7 +15,8 @@ fn main() {
     // Hidden: the single-threaded process that restores one image and supervises it.
     if args.get(1).map(String::as_str) == Some("restore-helper") {
         let terminal = args.iter().any(|a| a == "--terminal");
-        mrun_core::supervise::restore_helper(3, 4, terminal);
+        let home_files = args.iter().any(|a| a == "--home-files");
+        mrun_core::supervise::restore_helper(3, 4, terminal, home_files);
     }
     match args.get(1).map(String::as_str) {
         None => {}
@@ -42,7 +45,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(session::run()) {
+    let done = runtime.block_on(session::run());
+    // The reader of stdin may sit in a blocking read that nothing can cancel (tokio's stdin):
+    // everything for home was written already, so do not wait for it.
+    runtime.shutdown_background();
+    if let Err(e) = done {
         eprintln!("mrun-agent: {e:#}");
         std::process::exit(1);
     }

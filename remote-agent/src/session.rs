@@ -6,10 +6,9 @@ use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use mrun_core::feed::Feed;
 use mrun_core::transfer::{self, DumpEvent, Held, Restoring};
-use mrun_core::wire::{Control, Ended, Frame, FrameCodec, Hello};
+use mrun_core::wire::{Control, Ended, Frame, Hello};
 
 use crate::pty::Pty;
 use nix::sys::signal::{kill, Signal};
@@ -17,9 +16,11 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite};
 
-type Out = FramedWrite<tokio::io::Stdout, FrameCodec>;
+use crate::home::{FromHome, ServedSlot, ToHome};
+use crate::served::{HomeFiles, Served};
+
+type Out = ToHome;
 
 /// Fault injection for tests of what home does when an agent dies at each step of a
 /// migration: `MRUN_AGENT_FAULT=before-image|mid-image|after-image|before-running` makes the
@@ -31,8 +32,20 @@ fn fault(point: &str) {
 }
 
 pub async fn run() -> Result<()> {
-    let mut input = FramedRead::new(tokio::io::stdin(), FrameCodec::default());
-    let mut out: Out = FramedWrite::new(tokio::io::stdout(), FrameCodec::default());
+    let slot = ServedSlot::default();
+    let (input, out, asks, writer) = crate::home::connect(slot.clone());
+    let done = session(input, out, asks, slot).await;
+    // What was queued (the job's end, say) goes out before we end.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
+    done
+}
+
+async fn session(
+    mut input: FromHome,
+    mut out: Out,
+    asks: mpsc::Sender<Frame>,
+    slot: ServedSlot,
+) -> Result<()> {
     let mut ours = Hello::ours();
     if let Some(p) = std::env::var("MRUN_AGENT_PROTOCOL")
         .ok()
@@ -56,10 +69,14 @@ pub async fn run() -> Result<()> {
             .await;
         bail!(problem);
     }
-    let (job_stdin, terminal) = match input.next().await {
+    let (job_stdin, terminal, files, home_boot) = match input.next().await {
         Some(Ok(Frame::Control(Control::Restore {
-            stdin, terminal, ..
-        }))) => (stdin, terminal),
+            stdin,
+            terminal,
+            files,
+            home_boot,
+            ..
+        }))) => (stdin, terminal, files, home_boot),
         Some(Ok(Frame::Control(Control::Describe))) => {
             let mut meter = mrun_core::load::Meter::new();
             for _ in 0..3 {
@@ -77,6 +94,19 @@ pub async fn run() -> Result<()> {
         Some(other) => bail!("expected a job to restore, got {other:?}"),
     };
     let exe = std::env::current_exe().context("finding mrun-agent's own path")?;
+    let fuse = match home_files(&files, &home_boot, asks, &slot) {
+        Ok(fuse) => fuse,
+        Err(Unserved::Refused(message)) => {
+            out.send(Frame::Control(Control::Refused { message }))
+                .await?;
+            return drain(&mut input).await;
+        }
+        Err(Unserved::Failed(message)) => {
+            out.send(Frame::Control(Control::Error { message })).await?;
+            return drain(&mut input).await;
+        }
+    };
+    let helper_fds = fuse.as_ref().map(|f| std::os::fd::AsFd::as_fd(&f.helper));
     let (mut job, outputs) = match &terminal {
         // A terminal at home: a pty here, with the same size and modes.
         Some(term) => {
@@ -87,6 +117,7 @@ pub async fn run() -> Result<()> {
             let job = Restoring::start(
                 &exe,
                 &["restore-helper", "--terminal"],
+                helper_fds,
                 io(&slave)?,
                 io(&slave)?,
                 io(&slave)?,
@@ -114,6 +145,7 @@ pub async fn run() -> Result<()> {
             let job = Restoring::start(
                 &exe,
                 &["restore-helper"],
+                helper_fds,
                 stdin_cfg,
                 Stdio::from(out_w),
                 Stdio::from(err_w),
@@ -156,7 +188,16 @@ pub async fn run() -> Result<()> {
     drop(image);
     fault("after-image");
     let proc_pid = match job.outcome().await {
-        Ok(pid) => pid,
+        Ok(pid) => {
+            if fuse.is_some() {
+                // Its files' device numbers here are the served file system's: a checkpoint
+                // taken here records them as unknown (see `files_served_on`).
+                if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/root")) {
+                    mrun_core::resource::files_served_on(std::os::unix::fs::MetadataExt::dev(&m));
+                }
+            }
+            pid
+        }
         Err(why) => {
             out.send(Frame::Control(Control::Error {
                 message: format!("restore failed on this node: {why}"),
@@ -181,8 +222,8 @@ const OUTBOX: usize = 4;
 /// written only as far as its pipe takes it, and frames for home go through a writer task,
 /// its output read only while the outbox has room.
 async fn relay(
-    mut input: FramedRead<tokio::io::Stdin, FrameCodec>,
-    mut out: Out,
+    mut input: FromHome,
+    out: Out,
     mut job: Restoring,
     proc_pid: i32,
     helper: Pid,
@@ -419,11 +460,7 @@ async fn read_some(end: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> Option<u
 }
 
 /// Report this node's facts every `interval_ms` until home closes the session.
-async fn watch(
-    input: &mut FramedRead<tokio::io::Stdin, FrameCodec>,
-    out: &mut Out,
-    interval_ms: u32,
-) -> Result<()> {
+async fn watch(input: &mut FromHome, out: &mut Out, interval_ms: u32) -> Result<()> {
     let mut meter = mrun_core::load::Meter::new();
     let report_every = std::time::Duration::from_millis(u64::from(interval_ms.max(100)));
     let mut sample = tokio::time::interval(mrun_core::load::SAMPLE_EVERY);
@@ -459,4 +496,102 @@ fn node_facts(meter: &mut mrun_core::load::Meter) -> mrun_core::wire::NodeFacts 
     let mut facts = meter.facts();
     facts.jobs = meter.hosted_jobs();
     facts
+}
+
+/// Why the job cannot have home's files here.
+enum Unserved {
+    /// What it holds cannot be served (a FIFO, a socket, a device): it stays where it is.
+    Refused(String),
+    /// This node cannot serve files (no FUSE).
+    Failed(String),
+}
+
+/// The served file system's descriptor for the restore helper, kept open as long as the
+/// session (the FUSE session has its own copy).
+struct HomeFilesFd {
+    helper: std::os::fd::OwnedFd,
+}
+
+/// If this node does not have the job's files as home has them, start serving home's: the
+/// FUSE session runs on a thread of its own, its requests go to home through `asks`, home's
+/// answers reach it through `slot`. `None` when the node has them all.
+fn home_files(
+    files: &[mrun_core::files::seen::SeenFile],
+    home_boot: &str,
+    asks: mpsc::Sender<Frame>,
+    slot: &ServedSlot,
+) -> Result<Option<HomeFilesFd>, Unserved> {
+    use mrun_core::files::seen;
+    let same_boot = home_boot == mrun_core::resource::boot_id();
+    let Some(why) = seen::first_difference(files, same_boot) else {
+        return Ok(None);
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| format!("node {}", h.trim()))
+        .unwrap_or_else(|_| "this node".into());
+    if let Some(refusal) = seen::unservable(files) {
+        return Err(Unserved::Refused(format!(
+            "{host} does not have the job's files ({why}), and {refusal}"
+        )));
+    }
+    let fuse = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| {
+            Unserved::Failed(format!(
+                "{host} does not have the job's files ({why}) and cannot give it home's: \
+                 /dev/fuse: {e}"
+            ))
+        })?;
+    let helper = std::os::fd::OwnedFd::from(
+        fuse.try_clone()
+            .map_err(|e| Unserved::Failed(format!("sharing /dev/fuse: {e}")))?,
+    );
+    let served = Served::new(asks);
+    let _ = slot.set(served.clone());
+    // The session's handshake reads the kernel's first request, which comes once the helper
+    // has mounted the file system (before that, reading fails with EPERM): on a thread.
+    std::thread::Builder::new()
+        .name("mrun-home-files".into())
+        .spawn(move || serve_home_files(fuse, served))
+        .map_err(|e| Unserved::Failed(format!("starting the file server: {e}")))?;
+    Ok(Some(HomeFilesFd { helper }))
+}
+
+/// After a refusal: read what home still sends (the image) until it is done, so that it
+/// hears the refusal rather than a broken connection.
+async fn drain(input: &mut FromHome) -> Result<()> {
+    while let Some(frame) = input.next().await {
+        if matches!(frame, Ok(Frame::Control(Control::ImageEnd)) | Err(_)) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Run the FUSE session on `fuse` once it is mounted, until it is unmounted (the job's mount
+/// namespace is gone) or the helper gave up before mounting it.
+fn serve_home_files(fuse: std::fs::File, served: std::sync::Arc<Served>) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let Ok(fd) = fuse.try_clone() else { return };
+        match fuser::Session::from_fd(
+            HomeFiles(served.clone()),
+            std::os::fd::OwnedFd::from(fd),
+            fuser::SessionACL::Owner,
+            fuser::Config::default(),
+        ) {
+            Ok(session) => {
+                let _ = session.run();
+                return;
+            }
+            Err(e)
+                if e.raw_os_error() == Some(libc::EPERM) && std::time::Instant::now() < give_up =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(_) => return,
+        }
+    }
 }

@@ -9,7 +9,7 @@ fn main() {
         .as_deref()
         .and_then(|a| a.to_str())
     {
-        Some("--restore-helper") => mrun_core::supervise::restore_helper(3, 4, false),
+        Some("--restore-helper") => mrun_core::supervise::restore_helper(3, 4, false, false),
         Some("--daemon") => mrun::daemon::run(),
         _ => {}
     }

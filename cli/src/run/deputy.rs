@@ -712,7 +712,7 @@ async fn deputy(
                     Err(e) => {
                         if let Some(StaysHome(refusal)) = e.downcast_ref::<StaysHome>() {
                             meta.remember(refusal.clone());
-                        } else if let Some(node) = failed_there(&req_target, e) {
+                        } else if let Some(node) = failed_there(&req_target) {
                             meta.failed_on(node);
                         }
                         let why = format!("{e:#}");
@@ -729,11 +729,10 @@ async fn deputy(
     }
 }
 
-/// The node a failed move was going to, when the failure was the node's (it could not restore
-/// the job, its agent or the connection died) rather than the job's (a refusal).
-fn failed_there<'a>(target: &'a Option<String>, e: &anyhow::Error) -> Option<&'a str> {
-    let node = target.as_deref().filter(|n| *n != "home")?;
-    (e.downcast_ref::<Refused>().is_none()).then_some(node)
+/// The node a failed move was going to (it could not restore the job or would not take it,
+/// its agent or the connection died): the balancer leaves it alone for a while.
+fn failed_there(target: &Option<String>) -> Option<&str> {
+    target.as_deref().filter(|n| *n != "home")
 }
 
 /// Once the job is old enough to be worth moving, make sure the daemon (whose balancer finds
@@ -964,11 +963,16 @@ async fn move_between(
     output: &mut Output,
 ) -> Result<Link> {
     let mut to = Link::connect(node).await?;
+    // The files it used when it left home: what it opened since is home's anyway where home's
+    // files are served, and the node's own where they are shared.
+    to.files_seen = from.files_seen.clone();
     to.tx
         .send(Frame::Control(Control::Restore {
             job: job as u64,
             stdin: true,
             terminal: term,
+            files: to.files_seen.clone(),
+            home_boot: mrun_core::resource::boot_id(),
         }))
         .await?;
     from.tx.send(Frame::Control(Control::Checkpoint)).await?;
@@ -1041,11 +1045,14 @@ async fn move_away(
     let mut trace = mrun_core::trace::Trace::new("migrate");
     let mut link = Link::connect(node).await?;
     trace.mark("connect");
+    link.files_seen = mrun_core::files::seen::used_by(Pid::from_raw(pid));
     link.tx
         .send(Frame::Control(Control::Restore {
             job: job as u64,
             stdin: true,
             terminal,
+            files: link.files_seen.clone(),
+            home_boot: mrun_core::resource::boot_id(),
         }))
         .await?;
     let (mut events, held) = transfer::checkpoint_to_chunks(
@@ -1058,10 +1065,13 @@ async fn move_away(
     let confirmed = async {
         loop {
             match events.recv().await {
-                Some(DumpEvent::Chunk(c)) => link
-                    .send_watching(Frame::Image(c))
-                    .await
-                    .context("the job stays at home")?,
+                Some(DumpEvent::Chunk(c)) => match link.send_watching(Frame::Image(c)).await {
+                    Ok(()) => {}
+                    Err(e) if e.is::<Refused>() => {
+                        return Err(Refused(format!("{e}; the job stays at home")).into())
+                    }
+                    Err(e) => return Err(e.context("the job stays at home")),
+                },
                 Some(DumpEvent::Done) => break,
                 Some(DumpEvent::Refused(why)) => return Err(anyhow::Error::new(StaysHome(why))),
                 Some(DumpEvent::Failed(why)) => bail!("{why}"),
@@ -1073,6 +1083,9 @@ async fn move_away(
             Some(Ok(Frame::Control(Control::Running { .. }))) => Ok(()),
             Some(Ok(Frame::Control(Control::Error { message }))) => {
                 bail!("{message}; the job stays at home")
+            }
+            Some(Ok(Frame::Control(Control::Refused { message }))) => {
+                Err(Refused(format!("{message}; the job stays at home")).into())
             }
             Some(Ok(other)) => {
                 bail!("the agent on {node} answered {other:?}; the job stays at home")
@@ -1123,6 +1136,7 @@ async fn move_home(
     let mut job = Restoring::start(
         &exe,
         &["--restore-helper"],
+        None,
         stdin_cfg,
         Stdio::inherit(),
         Stdio::inherit(),

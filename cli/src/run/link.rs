@@ -29,7 +29,9 @@ const QUEUED_FRAMES: usize = 64;
 
 pub struct Link {
     pub node: String,
-    pub rx: FramedRead<Reader, FrameCodec>,
+    /// What the agent sends, but for its requests for home's files: those are carried out
+    /// as they arrive (see [`Incoming`]).
+    pub rx: Incoming,
     /// Frames for the agent, written by a task of their own: a send never waits for the
     /// connection, so reading what the agent sends never stops behind a write to it.
     pub tx: PollSender<Frame>,
@@ -38,6 +40,9 @@ pub struct Link {
     pub ended: Option<mrun_core::wire::Ended>,
     /// CPU seconds the job used on this node so far, as its agent last reported (`Usage`).
     pub cpu_seconds: f64,
+    /// The files the job used when it left home, as home saw them (see
+    /// `mrun_core::files::seen`): sent with each restore.
+    pub files_seen: Vec<mrun_core::files::seen::SeenFile>,
     writer: tokio::task::JoinHandle<()>,
     carrier: Carrier,
 }
@@ -104,10 +109,15 @@ impl Link {
         });
         let mut link = Link {
             node: node.to_string(),
-            rx: FramedRead::new(rx, FrameCodec::default()),
+            rx: Incoming {
+                frames: FramedRead::new(rx, FrameCodec::default()),
+                server: None,
+                answers: queue.downgrade(),
+            },
             tx: PollSender::new(queue),
             ended: None,
             cpu_seconds: 0.0,
+            files_seen: Vec::new(),
             writer,
             carrier,
         };
@@ -142,6 +152,8 @@ impl Link {
             sent = self.tx.send(frame) => sent.with_context(|| format!("sending to the agent on {}", self.node)),
             heard = self.rx.next() => match heard {
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("the agent on {}: {message}", self.node),
+                // The node will not take the job (it cannot give it home's files, say).
+                Some(Ok(Frame::Control(Control::Refused { message }))) => Err(super::control::Refused(message).into()),
                 Some(Ok(other)) => bail!("the agent on {} sent {other:?} out of turn", self.node),
                 Some(Err(e)) => Err(anyhow!(e)).context(format!("the connection to {} failed", self.node)),
                 None => bail!("the agent on {} went away", self.node),
@@ -166,8 +178,10 @@ impl Link {
     }
 
     pub async fn finish(self) {
-        // What was queued (a Commit, say) goes out before the connection ends.
+        // What was queued (a Commit, say) goes out before the connection ends; the file
+        // server, which also writes there, ends with what reads the link.
         drop(self.tx);
+        drop(self.rx);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.writer).await;
         match self.carrier {
             Carrier::Local(mut agent) => {
@@ -179,6 +193,51 @@ impl Link {
                     .await;
             }
             Carrier::Daemon => {}
+        }
+    }
+}
+
+/// The frames from the agent. Its requests for home's files (when the node does not have the
+/// job's files) never reach the deputy: they go to a file server started on the first one,
+/// whose answers join the frames for the agent. They are served while the deputy reads the
+/// link, which it always does but while its own output waits for a slow reader.
+pub struct Incoming {
+    frames: FramedRead<Reader, FrameCodec>,
+    server: Option<mrun_core::files::server::Server>,
+    /// The frames for the agent, not kept open by us: the writer ends with the link's `tx`.
+    answers: mpsc::WeakSender<Frame>,
+}
+
+impl futures_util::Stream for Incoming {
+    type Item = Result<Frame, mrun_core::wire::WireError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use mrun_core::wire::files::FileMsg;
+        loop {
+            match std::task::ready!(self.frames.poll_next_unpin(cx)) {
+                Some(Ok(Frame::Files(FileMsg::Ask { id, op }, data))) => {
+                    if self.server.is_none() {
+                        let Some(answers) = self.answers.upgrade() else {
+                            return std::task::Poll::Ready(None); // The link is closing.
+                        };
+                        match mrun_core::files::server::Server::start(answers) {
+                            Ok(s) => self.server = Some(s),
+                            Err(e) => {
+                                return std::task::Poll::Ready(Some(Err(
+                                    mrun_core::wire::WireError::Io(e),
+                                )))
+                            }
+                        }
+                    }
+                    if let Some(server) = &self.server {
+                        server.ask(id, op, data);
+                    }
+                }
+                other => return std::task::Poll::Ready(other),
+            }
         }
     }
 }

@@ -185,7 +185,7 @@ pub fn capture_vmas(pid: Pid, index: u32, shared_objects: &mut SharedTable) -> R
                 // contents live only in memory, shared by whoever maps it.
                 let nameless = text.ends_with(" (deleted)") || text.starts_with("/memfd:");
                 let memory_file = if shared && !nameless {
-                    memory_file(p, m.inode)
+                    memory_file(&super::seen_by(pid, p), p, m.inode)
                 } else {
                     None
                 };
@@ -244,10 +244,10 @@ pub fn capture_vmas(pid: Pid, index: u32, shared_objects: &mut SharedTable) -> R
 /// The file at `path` if it is the one mapped (`inode`) and lives in a memory file system
 /// (tmpfs: `/dev/shm`, POSIX shared memory): its contents are memory, carried like shared
 /// anonymous memory, and the file is made again where it does not exist.
-fn memory_file(path: &Path, inode: u64) -> Option<SharedFile> {
+fn memory_file(seen: &Path, path: &Path, inode: u64) -> Option<SharedFile> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    let fs = nix::sys::statfs::statfs(path).ok()?;
+    let meta = std::fs::metadata(seen).ok()?;
+    let fs = nix::sys::statfs::statfs(seen).ok()?;
     (meta.ino() == inode && fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC).then(|| {
         SharedFile {
             path: path.to_string_lossy().into_owned(),
@@ -260,7 +260,7 @@ fn memory_file(path: &Path, inode: u64) -> Option<SharedFile> {
 /// Write the dirty pages of file `path` back to it (a writable shared mapping's bytes live in
 /// the file; a node that reads the file over a network file system must find them there).
 fn write_back(pid: Pid, path: &Path) -> Result<()> {
-    let f = std::fs::File::open(path)
+    let f = std::fs::File::open(super::seen_by(pid, path))
         .ctx(|| format!("opening {} (mapped shared by pid {pid})", path.display()))?;
     f.sync_data().ctx(|| {
         format!(
@@ -280,7 +280,7 @@ fn file_backing(
     inode: u64,
     shared: bool,
 ) -> Result<Backing> {
-    match std::fs::metadata(path) {
+    match std::fs::metadata(super::seen_by(pid, path)) {
         Ok(meta) if std::os::unix::fs::MetadataExt::ino(&meta) == inode => {
             if shared {
                 write_back(pid, path)?;

@@ -20,9 +20,29 @@ use std::os::unix::fs::MetadataExt;
 
 use crate::image::model::FileIdentity;
 
+/// The device of home's files served to this process's job (see `crate::files`), or
+/// `u64::MAX`: its files' device numbers are FUSE's, not home's.
+static SERVED_DEVICE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Files on device `dev` are home's files served to the job: their device number means
+/// nothing (their inode numbers, sizes and times are home's).
+pub fn files_served_on(dev: u64) {
+    SERVED_DEVICE.store(dev, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `path` as process `pid` sees it, from here: through its root (`/proc/PID/root`), which is
+/// not ours when it was given home's files (see `crate::files::mount`).
+pub(crate) fn seen_by(pid: crate::sys::Pid, path: &std::path::Path) -> std::path::PathBuf {
+    let mut p = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+    p.push(path.strip_prefix("/").unwrap_or(path));
+    p
+}
+
+/// The identity of a file: device 0 when it is one of home's files served here (unknown).
 pub(crate) fn identity_of(meta: &std::fs::Metadata) -> FileIdentity {
+    let served = meta.dev() == SERVED_DEVICE.load(std::sync::atomic::Ordering::Relaxed);
     FileIdentity {
-        dev: meta.dev(),
+        dev: if served { 0 } else { meta.dev() },
         ino: meta.ino(),
         size: meta.size(),
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
@@ -41,7 +61,9 @@ pub(crate) fn same_file(
     content: bool,
 ) -> bool {
     let now = identity_of(meta);
-    let same_inode = !same_machine || (now.dev == recorded.dev && now.ino == recorded.ino);
+    // Device 0: one side saw it served from home (see `files_served_on`); the inode decides.
+    let same_dev = now.dev == recorded.dev || now.dev == 0 || recorded.dev == 0;
+    let same_inode = !same_machine || (same_dev && now.ino == recorded.ino);
     same_inode && (!content || (now.size == recorded.size && now.mtime_ns == recorded.mtime_ns))
 }
 

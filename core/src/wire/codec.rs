@@ -4,6 +4,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
+use super::files::FileMsg;
 use super::message::Control;
 
 /// Largest frame accepted: image data is sent in chunks well below it.
@@ -14,6 +15,7 @@ const TAG_IMAGE: u8 = 2;
 const TAG_STDOUT: u8 = 3;
 const TAG_STDERR: u8 = 4;
 const TAG_STDIN: u8 = 5;
+const TAG_FILES: u8 = 6;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
@@ -22,6 +24,8 @@ pub enum Frame {
     Stdout(Bytes),
     Stderr(Bytes),
     Stdin(Bytes),
+    /// A request for home's files or its answer, with its data (see [`super::files`]).
+    Files(FileMsg, Bytes),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,12 @@ impl Decoder for FrameCodec {
             TAG_STDOUT => Frame::Stdout(payload),
             TAG_STDERR => Frame::Stderr(payload),
             TAG_STDIN => Frame::Stdin(payload),
+            TAG_FILES => {
+                let (msg, data) = postcard::take_from_bytes(&payload)
+                    .map_err(|e| WireError::Malformed(format!("file message: {e}")))?;
+                let data = payload.slice(payload.len() - data.len()..);
+                Frame::Files(msg, data)
+            }
             other => return Err(WireError::Malformed(format!("unknown frame tag {other}"))),
         }))
     }
@@ -92,6 +102,12 @@ impl Encoder<Frame> for FrameCodec {
             Frame::Stdout(b) => (TAG_STDOUT, b),
             Frame::Stderr(b) => (TAG_STDERR, b),
             Frame::Stdin(b) => (TAG_STDIN, b),
+            Frame::Files(msg, data) => {
+                let mut bytes = postcard::to_allocvec(&msg)
+                    .map_err(|e| WireError::Malformed(format!("encoding: {e}")))?;
+                bytes.extend_from_slice(&data);
+                (TAG_FILES, Bytes::from(bytes))
+            }
         };
         body.reserve(1 + payload.len());
         body.put_u8(tag);
@@ -125,6 +141,16 @@ mod tests {
             Frame::Image(Bytes::from_static(b"MRUNIMG\0")),
             Frame::Stdout(Bytes::from_static(b"out")),
             Frame::Stdin(Bytes::new()),
+            Frame::Files(
+                super::super::files::FileMsg::Ask {
+                    id: 7,
+                    op: super::super::files::FileOp::Write {
+                        handle: 3,
+                        offset: 1 << 40,
+                    },
+                },
+                Bytes::from_static(b"written bytes"),
+            ),
         ] {
             assert_eq!(roundtrip(f.clone()), f);
         }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to frames or control messages.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// First message in each direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,10 +101,15 @@ pub enum Control {
     /// home -> agent: restore the image that follows as `Image` frames up to `ImageEnd`.
     /// `stdin` tells whether the process has an open stdin to be fed with `Stdin` frames.
     /// `terminal`: the process had a terminal at home; give it a pty with these settings.
+    /// `files`: the files the job uses as home sees them, and `home_boot` home's boot id: a
+    /// node that does not have the very same files gives the job home's (served over this
+    /// session, see `docs/served-files.md`).
     Restore {
         job: u64,
         stdin: bool,
         terminal: Option<Terminal>,
+        files: Vec<crate::files::seen::SeenFile>,
+        home_boot: String,
     },
     /// Either direction: the image stream is complete.
     ImageEnd,

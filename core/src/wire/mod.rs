@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+pub mod files;
 mod message;
 
 pub use codec::{Frame, FrameCodec, WireError, MAX_FRAME};

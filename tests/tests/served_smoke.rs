@@ -1,0 +1,113 @@
+//! Home's files served to a node whose agent does not see them (its own mount namespace with
+//! a tmpfs over the job's directory): the smallest job that reads and writes them.
+
+mod common;
+
+use common::*;
+use std::ffi::OsStr;
+
+#[test]
+fn sort_reads_and_writes_home_files_from_a_node_that_lacks_them() {
+    let sb = Sandbox::new("served-smoke");
+    let a = Node::start(&sb, "a");
+    let client = ClientHome::for_nodes(&sb, &[("a", &a)]);
+    let work = sb.mkdir("work");
+    let lines: String = (0..20000)
+        .map(|i| format!("line {}\n", (i * 7919) % 20000))
+        .collect();
+    std::fs::write(work.join("in.txt"), &lines).expect("write the input");
+    let agent = RemoteAgent::Command(format!(
+        "unshare -m --propagation private sh -c 'mount -t tmpfs none {} && exec {}'",
+        work.display(),
+        agent_path().display()
+    ));
+    let m = SshMrun::new(&sb, &client, agent);
+    let script = format!(
+        "cd {} && echo READY && while [ ! -e go ]; do sleep 0.1; done; pwd; grep -c mrun-home /proc/self/mountinfo; sort in.txt > out.txt; wc -l < out.txt; cat in.txt | wc -c",
+        work.display()
+    );
+    let mut job = m.start(
+        "sort on a",
+        "/bin/sh",
+        &[OsStr::new("-c"), OsStr::new(&script)],
+        Input::Null,
+        Output::Pipe,
+    );
+    job.mrun.wait_for_stdout("READY\n");
+    m.mrun.migrate_ok(&job, "a");
+    std::fs::write(work.join("go"), "").expect("write go");
+    let done = job.finish();
+    done.assert_success();
+    let mut sorted: Vec<&str> = lines.lines().collect();
+    sorted.sort();
+    let want: String = sorted.iter().map(|l| format!("{l}\n")).collect();
+    let got = std::fs::read_to_string(work.join("out.txt")).expect("read out.txt at home");
+    assert!(
+        got == want,
+        "out.txt differs: {} bytes, want {}",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(
+        done.stdout_text(),
+        format!("READY\n{}\n1\n20000\n{}\n", work.display(), lines.len()),
+        "{}",
+        done.describe()
+    );
+}
+
+/// The same job moved home -> a -> b -> home while it works on home's files in between.
+#[test]
+fn a_shell_moves_home_a_b_home_on_home_files() {
+    let sb = Sandbox::new("served-hops");
+    let a = Node::start(&sb, "a");
+    let b = Node::start(&sb, "b");
+    let client = ClientHome::for_nodes(&sb, &[("a", &a), ("b", &b)]);
+    let work = sb.mkdir("work");
+    let lines: String = (0..5000)
+        .map(|i| format!("row {}\n", (i * 31) % 5000))
+        .collect();
+    std::fs::write(work.join("in.txt"), &lines).expect("write the input");
+    let agent = RemoteAgent::Command(format!(
+        "unshare -m --propagation private sh -c 'mount -t tmpfs none {} && exec {}'",
+        work.display(),
+        agent_path().display()
+    ));
+    let m = SshMrun::new(&sb, &client, agent);
+    let wait = |f: &str| format!("while [ ! -e {f} ]; do sleep 0.05; done");
+    let script = format!(
+        "cd {} && echo READY && {} && sort in.txt > out.txt && echo ONE && {} && wc -l < out.txt >> log.txt && echo TWO && {} && cat log.txt && sort -c out.txt && echo DONE",
+        work.display(),
+        wait("go1"),
+        wait("go2"),
+        wait("go3"),
+    );
+    let mut job = m.start(
+        "sh hopping",
+        "/bin/sh",
+        &[OsStr::new("-c"), OsStr::new(&script)],
+        Input::Null,
+        Output::Pipe,
+    );
+    job.mrun.wait_for_stdout("READY\n");
+    m.mrun.migrate_ok(&job, "a");
+    std::fs::write(work.join("go1"), "").expect("go1");
+    job.mrun.wait_for_stdout("ONE\n");
+    m.mrun.migrate_ok(&job, "b");
+    std::fs::write(work.join("go2"), "").expect("go2");
+    job.mrun.wait_for_stdout("TWO\n");
+    m.mrun.migrate_ok(&job, "home");
+    std::fs::write(work.join("go3"), "").expect("go3");
+    let done = job.finish();
+    done.assert_success();
+    assert_eq!(
+        done.stdout_text(),
+        "READY\nONE\nTWO\n5000\nDONE\n",
+        "{}",
+        done.describe()
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("log.txt")).expect("log.txt at home"),
+        "5000\n"
+    );
+}
