@@ -42,6 +42,9 @@ pub struct Served {
     nodes: Mutex<Nodes>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// Home no longer answers for this copy of the job (it lives elsewhere now, or home is
+    /// gone): requests are answered here.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// A kernel request waiting for home's answer.
@@ -236,15 +239,40 @@ impl Served {
             nodes: Mutex::new(Nodes::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// From now on answer here: closing and flushing succeed (what this copy wrote is moot:
+    /// another copy carries on, or none), everything else fails with EIO. Requests waiting
+    /// for home fail at once.
+    pub fn close(&self) {
+        let waiting: Vec<Waiting> = {
+            let mut all = lock(&self.waiting);
+            self.closed.store(true, Ordering::SeqCst);
+            all.drain().map(|(_, w)| w).collect()
+        };
+        for w in waiting {
+            fail(w, libc::EIO);
+        }
     }
 
     /// Send `op` to home; `waiting` gets the answer. A lost session fails it (EIO).
     fn ask(&self, op: FileOp, data: Bytes, waiting: Waiting) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let quiet = matches!(op, FileOp::Write { .. });
-        if !quiet {
-            lock(&self.waiting).insert(id, waiting);
+        {
+            // Checked under the lock `close` takes: nothing waits after it drained.
+            let mut all = lock(&self.waiting);
+            if self.closed.load(Ordering::SeqCst) {
+                drop(all);
+                return match (waiting, op) {
+                    (Waiting::Empty(r), FileOp::Flush { .. } | FileOp::Close { .. }) => r.ok(),
+                    (w, _) => fail(w, libc::EIO),
+                };
+            }
+            if !matches!(op, FileOp::Write { .. }) {
+                all.insert(id, waiting);
+            }
         }
         if self
             .asks

@@ -209,7 +209,7 @@ async fn session(
     fault("before-running");
     out.send(Frame::Control(Control::Running { pid: proc_pid }))
         .await?;
-    relay(input, out, job, proc_pid, helper, feed, outputs).await
+    relay(input, out, job, proc_pid, helper, feed, outputs, slot).await
 }
 
 /// Frames for home wait here while the writer is busy; output and image chunks are read only
@@ -229,7 +229,15 @@ async fn relay(
     helper: Pid,
     mut feed: Feed,
     mut outputs: Outputs,
+    served: ServedSlot,
 ) -> Result<()> {
+    // Once this copy of the job is done for, what it still asks of home's files (flushes
+    // as it is killed) is answered here: home no longer listens for it.
+    let unserve = || {
+        if let Some(s) = served.get() {
+            s.close();
+        }
+    };
     let (to_home, mut outgoing) = mpsc::channel::<Frame>(4);
     let writer = tokio::spawn(async move {
         while let Some(frame) = outgoing.recv().await {
@@ -302,6 +310,7 @@ async fn relay(
                     leaving = Some(verdict);
                 }
                 Some(Ok(Frame::Control(Control::Commit))) => {
+                    unserve();
                     if let Some(held) = leaving.take() {
                         held.kill().await;
                     }
@@ -326,6 +335,7 @@ async fn relay(
                 Some(Err(e)) => return Err(e).context("reading from home"),
                 None => {
                     // Home is gone: nobody can see this process's output any more.
+                    unserve();
                     let _ = kill(Pid::from_raw(proc_pid), Signal::SIGKILL);
                     return Ok(());
                 }
