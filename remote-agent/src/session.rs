@@ -209,7 +209,22 @@ async fn session(
     fault("before-running");
     out.send(Frame::Control(Control::Running { pid: proc_pid }))
         .await?;
-    relay(input, out, job, proc_pid, helper, feed, outputs, slot).await
+    let here = Here {
+        job,
+        proc_pid,
+        helper,
+        served: slot,
+    };
+    relay(input, out, here, feed, outputs).await
+}
+
+/// The restored job on this node: its restore helper (which supervises it), its pid, and
+/// home's files served to it, if they are.
+struct Here {
+    job: Restoring,
+    proc_pid: i32,
+    helper: Pid,
+    served: ServedSlot,
 }
 
 /// Frames for home wait here while the writer is busy; output and image chunks are read only
@@ -224,13 +239,16 @@ const OUTBOX: usize = 4;
 async fn relay(
     mut input: FromHome,
     out: Out,
-    mut job: Restoring,
-    proc_pid: i32,
-    helper: Pid,
+    here: Here,
     mut feed: Feed,
     mut outputs: Outputs,
-    served: ServedSlot,
 ) -> Result<()> {
+    let Here {
+        mut job,
+        proc_pid,
+        helper,
+        served,
+    } = here;
     // Once this copy of the job is done for, what it still asks of home's files (flushes
     // as it is killed) is answered here: home no longer listens for it.
     let unserve = || {
