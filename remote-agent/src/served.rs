@@ -41,6 +41,8 @@ pub struct Served {
     waiting: Mutex<HashMap<u64, Waiting>>,
     nodes: Mutex<Nodes>,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// Handles opened for writing: only their flushes can have something to tell.
+    writable: Mutex<std::collections::HashSet<u64>>,
     next_fh: AtomicU64,
     /// Home no longer answers for this copy of the job (it lives elsewhere now, or home is
     /// gone): requests are answered here.
@@ -238,6 +240,7 @@ impl Served {
             waiting: Mutex::new(HashMap::new()),
             nodes: Mutex::new(Nodes::new()),
             handles: Mutex::new(HashMap::new()),
+            writable: Mutex::new(std::collections::HashSet::new()),
             next_fh: AtomicU64::new(1),
             closed: std::sync::atomic::AtomicBool::new(false),
         })
@@ -596,6 +599,9 @@ impl Filesystem for HomeFiles {
             }
         }
         let fh = s.new_fh(Handle::Pending);
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            lock(&s.writable).insert(fh);
+        }
         s.ask(
             FileOp::Open {
                 path,
@@ -687,6 +693,9 @@ impl Filesystem for HomeFiles {
         reply: ReplyEmpty,
     ) {
         let s = &self.0;
+        if !lock(&s.writable).contains(&fh.0) {
+            return reply.ok(); // Nothing written through it: nothing to tell.
+        }
         let home = match lock(&s.handles).get(&fh.0) {
             Some(Handle::Home(h)) => *h,
             _ => return reply.ok(),
@@ -710,6 +719,7 @@ impl Filesystem for HomeFiles {
     ) {
         let s = &self.0;
         let handle = lock(&s.handles).remove(&fh.0);
+        lock(&s.writable).remove(&fh.0);
         if let Some(Handle::Home(h)) = handle {
             s.ask(FileOp::Close { handle: h }, Bytes::new(), Waiting::Nobody);
         }
@@ -832,6 +842,9 @@ impl Filesystem for HomeFiles {
         let s = &self.0;
         let path = child(&path_or!(s, parent, reply), name);
         let fh = s.new_fh(Handle::Pending);
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            lock(&s.writable).insert(fh);
+        }
         s.ask(
             FileOp::Open {
                 path: path.clone(),

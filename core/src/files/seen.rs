@@ -47,48 +47,98 @@ pub fn used_by(root: Pid) -> Vec<SeenFile> {
     let mut members = vec![root];
     members.extend(crate::sys::process::descendants(root));
     let mut seen: Vec<SeenFile> = Vec::new();
-    let mut add = |link: &Path, use_: Use| {
-        let Ok(target) = std::fs::read_link(link) else {
-            return;
-        };
-        let path = target.as_os_str().as_bytes().to_vec();
-        if !path.starts_with(b"/") || node_local(&path) || seen.iter().any(|s| s.path == path) {
-            return; // Not a path (a pipe, a socket), or one the node has its own of.
-        }
-        // stat through the link: the file the process holds, even if the path now names
-        // another (then the node is compared against what the process holds).
-        let Ok(meta) = std::fs::metadata(link) else {
-            return;
-        };
-        if meta.nlink() == 0 {
-            return; // Deleted: its contents travel in the image.
-        }
-        seen.push(SeenFile {
-            path,
-            use_,
-            kind: meta.mode() & libc::S_IFMT,
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        });
-    };
     for pid in members {
         let proc_dir = format!("/proc/{pid}");
-        add(Path::new(&format!("{proc_dir}/cwd")), Use::Data);
-        add(Path::new(&format!("{proc_dir}/exe")), Use::Code);
+        add(&mut seen, Path::new(&format!("{proc_dir}/cwd")), Use::Data);
+        add(&mut seen, Path::new(&format!("{proc_dir}/exe")), Use::Code);
         if let Ok(fds) = std::fs::read_dir(format!("{proc_dir}/fd")) {
             for fd in fds.flatten() {
-                add(&fd.path(), Use::Data);
+                add(&mut seen, &fd.path(), Use::Data);
+                if let Some(bound) = socket_file(pid, &fd.path()) {
+                    if !node_local(&bound.path) && !seen.iter().any(|s| s.path == bound.path) {
+                        seen.push(bound);
+                    }
+                }
             }
         }
-        if let Ok(maps) = std::fs::read_dir(format!("{proc_dir}/map_files")) {
-            for m in maps.flatten() {
-                add(&m.path(), Use::Code);
+        // From maps, not map_files (whose links need CAP_CHECKPOINT_RESTORE).
+        let maps = procfs::process::Process::new(pid.as_raw()).and_then(|p| p.maps());
+        for m in maps.into_iter().flatten() {
+            let procfs::process::MMapPath::Path(p) = &m.pathname else {
+                continue;
+            };
+            let bytes = p.as_os_str().as_bytes();
+            if node_local(bytes) || seen.iter().any(|s| s.path == bytes) {
+                continue;
+            }
+            match std::fs::metadata(p) {
+                Ok(meta) if meta.ino() == m.inode => seen.push(SeenFile {
+                    path: bytes.to_vec(),
+                    use_: Use::Code,
+                    kind: meta.mode() & libc::S_IFMT,
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    size: meta.size(),
+                    mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+                }),
+                // Replaced or deleted since it was mapped: its pages travel in the image.
+                _ => {}
             }
         }
     }
     seen
+}
+
+/// What the descriptor, working directory or mapping at `link` (in /proc) names, if it is a
+/// file the node might not have.
+fn add(seen: &mut Vec<SeenFile>, link: &Path, use_: Use) {
+    let Ok(target) = std::fs::read_link(link) else {
+        return;
+    };
+    let path = target.as_os_str().as_bytes().to_vec();
+    if !path.starts_with(b"/") || node_local(&path) || seen.iter().any(|s| s.path == path) {
+        return; // Not a path (a pipe, a socket), or one the node has its own of.
+    }
+    // stat through the link: the file the process holds, even if the path now names
+    // another (then the node is compared against what the process holds).
+    let Ok(meta) = std::fs::metadata(link) else {
+        return;
+    };
+    if meta.nlink() == 0 {
+        return; // Deleted: its contents travel in the image.
+    }
+    seen.push(SeenFile {
+        path,
+        use_,
+        kind: meta.mode() & libc::S_IFMT,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+    });
+}
+
+/// The socket file a unix socket of `pid` (descriptor link `link`) is bound to, if any.
+fn socket_file(pid: Pid, link: &Path) -> Option<SeenFile> {
+    use std::os::fd::AsRawFd;
+    let target = std::fs::read_link(link).ok()?;
+    if !target.as_os_str().as_bytes().starts_with(b"socket:") {
+        return None;
+    }
+    let fd: i32 = link.file_name()?.to_str()?.parse().ok()?;
+    let copy = crate::sys::pidfd::get_fd(pid, fd).ok()?;
+    let addr: nix::sys::socket::UnixAddr = nix::sys::socket::getsockname(copy.as_raw_fd()).ok()?;
+    let path = addr.path()?;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some(SeenFile {
+        path: path.as_os_str().as_bytes().to_vec(),
+        use_: Use::Data,
+        kind: libc::S_IFSOCK,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: 0,
+        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+    })
 }
 
 /// The first of `seen` that this machine does not have as home has it (or a sentence on why
