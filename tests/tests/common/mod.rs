@@ -13,6 +13,7 @@
 mod cgroup;
 mod data;
 mod mrun;
+mod node_files;
 mod paths;
 mod process;
 mod procfs;
@@ -27,6 +28,7 @@ mod victims;
 pub use cgroup::CpuSlice;
 pub use data::{text_file, MIB};
 pub use mrun::{write_atomically, Job, Mrun, Place, RuntimeDir};
+pub use node_files::{different_content, NodeFiles, NODE_FILES_ENV};
 pub use paths::{agent_path, mrun_path, mrunctl_path};
 pub use process::{assert_same_bytes, pipe, Finished, Input, Output, Proc, TIMEOUT};
 pub use procfs::{

@@ -9,20 +9,27 @@
 //! says where it is. Dropping a node SIGKILLs its listener, every session below it, and any
 //! process of its sessions that outlived them (see [`Node::kill_sshd`]).
 //!
+//! A node sees home's files unless told otherwise ([`NodeFiles`]): with `Hidden`, `Different` or
+//! `Missing`, its sshd runs in a mount namespace of its own (`unshare -m`, every mount private,
+//! so nothing leaks back to home) where the given directories are an empty tmpfs, a tmpfs with
+//! other bytes under the same names, or absent; every session, agent and restored job of the
+//! node inherits that view. [`Node::view`] reads a path as the node sees it, from outside.
+//!
 //! Jobs are started with [`start_ssh_job`], which gives `mrun` the client `HOME`, no ssh-agent
 //! and, unless told otherwise, `MRUN_REMOTE_AGENT` pointing at the freshly built agent. Where a
 //! job runs is read from `/proc` ([`locate`]): below `mrun` (home) or below a node's listener.
 
 use super::mrun::{Job, Mrun};
-use super::paths::agent_path;
+use super::node_files::{mount_namespace_of, processes_in_namespace, MountPlan, NodeFiles};
+use super::paths::{agent_path, mrun_path};
 use super::process::{kill_tree, Finished, Input, Output, Proc, TIMEOUT};
 use super::procfs::{
     children, descendants, ns_pids, process_state, status_field, tracer_pid, wait_until,
 };
 use super::sandbox::Sandbox;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -141,6 +148,8 @@ pub struct NodeOptions {
     pub cgroup_procs: Option<PathBuf>,
     /// Serve a certificate of its host key too (`HostCertificate`), signed as said.
     pub host_certificate: Option<HostCertificate>,
+    /// What it sees of some of home's directories (default: everything, as home does).
+    pub files: NodeFiles,
 }
 
 /// How a node's host certificate is signed: `ssh-keygen -s CA -h -I node-NAME -n PRINCIPALS
@@ -162,6 +171,7 @@ impl Default for NodeOptions {
             path: "/usr/bin:/bin".to_string(),
             cgroup_procs: None,
             host_certificate: None,
+            files: NodeFiles::Shared,
         }
     }
 }
@@ -192,6 +202,12 @@ pub struct Node {
     config: PathBuf,
     /// Processes of its sessions seen by [`Node::kill_sshd`] (killed again on drop).
     leftovers: Vec<Seen>,
+    /// What it sees of home's files.
+    files: NodeFiles,
+    /// Its own mount namespace (unless it shares home's files), held open so that its identity
+    /// cannot be reused while the node exists: what runs in it is the node's, and is killed on
+    /// drop.
+    namespace: Option<(std::fs::File, (u64, u64))>,
 }
 
 impl Node {
@@ -203,6 +219,16 @@ impl Node {
     pub fn start_with(sb: &Sandbox, name: &str, opts: NodeOptions) -> Node {
         check_tools();
         let dir = sb.mkdir(&format!("node-{name}"));
+        let files = opts.files.clone();
+        // What the node needs to see: its own files, sshd, the binaries under test.
+        let keep = [
+            dir.clone(),
+            PathBuf::from(SSHD),
+            PathBuf::from("/run/sshd"),
+            mrun_path(),
+            agent_path(),
+        ];
+        let plan = MountPlan::new(&files, name, &dir, &keep);
         let host_key = keygen(&dir.join("host_key"), &format!("node-{name}-host"));
         let authorized = dir.join("authorized_keys");
         std::fs::write(&authorized, b"")
@@ -253,7 +279,10 @@ impl Node {
                     .unwrap_or_default(),
             );
             std::fs::write(&config, text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
-            let mut cmd = Command::new(SSHD);
+            let mut cmd = match &plan {
+                Some(plan) => plan.command(Path::new(SSHD)),
+                None => Command::new(SSHD),
+            };
             cmd.arg("-D").arg("-f").arg(&config).arg("-E").arg(&log);
             if let Some(procs) = &opts.cgroup_procs {
                 cmd = super::cgroup::enter(procs, cmd);
@@ -270,6 +299,7 @@ impl Node {
                     || TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok()
             });
             if up && sshd.try_status().is_none() {
+                let namespace = plan.as_ref().map(|_| own_namespace(name, sshd.pid()));
                 return Node {
                     name: name.to_string(),
                     dir,
@@ -279,6 +309,8 @@ impl Node {
                     sshd: Some(sshd),
                     config,
                     leftovers: Vec::new(),
+                    files,
+                    namespace,
                 };
             }
             sshd.kill();
@@ -294,6 +326,45 @@ impl Node {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What it sees of home's files.
+    pub fn files(&self) -> &NodeFiles {
+        &self.files
+    }
+
+    /// `path` as the node sees it, from outside: `/proc/LISTENER/root/PATH`, which resolves in
+    /// the node's mount namespace.
+    pub fn view(&self, path: &Path) -> PathBuf {
+        let pid = self
+            .listener_pid()
+            .unwrap_or_else(|| panic!("node {}: its sshd was killed", self.name));
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{pid}/root")).join(rel)
+    }
+
+    /// The identity (device, inode of `/proc/PID/ns/mnt`) of its listener's mount namespace.
+    pub fn mount_namespace(&self) -> Option<(u64, u64)> {
+        self.listener_pid().and_then(mount_namespace_of)
+    }
+
+    /// `nsenter -t LISTENER -m --`: the caller adds a program and its arguments, which then
+    /// run in the node's mount namespace (and nothing else of the node's).
+    pub fn nsenter(&self) -> Command {
+        let pid = self
+            .listener_pid()
+            .unwrap_or_else(|| panic!("node {}: its sshd was killed", self.name));
+        let mut cmd = Command::new("/usr/bin/nsenter");
+        cmd.arg("-t").arg(pid.to_string()).arg("-m").arg("--");
+        cmd
+    }
+
+    /// Live processes in its own mount namespace (none for a node that shares home's files).
+    pub fn namespace_processes(&self) -> Vec<i32> {
+        self.namespace
+            .as_ref()
+            .map(|(_, ns)| processes_in_namespace(*ns))
+            .unwrap_or_default()
     }
 
     pub fn port(&self) -> u16 {
@@ -423,7 +494,42 @@ impl Drop for Node {
                 kill_tree(s.pid);
             }
         }
+        // Whatever its sessions left in its namespace (a process that detached from them).
+        if let Some((_held, ns)) = self.namespace.take() {
+            let gone = wait_until(Duration::from_secs(10), || {
+                let left = processes_in_namespace(ns);
+                for &p in &left {
+                    // SAFETY: kill(2) has no memory-safety requirements.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+                left.is_empty()
+            });
+            if !gone && !std::thread::panicking() {
+                eprintln!(
+                    "node {}: processes of its mount namespace survive SIGKILL: {:?}",
+                    self.name,
+                    processes_in_namespace(ns)
+                );
+            }
+        }
     }
+}
+
+/// Opens the mount namespace of the node's sshd (pid `pid`), checking that it is not ours.
+fn own_namespace(name: &str, pid: i32) -> (std::fs::File, (u64, u64)) {
+    let path = format!("/proc/{pid}/ns/mnt");
+    let file =
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("node {name}: open {path}: {e}"));
+    let meta = file
+        .metadata()
+        .unwrap_or_else(|e| panic!("node {name}: stat {path}: {e}"));
+    let id = (meta.dev(), meta.ino());
+    assert_ne!(
+        Some(id),
+        mount_namespace_of(std::process::id() as i32),
+        "node {name}: its sshd runs in the test's own mount namespace"
+    );
+    (file, id)
 }
 
 /// The client side: a `HOME` for `mrun` with `.ssh/config`, `.ssh/id_ed25519` and
@@ -504,6 +610,36 @@ impl ClientHome {
         self.known_hosts.push_str(line.trim());
         self.known_hosts.push('\n');
         self.write();
+    }
+
+    /// OpenSSH's `ssh ALIAS REMOTE_COMMAND` with this client's files (OpenSSH takes `~` from
+    /// the password database, not HOME, so each is named), never asking anything, no
+    /// ssh-agent: what runs, runs in the node's sessions as mrun's agent does.
+    pub fn ssh(&self, alias: &str, remote_command: &str) -> Command {
+        let ssh = self.ssh_dir();
+        let mut cmd = Command::new("/usr/bin/ssh");
+        cmd.arg("-F")
+            .arg(ssh.join("config"))
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.known_hosts_path().display()
+            ))
+            .args([
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg(alias)
+            .arg(remote_command)
+            .env("HOME", &self.home)
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
     }
 
     /// What known_hosts holds now (mrun may have added to it).
