@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -131,4 +131,33 @@ impl Drop for Mrun {
     fn drop(&mut self) {
         self.stop_daemon();
     }
+}
+
+/// The job's id: the pid of mrun's child (waited for up to 10 s), once its job socket listens
+/// (mrun binds it right after starting the command).
+pub fn job_pid(mrun: &Child, runtime_dir: &Path) -> anyhow::Result<u32> {
+    let children = format!("/proc/{0}/task/{0}/children", mrun.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&children)
+            .with_context(|| format!("cannot read {children}"))?;
+        if !text.trim().is_empty() || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let pid: u32 = match text.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [one] => one
+            .parse()
+            .with_context(|| format!("bad pid {one:?} in {children}"))?,
+        other => bail!("mrun has {} children, not 1: {other:?}", other.len()),
+    };
+    let socket = runtime_dir.join("mrun").join(format!("job-{pid}.sock"));
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            bail!("mrun does not listen on {} after 10 s", socket.display());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(pid)
 }

@@ -2,10 +2,11 @@
 //! side that `mrun` and `ssh` read: a HOME holding `.ssh/config`, the key and `known_hosts`.
 //! Also the baseline: the same bytes pushed through an OpenSSH channel to `cat > /dev/null`.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -45,6 +46,20 @@ impl Node {
         name: &'static str,
         cpus: Option<&str>,
     ) -> anyhow::Result<Node> {
+        Node::start_hiding(dir, name, cpus, &[])
+    }
+
+    /// As [`Node::start_on_cpus`], with the server in a mount namespace of its own where each
+    /// of `hidden` is an empty tmpfs (with the directory's mode and owner): the node does not
+    /// see what home keeps there, as a machine without a shared filesystem would not. Every
+    /// session (mrun's agent, the jobs restored there) inherits that view; nothing mounted
+    /// there reaches home (`unshare --mount --propagation private`). Needs root.
+    pub fn start_hiding(
+        dir: &Path,
+        name: &'static str,
+        cpus: Option<&str>,
+        hidden: &[PathBuf],
+    ) -> anyhow::Result<Node> {
         for tool in [SSHD, SSH, SSH_KEYGEN] {
             if !Path::new(tool).is_file() {
                 bail!("{tool} is missing: install openssh-server and openssh-client");
@@ -77,18 +92,21 @@ impl Node {
              PermitRootLogin prohibit-password\nStrictModes no\nLogLevel ERROR\n",
             server.join("host_key").display(), authorized.display(), server.join("sshd.pid").display()))?;
 
-        let mut cmd = match cpus {
-            Some(list) => {
-                if !Path::new(TASKSET).is_file() {
-                    bail!("{TASKSET} is missing: install util-linux");
-                }
-                // taskset sets the affinity and execs sshd in the same process.
-                let mut c = Command::new(TASKSET);
-                c.arg("-c").arg(list).arg(SSHD);
-                c
+        // taskset sets the affinity and execs the next program (unshare, sh: all exec), so the
+        // process started is sshd in the end.
+        let mut argv: Vec<OsString> = Vec::new();
+        if let Some(list) = cpus {
+            if !Path::new(TASKSET).is_file() {
+                bail!("{TASKSET} is missing: install util-linux");
             }
-            None => Command::new(SSHD),
-        };
+            argv.extend([TASKSET.into(), "-c".into(), list.into()]);
+        }
+        if !hidden.is_empty() {
+            argv.extend(hiding_prefix(hidden)?);
+        }
+        argv.push(SSHD.into());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         cmd.arg("-D")
             .arg("-f")
             .arg(&config)
@@ -119,6 +137,19 @@ impl Node {
             log,
         };
         node.wait_listening()?;
+        for d in hidden {
+            let seen = node.view(d);
+            let left = std::fs::read_dir(&seen)
+                .with_context(|| format!("cannot read {}", seen.display()))?
+                .count();
+            if left != 0 || node.mount_namespace() == mount_namespace(std::process::id()) {
+                bail!(
+                    "the node's sshd sees {} ({left} entries there): it should be an empty \
+                     tmpfs in a mount namespace of the node's own",
+                    d.display()
+                );
+            }
+        }
         let out = node
             .ssh()
             .arg("true")
@@ -134,6 +165,17 @@ impl Node {
             );
         }
         Ok(node)
+    }
+
+    /// `path` as the node sees it: `/proc/SSHD/root/PATH`, which resolves in its mount
+    /// namespace.
+    pub fn view(&self, path: &Path) -> PathBuf {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.sshd.id())).join(rel)
+    }
+
+    fn mount_namespace(&self) -> Option<u64> {
+        mount_namespace(self.sshd.id())
     }
 
     fn wait_listening(&mut self) -> anyhow::Result<()> {
@@ -228,6 +270,34 @@ impl Node {
     /// through to cat's end and ssh's exit; `setup` is connecting, authenticating and starting
     /// the command.
     pub fn push(&self, bytes: &[u8], err: &Path, timeout: Duration) -> anyhow::Result<Push> {
+        self.push_with(bytes.len() as u64, err, timeout, |stdin| {
+            stdin.write_all(bytes)
+        })
+    }
+
+    /// The baseline of a job on the node reading a file at home: the file's bytes through
+    /// `ssh NODE 'cat > /dev/null'`, timed as [`Node::push`] times them.
+    pub fn push_file(&self, path: &Path, err: &Path, timeout: Duration) -> anyhow::Result<Push> {
+        let mut file =
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let len = file.metadata().context("fstat")?.len();
+        self.push_with(len, err, timeout, |stdin| {
+            let n = std::io::copy(&mut file, stdin)?;
+            if n == len {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!("copied {n} of {len} bytes")))
+            }
+        })
+    }
+
+    fn push_with(
+        &self,
+        len: u64,
+        err: &Path,
+        timeout: Duration,
+        write: impl FnOnce(&mut std::process::ChildStdin) -> std::io::Result<()>,
+    ) -> anyhow::Result<Push> {
         let deadline = Instant::now() + timeout;
         let err_file =
             File::create(err).with_context(|| format!("cannot create {}", err.display()))?;
@@ -251,7 +321,7 @@ impl Node {
         let setup = start.elapsed();
         let started = Instant::now();
         let wrote = match (said.as_slice(), child.stdin.take()) {
-            (b"go\n", Some(mut stdin)) => stdin.write_all(bytes).map_err(anyhow::Error::from),
+            (b"go\n", Some(mut stdin)) => write(&mut stdin).map_err(anyhow::Error::from),
             _ => Err(anyhow::anyhow!(
                 "the remote command did not start (it said {:?})",
                 String::from_utf8_lossy(&said)
@@ -267,9 +337,8 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
             bail!(
-                "ssh {} 'cat > /dev/null' of {} bytes did not end within {timeout:?}; killed",
-                self.name,
-                bytes.len()
+                "ssh {} 'cat > /dev/null' of {len} bytes did not end within {timeout:?}; killed",
+                self.name
             );
         };
         if wrote.is_err() || !status.success() {
@@ -285,6 +354,82 @@ impl Node {
             );
         }
         Ok(Push { setup, push })
+    }
+}
+
+impl Node {
+    /// The baseline of a job on the node writing a file at home: `len` bytes from `ssh NODE
+    /// 'head -c LEN /dev/zero'` written into `to` at home. OpenSSH does not compress (its
+    /// default), so zeros cost what any bytes cost. The clock starts once the remote command
+    /// runs (it prints a line first) and stops at ssh's exit.
+    pub fn pull_to_file(
+        &self,
+        len: u64,
+        to: &Path,
+        err: &Path,
+        timeout: Duration,
+    ) -> anyhow::Result<Push> {
+        let err_file =
+            File::create(err).with_context(|| format!("cannot create {}", err.display()))?;
+        let mut out =
+            File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
+        let start = Instant::now();
+        let mut child = self
+            .ssh()
+            .arg(format!("echo go; exec head -c {len} /dev/zero"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err_file)
+            .spawn()
+            .context("cannot run ssh")?;
+        let watchdog = Watchdog::arm(child.id(), timeout);
+        let mut said = Vec::new();
+        let mut copied = Err(anyhow::anyhow!("ssh gave no output"));
+        let mut setup = Duration::ZERO;
+        let mut started = Instant::now();
+        if let Some(mut stdout) = child.stdout.take() {
+            let mut byte = [0u8; 1];
+            while !said.ends_with(b"\n") && matches!(stdout.read(&mut byte), Ok(1)) {
+                said.push(byte[0]);
+            }
+            setup = start.elapsed();
+            started = Instant::now();
+            copied = if said == b"go\n" {
+                std::io::copy(&mut stdout, &mut out).map_err(anyhow::Error::from)
+            } else {
+                Err(anyhow::anyhow!(
+                    "the remote command did not start (it said {:?})",
+                    String::from_utf8_lossy(&said)
+                ))
+            };
+        }
+        let fired = watchdog.disarm();
+        let status = wait_timeout(&mut child, timeout)?;
+        let pull = started.elapsed();
+        let Some(status) = status.filter(|_| !fired) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "ssh {} 'head -c {len} /dev/zero' did not end within {timeout:?}; killed",
+                self.name
+            );
+        };
+        match copied {
+            Ok(n) if n == len && status.success() => Ok(Push { setup, push: pull }),
+            other => {
+                let msg = std::fs::read_to_string(err).unwrap_or_default();
+                bail!(
+                    "ssh {} 'head -c {len} /dev/zero' failed ({}; ssh {status}): {} {}",
+                    self.name,
+                    match other {
+                        Ok(n) => format!("{n} bytes came"),
+                        Err(e) => format!("{e:#}"),
+                    },
+                    msg.trim(),
+                    self.log_text()
+                )
+            }
+        }
     }
 }
 
@@ -346,6 +491,58 @@ impl Watchdog {
         let _ = self.stop.send(());
         self.thread.join().unwrap_or(true)
     }
+}
+
+/// Mounts an empty tmpfs over each directory in a fresh mount namespace, then execs the rest
+/// of the command line: `unshare --mount --propagation private sh -c SCRIPT sh DIR MODE UID
+/// GID ... --`, to be followed by the program and its arguments.
+fn hiding_prefix(hidden: &[PathBuf]) -> anyhow::Result<Vec<OsString>> {
+    const UNSHARE: &str = "/usr/bin/unshare";
+    const SCRIPT: &str = r#"set -eu
+while [ "$1" != -- ]; do
+    /usr/bin/mount -t tmpfs -o "mode=$2,uid=$3,gid=$4" mrun-bench-hidden "$1"
+    shift 4
+done
+shift
+exec "$@""#;
+    if !Path::new(UNSHARE).is_file() {
+        bail!("{UNSHARE} is missing: install util-linux");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("a node that does not see home's files needs root (unshare --mount, mount -t tmpfs)");
+    }
+    let mut argv: Vec<OsString> = vec![
+        UNSHARE.into(),
+        "--mount".into(),
+        "--propagation".into(),
+        "private".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+        SCRIPT.into(),
+        "sh".into(),
+    ];
+    for d in hidden {
+        let meta = std::fs::metadata(d).with_context(|| format!("cannot hide {}", d.display()))?;
+        if !meta.is_dir() || !d.is_absolute() {
+            bail!(
+                "cannot hide {}: not an absolute path to a directory",
+                d.display()
+            );
+        }
+        argv.push(d.into());
+        argv.push(format!("{:o}", meta.mode() & 0o7777).into());
+        argv.push(meta.uid().to_string().into());
+        argv.push(meta.gid().to_string().into());
+    }
+    argv.push("--".into());
+    Ok(argv)
+}
+
+/// The inode of `/proc/PID/ns/mnt`: which mount namespace `pid` lives in.
+fn mount_namespace(pid: u32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// `ssh-keygen -q -t ed25519 -N '' -f PATH`; the public key's "TYPE BASE64".

@@ -174,6 +174,24 @@ fn fill_text(buf: &mut [u8], rng: &mut Rng) {
     buf[p..].fill(b'\n');
 }
 
+/// Writes `len` bytes of [`Contents::Random`] (from another seed) to `out`, a chunk at a time:
+/// an incompressible file of any size without holding it in memory.
+pub fn write_random(out: &mut impl std::io::Write, len: u64, seed: u64) -> std::io::Result<()> {
+    const CHUNK: usize = 8 << 20;
+    let mut rng = Rng::seeded(seed);
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = len;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            word.copy_from_slice(&rng.next().to_le_bytes());
+        }
+        let n = left.min(CHUNK as u64) as usize;
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 /// The victim's checksum: four lanes of rotate-xor-multiply over little-endian words.
 pub fn checksum(buf: &[u8]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -93,7 +93,7 @@ pub fn migrate(
     if expected_sum.is_some_and(|s| s != ready.sum) {
         bail!("the victim's checksum {:016x} differs from the baseline's: victim.c and pattern.rs disagree", ready.sum);
     }
-    let pid = job_pid(&job.child, &m.runtime_dir)?;
+    let pid = mrun_bench::mrun::job_pid(&job.child, &m.runtime_dir)?;
 
     let mut cmd = m.command(&m.mrunctl);
     cmd.args(["migrate", &pid.to_string(), node])
@@ -166,29 +166,6 @@ impl Drop for Job {
             let _ = self.child.wait();
         }
     }
-}
-
-/// The job's id: the pid of mrun's child, once its job socket listens (mrun binds it right
-/// after starting the command).
-fn job_pid(mrun: &Child, runtime_dir: &Path) -> anyhow::Result<u32> {
-    let children = format!("/proc/{0}/task/{0}/children", mrun.id());
-    let text =
-        std::fs::read_to_string(&children).with_context(|| format!("cannot read {children}"))?;
-    let pid: u32 = match text.split_whitespace().collect::<Vec<_>>().as_slice() {
-        [one] => one
-            .parse()
-            .with_context(|| format!("bad pid {one:?} in {children}"))?,
-        other => bail!("mrun has {} children, not 1: {other:?}", other.len()),
-    };
-    let socket = runtime_dir.join("mrun").join(format!("job-{pid}.sock"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            bail!("mrun does not listen on {} after 10 s", socket.display());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(pid)
 }
 
 /// `mrun trace: WHAT STAGE: N ms` lines.
