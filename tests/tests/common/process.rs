@@ -391,15 +391,30 @@ pub fn pipe() -> (File, File) {
     }
 }
 
-/// SIGKILLs every descendant of `pid` (deepest last found first), then `pid`.
+/// SIGKILLs `pid` and every descendant. The tree is stopped first, parents before children and
+/// again until no new member shows up, so that nothing in it forks meanwhile: killed child
+/// first, a shell loop (`while ...; do sleep 1000; done`) would start its next command before
+/// its own SIGKILL, and that one would outlive the test.
 pub fn kill_tree(pid: i32) {
-    let mut all = descendants(pid);
-    all.reverse();
-    for p in all {
-        // SAFETY: kill(2) has no memory-safety requirements.
+    // SAFETY: kill(2) has no memory-safety requirements (here and below).
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut stopped: Vec<i32> = Vec::new();
+    for _ in 0..20 {
+        let new: Vec<i32> = descendants(pid)
+            .into_iter()
+            .filter(|p| !stopped.contains(p))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for &p in &new {
+            unsafe { libc::kill(p, libc::SIGSTOP) };
+        }
+        stopped.extend(new);
+    }
+    for &p in stopped.iter().rev() {
         unsafe { libc::kill(p, libc::SIGKILL) };
     }
-    // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
