@@ -160,7 +160,9 @@ pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool, home_fi
         ));
     }
     if home_files {
-        match crate::files::mount::enter_home_root(crate::transfer::HOME_FILES_FD) {
+        let fuse = crate::sys::process::inherited_fd(crate::transfer::HOME_FILES_FD)
+            .unwrap_or_else(|e| fail(format!("no descriptor for home's files: {e}")));
+        match crate::files::mount::enter_home_root(fuse) {
             Ok(dev) => crate::resource::files_served_on(dev),
             Err(e) => fail(format!(
                 "cannot give the job home's files on this node: {e}"

@@ -19,7 +19,7 @@ use crate::served::Served;
 pub type ServedSlot = Arc<OnceLock<Arc<Served>>>;
 
 pub struct FromHome {
-    rx: mpsc::Receiver<Result<Frame, WireError>>,
+    rx: mpsc::UnboundedReceiver<Result<Frame, WireError>>,
 }
 
 impl FromHome {
@@ -63,7 +63,12 @@ pub fn connect(served: ServedSlot) -> (FromHome, ToHome, mpsc::Sender<Frame>, Jo
         }
         let _ = out.close().await;
     });
-    let (to_session, rx) = mpsc::channel(16);
+    // Never full: what home sends is always read, so that answers about home's files reach
+    // the served file system even while the session waits (for the restore helper to take
+    // more of the image, which it does once it has those answers). What waits here meanwhile
+    // is at most the rest of the image (read at restore speed otherwise) and the stdin
+    // window home allows.
+    let (to_session, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut input = FramedRead::new(tokio::io::stdin(), FrameCodec::default());
         while let Some(frame) = input.next().await {
@@ -74,7 +79,7 @@ pub fn connect(served: ServedSlot) -> (FromHome, ToHome, mpsc::Sender<Frame>, Jo
                     }
                 }
                 other => {
-                    if to_session.send(other).await.is_err() {
+                    if to_session.send(other).is_err() {
                         return;
                     }
                 }

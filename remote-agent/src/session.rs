@@ -554,12 +554,10 @@ fn home_files(
     let Some(why) = seen::first_difference(files, same_boot) else {
         return Ok(None);
     };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| format!("node {}", h.trim()))
-        .unwrap_or_else(|_| "this node".into());
+    // Home names the node: the sentences start with what it does not have.
     if let Some(refusal) = seen::unservable(files) {
         return Err(Unserved::Refused(format!(
-            "{host} does not have the job's files ({why}), and {refusal}"
+            "does not have the job's files ({why}), and {refusal}"
         )));
     }
     let fuse = std::fs::OpenOptions::new()
@@ -568,7 +566,7 @@ fn home_files(
         .open("/dev/fuse")
         .map_err(|e| {
             Unserved::Failed(format!(
-                "{host} does not have the job's files ({why}) and cannot give it home's: \
+                "does not have the job's files ({why}) and cannot give it home's: \
                  /dev/fuse: {e}"
             ))
         })?;
@@ -587,10 +585,11 @@ fn home_files(
     Ok(Some(HomeFilesFd { helper }))
 }
 
-/// After a refusal: read what home still sends (the image) until it is done, so that it
-/// hears the refusal rather than a broken connection.
+/// After a refusal: read what home still sends (the image it had started to send) until it
+/// stops, so that it hears the refusal rather than a broken connection.
 async fn drain(input: &mut FromHome) -> Result<()> {
-    while let Some(frame) = input.next().await {
+    let quiet = std::time::Duration::from_secs(1);
+    while let Ok(Some(frame)) = tokio::time::timeout(quiet, input.next()).await {
         if matches!(frame, Ok(Frame::Control(Control::ImageEnd)) | Err(_)) {
             break;
         }

@@ -348,7 +348,10 @@ int main(int argc, char **argv)
 	check(atomic_load(&fr.count) >= 2, "ITIMER_REAL fired twice", "%d times",
 	      atomic_load(&fr.count));
 	check_time("ITIMER_REAL fired on time", fr.first_ns, r_at + gap, EARLY_MS * MS);
-	check_time("ITIMER_REAL's period", fr.second_ns - fr.first_ns, 500 * MS, 5 * MS);
+	/* Measured between deliveries: a first signal delivered late on a loaded machine (the
+	 * kernel reloads the timer at expiry, not at delivery) makes it look short, so it may
+	 * be short by as much as a delivery may be late (50 ms, as for every timer here). */
+	check_time("ITIMER_REAL's period", fr.second_ns - fr.first_ns, 500 * MS, 50 * MS);
 	check(fr.first_ns >= r_at, "ITIMER_REAL no earlier than its deadline", "%lld ns early",
 	      (long long)(r_at - fr.first_ns));
 	check(atomic_load(&fv.count) == 0 && atomic_load(&fother.count) == 0,

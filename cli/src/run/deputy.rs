@@ -1009,6 +1009,9 @@ async fn move_between(
         match to.rx.next().await {
             Some(Ok(Frame::Control(Control::Running { .. }))) => Ok(()),
             Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
+            Some(Ok(Frame::Control(Control::Refused { message }))) => {
+                Err(Refused(format!("node {node} {message}")).into())
+            }
             Some(Ok(other)) => bail!("the agent on {node} answered {other:?}"),
             Some(Err(e)) => Err(anyhow!(e)).context(format!("the connection to {node} failed")),
             None => bail!("the agent on {node} went away before confirming"),
@@ -1085,7 +1088,7 @@ async fn move_away(
                 bail!("{message}; the job stays at home")
             }
             Some(Ok(Frame::Control(Control::Refused { message }))) => {
-                Err(Refused(format!("{message}; the job stays at home")).into())
+                Err(Refused(format!("node {node} {message}; the job stays at home")).into())
             }
             Some(Ok(other)) => {
                 bail!("the agent on {node} answered {other:?}; the job stays at home")

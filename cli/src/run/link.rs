@@ -98,9 +98,20 @@ impl Link {
 
     async fn handshake(node: &str, rx: Reader, tx: Writer, carrier: Carrier) -> Result<Link> {
         let (queue, mut queued) = mpsc::channel::<Frame>(QUEUED_FRAMES);
+        // Answers about home's files go first, never behind image chunks: the restore on the
+        // node may be waiting for one before it reads more of the image.
+        let (answers, mut answered) = mpsc::channel::<Frame>(QUEUED_FRAMES);
         let writer = tokio::spawn(async move {
             let mut tx = FramedWrite::new(tx, FrameCodec::default());
-            while let Some(frame) = queued.recv().await {
+            loop {
+                let frame = tokio::select! {
+                    biased;
+                    Some(f) = answered.recv() => f,
+                    f = queued.recv() => match f {
+                        Some(f) => f,
+                        None => break,
+                    },
+                };
                 if tx.send(frame).await.is_err() {
                     return; // The reading side sees the connection's end.
                 }
@@ -112,7 +123,7 @@ impl Link {
             rx: Incoming {
                 frames: FramedRead::new(rx, FrameCodec::default()),
                 server: None,
-                answers: queue.downgrade(),
+                answers,
             },
             tx: PollSender::new(queue),
             ended: None,
@@ -153,7 +164,7 @@ impl Link {
             heard = self.rx.next() => match heard {
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("the agent on {}: {message}", self.node),
                 // The node will not take the job (it cannot give it home's files, say).
-                Some(Ok(Frame::Control(Control::Refused { message }))) => Err(super::control::Refused(message).into()),
+                Some(Ok(Frame::Control(Control::Refused { message }))) => Err(super::control::Refused(format!("node {} {message}", self.node)).into()),
                 Some(Ok(other)) => bail!("the agent on {} sent {other:?} out of turn", self.node),
                 Some(Err(e)) => Err(anyhow!(e)).context(format!("the connection to {} failed", self.node)),
                 None => bail!("the agent on {} went away", self.node),
@@ -204,8 +215,9 @@ impl Link {
 pub struct Incoming {
     frames: FramedRead<Reader, FrameCodec>,
     server: Option<mrun_core::files::server::Server>,
-    /// The frames for the agent, not kept open by us: the writer ends with the link's `tx`.
-    answers: mpsc::WeakSender<Frame>,
+    /// The file server's way to the agent: the writer sends these before the link's own
+    /// frames, and ends with the link's `tx` whatever waits here.
+    answers: mpsc::Sender<Frame>,
 }
 
 impl futures_util::Stream for Incoming {
@@ -220,10 +232,7 @@ impl futures_util::Stream for Incoming {
             match std::task::ready!(self.frames.poll_next_unpin(cx)) {
                 Some(Ok(Frame::Files(FileMsg::Ask { id, op }, data))) => {
                     if self.server.is_none() {
-                        let Some(answers) = self.answers.upgrade() else {
-                            return std::task::Poll::Ready(None); // The link is closing.
-                        };
-                        match mrun_core::files::server::Server::start(answers) {
+                        match mrun_core::files::server::Server::start(self.answers.clone()) {
                             Ok(s) => self.server = Some(s),
                             Err(e) => {
                                 return std::task::Poll::Ready(Some(Err(

@@ -4,7 +4,7 @@
 //! it restores, so everything of the job sees home's paths and nothing else on the node does.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -17,10 +17,13 @@ fn os(what: &str) -> impl Fn(nix::errno::Errno) -> io::Error + '_ {
     move |e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"))
 }
 
-/// Make home's files, served on `/dev/fuse` descriptor `fuse_fd`, the root of this process
+/// Make home's files, served on `fuse` (a `/dev/fuse` descriptor), the root of this process
 /// (and of all it starts). Must run after the user namespace is entered (when unprivileged)
-/// and before any thread is started. Returns the device number of the served tree.
-pub fn enter_home_root(fuse_fd: RawFd) -> io::Result<u64> {
+/// and before any thread is started. Returns the device number of the served tree. `fuse`
+/// is closed once mounted: a process that holds it would keep the connection alive after the
+/// agent that serves it died, and wait for an answer forever.
+pub fn enter_home_root(fuse: OwnedFd) -> io::Result<u64> {
+    let fuse_fd = fuse.as_raw_fd();
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(os("cannot get a mount namespace of its own"))?;
     mount(
@@ -51,6 +54,7 @@ pub fn enter_home_root(fuse_fd: RawFd) -> io::Result<u64> {
         Some(options.as_str()),
     )
     .map_err(os("mounting home's files (FUSE)"))?;
+    drop(fuse);
     for own in ["/proc", "/sys", "/dev"] {
         let at = format!("{root}{own}");
         mount(

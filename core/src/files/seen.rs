@@ -128,8 +128,20 @@ fn socket_file(pid: Pid, link: &Path) -> Option<SeenFile> {
     let fd: i32 = link.file_name()?.to_str()?.parse().ok()?;
     let copy = crate::sys::pidfd::get_fd(pid, fd).ok()?;
     let addr: nix::sys::socket::UnixAddr = nix::sys::socket::getsockname(copy.as_raw_fd()).ok()?;
-    let path = addr.path()?;
-    let meta = std::fs::symlink_metadata(path).ok()?;
+    let name = addr.path()?;
+    // A name bound relative to a directory: the working directory now is the best guess (as
+    // for the listeners the checkpoint carries), checked by the inode below.
+    let path = if name.is_absolute() {
+        name.to_path_buf()
+    } else {
+        std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .ok()?
+            .join(name)
+    };
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+        return None;
+    }
     Some(SeenFile {
         path: path.as_os_str().as_bytes().to_vec(),
         use_: Use::Data,
