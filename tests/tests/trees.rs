@@ -184,3 +184,38 @@ fn process_groups_with_exited_and_later_leaders() {
     let sb = Sandbox::new("tree-groups");
     run_state_victim(&sb, "groups", &[], false).assert_all_pass();
 }
+
+/// A shell whose children come and go every few milliseconds (`while :; do sleep 0.003;
+/// done`): a child that exits between the listing of the tree and its freeze is kept as the
+/// zombie it becomes (its parent is frozen), not a reason to fail. One checkpoint in six
+/// failed with "pid N ended during the freeze" or "has already exited" before.
+#[test]
+fn children_exiting_during_the_freeze_do_not_fail_it() {
+    let sb = Sandbox::new("tree-churn");
+    let mut shell = std::process::Command::new("/bin/sh")
+        .args(["-c", "while :; do sleep 0.003; done"])
+        .spawn()
+        .expect("start the shell");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let image = sb.path("churn.img");
+    let mut failures = Vec::new();
+    for _ in 0..40 {
+        let out = sb
+            .command(mrunctl_path())
+            .args(["checkpoint", "--leave-running", "-o"])
+            .arg(&image)
+            .arg(shell.id().to_string())
+            .output()
+            .expect("run mrunctl checkpoint");
+        if !out.status.success() {
+            failures.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+    }
+    let _ = shell.kill();
+    let _ = shell.wait();
+    assert!(
+        failures.is_empty(),
+        "{} of 40 checkpoints failed: {failures:?}",
+        failures.len()
+    );
+}

@@ -68,23 +68,59 @@ impl FrozenTree {
             }
             for (child, parent) in found {
                 // Its parent is frozen: an exited child stays a zombie until the parent runs.
-                if let Some(status) = zombie_status(child) {
-                    let inner = ids(child)?;
-                    tree.zombies.push((
-                        child,
-                        Unreaped {
-                            parent,
-                            inner,
-                            status,
-                        },
-                    ));
+                if tree.add_zombie(child, parent)? {
                     continue;
                 }
-                checks::preflight_member(child)?;
-                tree.add(child, Some(parent))?;
+                match checks::preflight_member(child).and_then(|()| tree.add(child, Some(parent))) {
+                    Ok(()) => {}
+                    // It exited between the listing and its freeze (a shell's `sleep 0.02`):
+                    // a zombie now, kept as one, or gone if its parent lets children go.
+                    Err(e) if ended(&e, child) => {
+                        if !tree.add_zombie_once_exited(child, parent)? {
+                            continue;
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Err(Refusal::ProcessChurn { pid: root }.into())
+    }
+
+    /// Keep `child` of member `parent` as a child that exited and was not waited for, if it
+    /// is one now. `false`: it is not (yet) a zombie.
+    fn add_zombie(&mut self, child: Pid, parent: usize) -> Result<bool> {
+        let Some(status) = zombie_status(child) else {
+            return Ok(false);
+        };
+        let inner = ids(child)?;
+        self.zombies.push((
+            child,
+            Unreaped {
+                parent,
+                inner,
+                status,
+            },
+        ));
+        Ok(true)
+    }
+
+    /// `child` was seen exiting: wait (briefly) until it is a zombie and keep it; `false`
+    /// when it is gone for good (its parent ignores SIGCHLD, so the kernel reaped it).
+    fn add_zombie_once_exited(&mut self, child: Pid, parent: usize) -> Result<bool> {
+        for _ in 0..200 {
+            if self.add_zombie(child, parent)? {
+                return Ok(true);
+            }
+            if !std::path::Path::new(&format!("/proc/{child}")).exists() {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(EngineError::Died {
+            pid: child.as_raw(),
+            stage: "freeze",
+        })
     }
 
     fn add(&mut self, pid: Pid, parent: Option<usize>) -> Result<()> {
@@ -122,6 +158,17 @@ impl FrozenTree {
             result = result.and(m.frozen.kill());
         }
         result
+    }
+}
+
+/// Whether `e` says `pid` ended before or while it was frozen.
+fn ended(e: &EngineError, pid: Pid) -> bool {
+    match e {
+        EngineError::Refused(Refusal::Exited { pid: p } | Refusal::NoSuchProcess { pid: p }) => {
+            *p == pid
+        }
+        EngineError::Died { pid: p, .. } => *p == pid.as_raw(),
+        _ => false,
     }
 }
 
