@@ -106,6 +106,7 @@ async fn session(
             return drain(&mut input).await;
         }
     };
+    out.send(Frame::Control(Control::Ready)).await?;
     let helper_fds = fuse.as_ref().map(|f| std::os::fd::AsFd::as_fd(&f.helper));
     let (mut job, outputs) = match &terminal {
         // A terminal at home: a pty here, with the same size and modes.

@@ -635,9 +635,13 @@ async fn deputy(
                         let _ = kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTSTP);
                     }
                 }
+                // What is left of an image the node had started to send for a move that then
+                // failed on the other side: nothing to do with it.
+                Frame::Image(_) | Frame::Control(Control::ImageEnd) => {}
                 other => crate::errln!(
-                    "mrun: unexpected message from {}: {other:?}",
-                    describe(&place)
+                    "mrun: unexpected message from {}: {}",
+                    describe(&place),
+                    other.kind()
                 ),
             },
             Event::Lost(why) => return Ok(job_lost(&mut terminal, &place, &why)),
@@ -975,6 +979,10 @@ async fn move_between(
             home_boot: mrun_core::resource::boot_id(),
         }))
         .await?;
+    // Nothing is frozen until the node says it takes the job.
+    if let Err(e) = to.ready().await {
+        return Err(stays(e, &from.node));
+    }
     from.tx.send(Frame::Control(Control::Checkpoint)).await?;
     let mut unread = Vec::new();
     let relayed = async {
@@ -997,7 +1005,9 @@ async fn move_between(
                     from.ended = Some(ended);
                     bail!("the job ended on {} before it could move", from.node)
                 }
-                Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", from.node),
+                Some(Ok(other)) => {
+                    bail!("unexpected message from {}: {}", from.node, other.kind())
+                }
                 Some(Err(e)) => {
                     return Err(anyhow!(e))
                         .context(format!("the connection to {} failed", from.node))
@@ -1058,6 +1068,11 @@ async fn move_away(
             home_boot: mrun_core::resource::boot_id(),
         }))
         .await?;
+    // Nothing is frozen until the node says it takes the job.
+    if let Err(e) = link.ready().await {
+        return Err(stays(e, "home"));
+    }
+    trace.mark("the node takes it (files compared)");
     let (mut events, held) = transfer::checkpoint_to_chunks(
         Pid::from_raw(pid),
         mrun_core::engine::DumpOptions {
@@ -1126,6 +1141,21 @@ async fn move_away(
     Ok((link, cpu_here))
 }
 
+/// `e`, a move's failure before anything was frozen, said with where the job stays: a
+/// refusal stays one (`mrunctl migrate` exits 3).
+fn stays(e: anyhow::Error, place: &str) -> anyhow::Error {
+    let place = if place == "home" {
+        "at home".to_string()
+    } else {
+        format!("on {place}")
+    };
+    if e.is::<Refused>() {
+        Refused(format!("{e}; the job stays {place}")).into()
+    } else {
+        e.context(format!("the job stays {place}"))
+    }
+}
+
 /// Bring the job back from `link`'s node and restore it here with our stdio.
 async fn move_home(
     link: &mut Link,
@@ -1187,7 +1217,7 @@ async fn move_home(
                 link.ended = Some(ended);
                 bail!("the job ended on {} before it could move", link.node)
             }
-            Some(Ok(other)) => bail!("unexpected message from {}: {other:?}", link.node),
+            Some(Ok(other)) => bail!("unexpected message from {}: {}", link.node, other.kind()),
             Some(Err(e)) => {
                 return Err(anyhow!(e)).context(format!("the connection to {} failed", link.node))
             }

@@ -172,6 +172,30 @@ impl Link {
         }
     }
 
+    /// After `Restore`: wait until the node says it takes the job, before anything is frozen.
+    /// Its refusal (it does not have the job's files and cannot be given them) is a
+    /// [`super::control::Refused`].
+    pub async fn ready(&mut self) -> Result<()> {
+        match self.rx.next().await {
+            Some(Ok(Frame::Control(Control::Ready))) => Ok(()),
+            Some(Ok(Frame::Control(Control::Refused { message }))) => {
+                Err(super::control::Refused(format!("node {} {message}", self.node)).into())
+            }
+            Some(Ok(Frame::Control(Control::Error { message }))) => {
+                bail!("node {} {message}", self.node)
+            }
+            Some(Ok(other)) => bail!(
+                "the agent on {} answered {} to Restore",
+                self.node,
+                other.kind()
+            ),
+            Some(Err(e)) => {
+                Err(anyhow!(e)).context(format!("the connection to {} failed", self.node))
+            }
+            None => bail!("the agent on {} went away", self.node),
+        }
+    }
+
     /// Wait for the agent process to end (after the session is over).
     /// Ask the agent what its machine is like (`Describe`), then end the session.
     pub async fn describe(mut self) -> Result<mrun_core::wire::NodeFacts> {

@@ -56,6 +56,12 @@ pub fn used_by(root: Pid) -> Vec<SeenFile> {
                 add(&mut seen, &fd.path(), Use::Data);
                 if let Some(bound) = socket_file(pid, &fd.path()) {
                     if !node_local(&bound.path) && !seen.iter().any(|s| s.path == bound.path) {
+                        // A socket file is made anew at each restore: the directory it is
+                        // in tells whether the node has the job's files there.
+                        let dir = Path::new(std::ffi::OsStr::from_bytes(&bound.path)).parent();
+                        if let Some(dir) = dir {
+                            add_path(&mut seen, dir, Use::Data);
+                        }
                         seen.push(bound);
                     }
                 }
@@ -118,6 +124,25 @@ fn add(seen: &mut Vec<SeenFile>, link: &Path, use_: Use) {
     });
 }
 
+/// A directory by its path (as home sees it), if not listed yet.
+fn add_path(seen: &mut Vec<SeenFile>, path: &Path, use_: Use) {
+    let bytes = path.as_os_str().as_bytes();
+    if node_local(bytes) || seen.iter().any(|s| s.path == bytes) {
+        return;
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        seen.push(SeenFile {
+            path: bytes.to_vec(),
+            use_,
+            kind: meta.mode() & libc::S_IFMT,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+        });
+    }
+}
+
 /// The socket file a unix socket of `pid` (descriptor link `link`) is bound to, if any.
 fn socket_file(pid: Pid, link: &Path) -> Option<SeenFile> {
     use std::os::fd::AsRawFd;
@@ -158,6 +183,9 @@ fn socket_file(pid: Pid, link: &Path) -> Option<SeenFile> {
 /// boot of this machine (nodes on one machine in separate mount namespaces).
 pub fn first_difference(seen: &[SeenFile], same_boot: bool) -> Option<String> {
     seen.iter().find_map(|s| {
+        if s.kind == libc::S_IFSOCK {
+            return None; // Made anew at each restore: its directory is compared instead.
+        }
         let p = Path::new(std::ffi::OsStr::from_bytes(&s.path));
         let shown = p.display();
         let Ok(here) = std::fs::metadata(p) else {

@@ -28,6 +28,33 @@ pub enum Frame {
     Files(FileMsg, Bytes),
 }
 
+impl Frame {
+    /// What the frame is, for a message: a control message as it is (cut short), data frames
+    /// by their kind and size, never their bytes.
+    pub fn kind(&self) -> String {
+        let data = |what: &str, b: &Bytes| format!("{what} ({} bytes)", b.len());
+        match self {
+            Frame::Control(c) => {
+                let mut text = format!("{c:?}");
+                if text.len() > 200 {
+                    let mut cut = 200;
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    text.truncate(cut);
+                    text.push_str("...");
+                }
+                text
+            }
+            Frame::Image(b) => data("an image chunk", b),
+            Frame::Stdout(b) => data("standard output", b),
+            Frame::Stderr(b) => data("standard error", b),
+            Frame::Stdin(b) => data("standard input", b),
+            Frame::Files(msg, b) => data(&format!("a file message {msg:?}"), b),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("connection failed")]

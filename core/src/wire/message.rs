@@ -111,6 +111,10 @@ pub enum Control {
         files: Vec<crate::files::seen::SeenFile>,
         home_boot: String,
     },
+    /// agent -> home, right after `Restore`: this node takes the job (it has the job's files
+    /// or can serve home's); send the image. Nothing is frozen before it (else `Refused` or
+    /// `Error` comes instead, and the job was never touched).
+    Ready,
     /// Either direction: the image stream is complete.
     ImageEnd,
     /// agent -> home: the restored process runs (its pid on the node). Only now may the
