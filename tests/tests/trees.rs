@@ -192,10 +192,10 @@ fn process_groups_with_exited_and_later_leaders() {
 #[test]
 fn children_exiting_during_the_freeze_do_not_fail_it() {
     let sb = Sandbox::new("tree-churn");
-    let mut shell = std::process::Command::new("/bin/sh")
-        .args(["-c", "while :; do sleep 0.003; done"])
-        .spawn()
-        .expect("start the shell");
+    // Started as every victim is, with nothing inherited past stdio.
+    let mut cmd = sb.command("/bin/sh");
+    cmd.args(["-c", "while :; do sleep 0.003; done"]);
+    let mut shell = Proc::spawn("sh loop of sleeps", cmd, Input::Null, Output::Null);
     std::thread::sleep(std::time::Duration::from_millis(200));
     let image = sb.path("churn.img");
     let mut failures = Vec::new();
@@ -204,15 +204,14 @@ fn children_exiting_during_the_freeze_do_not_fail_it() {
             .command(mrunctl_path())
             .args(["checkpoint", "--leave-running", "-o"])
             .arg(&image)
-            .arg(shell.id().to_string())
+            .arg(shell.pid().to_string())
             .output()
             .expect("run mrunctl checkpoint");
         if !out.status.success() {
             failures.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
         }
     }
-    let _ = shell.kill();
-    let _ = shell.wait();
+    shell.kill();
     assert!(
         failures.is_empty(),
         "{} of 40 checkpoints failed: {failures:?}",
