@@ -176,6 +176,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             Criu::Absent(why) => Some(why.as_str()),
         };
         report::print_criu_table(&rows, absent);
+        println!();
+        println!(
+            "mrun's checkpoint stages, median ms, as mrunctl reports them with MRUN_TRACE=1 \
+             (other: the rest of ckpt s, i.e. starting mrunctl, ending the victim, exiting)"
+        );
+        report::print_stages(&rows, "checkpoint");
+        println!();
+        println!("mrun's restore stages, median ms, likewise (other: the rest of rst net s)");
+        report::print_stages(&rows, "restore");
     }
     println!();
     report::print_verify_detail(&rows);
