@@ -425,6 +425,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn criu_log_tail_keeps_the_errors_that_matter() {
+        let dir = std::env::temp_dir().join(format!("mrun-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let criu = Engine::Criu(Path::new("criu"));
+        std::fs::write(
+            dir.join("restore.log"),
+            "Warn (criu/kerndat.c:1290): Can't keep kdat cache on non-tempfs\n\
+             Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self\n\
+             Error (criu/files-reg.c:2110): Can't open file tmp/x on restore: No such file\n\
+             Error (criu/cr-restore.c:2350): Restoring FAILED.\n",
+        )
+        .unwrap();
+        assert_eq!(
+            criu_log_tail(criu, &dir, "restore.log"),
+            "Error (criu/files-reg.c:2110): Can't open file tmp/x on restore: No such file | \
+             Error (criu/cr-restore.c:2350): Restoring FAILED."
+        );
+        // No error line: the last lines say what happened.
+        std::fs::write(dir.join("dump.log"), "a\nb\nc\nd\n").unwrap();
+        assert_eq!(criu_log_tail(criu, &dir, "dump.log"), "b | c | d");
+        assert_eq!(criu_log_tail(Engine::Mrun, &dir, "dump.log"), "");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn take_trace_keeps_the_error_and_returns_the_stages() {
         let mut stderr = "mrun trace: checkpoint freeze: 53.5 ms\n\
                           mrunctl: something went wrong\n\
