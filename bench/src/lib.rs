@@ -4,6 +4,7 @@
 //! GNU parallel). All drive the real CLI as a user would; none links the engine.
 
 pub mod buf;
+pub mod criu;
 pub mod entry;
 pub mod measure;
 pub mod mrun;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use mrun_bench::measure::{self, Setup};
+use mrun_bench::criu::{self, Criu};
+use mrun_bench::measure::{self, Engine, Setup};
 use mrun_bench::pattern::{self, Contents};
 use mrun_bench::report::{self, Row};
 use mrun_bench::scratch::Scratch;
@@ -42,6 +43,11 @@ struct Args {
     /// The mrunctl to measure [default: mrunctl next to this binary].
     #[arg(long, value_name = "PATH")]
     mrunctl: Option<PathBuf>,
+    /// CRIU to measure side by side: `build` (clone v4.2 and `make criu` in
+    /// ~/.cache/mrun-bench/criu-4.2 unless already built there), `off`, or the path of a criu
+    /// binary [default: the one built in the cache, if any]. Needs root.
+    #[arg(long, value_name = "build|off|PATH")]
+    criu: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +67,16 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         bail!("no mrunctl at {}: build it with `cargo build --release -p mrun`, or pass --mrunctl PATH",
               mrunctl.display());
     }
+    let criu = if args.threads.is_some() {
+        Criu::Absent("not measured with --threads".into())
+    } else {
+        // CRIU is the bench's reference, not what it measures: without it mrun is still measured.
+        criu::resolve(args.criu.as_deref()).unwrap_or_else(|e| {
+            let e = format!("{e:#}");
+            eprintln!("mrun-bench: CRIU: {e}");
+            Criu::Absent(format!("not measured: {e}"))
+        })
+    };
     let dir = Scratch::new()?;
     // A copy, so that a rebuild of the workspace during the run cannot swap the binary measured.
     let snapshot = dir.file("mrunctl");
@@ -92,20 +108,30 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         }),
         threads: args.threads.clone().unwrap_or_else(|| vec![1]),
     };
-    print_header(args, &plan, &mrunctl, &version, start_cost, &dir);
+    print_header(args, &plan, &mrunctl, &version, start_cost, &dir, &criu);
     let setup = Setup {
         mrunctl: &snapshot,
         victim: &victim,
         dir: &dir,
     };
+    let criu_bin = match &criu {
+        Criu::Ready { bin, .. } => Some(bin.as_path()),
+        Criu::Absent(_) => None,
+    };
     let mut rows = Vec::new();
     for &mib in &plan.sizes {
+        if let Some(short) = memory_short(mib) {
+            eprintln!("mrun-bench: {mib} MiB left out: {short}");
+            println!("{mib} MiB left out: {short}");
+            continue;
+        }
         for &contents in &plan.contents {
             let len = usize::try_from(mib << 20).context("size too large")?;
             let bytes = pattern::generate(contents, len);
             for &threads in &plan.threads {
                 rows.push(measure_row(
                     &setup,
+                    criu_bin,
                     &bytes,
                     mib,
                     contents,
@@ -135,6 +161,30 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         report::print_stages(&rows, "restore");
     } else {
         report::print_table(&rows);
+        println!();
+        match &criu {
+            Criu::Ready { version, .. } => {
+                println!("CRIU ({version}) in the same runs, and mrun's medians over CRIU's")
+            }
+            Criu::Absent(_) => println!("CRIU"),
+        }
+        println!("{}", report::CRIU_LEGEND);
+        let absent = match &criu {
+            Criu::Ready { .. } => None,
+            // A build's error is long: the header holds it.
+            Criu::Absent(why) if why.len() > 60 => Some("not measured (the reason is above)"),
+            Criu::Absent(why) => Some(why.as_str()),
+        };
+        report::print_criu_table(&rows, absent);
+        println!();
+        println!(
+            "mrun's checkpoint stages, median ms, as mrunctl reports them with MRUN_TRACE=1 \
+             (other: the rest of ckpt s, i.e. starting mrunctl, ending the victim, exiting)"
+        );
+        report::print_stages(&rows, "checkpoint");
+        println!();
+        println!("mrun's restore stages, median ms, likewise (other: the rest of rst net s)");
+        report::print_stages(&rows, "restore");
     }
     println!();
     report::print_verify_detail(&rows);
@@ -150,12 +200,36 @@ struct Plan {
     threads: Vec<u32>,
 }
 
+/// Why `mib` MiB do not fit in this machine's available memory now (the bench's copy of the
+/// bytes, the victim, the image in tmpfs and the restored victim: 4x, plus 512 MiB), if they
+/// do not.
+fn memory_short(mib: u64) -> Option<String> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let avail_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let need = 4 * mib + 512;
+    (avail_kib / 1024 < need).then(|| {
+        format!(
+            "needs ~{need} MiB of free memory, {} MiB available",
+            avail_kib / 1024
+        )
+    })
+}
+
 /// All runs of one size, contents and thread count, each a baseline copy of `bytes` (the
-/// victim's memory, regenerated) then a checkpoint and restore, so that both see the same
-/// conditions. A failing checkpoint or restore ends the row with the error; a failing
+/// victim's memory, regenerated) then a checkpoint and restore by mrun and, with `criu`, by
+/// CRIU (alternating which goes first), so that all see the same conditions. A failing
+/// checkpoint or restore ends that engine's part of the row with the error; a failing
 /// baseline, the bench.
 fn measure_row(
     s: &Setup,
+    criu: Option<&std::path::Path>,
     bytes: &mrun_bench::buf::PageBuf,
     mib: u64,
     contents: Contents,
@@ -170,6 +244,8 @@ fn measure_row(
         samples: Vec::new(),
         copies: Vec::new(),
         failure: None,
+        criu: Vec::new(),
+        criu_failure: None,
     };
     let what = if threads > 1 {
         format!("{mib} MiB {contents} {threads} threads")
@@ -180,12 +256,28 @@ fn measure_row(
         eprintln!("mrun-bench: {what}: run {i}/{repeat}");
         row.copies
             .push(measure::copy(bytes.as_slice(), &s.dir.file("baseline"))?);
-        match measure::checkpoint_restore(s, mib, contents, threads, sum) {
-            Ok(sample) => row.samples.push(sample),
-            Err(e) => {
-                row.failure = Some(format!("{e:#}"));
-                break;
+        let mut engines = vec![Engine::Mrun];
+        if let Some(c) = criu {
+            engines.push(Engine::Criu(c));
+            if i % 2 == 0 {
+                engines.reverse();
             }
+        }
+        for engine in engines {
+            let (samples, failure) = match engine {
+                Engine::Mrun => (&mut row.samples, &mut row.failure),
+                Engine::Criu(_) => (&mut row.criu, &mut row.criu_failure),
+            };
+            if failure.is_some() {
+                continue;
+            }
+            match measure::checkpoint_restore(s, engine, mib, contents, threads, sum) {
+                Ok(sample) => samples.push(sample),
+                Err(e) => *failure = Some(format!("{e:#}")),
+            }
+        }
+        if row.failure.is_some() && (criu.is_none() || row.criu_failure.is_some()) {
+            break;
         }
     }
     Ok(row)
@@ -223,6 +315,7 @@ fn print_header(
     version: &str,
     start_cost: f64,
     dir: &Scratch,
+    criu: &Criu,
 ) {
     let contents: Vec<&str> = plan.contents.iter().map(|c| c.name()).collect();
 
@@ -255,8 +348,13 @@ fn print_header(
                   checkpoint and restore a process with 10,000 threads");
         println!("{}", report::THREADS_LEGEND);
     } else {
-        println!("CRIU 4.2 reference (same machine kind, uncompressed images on tmpfs): ~1 MiB dump 60-90 ms, \
-                  restore 30-40 ms; 64 MiB dump ~0.1 s, restore ~0.07 s; 512 MiB dump 0.35-0.5 s, restore 0.3-0.4 s");
+        match criu {
+            Criu::Ready { bin, version } => println!(
+                "CRIU: {} ({version}), measured side by side (table below)",
+                bin.display()
+            ),
+            Criu::Absent(why) => println!("CRIU: {why}"),
+        }
         println!("{}", report::LEGEND);
     }
 }

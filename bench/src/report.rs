@@ -16,12 +16,17 @@ pub struct Row {
     pub samples: Vec<Sample>,
     pub copies: Vec<CopyTimes>,
     pub failure: Option<String>,
+    /// CRIU's dump and restore of the same victim, in the same runs (none when not measured).
+    pub criu: Vec<Sample>,
+    pub criu_failure: Option<String>,
 }
 
 pub const LEGEND: &str = "\
 columns (each the median of the runs; GB = 1e9 bytes; touched = size in MiB * 2^20):
   ckpt s      wall time of `mrunctl checkpoint PID -o IMAGE` (it also ends the victim)
   ckpt GB/s   touched / ckpt s
+  ckpt CPU/GB CPU seconds (user + system) of the checkpoint per GB touched: mrunctl (and what it
+              waited for) plus what the victim used from just before the checkpoint to its end
   image B     image file size in bytes; img/tch = image / touched
   rst raw s   wall time of `mrunctl restore IMAGE </dev/null`: includes the restored victim's
               verification (checksum pass over all its memory, then munmap) and its exit
@@ -29,6 +34,8 @@ columns (each the median of the runs; GB = 1e9 bytes; touched = size in MiB * 2^
               waking, joining and checking them)
   rst net s   rst raw s - verify s: the restore proper (plus process start and exit)
   rst GB/s    touched / rst net s
+  rst CPU/GB  CPU seconds of the restore per GB touched: mrunctl and every process it waited for
+              (the restored victim), less the victim's own verification (its CPU clock)
   out s       BASELINE copy-out: write the same bytes raw to a file next to the image (no fsync),
               from page-aligned memory, just before each checkpoint
   in s        BASELINE copy-in: read that file back into fresh (never touched) page-aligned memory
@@ -36,17 +43,19 @@ columns (each the median of the runs; GB = 1e9 bytes; touched = size in MiB * 2^
 
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:>6} {:<8} {:>8} {:>9} {:>12} {:>7} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "{:>6} {:<8} {:>8} {:>9} {:>11} {:>12} {:>7} {:>9} {:>8} {:>9} {:>8} {:>10} {:>8} {:>8} {:>8} {:>7}",
         "size",
         "contents",
         "ckpt s",
         "ckpt GB/s",
+        "ckpt CPU/GB",
         "image B",
         "img/tch",
         "rst raw s",
         "verify s",
         "rst net s",
         "rst GB/s",
+        "rst CPU/GB",
         "out s",
         "in s",
         "ckpt/out",
@@ -69,22 +78,104 @@ fn print_row(row: &Row) {
     } else {
         ""
     };
+    let gb = touched / 1e9;
     println!(
-        "{lead} {:>8.4} {:>9.2} {:>12} {:>7.3} {:>9.4} {:>8.4} {:>9.4} {:>8.2} \
+        "{lead} {:>8.4} {:>9.2} {:>11.3} {:>12} {:>7.3} {:>9.4} {:>8.4} {:>9.4} {:>8.2} {:>10.3} \
          {:>8.4} {:>8.4} {:>7.2}x {:>6.2}x{partial}",
         m.ckpt,
-        touched / m.ckpt / 1e9,
+        gb / m.ckpt,
+        m.ckpt_cpu / gb,
         m.image,
         m.image as f64 / touched,
         m.raw,
         m.verify,
         m.net,
-        touched / m.net / 1e9,
+        gb / m.net,
+        m.rst_cpu / gb,
         m.out,
         m.back,
         m.ckpt / m.out,
         m.net / m.back,
     );
+}
+
+pub const CRIU_LEGEND: &str = "\
+columns (each the median of the runs, interleaved with mrun's: each run copies the bytes, then
+mrun and CRIU each checkpoint and restore a fresh victim of the same size and contents, taking
+turns at going first; images in the same tmpfs directory):
+  dump s      wall time of `criu dump -t PID -D DIR --shell-job` (it also ends the victim)
+  GB/s        touched / dump s
+  CPU/GB      CPU seconds of the dump per GB touched: criu plus what the victim used from just
+              before the dump to its end (CRIU's parasite code runs inside the victim)
+  image B     bytes of the image files (*.img, logs left out)
+  rst net s   wall time of `criu restore -D DIR --shell-job </dev/null` (criu waits for the
+              restored victim) less the victim's verification, as for mrun
+  GB/s        touched / rst net s;  CPU/GB: CPU seconds of the restore per GB touched, as for mrun
+  dump/out    dump s / out s;  rst/in = rst net s / in s (the baseline copies of the mrun table)
+  mrun/CRIU   mrun's median over CRIU's: ckpt s / dump s, rst net s / rst net s, CPU of each,
+              image size (below 1 is mrun faster, cheaper or smaller)";
+
+/// CRIU's numbers for every row and mrun's over CRIU's; `absent` (why CRIU was not measured)
+/// fills the row instead when it is set.
+pub fn print_criu_table(rows: &[Row], absent: Option<&str>) {
+    println!(
+        "{:>6} {:<8} {:>8} {:>6} {:>7} {:>12} {:>9} {:>6} {:>7} {:>8} {:>7} | mrun/CRIU: {:>5} {:>5} {:>8} {:>7} {:>5}",
+        "size",
+        "contents",
+        "dump s",
+        "GB/s",
+        "CPU/GB",
+        "image B",
+        "rst net s",
+        "GB/s",
+        "CPU/GB",
+        "dump/out",
+        "rst/in",
+        "ckpt",
+        "rst",
+        "ckpt CPU",
+        "rst CPU",
+        "image"
+    );
+    for row in rows {
+        let lead = format!("{:>6} {:<8}", size_label(row.mib), row.contents.name());
+        if let Some(why) = absent {
+            println!("{lead} CRIU {why}");
+            continue;
+        }
+        let Some(c) = Medians::of_samples(&row.criu, row) else {
+            println!("{lead} CRIU FAILED (see below)");
+            continue;
+        };
+        let gb = (row.mib << 20) as f64 / 1e9;
+        let ratio = |f: fn(&Medians) -> f64| match Medians::of(row) {
+            Some(m) => format!("{:.2}x", f(&m) / f(&c)),
+            None => "-".to_string(),
+        };
+        let partial = if row.criu_failure.is_some() {
+            "  (partial: see below)"
+        } else {
+            ""
+        };
+        println!(
+            "{lead} {:>8.4} {:>6.2} {:>7.3} {:>12} {:>9.4} {:>6.2} {:>7.3} {:>7.2}x {:>6.2}x | \
+             {:>16} {:>5} {:>8} {:>7} {:>5}{partial}",
+            c.ckpt,
+            gb / c.ckpt,
+            c.ckpt_cpu / gb,
+            c.image,
+            c.net,
+            gb / c.net,
+            c.rst_cpu / gb,
+            c.ckpt / c.out,
+            c.net / c.back,
+            ratio(|m| m.ckpt),
+            ratio(|m| m.net),
+            ratio(|m| m.ckpt_cpu),
+            ratio(|m| m.rst_cpu),
+            ratio(|m| m.image as f64),
+        );
+    }
 }
 
 /// The original victim's checksum pass next to the restored one's (same work on the same
@@ -126,6 +217,9 @@ pub fn print_verify_detail(rows: &[Row]) {
 
 pub fn print_failures(rows: &[Row]) {
     for row in rows {
+        if let Some(f) = &row.criu_failure {
+            println!("FAILED CRIU {} MiB {}: {f}", row.mib, row.contents.name());
+        }
         if let Some(f) = &row.failure {
             let threads = if row.threads > 1 {
                 format!(" {} threads", row.threads)
@@ -319,6 +413,8 @@ pub fn print_stages(rows: &[Row], what: &str) {
 /// The medians of one row's samples and copies, in seconds (image in bytes).
 struct Medians {
     ckpt: f64,
+    ckpt_cpu: f64,
+    rst_cpu: f64,
     image: u64,
     raw: f64,
     verify: f64,
@@ -329,7 +425,12 @@ struct Medians {
 
 impl Medians {
     fn of(row: &Row) -> Option<Medians> {
-        if row.samples.is_empty() {
+        Medians::of_samples(&row.samples, row)
+    }
+
+    /// The medians of `samples` (mrun's or CRIU's) with the copies of `row`.
+    fn of_samples(samples: &[Sample], row: &Row) -> Option<Medians> {
+        if samples.is_empty() {
             return None;
         }
         let (out, back) = if row.copies.is_empty() {
@@ -341,12 +442,14 @@ impl Medians {
             )
         };
         Some(Medians {
-            ckpt: median(row.samples.iter().map(|s| s.checkpoint)),
-            image: median_u64(row.samples.iter().map(|s| s.image_bytes)),
-            raw: median(row.samples.iter().map(|s| s.restore_raw)),
-            verify: median(row.samples.iter().map(|s| s.verify)),
+            ckpt: median(samples.iter().map(|s| s.checkpoint)),
+            ckpt_cpu: median(samples.iter().map(|s| s.checkpoint_cpu)),
+            rst_cpu: median(samples.iter().map(|s| s.restore_cpu)),
+            image: median_u64(samples.iter().map(|s| s.image_bytes)),
+            raw: median(samples.iter().map(|s| s.restore_raw)),
+            verify: median(samples.iter().map(|s| s.verify)),
             net: median(
-                row.samples
+                samples
                     .iter()
                     .map(|s| s.restore_raw.saturating_sub(s.verify)),
             ),

@@ -1,7 +1,8 @@
 //! The bench's only unsafe code: waiting for a child process with a deadline through a pidfd,
 //! so that a hung `mrunctl` fails the row instead of the whole run, and the wait itself adds no
-//! polling delay to the time measured; keeping inherited fds from the processes the bench
-//! starts; tying a server's life to the bench's.
+//! polling delay to the time measured; reaping with `wait4` for the CPU time a child used;
+//! keeping inherited fds from the processes the bench starts; tying a server's life to the
+//! bench's.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -12,6 +13,57 @@ use anyhow::Context;
 
 /// Waits for `child` to end. `Ok(None)` when `timeout` passed first (the child is left running).
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    if !wait_exit(child, timeout)? {
+        return Ok(None);
+    }
+    child.wait().map(Some).context("waitpid")
+}
+
+/// As `wait_timeout`, and also the CPU time (user + system) that the child and every
+/// descendant it waited for used, from the kernel's `wait4` rusage. The child is reaped by
+/// `wait4`, not by `Child::wait`: do not wait for it again.
+pub fn wait_timeout_cpu(
+    child: &mut Child,
+    timeout: Duration,
+) -> anyhow::Result<Option<(ExitStatus, Duration)>> {
+    if !wait_exit(child, timeout)? {
+        return Ok(None);
+    }
+    wait4_cpu(child.id()).map(Some)
+}
+
+/// Reaps the child `pid` (waiting for it if it still runs) with `wait4`: its exit status and its
+/// CPU time, user + system, its waited-for descendants included.
+pub fn wait4_cpu(pid: u32) -> anyhow::Result<(ExitStatus, Duration)> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
+    let mut status = 0;
+    // SAFETY: all-zero bytes are a valid rusage (plain integers).
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: wait4 writes one int and one rusage, both ours and alive for the call.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if r < 0 && e.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return Err(e).with_context(|| format!("wait4 on {pid}"));
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Ok((
+        ExitStatus::from_raw(status),
+        tv(ru.ru_utime) + tv(ru.ru_stime),
+    ))
+}
+
+/// Waits until `child` has ended (true; it is not reaped) or `timeout` passed (false).
+fn wait_exit(child: &Child, timeout: Duration) -> anyhow::Result<bool> {
     let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
     // SAFETY: pidfd_open takes a pid and a flags word and returns a new fd or -1; it touches no
     // memory of ours.
@@ -42,10 +94,10 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Opti
             return Err(e).context("poll on a pidfd");
         }
         if n > 0 {
-            return child.wait().map(Some).context("waitpid");
+            return Ok(true);
         }
         if left.is_zero() {
-            return Ok(None);
+            return Ok(false);
         }
     }
 }

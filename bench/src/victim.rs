@@ -49,6 +49,8 @@ pub struct Victim {
     /// Held open so that the victim's `read(0)` blocks.
     stdin: Option<ChildStdin>,
     pub ready: Ready,
+    /// Reaped by `end_cpu` (behind `Child`'s back: it must not wait or signal again).
+    reaped: bool,
 }
 
 impl Victim {
@@ -81,6 +83,7 @@ impl Victim {
         let mut victim = Victim {
             child,
             stdin,
+            reaped: false,
             ready: Ready {
                 sum: 0,
                 check: Duration::ZERO,
@@ -128,13 +131,46 @@ impl Victim {
         }
     }
 
+    /// The CPU time its threads have used so far (the first field of each thread's
+    /// `/proc/PID/task/TID/schedstat`, in ns: the same clock `wait4` reports).
+    pub fn cpu_so_far(&self) -> anyhow::Result<Duration> {
+        let dir = format!("/proc/{}/task", self.pid());
+        let mut ns = 0u64;
+        for task in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
+            let path = task
+                .with_context(|| format!("cannot list {dir}"))?
+                .path()
+                .join("schedstat");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .with_context(|| format!("unexpected {}: {text:?}", path.display()))?;
+        }
+        Ok(Duration::from_nanos(ns))
+    }
+
     /// Closes its stdin, kills it if it still runs (a checkpoint normally ended it) and reaps it.
     pub fn end(mut self) {
         self.reap();
     }
 
+    /// As `end`, and returns the CPU time it used in its whole life (`wait4`).
+    pub fn end_cpu(mut self) -> anyhow::Result<Duration> {
+        self.stdin = None;
+        // A zombie takes the signal without harm; the pid is ours until we reap it.
+        let _ = self.child.kill();
+        self.reaped = true;
+        crate::sys::wait4_cpu(self.pid()).map(|(_, cpu)| cpu)
+    }
+
     fn reap(&mut self) {
         self.stdin = None;
+        if self.reaped {
+            return;
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
         }
