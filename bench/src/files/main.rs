@@ -108,7 +108,17 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     // Dropped in reverse: the daemon (with Mrun), then sshd, then the directory.
     let dir = Scratch::new()?;
     check_room(dir.path(), len)?;
-    let data = dir.file("data");
+    // The job's data, which the node does not see: not under /dev (every machine has its own
+    // /dev, which mrun never serves from home), in memory when we may mount a tmpfs.
+    let data_dir = Scratch::outside_dev()?;
+    if !data_dir.in_memory() {
+        eprintln!(
+            "mrun-bench-files: the data are on {}'s file system, not in memory (mounting a \
+             tmpfs needs root)",
+            data_dir.path().display()
+        );
+    }
+    let data = data_dir.file("data");
     std::fs::DirBuilder::new()
         .mode(0o755)
         .create(&data)
@@ -300,7 +310,8 @@ fn print_header(args: &Args, bin_dir: &Path, m: &Mrun, node: &Node, data: &Path)
     println!("OpenSSH's choice with this node: {}", node.openssh_cipher());
     println!(
         "data at home: in.bin, {} MB of random bytes (incompressible); small/, {} files of {} \
-         KiB of text; all in /dev/shm (no disk in the way)",
+         KiB of text; in a tmpfs of the bench's own under /tmp (not /dev: every machine has \
+         its own /dev, which mrun never serves from home)",
         args.mb, args.files, args.file_kib
     );
     println!(
