@@ -111,3 +111,86 @@ fn a_shell_moves_home_a_b_home_on_home_files() {
         "5000\n"
     );
 }
+
+const TERMINAL_PROGRAM: &str = r#"
+import os, sys, time
+for i in range(80):
+    size = os.get_terminal_size(1)
+    print(f"tick {i} tty={os.isatty(0)}{os.isatty(1)} size={size.columns}x{size.lines} cwd={os.getcwd()} data={open('data.txt').read().strip()}", flush=True)
+    if os.path.exists(sys.argv[1]):
+        break
+    time.sleep(0.1)
+line = sys.stdin.readline()
+print(f"got <{line.strip()}> tty={os.isatty(0)}{os.isatty(1)}", flush=True)
+"#;
+
+/// A job in a real terminal at home (a pty made by `script`), moved to a node that does not
+/// have its directory: it keeps a terminal of the same size, keys typed at home reach it, and
+/// it goes on reading home's file by a relative path.
+#[test]
+fn terminal_job_on_a_node_without_home_files() {
+    let sb = Sandbox::new("tty-served");
+    let a = Node::start(&sb, "a");
+    let client = ClientHome::for_nodes(&sb, &[("a", &a)]);
+    let work = sb.mkdir("work");
+    std::fs::write(work.join("data.txt"), "home's bytes\n").unwrap();
+    let prog = work.join("tty.py");
+    std::fs::write(&prog, TERMINAL_PROGRAM).unwrap();
+    let stop = work.join("stop");
+    let agent = format!(
+        "unshare -m --propagation private sh -c 'mount -t tmpfs none {} && exec {}'",
+        work.display(),
+        agent_path().display()
+    );
+    let inner = format!(
+        "cd {}; stty cols 77 rows 21; exec {} /usr/bin/python3 {} {}",
+        work.display(),
+        mrun_path().display(),
+        prog.display(),
+        stop.display()
+    );
+    let mut cmd = sb.command("script");
+    cmd.args(["-qfec", &inner, "/dev/null"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("HOME", client.home())
+        .env("MRUN_REMOTE_AGENT", &agent);
+    let mut term = Proc::spawn("script mrun python3", cmd, Input::Pipe, Output::Pipe);
+    term.wait_for_stdout("tick 2 ");
+    let job = descendants(term.pid())
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                c.split('\0').next().is_some_and(|a| a.ends_with("python3")) && c.contains("tty.py")
+            })
+        })
+        .expect("the job under script");
+    let mut ctl = std::process::Command::new(mrunctl_path());
+    ctl.args(["migrate", &job.to_string(), "a"])
+        .env("HOME", client.home())
+        .env_remove("XDG_RUNTIME_DIR");
+    let moved = ctl.output().unwrap();
+    eprintln!(
+        "migrate: {} {}",
+        String::from_utf8_lossy(&moved.stdout),
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let before = term.stdout_len();
+    wait_until(TIMEOUT, || term.stdout_len() > before + 40);
+    std::fs::write(&stop, "").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    term.write_stdin(b"typed at home\r");
+    let done = term.finish();
+    let out = done.stdout_text();
+    eprintln!(
+        "{}",
+        out.lines().rev().take(4).collect::<Vec<_>>().join("\n")
+    );
+    assert!(moved.status.success());
+    assert!(out.contains("got <typed at home> tty=TrueTrue"), "{out}");
+    assert!(
+        out.lines()
+            .filter(|l| l.contains("tick"))
+            .all(|l| l.contains("data=home's bytes") && l.contains("size=77x21")),
+        "{out}"
+    );
+}
