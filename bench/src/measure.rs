@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn criu_log_tail_keeps_the_errors_that_matter() {
         let dir = std::env::temp_dir().join(format!("mrun-bench-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("create the test directory");
         let criu = Engine::Criu(Path::new("criu"));
         std::fs::write(
             dir.join("restore.log"),
@@ -436,17 +436,17 @@ mod tests {
              Error (criu/files-reg.c:2110): Can't open file tmp/x on restore: No such file\n\
              Error (criu/cr-restore.c:2350): Restoring FAILED.\n",
         )
-        .unwrap();
+        .expect("write restore.log");
         assert_eq!(
             criu_log_tail(criu, &dir, "restore.log"),
             "Error (criu/files-reg.c:2110): Can't open file tmp/x on restore: No such file | \
              Error (criu/cr-restore.c:2350): Restoring FAILED."
         );
         // No error line: the last lines say what happened.
-        std::fs::write(dir.join("dump.log"), "a\nb\nc\nd\n").unwrap();
+        std::fs::write(dir.join("dump.log"), "a\nb\nc\nd\n").expect("write dump.log");
         assert_eq!(criu_log_tail(criu, &dir, "dump.log"), "b | c | d");
         assert_eq!(criu_log_tail(Engine::Mrun, &dir, "dump.log"), "");
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).expect("remove the test directory");
     }
 
     #[test]

@@ -297,6 +297,14 @@ impl Served {
         lock(&self.nodes).path(ino)
     }
 
+    /// Home's handle for the kernel's `fh`, if the file was opened at home.
+    fn home_handle(&self, fh: FileHandle) -> Option<u64> {
+        match lock(&self.handles).get(&fh.0) {
+            Some(Handle::Home(h)) => Some(*h),
+            _ => None,
+        }
+    }
+
     /// Home answered request `id`.
     pub fn answered(&self, id: u64, answer: Result<Answer, i32>, data: Bytes) {
         let Some(w) = lock(&self.waiting).remove(&id) else {
@@ -443,10 +451,7 @@ impl Filesystem for HomeFiles {
     ) {
         let s = &self.0;
         let path = path_or!(s, ino, reply);
-        let handle = fh.and_then(|fh| match lock(&s.handles).get(&fh.0) {
-            Some(Handle::Home(h)) => Some(*h),
-            _ => None,
-        });
+        let handle = fh.and_then(|fh| s.home_handle(fh));
         let set = SetAttr {
             mode,
             uid,
@@ -666,10 +671,7 @@ impl Filesystem for HomeFiles {
         reply: ReplyWrite,
     ) {
         let s = &self.0;
-        let Some(Handle::Home(home)) = lock(&s.handles).get(&fh.0).map(|h| match h {
-            Handle::Home(h) => Handle::Home(*h),
-            _ => Handle::Pending,
-        }) else {
+        let Some(home) = s.home_handle(fh) else {
             return reply.error(Errno::from_i32(libc::EBADF));
         };
         // Write-behind: home carries it out in order; a failure is told at flush or fsync.
@@ -696,9 +698,8 @@ impl Filesystem for HomeFiles {
         if !lock(&s.writable).contains(&fh.0) {
             return reply.ok(); // Nothing written through it: nothing to tell.
         }
-        let home = match lock(&s.handles).get(&fh.0) {
-            Some(Handle::Home(h)) => *h,
-            _ => return reply.ok(),
+        let Some(home) = s.home_handle(fh) else {
+            return reply.ok();
         };
         s.ask(
             FileOp::Flush { handle: home },
@@ -735,9 +736,8 @@ impl Filesystem for HomeFiles {
         reply: ReplyEmpty,
     ) {
         let s = &self.0;
-        let home = match lock(&s.handles).get(&fh.0) {
-            Some(Handle::Home(h)) => *h,
-            _ => return reply.ok(),
+        let Some(home) = s.home_handle(fh) else {
+            return reply.ok(); // A file read from the node's own disk, or a directory.
         };
         s.ask(
             FileOp::Fsync {

@@ -96,14 +96,12 @@ async fn session(
     let exe = std::env::current_exe().context("finding mrun-agent's own path")?;
     let fuse = match home_files(&files, &home_boot, asks, &slot) {
         Ok(fuse) => fuse,
+        // Home sends nothing more before `Ready`: the session ends here.
         Err(Unserved::Refused(message)) => {
-            out.send(Frame::Control(Control::Refused { message }))
-                .await?;
-            return drain(&mut input).await;
+            return out.send(Frame::Control(Control::Refused { message })).await;
         }
         Err(Unserved::Failed(message)) => {
-            out.send(Frame::Control(Control::Error { message })).await?;
-            return drain(&mut input).await;
+            return out.send(Frame::Control(Control::Error { message })).await;
         }
     };
     out.send(Frame::Control(Control::Ready)).await?;
@@ -584,18 +582,6 @@ fn home_files(
         .spawn(move || serve_home_files(fuse, served))
         .map_err(|e| Unserved::Failed(format!("starting the file server: {e}")))?;
     Ok(Some(HomeFilesFd { helper }))
-}
-
-/// After a refusal: read what home still sends (the image it had started to send) until it
-/// stops, so that it hears the refusal rather than a broken connection.
-async fn drain(input: &mut FromHome) -> Result<()> {
-    let quiet = std::time::Duration::from_secs(1);
-    while let Ok(Some(frame)) = tokio::time::timeout(quiet, input.next()).await {
-        if matches!(frame, Ok(Frame::Control(Control::ImageEnd)) | Err(_)) {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// Run the FUSE session on `fuse` once it is mounted, until it is unmounted (the job's mount

@@ -6,6 +6,16 @@ mod common;
 use common::*;
 use std::ffi::OsStr;
 
+/// The command that starts the node's agent in a mount namespace of its own where `dir` is an
+/// empty tmpfs: a node that does not have home's `dir`.
+fn agent_without(dir: &std::path::Path) -> String {
+    format!(
+        "unshare -m --propagation private sh -c 'mount -t tmpfs none {} && exec {}'",
+        dir.display(),
+        agent_path().display()
+    )
+}
+
 #[test]
 fn sort_reads_and_writes_home_files_from_a_node_that_lacks_them() {
     let sb = Sandbox::new("served-smoke");
@@ -16,11 +26,7 @@ fn sort_reads_and_writes_home_files_from_a_node_that_lacks_them() {
         .map(|i| format!("line {}\n", (i * 7919) % 20000))
         .collect();
     std::fs::write(work.join("in.txt"), &lines).expect("write the input");
-    let agent = RemoteAgent::Command(format!(
-        "unshare -m --propagation private sh -c 'mount -t tmpfs none {} && exec {}'",
-        work.display(),
-        agent_path().display()
-    ));
+    let agent = RemoteAgent::Command(agent_without(&work));
     let m = SshMrun::new(&sb, &client, agent);
     let script = format!(
         "cd {} && echo READY && while [ ! -e go ]; do sleep 0.1; done; pwd; grep -c mrun-home /proc/self/mountinfo; sort in.txt > out.txt; wc -l < out.txt; cat in.txt | wc -c",
@@ -68,11 +74,7 @@ fn a_shell_moves_home_a_b_home_on_home_files() {
         .map(|i| format!("row {}\n", (i * 31) % 5000))
         .collect();
     std::fs::write(work.join("in.txt"), &lines).expect("write the input");
-    let agent = RemoteAgent::Command(format!(
-        "unshare -m --propagation private sh -c 'mount -t tmpfs none {} && exec {}'",
-        work.display(),
-        agent_path().display()
-    ));
+    let agent = RemoteAgent::Command(agent_without(&work));
     let m = SshMrun::new(&sb, &client, agent);
     let wait = |f: &str| format!("while [ ! -e {f} ]; do sleep 0.05; done");
     let script = format!(
@@ -133,15 +135,11 @@ fn terminal_job_on_a_node_without_home_files() {
     let a = Node::start(&sb, "a");
     let client = ClientHome::for_nodes(&sb, &[("a", &a)]);
     let work = sb.mkdir("work");
-    std::fs::write(work.join("data.txt"), "home's bytes\n").unwrap();
+    std::fs::write(work.join("data.txt"), "home's bytes\n").expect("write data.txt");
     let prog = work.join("tty.py");
-    std::fs::write(&prog, TERMINAL_PROGRAM).unwrap();
+    std::fs::write(&prog, TERMINAL_PROGRAM).expect("write the program");
     let stop = work.join("stop");
-    let agent = format!(
-        "unshare -m --propagation private sh -c 'mount -t tmpfs none {} && exec {}'",
-        work.display(),
-        agent_path().display()
-    );
+    let agent = agent_without(&work);
     let inner = format!(
         "cd {}; stty cols 77 rows 21; exec {} /usr/bin/python3 {} {}",
         work.display(),
@@ -168,7 +166,7 @@ fn terminal_job_on_a_node_without_home_files() {
     ctl.args(["migrate", &job.to_string(), "a"])
         .env("HOME", client.home())
         .env_remove("XDG_RUNTIME_DIR");
-    let moved = ctl.output().unwrap();
+    let moved = ctl.output().expect("run mrunctl migrate");
     eprintln!(
         "migrate: {} {}",
         String::from_utf8_lossy(&moved.stdout),
@@ -176,7 +174,7 @@ fn terminal_job_on_a_node_without_home_files() {
     );
     let before = term.stdout_len();
     wait_until(TIMEOUT, || term.stdout_len() > before + 40);
-    std::fs::write(&stop, "").unwrap();
+    std::fs::write(&stop, "").expect("write the stop file");
     std::thread::sleep(std::time::Duration::from_millis(500));
     term.write_stdin(b"typed at home\r");
     let done = term.finish();

@@ -1019,10 +1019,7 @@ async fn move_between(
         match to.rx.next().await {
             Some(Ok(Frame::Control(Control::Running { .. }))) => Ok(()),
             Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
-            Some(Ok(Frame::Control(Control::Refused { message }))) => {
-                Err(Refused(format!("node {node} {message}")).into())
-            }
-            Some(Ok(other)) => bail!("the agent on {node} answered {other:?}"),
+            Some(Ok(other)) => bail!("the agent on {node} answered {}", other.kind()),
             Some(Err(e)) => Err(anyhow!(e)).context(format!("the connection to {node} failed")),
             None => bail!("the agent on {node} went away before confirming"),
         }
@@ -1083,13 +1080,10 @@ async fn move_away(
     let confirmed = async {
         loop {
             match events.recv().await {
-                Some(DumpEvent::Chunk(c)) => match link.send_watching(Frame::Image(c)).await {
-                    Ok(()) => {}
-                    Err(e) if e.is::<Refused>() => {
-                        return Err(Refused(format!("{e}; the job stays at home")).into())
-                    }
-                    Err(e) => return Err(e.context("the job stays at home")),
-                },
+                Some(DumpEvent::Chunk(c)) => link
+                    .send_watching(Frame::Image(c))
+                    .await
+                    .context("the job stays at home")?,
                 Some(DumpEvent::Done) => break,
                 Some(DumpEvent::Refused(why)) => return Err(anyhow::Error::new(StaysHome(why))),
                 Some(DumpEvent::Failed(why)) => bail!("{why}"),
@@ -1102,12 +1096,10 @@ async fn move_away(
             Some(Ok(Frame::Control(Control::Error { message }))) => {
                 bail!("{message}; the job stays at home")
             }
-            Some(Ok(Frame::Control(Control::Refused { message }))) => {
-                Err(Refused(format!("node {node} {message}; the job stays at home")).into())
-            }
-            Some(Ok(other)) => {
-                bail!("the agent on {node} answered {other:?}; the job stays at home")
-            }
+            Some(Ok(other)) => bail!(
+                "the agent on {node} answered {}; the job stays at home",
+                other.kind()
+            ),
             Some(Err(e)) => Err(anyhow!(e)).context(format!(
                 "the connection to {node} failed; the job stays at home"
             )),

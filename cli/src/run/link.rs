@@ -146,7 +146,10 @@ impl Link {
                 bail!("the agent on {node}: {message}")
             }
             Some(Ok(other)) => {
-                bail!("the agent on {node} answered {other:?} instead of a handshake")
+                bail!(
+                    "the agent on {node} answered {} instead of a handshake",
+                    other.kind()
+                )
             }
             Some(Err(e)) => {
                 return Err(anyhow!(e)).context(format!("talking to the agent on {node}"))
@@ -163,8 +166,6 @@ impl Link {
             sent = self.tx.send(frame) => sent.with_context(|| format!("sending to the agent on {}", self.node)),
             heard = self.rx.next() => match heard {
                 Some(Ok(Frame::Control(Control::Error { message }))) => bail!("the agent on {}: {message}", self.node),
-                // The node will not take the job (it cannot give it home's files, say).
-                Some(Ok(Frame::Control(Control::Refused { message }))) => Err(super::control::Refused(format!("node {} {message}", self.node)).into()),
                 Some(Ok(other)) => bail!("the agent on {} sent {other:?} out of turn", self.node),
                 Some(Err(e)) => Err(anyhow!(e)).context(format!("the connection to {} failed", self.node)),
                 None => bail!("the agent on {} went away", self.node),

@@ -23,6 +23,21 @@ pub struct SeenFile {
     pub mtime_ns: i128,
 }
 
+impl SeenFile {
+    fn of(path: Vec<u8>, use_: Use, meta: &std::fs::Metadata) -> SeenFile {
+        let id = crate::resource::identity_of(meta);
+        SeenFile {
+            path,
+            use_,
+            kind: meta.mode() & libc::S_IFMT,
+            dev: id.dev,
+            ino: id.ino,
+            size: id.size,
+            mtime_ns: id.mtime_ns,
+        }
+    }
+}
+
 /// How the job uses it, which decides what "the same file" means on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Use {
@@ -78,15 +93,9 @@ pub fn used_by(root: Pid) -> Vec<SeenFile> {
                 continue;
             }
             match std::fs::metadata(p) {
-                Ok(meta) if meta.ino() == m.inode => seen.push(SeenFile {
-                    path: bytes.to_vec(),
-                    use_: Use::Code,
-                    kind: meta.mode() & libc::S_IFMT,
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                    size: meta.size(),
-                    mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-                }),
+                Ok(meta) if meta.ino() == m.inode => {
+                    seen.push(SeenFile::of(bytes.to_vec(), Use::Code, &meta))
+                }
                 // Replaced or deleted since it was mapped: its pages travel in the image.
                 _ => {}
             }
@@ -113,15 +122,7 @@ fn add(seen: &mut Vec<SeenFile>, link: &Path, use_: Use) {
     if meta.nlink() == 0 {
         return; // Deleted: its contents travel in the image.
     }
-    seen.push(SeenFile {
-        path,
-        use_,
-        kind: meta.mode() & libc::S_IFMT,
-        dev: meta.dev(),
-        ino: meta.ino(),
-        size: meta.size(),
-        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-    });
+    seen.push(SeenFile::of(path, use_, &meta));
 }
 
 /// A directory by its path (as home sees it), if not listed yet.
@@ -131,15 +132,7 @@ fn add_path(seen: &mut Vec<SeenFile>, path: &Path, use_: Use) {
         return;
     }
     if let Ok(meta) = std::fs::metadata(path) {
-        seen.push(SeenFile {
-            path: bytes.to_vec(),
-            use_,
-            kind: meta.mode() & libc::S_IFMT,
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        });
+        seen.push(SeenFile::of(bytes.to_vec(), use_, &meta));
     }
 }
 
@@ -167,15 +160,11 @@ fn socket_file(pid: Pid, link: &Path) -> Option<SeenFile> {
     if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
         return None;
     }
-    Some(SeenFile {
-        path: path.as_os_str().as_bytes().to_vec(),
-        use_: Use::Data,
-        kind: libc::S_IFSOCK,
-        dev: meta.dev(),
-        ino: meta.ino(),
-        size: 0,
-        mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-    })
+    Some(SeenFile::of(
+        path.as_os_str().as_bytes().to_vec(),
+        Use::Data,
+        &meta,
+    ))
 }
 
 /// The first of `seen` that this machine does not have as home has it (or a sentence on why
@@ -192,7 +181,7 @@ pub fn first_difference(seen: &[SeenFile], same_boot: bool) -> Option<String> {
             return Some(format!("{shown} does not exist here"));
         };
         let kind = here.mode() & libc::S_IFMT;
-        let mtime = here.mtime() as i128 * 1_000_000_000 + here.mtime_nsec() as i128;
+        let mtime = crate::resource::identity_of(&here).mtime_ns;
         let same = kind == s.kind
             && match (s.use_, same_boot) {
                 (_, true) => here.dev() == s.dev && here.ino() == s.ino,
