@@ -161,3 +161,31 @@ pub fn job_pid(mrun: &Child, runtime_dir: &Path) -> anyhow::Result<u32> {
     }
     Ok(pid)
 }
+
+/// A running `mrun` and the write end of its stdin. Dropping it closes the stdin (a job still
+/// waiting on it ends: the victims check their memory and exit), gives mrun 10 s to end, then
+/// kills it.
+pub struct MrunJob {
+    pub child: std::process::Child,
+    pub stdin: Option<std::process::ChildStdin>,
+}
+
+impl MrunJob {
+    pub fn new(mut child: std::process::Child) -> MrunJob {
+        let stdin = child.stdin.take();
+        MrunJob { child, stdin }
+    }
+}
+
+impl Drop for MrunJob {
+    fn drop(&mut self) {
+        self.stdin = None;
+        if !matches!(
+            crate::sys::wait_timeout(&mut self.child, std::time::Duration::from_secs(10)),
+            Ok(Some(_))
+        ) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -6,12 +6,12 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mrun_bench::measure::run_timed;
-use mrun_bench::mrun::{job_pid, Mrun};
+use mrun_bench::mrun::{job_pid, Mrun, MrunJob};
 use mrun_bench::scratch::Scratch;
 use mrun_bench::sys::wait_timeout;
 
@@ -118,7 +118,7 @@ pub fn run(
         .stderr(File::create(&err).with_context(|| format!("cannot create {}", err.display()))?)
         .spawn()
         .with_context(|| format!("cannot run {}", m.mrun.display()))?;
-    let mut job = Job::new(child);
+    let mut job = MrunJob::new(child);
     let pid = job_pid(&job.child, &m.runtime_dir)?;
     let place = node.unwrap_or("home");
 
@@ -186,33 +186,6 @@ pub fn run(
         work: Duration::from_nanos(ns),
         wall,
     })
-}
-
-/// A running `mrun` and the write end of its stdin. Dropping it closes the stdin (a job that
-/// has not gone yet then exits 3), gives mrun 10 s to end, then kills it.
-struct Job {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl Job {
-    fn new(mut child: Child) -> Job {
-        let stdin = child.stdin.take();
-        Job { child, stdin }
-    }
-}
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if !matches!(
-            wait_timeout(&mut self.child, Duration::from_secs(10)),
-            Ok(Some(_))
-        ) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Whether `path` holds exactly `len` bytes of `pattern` repeated (the last one cut).

@@ -2,12 +2,12 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mrun_bench::measure::run_timed;
-use mrun_bench::mrun::Mrun;
+use mrun_bench::mrun::{Mrun, MrunJob};
 use mrun_bench::pattern::Contents;
 use mrun_bench::scratch::Scratch;
 use mrun_bench::sys::wait_timeout;
@@ -64,7 +64,7 @@ pub fn migrate(
         .stderr(err_file)
         .spawn()
         .with_context(|| format!("cannot run {}", m.mrun.display()))?;
-    let mut job = Job::new(child);
+    let mut job = MrunJob::new(child);
     let said = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
     let failed = |what: String| {
         anyhow::anyhow!(
@@ -139,33 +139,6 @@ pub fn migrate(
         finish: stage("checkpoint finish"),
         ctl: ctl.elapsed,
     })
-}
-
-/// A running `mrun` and the write end of its stdin. Dropping it closes the stdin (a victim
-/// still at home checks its memory and exits), gives mrun 10 s to end, then kills it.
-struct Job {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl Job {
-    fn new(mut child: Child) -> Job {
-        let stdin = child.stdin.take();
-        Job { child, stdin }
-    }
-}
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if !matches!(
-            wait_timeout(&mut self.child, Duration::from_secs(10)),
-            Ok(Some(_))
-        ) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// `mrun trace: WHAT STAGE: N ms` lines.
