@@ -109,7 +109,7 @@ _mrunctl() {
             return 0
             ;;
         mrunctl__subcmd__checkpoint)
-            opts="-o -h --output --leave-running --level --help"
+            opts="-o -h --output --leave-running --compress --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -123,7 +123,7 @@ _mrunctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --level)
+                --compress)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

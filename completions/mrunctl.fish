@@ -35,7 +35,7 @@ complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "kill" -d 'Send a si
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "daemon" -d 'The home daemon: whether it runs, and stopping it'
 complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -s o -l output -d 'Where to write the image; `-` writes it to standard output' -r -F
-complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l level -d 'zstd compression level of the page data (1 is fast; 19 is small)' -r
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l compress -d 'Compression of the page data: `auto` compresses (zstd level 1) when that makes the image go faster, as measured while writing it (a slow disk or pipe; not a file in memory, nor random bytes); `off` never; a zstd level (1 is fast, 19 is small) always' -r
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l leave-running -d 'Let the process go on running after the checkpoint instead of ending it'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -s h -l help -d 'Print help'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand restore" -l new-pid -d 'Do not give the process its original pid (no new pid namespace). glibc\'s cached thread id is then stale; use only where user namespaces are disabled'

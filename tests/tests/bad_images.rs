@@ -198,11 +198,12 @@ fn images_with_one_flipped_byte() {
 /// Re-encodes `bytes` with `change` applied to the header's compatibility facts: a valid,
 /// checksummed image as another machine would have written it.
 fn reencoded(bytes: &[u8], change: impl FnOnce(&mut mrun_core::image::model::Compat)) -> Vec<u8> {
-    use mrun_core::image::{ImageReader, ImageWriter};
+    use mrun_core::image::{Compression, ImageReader, ImageWriter};
     let (mut reader, mut header) = ImageReader::open(bytes).expect("open the image");
     let state = reader.read_state().expect("read the state");
     change(&mut header.compat);
-    let mut writer = ImageWriter::new(Vec::new(), &header, 1).expect("start an image");
+    let mut writer =
+        ImageWriter::new(Vec::new(), &header, Compression::Zstd(1)).expect("start an image");
     writer.write_state(&state).expect("write the state");
     let mut buf = Vec::new();
     while let Some(addr) = reader.next_pages(&mut buf).expect("read pages") {

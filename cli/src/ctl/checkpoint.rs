@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use mrun_core::engine::{self, DumpOptions, EngineError};
+use mrun_core::image::Compression;
 use mrun_core::sys::Pid;
 
 use crate::exit;
@@ -21,14 +22,29 @@ pub struct CheckpointArgs {
     /// Let the process go on running after the checkpoint instead of ending it.
     #[arg(long)]
     pub leave_running: bool,
-    /// zstd compression level of the page data (1 is fast; 19 is small).
-    #[arg(long, default_value_t = mrun_core::image::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(-7..=19))]
-    pub level: i32,
+    /// Compression of the page data: `auto` compresses (zstd level 1) when that makes the
+    /// image go faster, as measured while writing it (a slow disk or pipe; not a file in
+    /// memory, nor random bytes); `off` never; a zstd level (1 is fast, 19 is small) always.
+    #[arg(long, value_name = "auto|off|LEVEL", default_value = "auto", value_parser = parse_compression)]
+    pub compress: Compression,
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    match s {
+        "auto" => Ok(Compression::Auto(mrun_core::image::DEFAULT_LEVEL)),
+        "off" | "none" => Ok(Compression::Off),
+        level => match level.parse::<i32>() {
+            Ok(l) if (1..=19).contains(&l) => Ok(Compression::Zstd(l)),
+            _ => Err(format!(
+                "`{level}` is not auto, off or a zstd level from 1 to 19"
+            )),
+        },
+    }
 }
 
 pub fn run(args: CheckpointArgs) -> ! {
     let opts = DumpOptions {
-        level: args.level,
+        compression: args.compress,
         leave_running: args.leave_running,
         share_stdio_with: None,
     };

@@ -16,7 +16,7 @@ use super::tree::{FrozenTree, Ids};
 use crate::image::model::{
     Fd, FdKind, Header, JobState, ProcessState, SigAction, ThreadState, Vma, Zombie,
 };
-use crate::image::ImageWriter;
+use crate::image::{Compression, ImageWriter};
 use crate::resource::task::Injected;
 use crate::resource::timers::{self, Timers};
 use crate::resource::{fds, identity_of, mem, signals, task, thread};
@@ -24,8 +24,8 @@ use crate::sys::Pid;
 
 #[derive(Debug, Clone)]
 pub struct DumpOptions {
-    /// zstd level for page data.
-    pub level: i32,
+    /// Whether page data is compressed.
+    pub compression: Compression,
     /// Let the process continue after the checkpoint instead of ending it.
     pub leave_running: bool,
     /// A process (mrun's deputy) whose stdin/stdout/stderr the checkpointed process shares:
@@ -37,7 +37,7 @@ pub struct DumpOptions {
 impl Default for DumpOptions {
     fn default() -> Self {
         DumpOptions {
-            level: crate::image::DEFAULT_LEVEL,
+            compression: Compression::Auto(crate::image::DEFAULT_LEVEL),
             leave_running: false,
             share_stdio_with: None,
         }
@@ -241,7 +241,7 @@ fn capture<W: Write>(
         files: files.files,
     };
     trace.mark("state");
-    let mut writer = ImageWriter::new(out, &header, opts.level)?;
+    let mut writer = ImageWriter::new(out, &header, opts.compression)?;
     writer.write_state(&state)?;
     let mut stats = DumpStats {
         processes: state.processes.len(),

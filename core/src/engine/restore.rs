@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use super::compat;
 use super::error::{Context, EngineError, Result};
@@ -380,16 +381,18 @@ impl<R: Read> Restoring<'_, R> {
                     .call("close", libc::SYS_close, [*fd as u64, 0, 0, 0, 0, 0])?;
             }
         }
-        let mut buf = Vec::new();
-        while let Some(tagged) = self.reader.next_pages(&mut buf)? {
+        // The reader's workers write the pages, several records at a time.
+        let pids: Vec<Pid> = self.fresh.iter().map(|f| f.pid).collect();
+        let sink = move |tagged: u64, data: &[u8]| {
             let (index, addr) = crate::image::split_page_address(tagged);
-            let Some(f) = self.fresh.get(index as usize) else {
-                return Err(EngineError::Unrestorable(format!(
+            let pid = pids.get(index as usize).ok_or_else(|| {
+                std::io::Error::other(format!(
                     "the image has pages of process {index}, which it does not describe"
-                )));
-            };
-            memory::write(f.pid, addr, &buf).ctx(|| format!("writing pages at {addr:#x}"))?;
-        }
+                ))
+            })?;
+            memory::write(*pid, addr, data)
+        };
+        self.reader.for_each_pages(Arc::new(sink))?;
         Ok(())
     }
 

@@ -47,6 +47,22 @@ pub enum ImageError {
     #[error("invalid use of the image api: {what} (a bug in mrun)")]
     InvalidUse { what: String },
 
+    #[error("could not read {len} bytes of pages at {addr:#x}")]
+    Source {
+        addr: u64,
+        len: usize,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("could not write {len} bytes of pages at {addr:#x}")]
+    Sink {
+        addr: u64,
+        len: usize,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("could not encode the {what} record")]
     Encode {
         what: &'static str,

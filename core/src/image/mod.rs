@@ -1,11 +1,12 @@
 //! The checkpoint image format: a versioned, checksummed stream of records (header, process
-//! state, compressed page chunks, end) with a streaming writer and a validating reader.
+//! state, page chunks raw or compressed, end) with a streaming writer and a validating reader.
 //!
 //! The byte layout is specified in `docs/image-format.md`. This module never touches a
 //! process: the engine fills the [`model`] types and hands over page bytes.
 
 #![forbid(unsafe_code)]
 
+mod compression;
 mod error;
 pub mod model;
 mod pool;
@@ -17,10 +18,14 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use compression::Compression;
 pub use error::ImageError;
 pub use reader::ImageReader;
 pub use record::{FORMAT_VERSION, MAGIC, PAGE_SIZE};
-pub use writer::{ImageWriter, DEFAULT_LEVEL};
+pub use writer::{ImageWriter, PageSource};
+
+/// zstd level used by mrun unless told otherwise: fast enough to outrun the network.
+pub const DEFAULT_LEVEL: i32 = 1;
 
 /// Bits of a page record's address that hold the virtual address; the bits above name the
 /// process of the job the pages belong to (its index in `JobState::processes`).

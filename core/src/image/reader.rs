@@ -16,7 +16,8 @@
 )]
 
 use std::collections::VecDeque;
-use std::io::Read;
+use std::io::{self, Read};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use zstd::bulk::Decompressor;
@@ -24,8 +25,12 @@ use zstd::bulk::Decompressor;
 use super::error::ImageError;
 use super::model::{Header, JobState};
 use super::pool::{default_threads, Pool, Work};
-use super::record::{EndInfo, Kind, Tally, MAX_RECORD_PAGES, PAGE_SIZE};
+use super::record::{Encoding, EndInfo, Kind, Tally, MAX_RECORD_PAGES, PAGES_HEAD_LEN, PAGE_SIZE};
 use super::source::Source;
+
+/// What [`ImageReader::for_each_pages`] hands each record's pages to, on a worker thread:
+/// the record's (tagged) address and the pages' bytes.
+pub type PageSink = dyn Fn(u64, &[u8]) -> io::Result<()> + Send + Sync;
 
 /// Page records decompressed ahead per worker thread.
 const AHEAD_PER_THREAD: usize = 2;
@@ -65,6 +70,8 @@ pub struct ImageReader<R: Read> {
     free_payloads: Vec<Vec<u8>>,
     free_pages: Vec<Vec<u8>>,
     meta: Vec<u8>,
+    /// Set by `for_each_pages`: workers hand the pages there instead of back.
+    sink: Option<Arc<PageSink>>,
 }
 
 impl<R: Read> ImageReader<R> {
@@ -88,6 +95,7 @@ impl<R: Read> ImageReader<R> {
             free_payloads: Vec::new(),
             free_pages: Vec::new(),
             meta: Vec::new(),
+            sink: None,
         };
         r.src.read_prelude()?;
         let header = r.read_meta::<Header>(Kind::Header)?;
@@ -133,6 +141,25 @@ impl<R: Read> ImageReader<R> {
             Ok(Some(_)) => {}
         }
         r
+    }
+
+    /// Hands the pages of every remaining record to `sink`, on the worker threads, several
+    /// records at a time (records of one image never overlap, so their order does not
+    /// matter), while this thread reads ahead; returns the number of pages once the End
+    /// record verified the whole image. With no worker thread, `sink` runs on this one. A
+    /// `sink` error stops the reading and is returned as [`ImageError::Sink`].
+    pub fn for_each_pages(&mut self, sink: Arc<PageSink>) -> Result<u64, ImageError> {
+        self.sink = Some(sink);
+        let mut unused = Vec::new();
+        let r = loop {
+            match self.next_pages(&mut unused) {
+                Ok(Some(_)) => {}
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.sink = None;
+        r.map(|()| self.tally.end_info().pages)
     }
 
     /// Bytes consumed from the input so far (read-ahead included).
@@ -226,15 +253,18 @@ impl<R: Read> ImageReader<R> {
         let rec = self.src.read_record(&mut payload)?;
         match rec.kind {
             Kind::Pages => {
-                let (addr, npages) = parse_pages_head(&payload, rec.offset)?;
+                let (addr, npages, encoding) = parse_pages_head(&payload, rec.offset)?;
                 self.tally.add(rec.crc, u64::from(npages));
                 let out = self.free_pages.pop().unwrap_or_default();
+                let sink = self.sink.clone();
                 self.pool()?.submit(Job {
                     offset: rec.offset,
                     addr,
                     npages,
+                    encoding,
                     payload,
                     out,
+                    sink,
                 })?;
                 Ok(true)
             }
@@ -286,14 +316,25 @@ fn used_after_error() -> ImageError {
     ImageError::invalid_use("image reader used after an earlier error")
 }
 
-/// Validates a page record's `addr` and `npages`; the compressed bytes follow them.
-fn parse_pages_head(payload: &[u8], offset: u64) -> Result<(u64, u32), ImageError> {
+/// Validates a page record's `addr`, `npages` and `encoding`; the page bytes follow them.
+fn parse_pages_head(payload: &[u8], offset: u64) -> Result<(u64, u32, Encoding), ImageError> {
     let (addr, rest) = payload
         .split_first_chunk::<8>()
         .ok_or_else(|| ImageError::corrupt(offset, "pages record shorter than its header"))?;
-    let (npages, _) = rest
+    let (npages, rest) = rest
         .split_first_chunk::<4>()
         .ok_or_else(|| ImageError::corrupt(offset, "pages record shorter than its header"))?;
+    let encoding = match rest.first() {
+        None => {
+            return Err(ImageError::corrupt(
+                offset,
+                "pages record shorter than its header",
+            ))
+        }
+        Some(&b) => Encoding::from_u8(b).ok_or_else(|| {
+            ImageError::corrupt(offset, format!("pages record has unknown encoding {b}"))
+        })?,
+    };
     let addr = u64::from_le_bytes(*addr);
     let npages = u32::from_le_bytes(*npages);
     if npages == 0 || npages > MAX_RECORD_PAGES {
@@ -309,7 +350,7 @@ fn parse_pages_head(payload: &[u8], offset: u64) -> Result<(u64, u32), ImageErro
             format!("pages record address {addr:#x} is not page aligned or overflows"),
         ));
     }
-    Ok((addr, npages))
+    Ok((addr, npages, encoding))
 }
 
 fn verify_end(end: &EndInfo, seen: &EndInfo, offset: u64) -> Result<(), ImageError> {
@@ -340,10 +381,12 @@ struct Job {
     offset: u64,
     addr: u64,
     npages: u32,
-    /// The whole record payload: `addr`, `npages`, then the zstd frame.
+    encoding: Encoding,
+    /// The whole record payload: `addr`, `npages`, `encoding`, then the page bytes.
     payload: Vec<u8>,
     /// Reused output buffer.
     out: Vec<u8>,
+    sink: Option<Arc<PageSink>>,
 }
 
 struct Unpacked {
@@ -362,10 +405,30 @@ impl Work for Decompress {
             offset,
             addr,
             npages,
+            encoding,
             payload,
             mut out,
+            sink,
         } = job;
-        let result = decompress(&mut self.zstd, &payload, npages, &mut out, offset);
+        let result = unpack(&mut self.zstd, &payload, npages, encoding, &mut out, offset).and_then(
+            |pages| match sink {
+                None => {
+                    if let Some(raw) = pages {
+                        out.clear();
+                        out.extend_from_slice(raw);
+                    }
+                    Ok(())
+                }
+                Some(sink) => {
+                    let data = pages.unwrap_or(&out);
+                    sink(addr, data).map_err(|source| ImageError::Sink {
+                        addr: super::split_page_address(addr).1,
+                        len: data.len(),
+                        source,
+                    })
+                }
+            },
+        );
         Unpacked {
             addr,
             payload,
@@ -375,17 +438,40 @@ impl Work for Decompress {
     }
 }
 
+/// A record's pages: `Some` the raw bytes inside `payload`, or `None` when they were
+/// decompressed into `out`.
+fn unpack<'p>(
+    zstd: &mut Decompressor<'static>,
+    payload: &'p [u8],
+    npages: u32,
+    encoding: Encoding,
+    out: &mut Vec<u8>,
+    offset: u64,
+) -> Result<Option<&'p [u8]>, ImageError> {
+    let expected = npages as usize * PAGE_SIZE;
+    let body = payload
+        .get(PAGES_HEAD_LEN..)
+        .ok_or_else(|| ImageError::corrupt(offset, "pages record shorter than its header"))?;
+    match encoding {
+        Encoding::Raw if body.len() == expected => Ok(Some(body)),
+        Encoding::Raw => Err(ImageError::corrupt(
+            offset,
+            format!(
+                "raw pages record holds {} bytes, it announces {expected}",
+                body.len()
+            ),
+        )),
+        Encoding::Zstd => decompress(zstd, body, expected, out, offset).map(|()| None),
+    }
+}
+
 fn decompress(
     zstd: &mut Decompressor<'static>,
-    payload: &[u8],
-    npages: u32,
+    frame: &[u8],
+    expected: usize,
     out: &mut Vec<u8>,
     offset: u64,
 ) -> Result<(), ImageError> {
-    let expected = npages as usize * PAGE_SIZE;
-    let frame = payload
-        .get(12..)
-        .ok_or_else(|| ImageError::corrupt(offset, "pages record shorter than its header"))?;
     out.clear();
     out.reserve(expected);
     let n = zstd

@@ -18,7 +18,7 @@ use super::error::ImageError;
 /// The first 8 bytes of every image.
 pub const MAGIC: [u8; 8] = *b"MRUNIMG\0";
 /// The format version this build writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// Page size of the page records (x86_64 base pages).
 pub const PAGE_SIZE: usize = 4096;
 
@@ -27,8 +27,8 @@ pub(crate) const PRELUDE_LEN: usize = 12;
 /// `kind` and `len` in front of every payload.
 pub(crate) const FRAME_HEAD_LEN: usize = 5;
 pub(crate) const CRC_LEN: usize = 4;
-/// `addr: u64` and `npages: u32` in front of the compressed bytes of a Pages record.
-pub(crate) const PAGES_HEAD_LEN: usize = 12;
+/// `addr: u64`, `npages: u32` and `encoding: u8` in front of the page bytes of a Pages record.
+pub(crate) const PAGES_HEAD_LEN: usize = 13;
 /// Pages per record the writer produces (1 MiB).
 pub(crate) const CHUNK_PAGES: usize = 256;
 pub(crate) const CHUNK_BYTES: usize = CHUNK_PAGES * PAGE_SIZE;
@@ -38,6 +38,25 @@ pub(crate) const MAX_RECORD_PAGES: u32 = 1024;
 pub(crate) const MAX_META_LEN: u32 = 64 << 20;
 pub(crate) const MAX_PAGES_LEN: u32 = 16 << 20;
 pub(crate) const END_LEN: u32 = 20;
+
+/// How a Pages record holds its pages (the byte after `npages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// The pages' bytes as they are, `npages * 4096` of them.
+    Raw = 0,
+    /// One or more zstd frames that decompress to the pages' bytes.
+    Zstd = 1,
+}
+
+impl Encoding {
+    pub(crate) fn from_u8(b: u8) -> Option<Encoding> {
+        match b {
+            0 => Some(Encoding::Raw),
+            1 => Some(Encoding::Zstd),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {

@@ -178,7 +178,11 @@ fn flatten(writes: &[(u64, Vec<u8>)]) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn write_image(writes: &[(u64, Vec<u8>)], threads: usize) -> Vec<u8> {
-    let mut w = ImageWriter::with_threads(Vec::new(), &header(), DEFAULT_LEVEL, threads).unwrap();
+    write_image_as(writes, threads, Compression::Zstd(DEFAULT_LEVEL))
+}
+
+fn write_image_as(writes: &[(u64, Vec<u8>)], threads: usize, how: Compression) -> Vec<u8> {
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), how, threads).unwrap();
     w.write_state(&state()).unwrap();
     for (addr, data) in writes {
         w.write_pages(*addr, data).unwrap();
@@ -199,6 +203,111 @@ fn read_image(bytes: &[u8], threads: usize) -> Result<Vec<(u64, Vec<u8>)>, Image
         got.extend(flatten(&[(addr, buf.clone())]));
     }
     Ok(got)
+}
+
+/// Reads a whole image through `for_each_pages`; returns the pages in address order.
+fn read_image_to_sink(bytes: &[u8], threads: usize) -> Result<Vec<(u64, Vec<u8>)>, ImageError> {
+    let (mut r, _) = ImageReader::open_with_threads(bytes, threads)?;
+    r.read_state()?;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = std::sync::Arc::clone(&got);
+    let pages = r.for_each_pages(std::sync::Arc::new(move |addr, data: &[u8]| {
+        into.lock()
+            .unwrap()
+            .extend(flatten(&[(addr, data.to_vec())]));
+        Ok(())
+    }))?;
+    let mut got = std::mem::take(&mut *got.lock().unwrap());
+    assert_eq!(pages as usize, got.len());
+    got.sort_by_key(|(a, _)| *a);
+    Ok(got)
+}
+
+/// Pages held in memory, for `read_pages`.
+struct Held(Vec<u8>);
+
+impl PageSource for Held {
+    fn read_pages(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let at = addr as usize;
+        match self.0.get(at..at + buf.len()) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(std::io::Error::from_raw_os_error(libc::EFAULT)),
+        }
+    }
+}
+
+#[test]
+fn pages_read_by_the_workers_round_trip() {
+    let mut rng = Rng(99);
+    let mut memory = pages(&mut rng, 300, false);
+    memory.extend(pages(&mut rng, 300, true));
+    let source: std::sync::Arc<dyn PageSource> = std::sync::Arc::new(Held(memory.clone()));
+    let runs = [(0usize, 1usize), (3, 290), (295, 5), (300, 300)];
+    let mut expected = Vec::new();
+    for &(first, n) in &runs {
+        let at = first * PAGE_SIZE;
+        expected.push((
+            0x4000_0000 + at as u64,
+            memory[at..at + n * PAGE_SIZE].to_vec(),
+        ));
+    }
+    let expected = flatten(&expected);
+    for how in [Compression::Off, Compression::Zstd(1), Compression::Auto(1)] {
+        for threads in [0, 2] {
+            let mut w = ImageWriter::with_threads(Vec::new(), &header(), how, threads).unwrap();
+            w.write_state(&state()).unwrap();
+            for &(first, n) in &runs {
+                let at = (first * PAGE_SIZE) as u64;
+                w.read_pages(&source, 0x4000_0000 + at, at, n * PAGE_SIZE)
+                    .unwrap();
+            }
+            let img = w.finish().unwrap();
+            let encodings: Vec<u8> = records(&img)
+                .into_iter()
+                .filter(|r| img[r.start] == Kind::Pages as u8)
+                .map(|r| img[r.start + 17])
+                .collect();
+            let raw = encodings.iter().filter(|&&e| e == 0).count();
+            let packed = encodings.iter().filter(|&&e| e == 1).count();
+            match how {
+                Compression::Off => assert_eq!(packed, 0),
+                // The random half stays raw: compressing it would not pay.
+                Compression::Zstd(_) => assert!(raw > 0 && packed > 0, "{raw} {packed}"),
+                _ => {}
+            }
+            assert_eq!(read_image(&img, 2).unwrap(), expected, "{how:?} {threads}");
+        }
+    }
+    // A source that fails fails the writer, naming the address.
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), Compression::Off, 2).unwrap();
+    w.write_state(&state()).unwrap();
+    let r = w
+        .read_pages(&source, 0x1000, 599 * PAGE_SIZE as u64, 2 * PAGE_SIZE)
+        .and_then(|()| w.finish().map(|_| ()));
+    match r {
+        Err(e @ ImageError::Source { addr, .. }) => {
+            assert_eq!(addr, 599 * PAGE_SIZE as u64, "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failing_sink_stops_the_reading() {
+    let img = write_image(&small_writes(), 0);
+    for threads in [0, 2] {
+        let (mut r, _) = ImageReader::open_with_threads(&img[..], threads).unwrap();
+        r.read_state().unwrap();
+        let e = r
+            .for_each_pages(std::sync::Arc::new(|_, _: &[u8]| {
+                Err(std::io::Error::from_raw_os_error(libc::EFAULT))
+            }))
+            .unwrap_err();
+        assert!(matches!(e, ImageError::Sink { .. }), "{e:?}");
+    }
 }
 
 /// A small image: a few page records, one of them random.
@@ -256,14 +365,26 @@ fn round_trip_many_records() {
         addr += (n * PAGE_SIZE) as u64 + if rng.below(3) == 0 { 0x10000 } else { 0 };
     }
     let expected = flatten(&writes);
-    for wt in [0, 1, 2] {
-        let img = write_image(&writes, wt);
-        for rt in [0, 2] {
-            assert_eq!(
-                read_image(&img, rt).unwrap(),
-                expected,
-                "writer {wt} reader {rt} threads"
-            );
+    let ways = [
+        Compression::Zstd(DEFAULT_LEVEL),
+        Compression::Off,
+        Compression::Auto(DEFAULT_LEVEL),
+    ];
+    for how in ways {
+        for wt in [0, 1, 2] {
+            let img = write_image_as(&writes, wt, how);
+            for rt in [0, 2] {
+                assert_eq!(
+                    read_image(&img, rt).unwrap(),
+                    expected,
+                    "{how:?}: writer {wt} reader {rt} threads"
+                );
+                assert_eq!(
+                    read_image_to_sink(&img, rt).unwrap(),
+                    expected,
+                    "{how:?} into a sink: writer {wt} reader {rt} threads"
+                );
+            }
         }
     }
     // Records hold at most 1 MiB.
@@ -278,7 +399,7 @@ fn round_trip_many_records() {
 
 #[test]
 fn empty_image_and_trailing_data() {
-    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 3, 2).unwrap();
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), Compression::Zstd(3), 2).unwrap();
     w.write_state(&state()).unwrap();
     let mut img = w.finish().unwrap();
     img.extend_from_slice(b"after");
@@ -410,9 +531,18 @@ fn well_framed_bad_page_payloads_are_corrupt() {
     p[8..12].copy_from_slice(&3u32.to_le_bytes());
     cases.push((p, "decompress"));
     // Garbage instead of a zstd frame.
-    let mut p = payload[..12].to_vec();
+    let mut p = payload[..13].to_vec();
     p.extend_from_slice(&[0x55; 40]);
     cases.push((p, "decompress"));
+    // An unknown encoding.
+    let mut p = payload.to_vec();
+    p[12] = 9;
+    cases.push((p, "encoding"));
+    // Raw pages one byte short.
+    let mut p = payload[..13].to_vec();
+    p[12] = 0;
+    p.extend_from_slice(&vec![0x55; 2 * PAGE_SIZE - 1]);
+    cases.push((p, "raw pages"));
     let mut p = payload.to_vec();
     p[0] = 1; // unaligned address
     cases.push((p, "aligned"));
@@ -462,18 +592,18 @@ fn oversized_and_unknown_records() {
 
 #[test]
 fn writer_rejects_misuse() {
-    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), Compression::Zstd(1), 0).unwrap();
     assert!(matches!(
         w.write_pages(0x1000, &[0; 4096]),
         Err(ImageError::InvalidUse { .. })
     ));
-    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), Compression::Zstd(1), 0).unwrap();
     w.write_state(&state()).unwrap();
     assert!(matches!(
         w.write_pages(0x1000, &[0; 100]),
         Err(ImageError::InvalidUse { .. })
     ));
-    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), Compression::Zstd(1), 0).unwrap();
     w.write_state(&state()).unwrap();
     assert!(matches!(
         w.write_pages(0x1001, &[0; 4096]),
@@ -486,13 +616,13 @@ fn writer_rejects_misuse() {
     // A rejected call does not spoil the image.
     w.write_pages(0x1000, &[0; 4096]).unwrap();
     w.finish().unwrap();
-    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), Compression::Zstd(1), 0).unwrap();
     w.write_state(&state()).unwrap();
     assert!(matches!(
         w.write_pages(0x1000, &[]),
         Err(ImageError::InvalidUse { .. })
     ));
-    let mut w = ImageWriter::with_threads(Vec::new(), &header(), 1, 0).unwrap();
+    let mut w = ImageWriter::with_threads(Vec::new(), &header(), Compression::Zstd(1), 0).unwrap();
     w.write_state(&state()).unwrap();
     assert!(matches!(
         w.write_state(&state()),

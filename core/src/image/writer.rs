@@ -1,36 +1,45 @@
 //! The streaming image writer: frames the header and state records, batches page data into
-//! 1 MiB chunks, compresses them on worker threads and writes the records in order.
+//! records of up to 1 MiB, has worker threads fetch (from the process, for a checkpoint),
+//! compress or copy them, and writes the records in order.
 //!
 //! It owns no file and does no buffering beyond one record: every record reaches `out` as a
 //! single `write_all`, so an unbuffered socket or file is fine.
 
 use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 use zstd::bulk::Compressor;
 
+use super::compression::{Choice, Chooser, Compression, Sample};
 use super::error::ImageError;
 use super::model::{Header, JobState};
 use super::pool::{default_threads, Pool, Work};
 use super::record::{
-    encode_meta, encode_record, prelude, Kind, Tally, CHUNK_BYTES, CRC_LEN, FRAME_HEAD_LEN,
-    PAGES_HEAD_LEN, PAGE_SIZE,
+    encode_meta, encode_record, prelude, Encoding, Kind, Tally, CHUNK_BYTES, CRC_LEN,
+    FRAME_HEAD_LEN, PAGES_HEAD_LEN, PAGE_SIZE,
 };
 
-/// zstd level used by mrun unless told otherwise: fast enough to outrun the network.
-pub const DEFAULT_LEVEL: i32 = 1;
+/// Where a worker thread fetches page bytes from: a process's memory, for a checkpoint.
+pub trait PageSource: Send + Sync + 'static {
+    /// Fills `buf` with the bytes at `addr` (the source's own addressing).
+    fn read_pages(&self, addr: u64, buf: &mut [u8]) -> io::Result<()>;
+}
 
-/// Chunks queued per compression worker: one being compressed, one waiting.
+/// Chunks queued per worker: one being worked on, one waiting.
 const JOBS_PER_THREAD: usize = 2;
 
 /// Writes one image to `out`: [`ImageWriter::new`] (header), [`ImageWriter::write_state`]
-/// once, [`ImageWriter::write_pages`] any number of times, then [`ImageWriter::finish`].
-/// After an error the writer refuses further calls; the partial image must be discarded.
+/// once, [`ImageWriter::write_pages`] or [`ImageWriter::read_pages`] any number of times, then
+/// [`ImageWriter::finish`]. After an error the writer refuses further calls; the partial image
+/// must be discarded.
 pub struct ImageWriter<W: Write> {
     out: W,
-    pool: Pool<Compress>,
+    pool: Pool<Encoder>,
     tally: Tally,
-    /// The chunk being filled; contiguous `write_pages` calls share a record.
+    chooser: Chooser,
+    /// The chunk being filled by `write_pages`; contiguous calls share a record.
     cur: Option<Chunk>,
     free_chunks: Vec<Vec<u8>>,
     free_records: Vec<Vec<u8>>,
@@ -47,29 +56,34 @@ struct Chunk {
 }
 
 impl<W: Write> ImageWriter<W> {
-    /// Starts an image: writes the magic, the format version and the header record.
-    /// Compresses with zstd `level` on one worker thread per core (at most 4).
-    pub fn new(out: W, header: &Header, level: i32) -> Result<Self, ImageError> {
-        Self::with_threads(out, header, level, default_threads())
+    /// Starts an image: writes the magic, the format version and the header record. Pages are
+    /// fetched and compressed on one worker thread per core (at most 4).
+    pub fn new(out: W, header: &Header, compression: Compression) -> Result<Self, ImageError> {
+        Self::with_threads(out, header, compression, default_threads())
     }
 
-    /// As [`ImageWriter::new`] with `threads` compression workers; 0 compresses on the
-    /// caller's thread.
+    /// As [`ImageWriter::new`] with `threads` workers; 0 does all the work on the caller's
+    /// thread.
     pub fn with_threads(
         out: W,
         header: &Header,
-        level: i32,
+        compression: Compression,
         threads: usize,
     ) -> Result<Self, ImageError> {
-        let pool = Pool::new(threads, JOBS_PER_THREAD, "mrun-zstd", || {
-            Ok(Compress {
-                zstd: Compressor::new(level)?,
+        let level = compression.level();
+        let pool = Pool::new(threads, JOBS_PER_THREAD, "mrun-pages", || {
+            Ok(Encoder {
+                zstd: match level {
+                    Some(l) => Some(Compressor::new(l)?),
+                    None => None,
+                },
             })
         })?;
         let mut w = ImageWriter {
             out,
             pool,
             tally: Tally::default(),
+            chooser: Chooser::new(compression, threads.max(1)),
             cur: None,
             free_chunks: Vec::new(),
             free_records: Vec::new(),
@@ -101,23 +115,36 @@ impl<W: Write> ImageWriter<W> {
     /// Data is copied, so `data` may be reused at once. Contiguous calls are merged into
     /// records of up to 1 MiB; records are written as their compression completes.
     pub fn write_pages(&mut self, addr: u64, data: &[u8]) -> Result<(), ImageError> {
-        self.check_usable()?;
-        if !self.state_written {
-            return Err(ImageError::invalid_use("write_pages before write_state"));
-        }
-        if data.is_empty() || data.len() & (PAGE_SIZE - 1) != 0 {
-            return Err(ImageError::invalid_use(format!(
-                "page data at {addr:#x} is {} bytes, not a non-zero multiple of {PAGE_SIZE}",
-                data.len()
-            )));
-        }
-        if addr & (PAGE_SIZE as u64 - 1) != 0 || addr.checked_add(data.len() as u64).is_none() {
-            return Err(ImageError::invalid_use(format!(
-                "page address {addr:#x} (+{} bytes) is not page aligned or overflows",
-                data.len()
-            )));
-        }
+        self.check_pages(addr, data.len())?;
         let r = self.queue_pages(addr, data);
+        self.note(r)
+    }
+
+    /// Queues the `len` bytes of pages that `source` holds at `from`, to be recorded at
+    /// `addr`: worker threads read them straight into their records, several chunks at a
+    /// time, so the bytes are copied once. Records never span two calls.
+    pub fn read_pages(
+        &mut self,
+        source: &Arc<dyn PageSource>,
+        addr: u64,
+        from: u64,
+        len: usize,
+    ) -> Result<(), ImageError> {
+        self.check_pages(addr, len)?;
+        let r = self.submit_current().and_then(|()| {
+            let mut done = 0;
+            while done < len {
+                let take = (len - done).min(CHUNK_BYTES);
+                let fill = Fill::Read {
+                    source: Arc::clone(source),
+                    from: from + done as u64,
+                    len: take,
+                };
+                self.submit(addr + done as u64, fill, Vec::new())?;
+                done += take;
+            }
+            Ok(())
+        });
         self.note(r)
     }
 
@@ -136,7 +163,7 @@ impl<W: Write> ImageWriter<W> {
         Ok(self.out)
     }
 
-    /// Bytes handed to `out` so far (chunks still being compressed are not counted).
+    /// Bytes handed to `out` so far (chunks still being worked on are not counted).
     pub fn bytes_written(&self) -> u64 {
         self.written
     }
@@ -146,6 +173,24 @@ impl<W: Write> ImageWriter<W> {
             return Err(ImageError::invalid_use(
                 "image writer used after an earlier error",
             ));
+        }
+        Ok(())
+    }
+
+    fn check_pages(&mut self, addr: u64, len: usize) -> Result<(), ImageError> {
+        self.check_usable()?;
+        if !self.state_written {
+            return Err(ImageError::invalid_use("pages before write_state"));
+        }
+        if len == 0 || len & (PAGE_SIZE - 1) != 0 {
+            return Err(ImageError::invalid_use(format!(
+                "page data at {addr:#x} is {len} bytes, not a non-zero multiple of {PAGE_SIZE}"
+            )));
+        }
+        if addr & (PAGE_SIZE as u64 - 1) != 0 || addr.checked_add(len as u64).is_none() {
+            return Err(ImageError::invalid_use(format!(
+                "page address {addr:#x} (+{len} bytes) is not page aligned or overflows"
+            )));
         }
         Ok(())
     }
@@ -201,33 +246,53 @@ impl<W: Write> ImageWriter<W> {
         Ok(())
     }
 
-    /// Sends the chunk being filled to a worker, first writing finished records if the pool
-    /// is full.
+    /// Sends the chunk being filled to a worker.
     fn submit_current(&mut self) -> Result<(), ImageError> {
         let Some(chunk) = self.cur.take() else {
             return Ok(());
         };
+        self.submit(chunk.addr, Fill::Copied, chunk.data)
+    }
+
+    /// Hands one chunk to a worker, first writing finished records if the pool is full.
+    fn submit(&mut self, addr: u64, fill: Fill, data: Vec<u8>) -> Result<(), ImageError> {
         while self.pool.is_full() {
             self.write_one()?;
         }
+        let data = if data.capacity() == 0 {
+            self.free_chunks.pop().unwrap_or_default()
+        } else {
+            data
+        };
         let record = self.free_records.pop().unwrap_or_default();
+        let encode = self.chooser.next();
         self.pool.submit(Job {
-            addr: chunk.addr,
-            data: chunk.data,
+            addr,
+            fill,
+            encode,
+            data,
             record,
         })
     }
 
-    /// Writes the oldest compressed record; false when none is in flight.
+    /// Writes the oldest finished record; false when none is in flight.
     fn write_one(&mut self) -> Result<bool, ImageError> {
         let Some(done) = self.pool.recv()? else {
             return Ok(false);
         };
         let packed = done?;
         let bytes = packed.record.get(..packed.len).ok_or_else(|| {
-            ImageError::Io(io::Error::other("compressed record longer than its buffer"))
+            ImageError::Io(io::Error::other("page record longer than its buffer"))
         })?;
+        let started = Instant::now();
         self.out.write_all(bytes)?;
+        let compressed = packed.encoding == Encoding::Zstd;
+        self.chooser.wrote(
+            packed.len as u64,
+            started.elapsed(),
+            compressed,
+            packed.sample,
+        );
         self.written += packed.len as u64;
         self.tally.add(packed.crc, packed.pages);
         let mut data = packed.data;
@@ -238,13 +303,29 @@ impl<W: Write> ImageWriter<W> {
     }
 }
 
-/// A compression worker's zstd context, reused for every chunk.
-struct Compress {
-    zstd: Compressor<'static>,
+/// A worker's zstd context (when the image may be compressed), reused for every chunk.
+struct Encoder {
+    zstd: Option<Compressor<'static>>,
+}
+
+/// Where a job's page bytes are.
+enum Fill {
+    /// Already in the job's `data`.
+    Copied,
+    /// To be read from `source` at `from`.
+    Read {
+        source: Arc<dyn PageSource>,
+        from: u64,
+        len: usize,
+    },
 }
 
 struct Job {
+    /// The record's (tagged) page address.
     addr: u64,
+    fill: Fill,
+    encode: Choice,
+    /// The page bytes (`Fill::Copied`), or a reusable buffer to read them into for zstd.
     data: Vec<u8>,
     /// Reused output buffer; grown once to hold the largest possible record.
     record: Vec<u8>,
@@ -257,34 +338,81 @@ struct Packed {
     len: usize,
     crc: u32,
     pages: u64,
+    encoding: Encoding,
+    sample: Option<Sample>,
 }
 
 const PAGES_PREFIX: usize = FRAME_HEAD_LEN + PAGES_HEAD_LEN;
 
-impl Work for Compress {
+/// A compressed chunk is kept only when it saves at least this share of the raw bytes
+/// (1/32): less is not worth its decompression at restore.
+const WORTH_SAVING_SHIFT: u32 = 5;
+
+impl Work for Encoder {
     type Job = Job;
     type Out = Result<Packed, ImageError>;
 
     fn run(&mut self, job: Job) -> Self::Out {
         let Job {
             addr,
-            data,
+            fill,
+            encode,
+            mut data,
             mut record,
         } = job;
+        let len = match &fill {
+            Fill::Copied => data.len(),
+            Fill::Read { len, .. } => *len,
+        };
         let full = PAGES_PREFIX + zstd::zstd_safe::compress_bound(CHUNK_BYTES) + CRC_LEN;
         if record.len() < full {
             record.resize(full, 0);
         }
-        let npages = data.len() / PAGE_SIZE;
-        let (head, body) = record.split_at_mut(PAGES_PREFIX);
-        let limit = body.len() - CRC_LEN;
-        let n = self.zstd.compress_to_buffer(&data, &mut body[..limit])?;
+        let zstd = match encode {
+            Choice::Zstd => self.zstd.as_mut(),
+            Choice::Raw => None,
+        };
+        let (encoding, n, sample) = match zstd {
+            None => {
+                let body = record
+                    .get_mut(PAGES_PREFIX..PAGES_PREFIX + len)
+                    .ok_or_else(|| ImageError::invalid_use("page chunk larger than a record"))?;
+                match &fill {
+                    Fill::Copied => body.copy_from_slice(&data),
+                    Fill::Read { source, from, .. } => read_from(source, *from, body)?,
+                }
+                (Encoding::Raw, len, None)
+            }
+            Some(zstd) => {
+                if let Fill::Read { source, from, .. } = &fill {
+                    data.resize(len, 0);
+                    read_from(source, *from, &mut data)?;
+                }
+                let started = Instant::now();
+                let body = &mut record[PAGES_PREFIX..full - CRC_LEN];
+                let packed = zstd.compress_to_buffer(&data, body)?;
+                let sample = Sample {
+                    raw: len as u64,
+                    packed: packed as u64,
+                    took: started.elapsed(),
+                };
+                if packed + (len >> WORTH_SAVING_SHIFT) <= len {
+                    (Encoding::Zstd, packed, Some(sample))
+                } else {
+                    record[PAGES_PREFIX..PAGES_PREFIX + len].copy_from_slice(&data);
+                    (Encoding::Raw, len, Some(sample))
+                }
+            }
+        };
+        let npages = len / PAGE_SIZE;
         let payload_len = u32::try_from(PAGES_HEAD_LEN + n)
-            .map_err(|_| io::Error::other("compressed chunk too large"))?;
+            .map_err(|_| io::Error::other("page record too large"))?;
+        let head = &mut record[..PAGES_PREFIX];
         head[0] = Kind::Pages as u8;
         head[1..5].copy_from_slice(&payload_len.to_le_bytes());
         head[5..13].copy_from_slice(&addr.to_le_bytes());
         head[13..17].copy_from_slice(&(npages as u32).to_le_bytes());
+        head[17] = encoding as u8;
         let framed = PAGES_PREFIX + n;
         let crc = crc32fast::hash(&record[..framed]);
         record[framed..framed + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
@@ -294,6 +422,18 @@ impl Work for Compress {
             len: framed + CRC_LEN,
             crc,
             pages: npages as u64,
+            encoding,
+            sample,
         })
     }
+}
+
+fn read_from(source: &Arc<dyn PageSource>, from: u64, buf: &mut [u8]) -> Result<(), ImageError> {
+    source
+        .read_pages(from, buf)
+        .map_err(|source| ImageError::Source {
+            addr: from,
+            len: buf.len(),
+            source,
+        })
 }

@@ -6,6 +6,7 @@
 //! same file). Apply maps each area at its address and writes the pages into it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use procfs::process::{MMPermissions, MMapPath, Process};
 
@@ -13,12 +14,10 @@ use crate::engine::error::{Context, Result};
 use crate::engine::inject::{Injector, Scratch};
 use crate::engine::Refusal;
 use crate::image::model::{Backing, SharedFile, SharedObject, Vma};
-use crate::image::{ImageWriter, PAGE_SIZE};
+use crate::image::{ImageWriter, PageSource, PAGE_SIZE};
 use crate::sys::{memory, Pid};
 
 const SPECIAL: [&str; 3] = ["[vvar]", "[vvar_vclock]", "[vdso]"];
-/// Largest run of pages read from the process in one call.
-const READ_CHUNK: usize = 4 << 20;
 
 fn prot_of(p: MMPermissions) -> u32 {
     let mut prot = 0;
@@ -303,8 +302,8 @@ fn file_backing(
     }
 }
 
-/// Stream the touched pages of `vmas` of process `index` of the job into `out`. Returns the
-/// number of pages written.
+/// Queue the touched pages of `vmas` of process `index` of the job into `out`, whose worker
+/// threads read them from the frozen process. Returns the number of pages.
 pub fn dump_pages<W: std::io::Write>(
     pid: Pid,
     index: u32,
@@ -317,7 +316,7 @@ pub fn dump_pages<W: std::io::Write>(
         index,
         pagemap: memory::Pagemap::open(pid).ctx(|| format!("opening /proc/{pid}/pagemap"))?,
         entries: Vec::new(),
-        buf: vec![0u8; READ_CHUNK],
+        memory: Arc::new(ProcessMemory { pid }),
         out,
     };
     let mut total = 0u64;
@@ -348,19 +347,30 @@ pub fn dump_pages<W: std::io::Write>(
     Ok(total)
 }
 
-/// Reads pages of one process and writes them into an image.
+/// A process's memory as the image writer's workers read it.
+struct ProcessMemory {
+    pid: Pid,
+}
+
+impl PageSource for ProcessMemory {
+    fn read_pages(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        memory::read(self.pid, addr, buf)
+    }
+}
+
+/// Picks the pages of one process to put into an image.
 struct PageDumper<'a, W: std::io::Write> {
     pid: Pid,
     index: u32,
     pagemap: memory::Pagemap,
     entries: Vec<u64>,
-    buf: Vec<u8>,
+    memory: Arc<dyn PageSource>,
     out: &'a mut ImageWriter<W>,
 }
 
 impl<W: std::io::Write> PageDumper<'_, W> {
-    /// Write the pages of `[from, to)` that `wanted` picks (by pagemap entry), in runs of at
-    /// most [`READ_CHUNK`]; returns how many.
+    /// Queue the runs of pages of `[from, to)` that `wanted` picks (by pagemap entry);
+    /// returns how many pages.
     fn range(&mut self, (from, to): (u64, u64), wanted: fn(u64) -> bool) -> Result<u64> {
         let pid = self.pid;
         self.pagemap
@@ -375,15 +385,13 @@ impl<W: std::io::Write> PageDumper<'_, W> {
                 continue;
             }
             let mut j = i + 1;
-            while j < entries.len() && wanted(entries[j]) && (j - i) * PAGE_SIZE < READ_CHUNK {
+            while j < entries.len() && wanted(entries[j]) {
                 j += 1;
             }
             let addr = from + (i * PAGE_SIZE) as u64;
-            let run = &mut self.buf[..(j - i) * PAGE_SIZE];
-            memory::read(pid, addr, run)
-                .ctx(|| format!("reading memory of pid {pid} at {addr:#x}"))?;
+            let tagged = crate::image::page_address(self.index, addr);
             self.out
-                .write_pages(crate::image::page_address(self.index, addr), run)?;
+                .read_pages(&self.memory, tagged, addr, (j - i) * PAGE_SIZE)?;
             total += (j - i) as u64;
             i = j;
         }
