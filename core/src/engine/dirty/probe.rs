@@ -55,16 +55,16 @@ fn try_this_kernel() -> Result<(), Unsupported> {
     let known = query
         .api(0)
         .map_err(|e| no(format!("this kernel's userfaultfd refuses UFFDIO_API: {e}")))?;
-    if known & FEATURE_WP_UNPOPULATED == 0 {
-        return Err(no(
-            "this kernel's userfaultfd cannot write-protect pages not touched \
-             yet (UFFD_FEATURE_WP_UNPOPULATED, Linux 6.4+)",
-        ));
-    }
     if known & FEATURE_WP_ASYNC == 0 {
         return Err(no(
             "this kernel's userfaultfd has no asynchronous write-protection \
              (UFFD_FEATURE_WP_ASYNC, Linux 6.7+)",
+        ));
+    }
+    if known & FEATURE_WP_UNPOPULATED == 0 {
+        return Err(no(
+            "this kernel's userfaultfd cannot write-protect pages not touched \
+             yet (UFFD_FEATURE_WP_UNPOPULATED, Linux 6.4+)",
         ));
     }
     let tracker = Uffd::new_own().map_err(|e| no(format!("userfaultfd() failed here: {e}")))?;
@@ -138,8 +138,8 @@ fn try_mapping(tracker: &Uffd, pagemap: &File, mut m: OwnMapping) -> Result<(), 
     if covered(&hole, |c| c & PAGE_IS_WRITTEN != 0) != m.end() - old_end {
         return Err(no(
             "this kernel's PAGEMAP_SCAN does not report memory dropped together with its page \
-             table (a huge page given back with MADV_DONTNEED) as written; fixed in the kernels \
-             of July 2026 (6.18.y and later)",
+             table (a huge page given back with MADV_DONTNEED) as written, which would leave \
+             stale data in a migrated job (fixed in Linux releases since July 2026)",
         ));
     }
     Ok(())

@@ -88,7 +88,9 @@ impl DirtyTracker {
             return Err(DirtyError::OwnUserfaultfd { pid, fd });
         }
         let guards = memory::Pagemap::open(pid).ctx(|| format!("opening /proc/{pid}/pagemap"))?;
+        let mut trace = crate::trace::Trace::new("dirty tracking");
         let uffd = super::inject::userfaultfd_of(pid)?;
+        trace.mark("userfaultfd made (the job stopped)");
         uffd.api(FEATURE_WP_ASYNC | FEATURE_WP_UNPOPULATED)
             .ctx(|| format!("enabling asynchronous write-protection for pid {pid}"))?;
         let mut tracker = DirtyTracker {
@@ -104,6 +106,7 @@ impl DirtyTracker {
             refused: HashMap::new(),
         };
         let first = tracker.take_written()?;
+        trace.mark("armed (the job running)");
         Ok((tracker, first))
     }
 
