@@ -405,6 +405,37 @@ fn a_process_with_its_own_userfaultfd_is_not_tracked() {
     v.run("w");
 }
 
+/// Signals sent while the tracker starts (and stops the job for a moment) all arrive.
+#[test]
+fn signals_sent_while_starting_all_arrive() {
+    const SENT: usize = 300;
+    let sb = Sandbox::new("dirty-signals");
+    let mut v = Victim::start(&sb, 32);
+    let pid = v.pid.as_raw();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..SENT {
+            let value = libc::sigval {
+                sival_ptr: std::ptr::null_mut(),
+            };
+            // SAFETY: sigqueue takes plain values.
+            let r = unsafe { libc::sigqueue(pid, libc::SIGRTMIN(), value) };
+            assert_eq!(r, 0, "sigqueue: {}", std::io::Error::last_os_error());
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    });
+    for _ in 0..3 {
+        let started = DirtyTracker::start(v.pid).expect("starting the tracker");
+        drop(started);
+    }
+    sender.join().expect("the sender");
+    let want = format!("signals {SENT}\n");
+    let got = wait_until(TIMEOUT, || {
+        v.run("signals");
+        v.proc.stdout_text().contains(&want)
+    });
+    assert!(got, "not every signal arrived: {}", v.proc.stdout_text());
+}
+
 /// Userfaultfds a process holds (as `/proc/PID/fd` shows them).
 fn userfaultfds(pid: Pid) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

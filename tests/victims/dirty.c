@@ -7,6 +7,7 @@
  * Reads one command per line on stdin, does it, prints "done CMD" and waits for the next.
  * Four threads write on command ("w") or all the time ("go" until "halt").
  * Every written byte comes from a counter, so every write changes the page it lands on.
+ * SIGRTMIN is counted ("signals" prints the count).
  */
 #include "victim.h"
 
@@ -41,6 +42,14 @@ static atomic_uint stamp = 1;
 static atomic_int running;	/* threads write continuously while set */
 static atomic_int round_no;	/* bumped by "w": each thread writes once per bump */
 static atomic_int written_rounds;
+
+static atomic_int signals;	/* SIGRTMIN delivered */
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&signals, 1);
+}
 
 static uint64_t rng_state = 88172645463325252ULL;
 static pthread_mutex_t rng_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -241,6 +250,8 @@ static void command(const char *c)
 	} else if (!strcmp(c, "revert")) {
 		/* Copies of file pages dropped: they read as the file again, with no write. */
 		madvise(F, 8 * PAGE, MADV_DONTNEED);
+	} else if (!strcmp(c, "signals")) {
+		say("signals %d\n", atomic_load(&signals));
 	} else if (!strcmp(c, "uffd")) {
 		/* A userfaultfd of its own, kept open. */
 		if (syscall(SYS_userfaultfd, 1 | O_CLOEXEC) < 0)
@@ -284,6 +295,11 @@ int main(int argc, char **argv)
 	F = file_map(MIB, NULL);
 	touch(F);
 	touch(F + 7 * PAGE);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGRTMIN, &sa, NULL);
 	pthread_t t;
 	for (int i = 0; i < THREADS; i++)
 		if (pthread_create(&t, NULL, worker, NULL) != 0)
