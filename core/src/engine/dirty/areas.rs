@@ -42,7 +42,7 @@ pub enum Why {
     Kernel,
     /// No access (`PROT_NONE`): nothing can be written there without changing the area.
     NoAccess,
-    /// hugetlb memory: a huge page dropped with `MADV_DONTNEED` would not be reported.
+    /// hugetlb memory: a huge page dropped with `MADV_DONTNEED` is not reported (tried).
     Hugetlb,
     /// A mapping of a device, written by the device.
     Device,
