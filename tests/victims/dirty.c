@@ -2,8 +2,9 @@
  * Victim of the dirty-page tracker tests (tests/tests/dirty.rs): a process whose memory
  * changes in every way the tracker must notice, one command at a time.
  *
- * Usage: dirty FILE [MIB]. FILE (at least 1 MiB) is mapped private and written (copied on
- * write); the main anonymous area is MIB MiB (64 by default, at least 32), half of it filled.
+ * Usage: dirty FILE [MIB [FILLED]]. FILE (at least 1 MiB) is mapped private and written (copied
+ * on write); the main anonymous area is MIB MiB (64 by default, at least 32), of which the first
+ * FILLED MiB (all by default, at least 32) are filled.
  * Reads one command per line on stdin, does it, prints "done CMD" and waits for the next.
  * Four threads write on command ("w") or all the time ("go" until "halt").
  * Every written byte comes from a counter, so every write changes the page it lands on.
@@ -30,7 +31,7 @@
 #define MADV_PAGEOUT 21
 #endif
 
-static char *A;			/* anonymous (64 MiB unless told), first half filled */
+static char *A;			/* anonymous (64 MiB unless told), filled */
 static size_t A_LEN = 64 * MIB;
 static char *T;			/* 8 MiB of transparent huge pages, filled */
 static char *F;			/* 1 MiB private mapping of FILE */
@@ -277,7 +278,8 @@ int main(int argc, char **argv)
 	file_path = argv[1];
 	if (argc > 2)
 		A_LEN = strtoul(argv[2], NULL, 10) * MIB;
-	if (A_LEN < 32 * MIB)
+	size_t filled = argc > 3 ? strtoul(argv[3], NULL, 10) * MIB : A_LEN;
+	if (A_LEN < 32 * MIB || filled < 32 * MIB || filled > A_LEN)
 		return 2;
 	A = mmap(NULL, A_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	T = map_aligned(8 * MIB, 2 * MIB);
@@ -289,7 +291,7 @@ int main(int argc, char **argv)
 	    MAP_FAILED)
 		return 3;
 	madvise(T, 8 * MIB, MADV_HUGEPAGE);
-	fill(A, A_LEN / 2);
+	fill(A, filled);
 	fill(T, 8 * MIB);
 	fill(R, 8 * MIB);
 	F = file_map(MIB, NULL);
