@@ -4,6 +4,7 @@
 
 mod checks;
 mod compat;
+pub mod dirty;
 mod dump;
 pub(crate) mod error;
 mod freeze;
