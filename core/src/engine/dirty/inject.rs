@@ -3,12 +3,10 @@
 //! `userfaultfd()` in it, copy the new descriptor out (`pidfd_getfd`), close it there, and let
 //! the process go exactly as it was: registers, signals and descriptor table.
 
-use procfs::process::{MMPermissions, MMapPath, Process};
 
 use super::error::{DirtyError, Result};
 use crate::engine::error::EngineError;
 use crate::engine::freeze::Frozen;
-use crate::engine::refusal::Refusal;
 use crate::sys::uffd::{Uffd, UFFD_USER_MODE_ONLY};
 use crate::sys::{pidfd, Pid};
 
@@ -17,7 +15,7 @@ use crate::sys::{pidfd, Pid};
 pub(super) fn userfaultfd_of(pid: Pid) -> Result<Uffd> {
     let inject = |source: EngineError| DirtyError::Inject { pid, source };
     let mut frozen = Frozen::seize(pid).map_err(inject)?;
-    let site = trap_site(pid).map_err(inject)?;
+    let site = crate::engine::dump::trap_site(pid).map_err(inject)?;
     frozen.plant(site).map_err(inject)?;
     let got = make_and_copy(&frozen, pid);
     // Frozen puts the code and every thread's registers back and re-sends pending signals.
@@ -54,21 +52,4 @@ fn make_and_copy(frozen: &Frozen, pid: Pid) -> Result<Uffd> {
         source,
     })?;
     Ok(Uffd::from_fd(copy))
-}
-
-/// Where to plant the `syscall; int3` trap: the start of an executable file mapping (its
-/// bytes are put back before the process runs again).
-fn trap_site(pid: Pid) -> Result<u64, EngineError> {
-    let maps = Process::new(pid.as_raw())?.maps()?;
-    let exec = |m: &&procfs::process::MemoryMap| m.perms.contains(MMPermissions::EXECUTE);
-    maps.iter()
-        .filter(exec)
-        .find(|m| matches!(m.pathname, MMapPath::Path(_)) && m.address.1 - m.address.0 >= 8)
-        .or_else(|| {
-            maps.iter()
-                .filter(exec)
-                .find(|m| !matches!(m.pathname, MMapPath::Vdso | MMapPath::Vsyscall))
-        })
-        .map(|m| m.address.0)
-        .ok_or_else(|| Refusal::NoExecutableMapping { pid }.into())
 }
