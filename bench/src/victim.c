@@ -33,8 +33,10 @@
  * or put at another address makes it differ. sum= (before any write) stays the checksum of
  * pattern.rs. Extra fields, in that mode only:
  *     ready report: "write_mbps=<n>"
- *     verified line: "written=<bytes> write_ns=<n> lost_ns=<n>" (bytes rewritten over write_ns,
- *     of which lost_ns went by without writing: paused or too late)
+ *     verified line: "written=<bytes> write_ns=<n> lost_ns=<n> max_gap_ns=<n>" (bytes rewritten
+ *     over write_ns, of which lost_ns went by without writing: paused or too late; max_gap_ns:
+ *     the longest time between two wake-ups of the writer, normally about 5 ms: a move's
+ *     downtime as the job itself lived it, give or take one period)
  *
  * The contents and the checksum must stay byte-for-byte equal to bench/src/pattern.rs: the
  * bench compares the checksum printed here with its own. */
@@ -289,6 +291,7 @@ struct writer {
     uint64_t sum;     /* page_sum of the memory, kept up to date at each page written */
     uint64_t written; /* bytes */
     uint64_t start_ns, end_ns, lost_ns;
+    uint64_t max_gap_ns; /* the longest time between two of its wake-ups */
 };
 
 static atomic_int stop_writer;
@@ -314,8 +317,12 @@ static void *write_loop(void *arg) {
     w->start_ns = base;
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
+    uint64_t last = base;
     while (!atomic_load_explicit(&stop_writer, memory_order_relaxed)) {
         uint64_t t = now_ns();
+        if (t > last && t - last > w->max_gap_ns)
+            w->max_gap_ns = t - last;
+        last = t;
         uint64_t due = t > base ? (uint64_t)((double)(t - base) * w->bytes_per_ns) / PAGE : 0;
         if (t < base || (due > done && (double)(due - done) * PAGE >
                                              (double)WRITE_LOST_AFTER_NS * w->bytes_per_ns)) {
@@ -438,9 +445,9 @@ int main(int argc, char **argv) {
     int ok = again == sum && threads_ok == threads;
     char wrote[128] = "";
     if (write_mbps > 0)
-        snprintf(wrote, sizeof wrote, " written=%llu write_ns=%llu lost_ns=%llu",
+        snprintf(wrote, sizeof wrote, " written=%llu write_ns=%llu lost_ns=%llu max_gap_ns=%llu",
                  (unsigned long long)w.written, (unsigned long long)(w.end_ns - w.start_ns),
-                 (unsigned long long)w.lost_ns);
+                 (unsigned long long)w.lost_ns, (unsigned long long)w.max_gap_ns);
     say("verified=%s check_ns=%llu unmap_ns=%llu threads=%lu threads_ok=%u join_ns=%llu "
         "cpu_ns=%llu%s\n",
         ok ? "ok" : "bad", (unsigned long long)(t4 - t3), (unsigned long long)(t5 - t4), threads,
