@@ -15,7 +15,8 @@ use mrun_bench::scratch::Scratch;
 use mrun_bench::sys::wait_timeout;
 use mrun_bench::victim::{field, parse_ready};
 
-/// `--show-trace`: each job's `mrun trace:` lines go to the bench's stderr.
+/// `--show-trace`: each job's `mrun trace:` lines and its last line (`verified=...`) go to
+/// the bench's stderr.
 pub static SHOW_TRACE: AtomicBool = AtomicBool::new(false);
 
 /// How the job behaves while it is moved, and how it is moved.
@@ -302,6 +303,7 @@ pub fn migrate(
         for line in stderr.lines().filter(|l| l.starts_with("mrun trace: ")) {
             eprintln!("  {line}");
         }
+        eprintln!("  the job: {line}");
     }
     let trace = Trace::parse(&stderr);
     let (Some(connect), Some(downtime)) =

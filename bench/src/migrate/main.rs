@@ -64,7 +64,8 @@ struct Args {
     /// Runs each of `/bin/sleep 0.1` and `mrun /bin/sleep 0.1` (0: skip).
     #[arg(long, default_value_t = 10)]
     sleep_runs: u32,
-    /// Print each job's `mrun trace:` lines on stderr as it is moved.
+    /// Print each job's `mrun trace:` lines and its last line (`verified=...`) on stderr
+    /// once it ended.
     #[arg(long)]
     show_trace: bool,
     /// Where mrun, mrunctl and mrun-agent are [default: next to this binary].
