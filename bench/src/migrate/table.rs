@@ -70,7 +70,8 @@ compressing and sending memory at the pace the SSH channel and the node's restor
 confirmation. The node's restore helper, from its own trace (the agent runs with MRUN_TRACE=1;
 its lines reach the job's stderr): n.pre = `restore Precopied`, from its start to the end of the
 pre-copy streams it read; lag = n.pre - pre ms (pre ms: see above), about how long after the
-freeze the node was still taking in pre-copy data (its start is a few ms before pre ms starts);
+freeze the node was still taking in pre-copy data (an upper bound: the helper starts when the
+node is asked to take the job, a little before pre ms starts);
 n.mem = `restore Memory`, writing the pages into the new process (with stop-and-copy it overlaps
 pages: the image streams in); n.oth = its other stages after the header (Spawn, Clear,
 Specials, Kernel, Threads, Run)";
