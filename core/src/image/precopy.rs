@@ -100,9 +100,7 @@ pub type AfterPrecopy<R> = Chain<Cursor<Vec<u8>>, R>;
 
 /// Reads the pre-copy streams at the start of `input`, if any, into a store, and returns it
 /// with the rest of the input (the image), unread.
-pub fn read_leading<R: Read>(
-    mut input: R,
-) -> Result<(PageStore, AfterPrecopy<R>), ImageError> {
+pub fn read_leading<R: Read>(mut input: R) -> Result<(PageStore, AfterPrecopy<R>), ImageError> {
     let mut store = PageStore::default();
     loop {
         let magic = read_up_to(&mut input, PRECOPY_MAGIC.len())?;

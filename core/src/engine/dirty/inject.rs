@@ -3,7 +3,6 @@
 //! `userfaultfd()` in it, copy the new descriptor out (`pidfd_getfd`), close it there, and let
 //! the process go exactly as it was: registers, signals and descriptor table.
 
-
 use super::error::{DirtyError, Result};
 use crate::engine::error::EngineError;
 use crate::engine::freeze::Frozen;
