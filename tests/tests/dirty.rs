@@ -645,3 +645,43 @@ fn costs(mib: u64, filled: u64) -> Duration {
     );
     median
 }
+
+/// A process the tracker stops inside a system call that programs never expect to fail
+/// (GNU `tail -f` waits in poll(2) and dies of an EINTR) carries on with it as if never
+/// stopped, and waits in poll itself again, not in the kernel's `restart_syscall`, whose
+/// meaning a checkpoint cannot carry to another machine.
+#[test]
+fn a_process_waiting_in_poll_waits_on() {
+    let sb = Sandbox::new("dirty-poll");
+    let file = sb.path("tailed.txt");
+    std::fs::write(&file, "1\n").expect("writing the tailed file");
+    let mut cmd = sb.command("tail");
+    cmd.arg("-f").arg(sb.input(&file));
+    let mut tail = Proc::spawn("tail -f", cmd, Input::Null, Output::Pipe);
+    tail.wait_for_stdout("1\n");
+    // Let it settle in its poll.
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = Pid::from_raw(tail.pid());
+    for k in 0..3 {
+        let started = DirtyTracker::start(pid).expect("starting the tracker");
+        drop(started);
+        let syscall = format!("/proc/{}/syscall", pid.as_raw());
+        let mut now = String::new();
+        let in_poll = wait_until(TIMEOUT, || {
+            now = std::fs::read_to_string(&syscall).unwrap_or_default();
+            now.split(' ').next() == Some(&libc::SYS_poll.to_string())
+        });
+        assert!(
+            in_poll,
+            "tail -f does not wait in poll again: {syscall}: {now}"
+        );
+        let line = format!("line {k}\n");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .expect("opening the tailed file");
+        std::io::Write::write_all(&mut f, line.as_bytes()).expect("appending");
+        tail.wait_for_stdout(&line);
+    }
+    tail.kill();
+}
