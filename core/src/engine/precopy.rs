@@ -95,6 +95,15 @@ pub fn run<W: Write>(
         trace.say(&format!("pre-copy: off ({why}); stop-and-copy"));
         return Ok(None);
     }
+    // Starting the tracker stops the job for a moment: not for a job that is small anyway.
+    if let Some(resident) = resident_bytes(pid).filter(|&r| r < WORTH_IT) {
+        trace.say(&format!(
+            "pre-copy: off (the job has {} KiB resident, less than {} MiB); stop-and-copy",
+            resident >> 10,
+            WORTH_IT >> 20
+        ));
+        return Ok(None);
+    }
     let (tracker, first) = match DirtyTracker::start(pid) {
         Ok(t) => t,
         Err(e) => {
@@ -164,6 +173,14 @@ pub fn run<W: Write>(
         }
         round = now;
     }
+}
+
+/// The resident memory of `pid` (`/proc/PID/statm`, shared file pages included: an upper
+/// bound of what pre-copy could send), or `None` if it cannot be read.
+fn resident_bytes(pid: Pid) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * crate::image::PAGE_SIZE as u64)
 }
 
 /// Sends the pages of `ranges` as one pre-copy stream; returns the ranges that could not
