@@ -528,9 +528,8 @@ fn clear_one(f: &mut Fresh, p: &ProcessState) -> Result<()> {
             0,
         ],
     )?;
-    memory::write(pid, tramp, &arch::SYSCALL_TRAP.to_le_bytes())
-        .ctx(|| "writing the trampoline".into())?;
-    inj.set_site(tramp);
+    memory::write(pid, tramp, &arch::INJECTED_CODE).ctx(|| "writing the trampoline".into())?;
+    inj.set_code(tramp);
     f.tramp = tramp;
     f.scratch = Scratch {
         addr: tramp + PAGE,
@@ -602,7 +601,8 @@ fn threads_one(
         created.push(outer);
         let base = ptrace::get_regs(outer)
             .ctx(|| format!("reading the registers of the new thread {}", t.tid))?;
-        let own = Injector::new(outer, f.tramp, base);
+        let mut own = Injector::new(outer, f.tramp, base);
+        own.set_code(f.tramp);
         thread::apply_injected(&own, &f.scratch, t, inherited)?;
         thread::apply_affinity(outer, t);
         // Without a pid namespace the process sees our ids.
