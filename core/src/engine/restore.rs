@@ -23,6 +23,12 @@ const PAGE: u64 = 4096;
 const LOWEST: u64 = 0x1000_0000;
 const HIGHEST: u64 = 0x7fff_ffff_0000;
 
+/// The read buffer to put in front of an image file or pipe. The reader asks for a record's
+/// few header bytes, then for its body, which (at least this size) bypasses the buffer. A
+/// larger one only costs: the 1 MiB one was filled (page faults and one more copy) before the
+/// first record was read, 0.6 ms of a 1 MiB restore.
+pub const READ_BUFFER: usize = 64 << 10;
+
 pub struct RestoreOptions {
     /// Stand-ins for the original's stdio pipes/terminals: fds of the restorer.
     pub stdio: [RawFd; 3],
