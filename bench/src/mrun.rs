@@ -33,6 +33,10 @@ pub struct Mrun {
     pub home: PathBuf,
     /// `XDG_RUNTIME_DIR` of our mrun: its job sockets and the daemon's socket.
     pub runtime_dir: PathBuf,
+    /// The agent runs with `MRUN_TRACE=1`: the restore helper it starts for a job prints its
+    /// stages on its stderr, which is the job's, and so reaches the job's `mrun`. Set it
+    /// before the first command (the daemon, started on demand, keeps its environment).
+    pub trace_node: bool,
 }
 
 impl Mrun {
@@ -62,6 +66,7 @@ impl Mrun {
             agent,
             home: home.to_path_buf(),
             runtime_dir,
+            trace_node: false,
         })
     }
 
@@ -70,13 +75,25 @@ impl Mrun {
         let mut cmd = Command::new(program);
         cmd.env("HOME", &self.home)
             .env("XDG_RUNTIME_DIR", &self.runtime_dir)
-            // The node is this machine: its agent is ours, by absolute path.
-            .env("MRUN_REMOTE_AGENT", &self.agent)
+            // The node is this machine: its agent is ours, by absolute path (a command line
+            // for the node's shell).
+            .env("MRUN_REMOTE_AGENT", self.agent_command())
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("MRUN_NODES")
             .env_remove("MRUN_NO_DAEMON")
-            .env_remove("MRUN_TRACE");
+            .env_remove("MRUN_TRACE")
+            // Pre-copy on unless a bench turns it off for a job.
+            .env_remove("MRUN_PRECOPY");
         cmd
+    }
+
+    /// `MRUN_REMOTE_AGENT`: the agent's path, after `MRUN_TRACE=1 ` when `trace_node`.
+    pub fn agent_command(&self) -> String {
+        if self.trace_node {
+            format!("MRUN_TRACE=1 {}", self.agent.display())
+        } else {
+            self.agent.display().to_string()
+        }
     }
 
     /// `mrun VERSION` as it reports itself.

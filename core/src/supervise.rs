@@ -192,5 +192,7 @@ pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool, home_fi
     }
     let _ = writeln!(status, "running {}", restored.pid);
     drop(status);
+    // Only now: freeing what pre-copy sent takes a while, and the job runs meanwhile.
+    drop(restored.sent_ahead);
     end_like(supervise_job(restored.pid, restored.reaper, &waited))
 }

@@ -17,6 +17,13 @@ impl Trace {
         }
     }
 
+    /// A line of its own: a decision and why.
+    pub fn say(&self, line: &str) {
+        if self.on {
+            eprintln!("mrun trace: {line}");
+        }
+    }
+
     /// The stage that just ended.
     pub fn mark(&mut self, stage: &str) {
         if self.on {

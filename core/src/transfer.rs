@@ -21,6 +21,10 @@ const CHUNK: usize = 1 << 20;
 /// What a checkpoint thread reports.
 pub enum DumpEvent {
     Chunk(Bytes),
+    /// The chunks so far were pre-copy, sent while the process ran on. It is frozen once the
+    /// receiver answers on this sender (when the other side has them all); dropped unanswered,
+    /// the process runs on untouched and the checkpoint ends.
+    SentAhead(oneshot::Sender<()>),
     /// The image is complete; the process is frozen until a verdict is given.
     Done,
     /// The engine does not carry something the process holds; it runs on untouched.
@@ -110,7 +114,28 @@ pub fn checkpoint_to_chunks(
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let dumped = engine::dump(pid, &mut writer, &opts).and_then(|held| {
+        let precopied = if opts.precopy {
+            match engine::precopy::run(pid, &mut writer, opts.compression) {
+                Ok(p) => p,
+                Err(e) => {
+                    let e = engine::EngineError::from(e);
+                    let _ = tx.blocking_send(DumpEvent::Failed(engine::error_chain(&e)));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if precopied.is_some() {
+            let (go_tx, go) = oneshot::channel();
+            if writer.flush().is_err()
+                || tx.blocking_send(DumpEvent::SentAhead(go_tx)).is_err()
+                || go.blocking_recv().is_err()
+            {
+                return;
+            }
+        }
+        let dumped = engine::dump_precopied(pid, &mut writer, &opts, precopied).and_then(|held| {
             writer.flush().map_err(|e| engine::EngineError::Os {
                 what: "sending the image".into(),
                 source: e,

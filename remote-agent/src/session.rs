@@ -179,6 +179,10 @@ async fn session(
                 }
             }
             Some(Ok(Frame::Control(Control::ImageEnd))) => break,
+            // Everything before it went into the helper's pipe (the writes above awaited).
+            Some(Ok(Frame::Control(Control::Sync))) => {
+                out.send(Frame::Control(Control::Synced)).await?
+            }
             Some(Ok(other)) => bail!("unexpected frame during the image transfer: {other:?}"),
             Some(Err(e)) => return Err(e).context("receiving the image"),
             None => return Ok(()), // Home went away: the helper dies with us (kill_on_drop).
@@ -191,7 +195,13 @@ async fn session(
             if fuse.is_some() {
                 // Its files' device numbers here are the served file system's: a checkpoint
                 // taken here records them as unknown (see `files_served_on`).
-                if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/root")) {
+                // Off this task: the stat may have to ask home (the root's attributes went
+                // stale in the served file system's cache), and this task's progress is what
+                // carries home's answers.
+                let root = format!("/proc/{pid}/root");
+                if let Ok(Ok(m)) =
+                    tokio::task::spawn_blocking(move || std::fs::metadata(root)).await
+                {
                     mrun_core::resource::files_served_on(std::os::unix::fs::MetadataExt::dev(&m));
                 }
             }
@@ -359,6 +369,8 @@ async fn relay(
             },
             ev = next_event(&mut dump_events), if outbox.len() < OUTBOX => match ev {
                 Some(DumpEvent::Chunk(c)) => outbox.push_back(Frame::Image(c)),
+                // Nodes do not pre-copy.
+                Some(DumpEvent::SentAhead(_)) => {}
                 Some(DumpEvent::Done) => {
                     dump_events = None;
                     // The process is frozen: everything it wrote is in the pipes now. It goes

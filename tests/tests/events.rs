@@ -105,7 +105,19 @@ fn go_ticker_two_hops() {
 /// which tail takes as fatal ("error waiting for inotify and output events").
 #[test]
 fn tail_f_follows_its_file_after_restore() {
-    let sb = Sandbox::new("events-tail");
+    tail_f_checkpointed("events-tail", false);
+}
+
+/// The same with `tail -f` stopped and continued before the checkpoint (a user's ^Z and
+/// `fg`): the kernel restarts its poll as `restart_syscall`, which the checkpoint must name
+/// poll again, or the restored tail fails with EINTR.
+#[test]
+fn tail_f_stopped_and_continued_follows_its_file_after_restore() {
+    tail_f_checkpointed("events-tail-stopped", true);
+}
+
+fn tail_f_checkpointed(name: &str, stop_first: bool) {
+    let sb = Sandbox::new(name);
     let file = sb.path("tailed.txt");
     let (old, new) = ("1\n2\n3\n4\n5\n", "6\n7\n8\n");
     std::fs::write(&file, old).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
@@ -122,6 +134,22 @@ fn tail_f_follows_its_file_after_restore() {
         wait_until(TIMEOUT, || in_untimed_poll(pid)),
         "tail -f (pid {pid}) never waited in poll(2)"
     );
+    if stop_first {
+        send_signal(pid, libc::SIGSTOP);
+        assert!(
+            wait_until(TIMEOUT, || process_state(pid) == Some('T')),
+            "tail -f (pid {pid}) never stopped"
+        );
+        send_signal(pid, libc::SIGCONT);
+        let restarted = wait_until(TIMEOUT, || {
+            std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .is_ok_and(|s| s.split(' ').next() == Some(&libc::SYS_restart_syscall.to_string()))
+        });
+        assert!(
+            restarted,
+            "tail -f (pid {pid}) never waited in restart_syscall(2)"
+        );
+    }
     let image = sb.path("tail.img");
     sb.mrunctl().checkpoint_ok(pid, &image);
     let original = tail.finish();

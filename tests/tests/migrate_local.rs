@@ -172,17 +172,6 @@ fn start_hopper_and_send_away(mrun: &Mrun, mode: &str) -> Job {
     job
 }
 
-fn send_signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety requirements.
-    let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(
-        r,
-        0,
-        "kill({pid}, {sig}): {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// No `mrun-agent` is left below the job's mrun (a failed move must not leave one behind).
 fn assert_no_agent(job: &Job) {
     let mut left = Vec::new();

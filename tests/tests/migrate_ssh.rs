@@ -198,17 +198,6 @@ fn hopper_end(sb: &Sandbox, how: &str) {
     write_atomically(&sb.path("end"), how);
 }
 
-fn send_signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety requirements.
-    let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(
-        r,
-        0,
-        "kill({pid}, {sig}): {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// Writes `data` to the job's stdin pipe from a helper thread, failing (after killing the job)
 /// if that does not complete within [`TIMEOUT`].
 fn feed(job: &mut Job, stdin: &mut File, data: &[u8], what: &str) {

@@ -46,6 +46,7 @@ pub fn run(args: CheckpointArgs) -> ! {
     let opts = DumpOptions {
         compression: args.compress,
         leave_running: args.leave_running,
+        precopy: false,
         share_stdio_with: None,
     };
     let pid = Pid::from_raw(args.pid);

@@ -1060,6 +1060,24 @@ async fn move_between(
     }
 }
 
+/// Waits for the node's `Synced`: everything sent before the `Sync` reached its restore.
+async fn wait_synced(link: &mut Link, node: &str) -> Result<()> {
+    match link.rx.next().await {
+        Some(Ok(Frame::Control(Control::Synced))) => Ok(()),
+        Some(Ok(Frame::Control(Control::Error { message }))) => {
+            bail!("{message}; the job stays at home")
+        }
+        Some(Ok(other)) => bail!(
+            "the agent on {node} answered {} to Sync; the job stays at home",
+            other.kind()
+        ),
+        Some(Err(e)) => Err(anyhow!(e)).context(format!(
+            "the connection to {node} failed; the job stays at home"
+        )),
+        None => bail!("the agent on {node} went away during pre-copy; the job stays at home"),
+    }
+}
+
 /// Checkpoint the home process `pid` into the agent of `node`; end it once the restored copy
 /// runs there, with the CPU seconds it used at home. On any failure it keeps running at home,
 /// untouched.
@@ -1091,6 +1109,9 @@ async fn move_away(
         Pid::from_raw(pid),
         mrun_core::engine::DumpOptions {
             share_stdio_with: Some(nix::unistd::getpid()),
+            // MRUN_PRECOPY=0: always stop-and-copy (for comparing, or a kernel that
+            // misbehaves).
+            precopy: std::env::var("MRUN_PRECOPY").map_or(true, |v| v != "0"),
             ..Default::default()
         },
     );
@@ -1101,6 +1122,13 @@ async fn move_away(
                     .send_watching(Frame::Image(c))
                     .await
                     .context("the job stays at home")?,
+                // Pre-copy sent: freeze once the node has it all.
+                Some(DumpEvent::SentAhead(go)) => {
+                    link.tx.send(Frame::Control(Control::Sync)).await?;
+                    wait_synced(&mut link, node).await?;
+                    trace.mark("pre-copy (the job runs on)");
+                    let _ = go.send(());
+                }
                 Some(DumpEvent::Done) => break,
                 Some(DumpEvent::Refused(why)) => return Err(anyhow::Error::new(StaysHome(why))),
                 Some(DumpEvent::Failed(why)) => bail!("{why}"),

@@ -109,6 +109,36 @@ pub fn rewind_interrupted_syscall(mut r: Regs) -> Regs {
     r
 }
 
+/// Registers of a task frozen in `restart_syscall(2)` that the kernel restarts as a poll(2)
+/// (`blocked_in_poll` says so: the task slept in poll before the freeze), rewritten to name
+/// poll itself. A poll interrupted by any stop is restarted through the kernel's restart
+/// block, so a task stopped twice (by the user's ^Z, by a dirty-page tracker's start, by a
+/// move that gave up) is caught in `restart_syscall`, whose meaning dies with the process;
+/// poll's arguments are still in their registers, so naming poll lets a restore run it
+/// again ([`rewind_interrupted_syscall`]) instead of failing it with EINTR.
+pub fn name_restarted_poll(mut r: Regs, blocked_in_poll: bool) -> Regs {
+    if blocked_in_poll
+        && r.orig_rax == libc::SYS_restart_syscall as u64
+        && r.rax as i64 == ERESTART_RESTARTBLOCK
+    {
+        r.orig_rax = libc::SYS_poll as u64;
+    }
+    r
+}
+
+/// Registers to resume a frozen task with at home: as they were, except that a poll(2) the
+/// kernel would restart through its restart block runs again from the `syscall` instruction,
+/// so the next freeze finds it in poll, not in `restart_syscall` (see
+/// [`name_restarted_poll`]). With no timeout that is its exact restart; with one it waits
+/// its whole timeout again, as after a restore.
+pub fn resumable(mut r: Regs) -> Regs {
+    if r.orig_rax == libc::SYS_poll as u64 && r.rax as i64 == ERESTART_RESTARTBLOCK {
+        rewind(&mut r);
+        r.orig_rax = u64::MAX;
+    }
+    r
+}
+
 /// Make the task run its interrupted syscall again, from the `syscall` instruction.
 fn rewind(r: &mut Regs) {
     r.rax = r.orig_rax;
@@ -255,6 +285,37 @@ mod tests {
             rewind_interrupted_syscall(interrupted(libc::SYS_nanosleep, ERESTART_RESTARTBLOCK, 0));
         assert_eq!(r.rax as i64, EINTR);
         assert_eq!(r.rip, 0x1000);
+    }
+
+    #[test]
+    fn a_restarted_poll_is_named_poll_only_when_it_sleeps_in_poll() {
+        let restarted = interrupted(libc::SYS_restart_syscall, ERESTART_RESTARTBLOCK, 7);
+        let r = name_restarted_poll(restarted, true);
+        assert_eq!(r.orig_rax, libc::SYS_poll as u64);
+        let r = rewind_interrupted_syscall(r);
+        assert_eq!(r.rax, libc::SYS_poll as u64);
+        assert_eq!(r.rip, 0x1000 - SYSCALL_LEN);
+        assert_eq!(r.rdx, 7);
+        let r = name_restarted_poll(restarted, false);
+        assert_eq!(r.orig_rax, libc::SYS_restart_syscall as u64);
+        assert_eq!(rewind_interrupted_syscall(r).rax as i64, EINTR);
+    }
+
+    #[test]
+    fn a_resumed_poll_runs_again_from_its_syscall() {
+        let r = resumable(interrupted(
+            libc::SYS_poll,
+            ERESTART_RESTARTBLOCK,
+            u32::MAX as u64,
+        ));
+        assert_eq!(r.rax, libc::SYS_poll as u64);
+        assert_eq!(r.rip, 0x1000 - SYSCALL_LEN);
+        assert_eq!(r.orig_rax, u64::MAX);
+        // Every other syscall is left to the kernel's own restart.
+        let read = interrupted(libc::SYS_read, ERESTARTSYS, 0);
+        assert_eq!(resumable(read).rip, read.rip);
+        let sleep = interrupted(libc::SYS_nanosleep, ERESTART_RESTARTBLOCK, 0);
+        assert_eq!(resumable(sleep).rax, sleep.rax);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::checks;
 use super::compat;
 use super::error::{Context, EngineError, Result};
 use super::freeze::Frozen;
+use super::precopy::{Precopied, Sent};
 use super::refusal::Refusal;
 use super::tree::{FrozenTree, Ids};
 use crate::image::model::{
@@ -28,6 +29,9 @@ pub struct DumpOptions {
     pub compression: Compression,
     /// Let the process continue after the checkpoint instead of ending it.
     pub leave_running: bool,
+    /// Send the memory ahead while the process still runs, in rounds, before freezing it
+    /// (where the kernel allows; see [`super::precopy`]). Only [`crate::transfer`] does.
+    pub precopy: bool,
     /// A process (mrun's deputy) whose stdin/stdout/stderr the checkpointed process shares:
     /// those of its fds 0-2 that are the very same open files are carried as stdio streams,
     /// so the restored copy writes through the deputy and a shared file offset stays shared.
@@ -39,6 +43,7 @@ impl Default for DumpOptions {
         DumpOptions {
             compression: Compression::Auto(crate::image::DEFAULT_LEVEL),
             leave_running: false,
+            precopy: false,
             share_stdio_with: None,
         }
     }
@@ -71,36 +76,68 @@ pub fn checkpoint<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<Dump
 pub struct Checkpointed {
     frozen: FrozenTree,
     pub stats: DumpStats,
+    /// Given back (its write-protection undone) once the process is ended or runs again:
+    /// undoing it costs time the frozen process need not wait for.
+    precopied: Option<Precopied>,
 }
 
 impl Checkpointed {
     /// The image lives on: end the original.
     pub fn kill(self) -> Result<()> {
-        self.frozen.kill()
+        let Checkpointed {
+            frozen, precopied, ..
+        } = self;
+        let ended = frozen.kill();
+        drop(precopied);
+        ended
     }
 
     /// The image was not used: let the original run on, untouched.
     pub fn resume(self) -> Result<()> {
-        self.frozen.resume()
+        let Checkpointed {
+            frozen, precopied, ..
+        } = self;
+        drop(precopied);
+        frozen.resume()
     }
 }
 
 /// Freeze `pid` and write its complete image into `out`, leaving it frozen. On any error the
 /// process keeps running as if nothing happened.
 pub fn dump<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<Checkpointed> {
+    dump_precopied(pid, out, opts, None)
+}
+
+/// As [`dump`] after pre-copy rounds ([`super::precopy::run`]) sent `precopied` ahead on the
+/// same stream: the pages sent and not written since are named, not carried.
+pub fn dump_precopied<W: Write>(
+    pid: Pid,
+    out: W,
+    opts: &DumpOptions,
+    mut precopied: Option<Precopied>,
+) -> Result<Checkpointed> {
     let mut trace = crate::trace::Trace::new("checkpoint");
     checks::preflight(pid)?;
     let mut frozen = FrozenTree::seize(pid)?;
     trace.mark("freeze");
-    let stats = capture(&mut frozen, out, opts, &mut trace)?;
-    Ok(Checkpointed { frozen, stats })
+    let sent = precopied.as_mut().and_then(|p| p.at_freeze(&mut trace));
+    if precopied.is_some() {
+        trace.mark("dirty pages");
+    }
+    let stats = capture(&mut frozen, out, opts, sent.as_ref(), &mut trace)?;
+    Ok(Checkpointed {
+        frozen,
+        stats,
+        precopied,
+    })
 }
 
 /// The scratch area mapped in each process while its state is asked for: room for the
 /// dispositions of every signal and the table of the batch that reads them.
 const SCRATCH_LEN: u64 = 16 * 1024;
 
-fn trap_site(pid: Pid) -> Result<u64> {
+/// Where injected system calls run: the start of an executable file mapping of `pid`.
+pub(crate) fn trap_site(pid: Pid) -> Result<u64> {
     let maps = Process::new(pid.as_raw())?.maps()?;
     maps.iter()
         .filter(|m| {
@@ -164,6 +201,7 @@ fn capture<W: Write>(
     tree: &mut FrozenTree,
     out: W,
     opts: &DumpOptions,
+    precopied: Option<&Sent>,
     trace: &mut crate::trace::Trace,
 ) -> Result<DumpStats> {
     let mut ends = fds::Held::default();
@@ -255,7 +293,15 @@ fn capture<W: Write>(
         ..DumpStats::default()
     };
     for (i, (m, p)) in tree.members.iter().zip(&state.processes).enumerate() {
-        stats.pages += mem::dump_pages(m.frozen.pid(), i as u32, &shared, &p.vmas, &mut writer)?;
+        // Pre-copy covers the first process only.
+        let sent = precopied.filter(|_| i == 0);
+        stats.pages += mem::dump_pages(
+            m.frozen.pid(),
+            i as u32,
+            (&shared, sent),
+            &p.vmas,
+            &mut writer,
+        )?;
         stats.vmas += p.vmas.len();
         stats.fds += p.fds.len();
         stats.threads += p.threads.len();

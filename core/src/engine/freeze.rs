@@ -25,7 +25,8 @@ const MAX_PASSES: usize = 100;
 pub struct FrozenThread {
     /// Thread id in the tracer's pid namespace.
     pub tid: Pid,
-    /// Registers at the stop, exactly as the kernel reported them.
+    /// Registers at the stop as the kernel reported them, except that a poll(2) being
+    /// restarted is named poll ([`arch::name_restarted_poll`]).
     pub regs: Regs,
     pub injector: Injector,
     /// Signals that were about to be delivered to this thread when it stopped.
@@ -68,22 +69,23 @@ impl Frozen {
             // Ask every new thread to stop first, then collect the stops.
             let mut asked = Vec::with_capacity(new.len());
             for tid in new {
+                let in_poll = blocked_in_poll(pid, tid);
                 match attach(tid)? {
-                    true => asked.push(tid),
+                    true => asked.push((tid, in_poll)),
                     false => {
                         gone.insert(tid);
                     }
                 }
             }
-            for (i, tid) in asked.iter().enumerate() {
-                match wait_stopped(*tid) {
+            for (i, &(tid, in_poll)) in asked.iter().enumerate() {
+                match wait_stopped(tid, in_poll) {
                     Ok(Some(t)) => frozen.threads.push(t),
                     Ok(None) => {
-                        gone.insert(*tid);
+                        gone.insert(tid);
                     }
                     Err(e) => {
                         // Not ours yet to resume: let the rest go before the others are.
-                        for rest in asked.iter().skip(i) {
+                        for (rest, _) in asked.iter().skip(i) {
                             let _ = ptrace::detach(*rest, None);
                         }
                         return Err(e);
@@ -168,7 +170,7 @@ impl Frozen {
             }
         }
         for t in &self.threads {
-            ptrace::set_regs(t.tid, t.regs)
+            ptrace::set_regs(t.tid, arch::resumable(t.regs))
                 .ctx(|| format!("restoring registers of thread {}", t.tid))?;
         }
         Ok(())
@@ -234,6 +236,7 @@ impl Drop for Frozen {
 
 /// Seize and stop the leader, turning the kernel's answer into a refusal a user can act on.
 fn freeze_leader(pid: Pid) -> Result<FrozenThread> {
+    let in_poll = blocked_in_poll(pid, pid);
     ptrace::seize(pid).map_err(|e| -> EngineError {
         match e.raw_os_error() {
             Some(libc::EPERM) | Some(libc::ESRCH) if has_exited(pid) => {
@@ -249,7 +252,7 @@ fn freeze_leader(pid: Pid) -> Result<FrozenThread> {
     })?;
     let stopped = ptrace::interrupt(pid)
         .ctx(|| format!("PTRACE_INTERRUPT of pid {pid}"))
-        .and_then(|()| wait_stopped(pid));
+        .and_then(|()| wait_stopped(pid, in_poll));
     match stopped {
         Ok(Some(t)) => Ok(t),
         Ok(None) => Err(EngineError::Died {
@@ -288,8 +291,23 @@ fn attach(tid: Pid) -> Result<bool> {
     }
 }
 
-/// Wait until `tid` sits in a ptrace stop; `None` if it exited instead.
-fn wait_stopped(tid: Pid) -> Result<Option<FrozenThread>> {
+/// True when thread `tid` of `pid` sleeps in poll(2) (its wait channel, read before the
+/// freeze: once stopped it sleeps in the stop). Only the kernel knows what a
+/// `restart_syscall` restarts; for poll this tells it.
+fn blocked_in_poll(pid: Pid, tid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
+        .map(|w| {
+            let w = w.trim();
+            ["do_poll", "do_sys_poll", "poll_schedule_timeout"]
+                .iter()
+                .any(|f| w == *f || w.starts_with(&format!("{f}.")))
+        })
+        .unwrap_or(false)
+}
+
+/// Wait until `tid` sits in a ptrace stop; `None` if it exited instead. `in_poll`: it slept
+/// in poll(2) just before ([`blocked_in_poll`]).
+fn wait_stopped(tid: Pid, in_poll: bool) -> Result<Option<FrozenThread>> {
     let mut pending = Vec::new();
     loop {
         match ptrace::wait(tid).ctx(|| format!("waiting for thread {tid} to stop"))? {
@@ -309,6 +327,7 @@ fn wait_stopped(tid: Pid) -> Result<Option<FrozenThread>> {
         }
     }
     let regs = ptrace::get_regs(tid).ctx(|| format!("reading registers of thread {tid}"))?;
+    let regs = arch::name_restarted_poll(regs, in_poll);
     Ok(Some(FrozenThread {
         tid,
         regs,

@@ -4,10 +4,12 @@
 
 mod checks;
 mod compat;
+pub mod dirty;
 mod dump;
 pub(crate) mod error;
 mod freeze;
 pub(crate) mod inject;
+pub mod precopy;
 mod predict;
 mod refusal;
 mod restore;
@@ -15,7 +17,7 @@ mod spawn;
 mod tree;
 
 pub use compat::{check as check_compat, local as local_compat};
-pub use dump::{checkpoint, dump, Checkpointed, DumpOptions, DumpStats};
+pub use dump::{checkpoint, dump, dump_precopied, Checkpointed, DumpOptions, DumpStats};
 pub use error::EngineError;
 pub use predict::refusal as predict_refusal;
 pub use refusal::Refusal;

@@ -13,6 +13,7 @@ use super::inject::{Injector, Scratch};
 use super::spawn::{self, ChildPlan, TreePlan, ZombiePlan};
 use crate::arch;
 use crate::image::model::{Backing, Header, JobState, ProcessState, Vma};
+use crate::image::precopy::PageStore;
 use crate::image::ImageReader;
 use crate::resource::{attrs, events, fds, madvise, mem, signals, task, thread, timers};
 use crate::sys::{memory, ns, ptrace, Pid};
@@ -47,6 +48,9 @@ pub struct Restored {
     pub pid: Pid,
     pub reaper: Option<Pid>,
     pub header: Header,
+    /// The pages pre-copy sent ahead, kept so that the caller frees them (the job's memory
+    /// size, tens of ms per GiB) after saying the process runs, not before.
+    pub sent_ahead: Arc<PageStore>,
 }
 
 /// The stages of a restore, in order. Each is a function over [`Restoring`]; [`Stage::undo`]
@@ -162,7 +166,14 @@ impl Fresh {
 
 pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
     let mut trace = crate::trace::Trace::new("restore");
-    let (reader, header) = ImageReader::open(input)?;
+    // Pages sent ahead while the job still ran (pre-copy), then the image.
+    let (precopied, input) = crate::image::precopy::read_leading(input)?;
+    if precopied.pages() > 0 {
+        trace.mark(&format!("Precopied ({} pages)", precopied.pages()));
+    }
+    let (mut reader, header) = ImageReader::open(input)?;
+    let sent_ahead = Arc::new(precopied);
+    reader.set_precopied(Arc::clone(&sent_ahead));
     let mut r = Restoring {
         opts,
         reader,
@@ -202,6 +213,7 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
         pid,
         reaper,
         header: r.header,
+        sent_ahead,
     })
 }
 

@@ -10,6 +10,7 @@ mod compression;
 mod error;
 pub mod model;
 mod pool;
+pub mod precopy;
 mod reader;
 mod record;
 mod source;
@@ -21,7 +22,7 @@ mod tests;
 pub use compression::Compression;
 pub use error::ImageError;
 pub use reader::ImageReader;
-pub use record::{FORMAT_VERSION, MAGIC, PAGE_SIZE};
+pub use record::{FORMAT_VERSION, MAGIC, PAGE_SIZE, PRECOPY_MAGIC};
 pub use writer::{ImageWriter, PageSource};
 
 /// zstd level used by mrun unless told otherwise: fast enough to outrun the network.

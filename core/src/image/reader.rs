@@ -25,6 +25,7 @@ use zstd::bulk::Decompressor;
 use super::error::ImageError;
 use super::model::{Header, JobState};
 use super::pool::{default_threads, Pool, Work};
+use super::precopy::PageStore;
 use super::record::{Encoding, EndInfo, Kind, Tally, MAX_RECORD_PAGES, PAGES_HEAD_LEN, PAGE_SIZE};
 use super::source::Source;
 
@@ -72,6 +73,8 @@ pub struct ImageReader<R: Read> {
     meta: Vec<u8>,
     /// Set by `for_each_pages`: workers hand the pages there instead of back.
     sink: Option<Arc<PageSink>>,
+    /// Where `Precopied` records take their pages from.
+    precopied: Option<Arc<PageStore>>,
 }
 
 impl<R: Read> ImageReader<R> {
@@ -84,7 +87,14 @@ impl<R: Read> ImageReader<R> {
     /// As [`ImageReader::open`] with `threads` decompression workers; 0 decompresses on the
     /// caller's thread, without read-ahead.
     pub fn open_with_threads(input: R, threads: usize) -> Result<(Self, Header), ImageError> {
-        let mut r = ImageReader {
+        let mut r = Self::blank(input, threads);
+        r.src.read_prelude()?;
+        let header = r.read_meta::<Header>(Kind::Header)?;
+        Ok((r, header))
+    }
+
+    fn blank(input: R, threads: usize) -> Self {
+        ImageReader {
             src: Source::new(input),
             pool: None,
             threads,
@@ -96,10 +106,21 @@ impl<R: Read> ImageReader<R> {
             free_pages: Vec::new(),
             meta: Vec::new(),
             sink: None,
-        };
-        r.src.read_prelude()?;
-        let header = r.read_meta::<Header>(Kind::Header)?;
-        Ok((r, header))
+            precopied: None,
+        }
+    }
+
+    /// A pre-copy stream whose magic was read: checks the version; its pages follow.
+    pub(crate) fn precopy_after_magic(input: R) -> Result<Self, ImageError> {
+        let mut r = Self::blank(input, default_threads());
+        r.src.read_version()?;
+        r.stage = Stage::Pages;
+        Ok(r)
+    }
+
+    /// The pages that `Precopied` records name come from `store`.
+    pub fn set_precopied(&mut self, store: Arc<PageStore>) {
+        self.precopied = Some(store);
     }
 
     /// Reads the process state record, which follows the header.
@@ -257,6 +278,7 @@ impl<R: Read> ImageReader<R> {
                 self.tally.add(rec.crc, u64::from(npages));
                 let out = self.free_pages.pop().unwrap_or_default();
                 let sink = self.sink.clone();
+                let store = self.precopied.clone();
                 self.pool()?.submit(Job {
                     offset: rec.offset,
                     addr,
@@ -265,6 +287,7 @@ impl<R: Read> ImageReader<R> {
                     payload,
                     out,
                     sink,
+                    store,
                 })?;
                 Ok(true)
             }
@@ -387,6 +410,7 @@ struct Job {
     /// Reused output buffer.
     out: Vec<u8>,
     sink: Option<Arc<PageSink>>,
+    store: Option<Arc<PageStore>>,
 }
 
 struct Unpacked {
@@ -409,9 +433,36 @@ impl Work for Decompress {
             payload,
             mut out,
             sink,
+            store,
         } = job;
-        let result = unpack(&mut self.zstd, &payload, npages, encoding, &mut out, offset).and_then(
-            |pages| match sink {
+        let from = Unpack {
+            addr,
+            npages,
+            encoding,
+            offset,
+            store: store.as_deref(),
+        };
+        // Pre-copied pages go to a sink straight from the store, in runs.
+        if let (Encoding::Precopied, Some(sink), Some(store)) = (encoding, &sink, &store) {
+            let result = match store.runs(addr, npages) {
+                Some(runs) => runs.into_iter().try_for_each(|(at, data)| {
+                    sink(at, data).map_err(|source| ImageError::Sink {
+                        addr: super::split_page_address(at).1,
+                        len: data.len(),
+                        source,
+                    })
+                }),
+                None => Err(not_precopied(addr, offset)),
+            };
+            return Unpacked {
+                addr,
+                payload,
+                out,
+                result,
+            };
+        }
+        let result =
+            unpack(&mut self.zstd, &payload, &from, &mut out).and_then(|pages| match sink {
                 None => {
                     if let Some(raw) = pages {
                         out.clear();
@@ -427,8 +478,7 @@ impl Work for Decompress {
                         source,
                     })
                 }
-            },
-        );
+            });
         Unpacked {
             addr,
             payload,
@@ -438,16 +488,40 @@ impl Work for Decompress {
     }
 }
 
+/// What a worker knows of the record it unpacks.
+struct Unpack<'s> {
+    addr: u64,
+    npages: u32,
+    encoding: Encoding,
+    offset: u64,
+    store: Option<&'s PageStore>,
+}
+
+fn not_precopied(addr: u64, offset: u64) -> ImageError {
+    ImageError::corrupt(
+        offset,
+        format!(
+            "the pages at {:#x} were not sent ahead of the image (pre-copy)",
+            super::split_page_address(addr).1
+        ),
+    )
+}
+
 /// A record's pages: `Some` the raw bytes inside `payload`, or `None` when they were
-/// decompressed into `out`.
+/// decompressed (or taken from the pre-copy store) into `out`.
 fn unpack<'p>(
     zstd: &mut Decompressor<'static>,
     payload: &'p [u8],
-    npages: u32,
-    encoding: Encoding,
+    rec: &Unpack<'_>,
     out: &mut Vec<u8>,
-    offset: u64,
 ) -> Result<Option<&'p [u8]>, ImageError> {
+    let Unpack {
+        addr,
+        npages,
+        encoding,
+        offset,
+        store,
+    } = *rec;
     let expected = npages as usize * PAGE_SIZE;
     let body = payload
         .get(PAGES_HEAD_LEN..)
@@ -462,6 +536,14 @@ fn unpack<'p>(
             ),
         )),
         Encoding::Zstd => decompress(zstd, body, expected, out, offset).map(|()| None),
+        Encoding::Precopied if !body.is_empty() => Err(ImageError::corrupt(
+            offset,
+            "a pre-copied pages record holds bytes",
+        )),
+        Encoding::Precopied => match store {
+            Some(store) if store.get(addr, npages, out) => Ok(None),
+            _ => Err(not_precopied(addr, offset)),
+        },
     }
 }
 

@@ -17,6 +17,8 @@ use super::error::ImageError;
 
 /// The first 8 bytes of every image.
 pub const MAGIC: [u8; 8] = *b"MRUNIMG\0";
+/// The first 8 bytes of a pre-copy stream (pages sent ahead of an image; see `precopy.rs`).
+pub const PRECOPY_MAGIC: [u8; 8] = *b"MRUNPRE\0";
 /// The format version this build writes and the only one it reads.
 pub const FORMAT_VERSION: u32 = 7;
 /// Page size of the page records (x86_64 base pages).
@@ -46,6 +48,9 @@ pub(crate) enum Encoding {
     Raw = 0,
     /// One or more zstd frames that decompress to the pages' bytes.
     Zstd = 1,
+    /// No bytes: the pages are those the pre-copy streams before the image sent last for
+    /// these addresses.
+    Precopied = 2,
 }
 
 impl Encoding {
@@ -53,6 +58,7 @@ impl Encoding {
         match b {
             0 => Some(Encoding::Raw),
             1 => Some(Encoding::Zstd),
+            2 => Some(Encoding::Precopied),
             _ => None,
         }
     }
@@ -96,10 +102,10 @@ impl Kind {
     }
 }
 
-pub(crate) fn prelude() -> [u8; PRELUDE_LEN] {
+pub(crate) fn prelude(magic_bytes: &[u8; 8]) -> [u8; PRELUDE_LEN] {
     let mut p = [0u8; PRELUDE_LEN];
     let (magic, version) = p.split_at_mut(MAGIC.len());
-    magic.copy_from_slice(&MAGIC);
+    magic.copy_from_slice(magic_bytes);
     version.copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     p
 }

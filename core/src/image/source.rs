@@ -78,6 +78,11 @@ impl<R: Read> Source<R> {
         if n < MAGIC.len() {
             return Err(ImageError::Truncated { offset: self.pos });
         }
+        self.read_version()
+    }
+
+    /// Checks the format version, which follows the magic.
+    pub(crate) fn read_version(&mut self) -> Result<(), ImageError> {
         let mut version = [0u8; 4];
         self.read_full(&mut version)?;
         let found = u32::from_le_bytes(version);

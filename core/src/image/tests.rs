@@ -295,6 +295,97 @@ fn pages_read_by_the_workers_round_trip() {
     }
 }
 
+/// Two pre-copy rounds and an image naming some of their pages, read as the restore does.
+#[test]
+fn precopy_streams_then_an_image_that_names_their_pages() {
+    let mut rng = Rng(11);
+    let old = pages(&mut rng, 40, false);
+    let newer = pages(&mut rng, 10, true);
+    let last = pages(&mut rng, 4, true);
+    let held: std::sync::Arc<dyn PageSource> = std::sync::Arc::new(Held(old.clone()));
+    let again: std::sync::Arc<dyn PageSource> = std::sync::Arc::new(Held(newer.clone()));
+    let base = 0x7000_0000u64;
+    let p = PAGE_SIZE as u64;
+    let mut input = Vec::new();
+    // Round 1: pages 0..40; round 2: pages 10..20 again, changed.
+    let mut w = ImageWriter::precopy(&mut input, Compression::Auto(1)).unwrap();
+    w.read_pages(&held, base, 0, 40 * PAGE_SIZE).unwrap();
+    w.finish().unwrap();
+    let mut w = ImageWriter::precopy(&mut input, Compression::Zstd(1)).unwrap();
+    w.read_pages(&again, base + 10 * p, 0, 10 * PAGE_SIZE)
+        .unwrap();
+    w.finish().unwrap();
+    // The image: pages 0..36 named, 36..40 carried (written at the end).
+    let mut w = ImageWriter::with_threads(&mut input, &header(), Compression::Off, 2).unwrap();
+    w.write_state(&state()).unwrap();
+    w.write_precopied(base, 36 * PAGE_SIZE).unwrap();
+    w.write_pages(base + 36 * p, &last).unwrap();
+    w.finish().unwrap();
+    input.extend_from_slice(b"after");
+    let mut want = old.clone();
+    want[10 * PAGE_SIZE..20 * PAGE_SIZE].copy_from_slice(&newer);
+    want[36 * PAGE_SIZE..].copy_from_slice(&last);
+    let want = flatten(&[(base, want)]);
+
+    let (store, rest) = precopy::read_leading(&input[..]).unwrap();
+    assert_eq!(store.pages(), 40);
+    let store = std::sync::Arc::new(store);
+    // Through next_pages.
+    let (mut r, _) = ImageReader::open(rest).unwrap();
+    r.set_precopied(std::sync::Arc::clone(&store));
+    r.read_state().unwrap();
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    while let Some(addr) = r.next_pages(&mut buf).unwrap() {
+        got.extend(flatten(&[(addr, buf.clone())]));
+    }
+    got.sort_by_key(|(a, _)| *a);
+    assert_eq!(got, want);
+    let mut after = Vec::new();
+    std::io::Read::read_to_end(&mut r.into_inner(), &mut after).unwrap();
+    assert_eq!(after, b"after");
+    // Through a sink, on workers.
+    let (_, rest) = precopy::read_leading(&input[..]).unwrap();
+    let (mut r, _) = ImageReader::open(rest).unwrap();
+    r.set_precopied(store);
+    r.read_state().unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = std::sync::Arc::clone(&got);
+    let n = r
+        .for_each_pages(std::sync::Arc::new(move |addr, data: &[u8]| {
+            into.lock()
+                .unwrap()
+                .extend(flatten(&[(addr, data.to_vec())]));
+            Ok(())
+        }))
+        .unwrap();
+    assert_eq!(n, 40);
+    let mut got = std::mem::take(&mut *got.lock().unwrap());
+    got.sort_by_key(|(a, _)| *a);
+    assert_eq!(got, want);
+}
+
+/// An image naming pages no stream sent is corrupt, not restored with holes.
+#[test]
+fn a_page_named_but_never_sent_is_corrupt() {
+    let mut img = Vec::new();
+    let mut w = ImageWriter::with_threads(&mut img, &header(), Compression::Off, 0).unwrap();
+    w.write_state(&state()).unwrap();
+    w.write_precopied(0x1000, PAGE_SIZE).unwrap();
+    w.finish().unwrap();
+    for threads in [0, 2] {
+        let (store, rest) = precopy::read_leading(&img[..]).unwrap();
+        let (mut r, _) = ImageReader::open_with_threads(rest, threads).unwrap();
+        r.set_precopied(std::sync::Arc::new(store));
+        r.read_state().unwrap();
+        let mut buf = Vec::new();
+        match r.next_pages(&mut buf) {
+            Err(ImageError::Corrupt { what, .. }) => assert!(what.contains("pre-copy"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_failing_sink_stops_the_reading() {
     let img = write_image(&small_writes(), 0);

@@ -18,7 +18,7 @@ use super::model::{Header, JobState};
 use super::pool::{default_threads, Pool, Work};
 use super::record::{
     encode_meta, encode_record, prelude, Encoding, Kind, Tally, CHUNK_BYTES, CRC_LEN,
-    FRAME_HEAD_LEN, PAGES_HEAD_LEN, PAGE_SIZE,
+    FRAME_HEAD_LEN, MAGIC, PAGES_HEAD_LEN, PAGE_SIZE, PRECOPY_MAGIC,
 };
 
 /// Where a worker thread fetches page bytes from: a process's memory, for a checkpoint.
@@ -70,6 +70,26 @@ impl<W: Write> ImageWriter<W> {
         compression: Compression,
         threads: usize,
     ) -> Result<Self, ImageError> {
+        let mut w = Self::start(out, &MAGIC, compression, threads)?;
+        w.write_meta(Kind::Header, header)?;
+        Ok(w)
+    }
+
+    /// Starts a pre-copy stream: pages of a job still running, sent ahead of its image
+    /// (prelude with [`PRECOPY_MAGIC`], then [`ImageWriter::read_pages`] any number of times,
+    /// then [`ImageWriter::finish`]; no header, no state). See `precopy.rs`.
+    pub fn precopy(out: W, compression: Compression) -> Result<Self, ImageError> {
+        let mut w = Self::start(out, &PRECOPY_MAGIC, compression, default_threads())?;
+        w.state_written = true;
+        Ok(w)
+    }
+
+    fn start(
+        out: W,
+        magic: &[u8; 8],
+        compression: Compression,
+        threads: usize,
+    ) -> Result<Self, ImageError> {
         let level = compression.level();
         let pool = Pool::new(threads, JOBS_PER_THREAD, "mrun-pages", || {
             Ok(Encoder {
@@ -93,10 +113,9 @@ impl<W: Write> ImageWriter<W> {
             state_written: false,
             failed: false,
         };
-        let p = prelude();
+        let p = prelude(magic);
         w.out.write_all(&p)?;
         w.written = p.len() as u64;
-        w.write_meta(Kind::Header, header)?;
         Ok(w)
     }
 
@@ -141,6 +160,26 @@ impl<W: Write> ImageWriter<W> {
                     len: take,
                 };
                 self.submit(addr + done as u64, fill, Vec::new())?;
+                done += take;
+            }
+            Ok(())
+        });
+        self.note(r)
+    }
+
+    /// Records that the `len` bytes of pages at `addr` are those the pre-copy streams sent
+    /// last for these addresses: a record with no page bytes.
+    pub fn write_precopied(&mut self, addr: u64, len: usize) -> Result<(), ImageError> {
+        self.check_pages(addr, len)?;
+        let r = self.submit_current().and_then(|()| {
+            let mut done = 0;
+            while done < len {
+                let take = (len - done).min(CHUNK_BYTES);
+                self.submit(
+                    addr + done as u64,
+                    Fill::Precopied { len: take },
+                    Vec::new(),
+                )?;
                 done += take;
             }
             Ok(())
@@ -318,6 +357,8 @@ enum Fill {
         from: u64,
         len: usize,
     },
+    /// None: sent by the pre-copy streams.
+    Precopied { len: usize },
 }
 
 struct Job {
@@ -362,7 +403,7 @@ impl Work for Encoder {
         } = job;
         let len = match &fill {
             Fill::Copied => data.len(),
-            Fill::Read { len, .. } => *len,
+            Fill::Read { len, .. } | Fill::Precopied { len } => *len,
         };
         let full = PAGES_PREFIX + zstd::zstd_safe::compress_bound(CHUNK_BYTES) + CRC_LEN;
         if record.len() < full {
@@ -373,6 +414,7 @@ impl Work for Encoder {
             Choice::Raw => None,
         };
         let (encoding, n, sample) = match zstd {
+            _ if matches!(fill, Fill::Precopied { .. }) => (Encoding::Precopied, 0, None),
             None => {
                 let body = record
                     .get_mut(PAGES_PREFIX..PAGES_PREFIX + len)
@@ -380,6 +422,7 @@ impl Work for Encoder {
                 match &fill {
                     Fill::Copied => body.copy_from_slice(&data),
                     Fill::Read { source, from, .. } => read_from(source, *from, body)?,
+                    Fill::Precopied { .. } => {}
                 }
                 (Encoding::Raw, len, None)
             }

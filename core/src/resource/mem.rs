@@ -12,6 +12,7 @@ use procfs::process::{MMPermissions, MMapPath, Process};
 
 use crate::engine::error::{Context, Result};
 use crate::engine::inject::{Injector, Scratch};
+use crate::engine::precopy::Sent;
 use crate::engine::Refusal;
 use crate::image::model::{Backing, SharedFile, SharedObject, Vma};
 use crate::image::{ImageWriter, PageSource, PAGE_SIZE};
@@ -303,17 +304,20 @@ fn file_backing(
 }
 
 /// Queue the touched pages of `vmas` of process `index` of the job into `out`, whose worker
-/// threads read them from the frozen process. Returns the number of pages.
+/// threads read them from the frozen process. With `sent` (what pre-copy left, see
+/// [`Sent`]), a page sent ahead and not written since is only named, a page written since is
+/// carried, and any other holds nothing and is left out. Returns the number of pages.
 pub fn dump_pages<W: std::io::Write>(
     pid: Pid,
     index: u32,
-    shared: &SharedTable,
+    (shared, sent): (&SharedTable, Option<&Sent>),
     vmas: &[Vma],
     out: &mut ImageWriter<W>,
 ) -> Result<u64> {
     let mut pages = PageDumper {
         pid,
         index,
+        sent,
         pagemap: memory::Pagemap::open(pid).ctx(|| format!("opening /proc/{pid}/pagemap"))?,
         entries: Vec::new(),
         memory: Arc::new(ProcessMemory { pid }),
@@ -325,7 +329,7 @@ pub fn dump_pages<W: std::io::Write>(
             // Every page of a shared object, once: the ranges this process carries.
             (Backing::Shared { .. }, _) => {
                 for &range in shared.carried_by(index, vma.start) {
-                    total += pages.range(range, |_| true)?;
+                    total += pages.range(range, |_| true, false)?;
                 }
                 continue;
             }
@@ -342,7 +346,10 @@ pub fn dump_pages<W: std::io::Write>(
                     && e & memory::PM_GUARD_REGION == 0
             },
         };
-        total += pages.range((vma.start, vma.end), wanted)?;
+        // Pre-copy tracked private memory; an area carried whole (its file will not be
+        // there) is read whole, as are shared objects (above).
+        let tracked = matches!(vma.backing, Backing::Anonymous | Backing::File { .. });
+        total += pages.range((vma.start, vma.end), wanted, tracked)?;
     }
     Ok(total)
 }
@@ -362,6 +369,7 @@ impl PageSource for ProcessMemory {
 struct PageDumper<'a, W: std::io::Write> {
     pid: Pid,
     index: u32,
+    sent: Option<&'a Sent>,
     pagemap: memory::Pagemap,
     entries: Vec<u64>,
     memory: Arc<dyn PageSource>,
@@ -371,12 +379,17 @@ struct PageDumper<'a, W: std::io::Write> {
 impl<W: std::io::Write> PageDumper<'_, W> {
     /// Queue the runs of pages of `[from, to)` that `wanted` picks (by pagemap entry);
     /// returns how many pages.
-    fn range(&mut self, (from, to): (u64, u64), wanted: fn(u64) -> bool) -> Result<u64> {
+    fn range(
+        &mut self,
+        (from, to): (u64, u64),
+        wanted: fn(u64) -> bool,
+        tracked: bool,
+    ) -> Result<u64> {
         let pid = self.pid;
         self.pagemap
             .entries(from, to, &mut self.entries)
             .ctx(|| format!("reading the pagemap of pid {pid}"))?;
-        let entries = &self.entries;
+        let entries = std::mem::take(&mut self.entries);
         let mut total = 0u64;
         let mut i = 0;
         while i < entries.len() {
@@ -389,13 +402,44 @@ impl<W: std::io::Write> PageDumper<'_, W> {
                 j += 1;
             }
             let addr = from + (i * PAGE_SIZE) as u64;
-            let tagged = crate::image::page_address(self.index, addr);
-            self.out
-                .read_pages(&self.memory, tagged, addr, (j - i) * PAGE_SIZE)?;
-            total += (j - i) as u64;
+            let queued = self.run(addr, addr + ((j - i) * PAGE_SIZE) as u64, tracked);
+            match queued {
+                Ok(pages) => total += pages,
+                Err(e) => {
+                    self.entries = entries;
+                    return Err(e);
+                }
+            }
             i = j;
         }
+        self.entries = entries;
         Ok(total)
+    }
+}
+
+impl<W: std::io::Write> PageDumper<'_, W> {
+    /// Queue the pages of `[start, end)`: read them, or, after pre-copy, name those sent
+    /// and read those written since. Returns how many pages.
+    fn run(&mut self, start: u64, end: u64, tracked: bool) -> Result<u64> {
+        let index = self.index;
+        let tag = |a| crate::image::page_address(index, a);
+        let Some(sent) = self.sent.filter(|_| tracked) else {
+            self.out
+                .read_pages(&self.memory, tag(start), start, (end - start) as usize)?;
+            return Ok((end - start) / PAGE_SIZE as u64);
+        };
+        let named = sent.valid.within(start, end);
+        let carried = sent.dirty.within(start, end).minus(&named);
+        for r in named.ranges() {
+            self.out
+                .write_precopied(tag(r.start), (r.end - r.start) as usize)?;
+        }
+        for r in carried.ranges() {
+            let len = (r.end - r.start) as usize;
+            self.out
+                .read_pages(&self.memory, tag(r.start), r.start, len)?;
+        }
+        Ok((named.bytes() + carried.bytes()) / PAGE_SIZE as u64)
     }
 }
 

@@ -58,7 +58,7 @@ pub const PM_FILE: u64 = 1 << 61;
 pub const PM_GUARD_REGION: u64 = 1 << 58;
 
 /// `PAGEMAP_SCAN` = `_IOWR('f', 16, struct pm_scan_arg)` (Linux 6.7+).
-const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+pub(crate) const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 /// `PAGE_IS_GUARD` category of `PAGEMAP_SCAN` (Linux 6.14+).
 const PAGE_IS_GUARD: u64 = 1 << 8;
 /// Regions asked for per `PAGEMAP_SCAN` call.
@@ -67,28 +67,28 @@ const SCAN_REGIONS: usize = 256;
 /// `struct pm_scan_arg`.
 #[repr(C)]
 #[derive(Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
+pub(crate) struct PmScanArg {
+    pub(crate) size: u64,
+    pub(crate) flags: u64,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) walk_end: u64,
+    pub(crate) vec: u64,
+    pub(crate) vec_len: u64,
+    pub(crate) max_pages: u64,
+    pub(crate) category_inverted: u64,
+    pub(crate) category_mask: u64,
+    pub(crate) category_anyof_mask: u64,
+    pub(crate) return_mask: u64,
 }
 
 /// `struct page_region`.
 #[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageRegion {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) categories: u64,
 }
 
 /// One pagemap entry per page of `[start, end)`, read in one go.

@@ -16,6 +16,7 @@ pub mod signals;
 pub mod sock_diag;
 pub mod socket;
 pub mod tty;
+pub mod uffd;
 
 pub use nix::unistd::Pid;
 

@@ -5,7 +5,6 @@ use std::io;
 
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use super::{last_err, Pid};
 
@@ -178,22 +177,38 @@ pub enum Stop {
     Killed(i32),
 }
 
-/// Wait for the next state change of `pid` (a tracee or a child).
+/// Wait for the next state change of `pid` (a tracee or a child). Decoded here rather than by
+/// nix, whose `Signal` has no real-time signals: a SIGRTMIN arriving during a freeze made the
+/// wait fail with EINVAL.
 pub fn wait(pid: Pid) -> io::Result<Stop> {
     loop {
-        let st = match waitpid(pid, Some(WaitPidFlag::__WALL)) {
-            Ok(s) => s,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        return Ok(match st {
-            WaitStatus::Stopped(_, sig) => Stop::Signal(sig as i32),
-            WaitStatus::PtraceEvent(_, _, ev) => Stop::Event(ev),
-            WaitStatus::PtraceSyscall(_) => Stop::Syscall,
-            WaitStatus::Exited(_, code) => Stop::Exited(code),
-            WaitStatus::Signaled(_, sig, _) => Stop::Killed(sig as i32),
-            _ => continue,
-        });
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes the status into our local and nothing else.
+        let r = unsafe { libc::waitpid(pid.as_raw(), &mut status, libc::__WALL) };
+        if r < 0 {
+            let e = last_err();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Stop::Exited(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Stop::Killed(libc::WTERMSIG(status)));
+        }
+        if libc::WIFSTOPPED(status) {
+            let sig = libc::WSTOPSIG(status);
+            let event = status >> 16;
+            return Ok(if sig == libc::SIGTRAP | 0x80 {
+                Stop::Syscall
+            } else if event != 0 {
+                Stop::Event(event)
+            } else {
+                Stop::Signal(sig)
+            });
+        }
     }
 }
 

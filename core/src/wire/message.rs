@@ -173,4 +173,10 @@ pub enum Control {
     Refused {
         message: String,
     },
+    /// home -> agent, between pre-copy streams and the image: answer `Synced` once every
+    /// Image frame before this one has reached the restore helper. The job is frozen only
+    /// then, so that the downtime does not include pre-copy data still on its way.
+    Sync,
+    /// agent -> home: the answer to `Sync`.
+    Synced,
 }

@@ -30,7 +30,7 @@ pub use data::{text_file, MIB};
 pub use mrun::{write_atomically, Job, Mrun, Place, RuntimeDir};
 pub use node_files::{different_content, NodeFiles, NODE_FILES_ENV};
 pub use paths::{agent_path, mrun_path, mrunctl_path};
-pub use process::{assert_same_bytes, pipe, Finished, Input, Output, Proc, TIMEOUT};
+pub use process::{assert_same_bytes, pipe, send_signal, Finished, Input, Output, Proc, TIMEOUT};
 pub use procfs::{
     children, descendants, fd_offset, find_restored, ns_pids, process_state, status_field,
     thread_count, tracer_pid, wait_until, wait_until_sleeping,

@@ -561,3 +561,15 @@ pub fn assert_same_bytes(what: &str, got: &[u8], want: &[u8]) {
         around(want)
     );
 }
+
+/// kill(2), which must succeed.
+pub fn send_signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety requirements.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+}

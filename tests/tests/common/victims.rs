@@ -206,6 +206,11 @@ const SPECS: &[Spec] = &[
         source: "hopper.c",
         flags: &[],
     },
+    Spec {
+        name: "dirty",
+        source: "dirty.c",
+        flags: &["-pthread"],
+    },
 ];
 
 /// Names accepted by [`victim`].
