@@ -179,11 +179,11 @@ pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool, home_fi
         original_pid: true,
         own_process_group: own_terminal,
     };
-    let restored =
-        match crate::engine::restore(std::io::BufReader::with_capacity(1 << 20, image), &opts) {
-            Ok(r) => r,
-            Err(e) => fail(crate::engine::error_chain(&e)),
-        };
+    let image = std::io::BufReader::with_capacity(crate::engine::READ_BUFFER, image);
+    let restored = match crate::engine::restore(image, &opts) {
+        Ok(r) => r,
+        Err(e) => fail(crate::engine::error_chain(&e)),
+    };
     // Its terminal's keys (^C, ^Z) go to it, as they did at home.
     if own_terminal {
         if let Err(e) = crate::sys::tty::set_foreground(0, restored.pid) {

@@ -73,18 +73,19 @@ pub fn run(args: RestoreArgs) -> ! {
         original_pid: !args.new_pid,
         own_process_group: false,
     };
-    let restored = match engine::restore(BufReader::with_capacity(1 << 20, input), &opts) {
-        Ok(r) => r,
-        Err(e) => exit::fail(
-            "mrunctl",
-            format!(
-                "cannot restore {}: {}",
-                args.image.display(),
-                exit::chain(&e)
+    let restored =
+        match engine::restore(BufReader::with_capacity(engine::READ_BUFFER, input), &opts) {
+            Ok(r) => r,
+            Err(e) => exit::fail(
+                "mrunctl",
+                format!(
+                    "cannot restore {}: {}",
+                    args.image.display(),
+                    exit::chain(&e)
+                ),
+                exit::code_for(&e),
             ),
-            exit::code_for(&e),
-        ),
-    };
+        };
     supervise::end_like(supervise::supervise_job(
         restored.pid,
         restored.reaper,

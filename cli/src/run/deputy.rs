@@ -46,8 +46,8 @@ enum Place {
 /// (nodes are configured and balancing is on), so wake the daemon once the job is old enough.
 /// `kept_fds`: inherited descriptors (close-on-exec here) the job gets (`--keep-fd`).
 pub fn run(command: Vec<OsString>, pinned_home: bool, balanced: bool, kept_fds: Vec<i32>) -> ! {
-    // Signals to pass on are taken by a thread of their own (set before any thread starts,
-    // so all inherit the mask; every process we start gets an empty mask again).
+    // Signals to pass on are blocked (before any thread starts, so all inherit the mask; every
+    // process we start gets an empty mask again) and read from a signalfd by the runtime.
     // SIGTSTP is left to its default: a terminal's ^Z stops mrun together with the job in its
     // process group, so the shell gets the terminal back and `fg` continues both.
     let mut set = SigSet::empty();
@@ -64,18 +64,9 @@ pub fn run(command: Vec<OsString>, pinned_home: bool, balanced: bool, kept_fds: 
         .enable_all()
         .build()
         .unwrap_or_else(|e| crate::exit::fail("mrun", format!("cannot start: {e}"), 1));
-    let (sig_tx, sig_rx) = mpsc::channel(16);
-    std::thread::spawn(move || loop {
-        match mrun_core::sys::signals::wait(&set) {
-            Ok(r) => {
-                if sig_tx.blocking_send(r).is_err() {
-                    return;
-                }
-            }
-            Err(_) => return,
-        }
-    });
     let ended = runtime.block_on(async {
+        let sig_rx = mrun_core::sys::signals::AsyncSignals::new(&set)
+            .unwrap_or_else(|e| crate::exit::fail("mrun", format!("cannot watch signals: {e}"), 1));
         let mut output = Output::new();
         let ended = deputy(
             command,
@@ -348,8 +339,14 @@ enum OutputWork {
 /// of its own (a consumer that reads slowly makes it wait, not the deputy), through a short
 /// queue: when it is full the deputy stops reading from the node, so the node's agent stops
 /// reading the job's output and the job waits, as it would writing to a slow pipe at home.
+/// The thread starts with the first output from a node: a job that never leaves home writes
+/// to our stdio itself, and costs none.
 struct Output {
-    queue: mpsc::Sender<OutputWork>,
+    /// The writing thread's queue, once started.
+    queue: Option<mpsc::Sender<OutputWork>>,
+    /// What the thread tells when the reader of our stdout or stderr went away; held here
+    /// until the thread starts.
+    gone_tx: Option<mpsc::Sender<()>>,
     /// A chunk that did not fit in the queue yet; nothing more is read from the node meanwhile.
     held: Option<OutputWork>,
     /// Told when the reader of our stdout or stderr went away (a closed pipe); the deputy
@@ -359,8 +356,26 @@ struct Output {
 
 impl Output {
     fn new() -> Output {
-        let (queue, mut work) = mpsc::channel::<OutputWork>(8);
         let (gone_tx, reader_gone) = mpsc::channel(1);
+        Output {
+            queue: None,
+            gone_tx: Some(gone_tx),
+            held: None,
+            reader_gone: Some(reader_gone),
+        }
+    }
+
+    /// The writing thread's queue, started on first use.
+    fn queue(&mut self) -> &mpsc::Sender<OutputWork> {
+        let gone_tx = &mut self.gone_tx;
+        self.queue.get_or_insert_with(|| {
+            let (queue, work) = mpsc::channel::<OutputWork>(8);
+            Output::spawn_writer(work, gone_tx.take());
+            queue
+        })
+    }
+
+    fn spawn_writer(mut work: mpsc::Receiver<OutputWork>, gone_tx: Option<mpsc::Sender<()>>) {
         std::thread::spawn(move || {
             // Our descriptors whose reader went away: what the job writes there is dropped.
             let mut gone: Vec<i32> = Vec::new();
@@ -373,7 +388,9 @@ impl Output {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                             gone.push(fd);
-                            let _ = gone_tx.try_send(());
+                            if let Some(tx) = &gone_tx {
+                                let _ = tx.try_send(());
+                            }
                         }
                         // The queue closes: the deputy sees it at its next write.
                         Err(_) => return,
@@ -384,11 +401,6 @@ impl Output {
                 }
             }
         });
-        Output {
-            queue,
-            held: None,
-            reader_gone: Some(reader_gone),
-        }
     }
 
     fn closed() -> std::io::Error {
@@ -400,7 +412,7 @@ impl Output {
 
     /// Queue output without waiting; if the queue is full it is held until `unhold`.
     fn offer(&mut self, fd: i32, b: bytes::Bytes) -> std::io::Result<()> {
-        match self.queue.try_send(OutputWork::Write(fd, b)) {
+        match self.queue().try_send(OutputWork::Write(fd, b)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(w)) => {
                 self.held = Some(w);
@@ -417,10 +429,11 @@ impl Output {
 
     /// Wait until the held chunk is queued (pending forever when none is). Cancel-safe.
     async fn unhold(&mut self) -> std::io::Result<()> {
-        if self.held.is_none() {
+        // A chunk is held only once the queue exists (it was full).
+        let (Some(_), Some(queue)) = (&self.held, &self.queue) else {
             return std::future::pending().await;
-        }
-        let permit = self.queue.reserve().await.map_err(|_| Output::closed())?;
+        };
+        let permit = queue.reserve().await.map_err(|_| Output::closed())?;
         if let Some(w) = self.held.take() {
             permit.send(w);
         }
@@ -429,9 +442,9 @@ impl Output {
 
     async fn put(&mut self, work: OutputWork) -> std::io::Result<()> {
         if let Some(w) = self.held.take() {
-            self.queue.send(w).await.map_err(|_| Output::closed())?;
+            self.queue().send(w).await.map_err(|_| Output::closed())?;
         }
-        self.queue.send(work).await.map_err(|_| Output::closed())
+        self.queue().send(work).await.map_err(|_| Output::closed())
     }
 
     async fn stdout(&mut self, b: bytes::Bytes) -> std::io::Result<()> {
@@ -445,6 +458,10 @@ impl Output {
     /// Wait until everything queued was written (before the job writes to our stdio itself,
     /// and before we end).
     async fn flush(&mut self) {
+        if self.queue.is_none() {
+            // Nothing was ever queued: the job never ran away.
+            return;
+        }
         let (done, written) = tokio::sync::oneshot::channel();
         if self.put(OutputWork::Flush(done)).await.is_ok() {
             let _ = written.await;
@@ -480,7 +497,7 @@ async fn deputy(
     pinned_home: bool,
     balanced: bool,
     kept_fds: Vec<i32>,
-    mut signals: mpsc::Receiver<Received>,
+    mut signals: mrun_core::sys::signals::AsyncSignals,
     output: &mut Output,
 ) -> Result<Ended> {
     let Some((program, args)) = command.split_first() else {
@@ -554,7 +571,7 @@ async fn deputy(
         let event = match &mut place {
             Place::Home { child, feed, .. } => tokio::select! {
                 status = child.wait() => Event::Ended(Ended::from(status.context("waiting for the command")?)),
-                Some(sig) = signals.recv() => Event::Signal(sig),
+                Ok(sig) = signals.recv() => Event::Signal(sig),
                 chunk = stdin_rx.recv(), if stdin_open && feed.is_open() && (feed.queued() as u64) < STDIN_WINDOW => Event::Stdin(chunk.flatten()),
                 _ = feed.progress(), if feed.busy() => continue,
                 (r, s) = next_request(&mut socket) => Event::Request(r, s),
@@ -574,7 +591,7 @@ async fn deputy(
                     Some(Err(e)) => Event::Lost(format!(": {e}")),
                     None => Event::Lost(String::new()),
                 },
-                Some(sig) = signals.recv() => Event::Signal(sig),
+                Ok(sig) = signals.recv() => Event::Signal(sig),
                 chunk = stdin_rx.recv(), if stdin_open && in_flight < STDIN_WINDOW => Event::Stdin(chunk.flatten()),
                 (r, s) = next_request(&mut socket) => Event::Request(r, s),
             },

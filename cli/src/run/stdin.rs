@@ -10,17 +10,28 @@ use tokio::sync::mpsc;
 /// Data read from stdin, or `None` at end of input.
 pub type Chunk = Option<Bytes>;
 
-#[derive(Clone)]
 pub struct StdinRelay {
     /// True while the process is away; reads happen only under this lock.
     away: Arc<Mutex<bool>>,
+    /// The sending end for the reading thread, until the process first goes away: a job that
+    /// never leaves home (most of them) costs no thread.
+    unstarted: Mutex<Option<mpsc::Sender<Chunk>>>,
 }
 
 impl StdinRelay {
+    /// The relay, and where its chunks arrive; nothing is read before the first
+    /// [`StdinRelay::set_away`]`(true)`.
     pub fn start() -> (StdinRelay, mpsc::Receiver<Chunk>) {
-        let away = Arc::new(Mutex::new(false));
         let (tx, rx) = mpsc::channel(4);
-        let flag = away.clone();
+        let relay = StdinRelay {
+            away: Arc::new(Mutex::new(false)),
+            unstarted: Mutex::new(Some(tx)),
+        };
+        (relay, rx)
+    }
+
+    /// The thread that reads stdin while the process is away (and waits while it is home).
+    fn spawn_reader(tx: mpsc::Sender<Chunk>, flag: Arc<Mutex<bool>>) {
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -51,13 +62,18 @@ impl StdinRelay {
                 }
             }
         });
-        (StdinRelay { away }, rx)
     }
 
     /// The process is away (true) or home (false). Returns once no read is in progress.
     pub fn set_away(&self, away: bool) {
         if let Ok(mut a) = self.away.lock() {
             *a = away;
+        }
+        if away {
+            let tx = self.unstarted.lock().ok().and_then(|mut t| t.take());
+            if let Some(tx) = tx {
+                StdinRelay::spawn_reader(tx, self.away.clone());
+            }
         }
     }
 }

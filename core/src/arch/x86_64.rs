@@ -7,6 +7,34 @@ pub const SYSCALL_TRAP: u64 = u64::from_le_bytes([0x0f, 0x05, 0xcc, 0xcc, 0xcc, 
 /// Length of the `syscall` instruction.
 pub const SYSCALL_LEN: u64 = 2;
 
+/// [`SYSCALL_TRAP`] followed by a loop that runs a table of syscalls and traps once, after the
+/// last ([`batch_regs`]): planted where the engine injects many syscalls, so that a whole table
+/// costs one stop instead of one per syscall. `rbx` points at the table, `r12` counts the
+/// entries left; each entry is [`BATCH_ENTRY_LEN`] bytes: the number, six arguments and the
+/// slot the result is stored in. Position independent; 7 words.
+pub const INJECTED_CODE: [u8; 56] = [
+    0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, // syscall; int3 x6 (SYSCALL_TRAP)
+    0x4d, 0x85, 0xe4, // loop: test r12, r12
+    0x74, 0x2a, //       jz done
+    0x48, 0x8b, 0x03, // mov rax, [rbx]
+    0x48, 0x8b, 0x7b, 0x08, // mov rdi, [rbx + 8]
+    0x48, 0x8b, 0x73, 0x10, // mov rsi, [rbx + 16]
+    0x48, 0x8b, 0x53, 0x18, // mov rdx, [rbx + 24]
+    0x4c, 0x8b, 0x53, 0x20, // mov r10, [rbx + 32]
+    0x4c, 0x8b, 0x43, 0x28, // mov r8, [rbx + 40]
+    0x4c, 0x8b, 0x4b, 0x30, // mov r9, [rbx + 48]
+    0x0f, 0x05, // syscall
+    0x48, 0x89, 0x43, 0x38, // mov [rbx + 56], rax
+    0x48, 0x83, 0xc3, 0x40, // add rbx, 64
+    0x49, 0xff, 0xcc, // dec r12
+    0xeb, 0xd1, // jmp loop
+    0xcc, // done: int3
+];
+/// Where the loop of [`INJECTED_CODE`] starts.
+pub const BATCH_OFFSET: u64 = 8;
+/// Bytes of one table entry of the loop: number, six arguments, result (little-endian words).
+pub const BATCH_ENTRY_LEN: usize = 64;
+
 pub type Regs = libc::user_regs_struct;
 
 const ERESTARTSYS: i64 = -512;
@@ -132,6 +160,22 @@ pub fn syscall_regs(base: &Regs, at: u64, nr: i64, args: [u64; 6]) -> Regs {
     r
 }
 
+/// Registers that make the task run the `count` syscalls of the table at `table` with the loop
+/// of [`INJECTED_CODE`] planted at `code`.
+pub fn batch_regs(base: &Regs, code: u64, table: u64, count: u64) -> Regs {
+    let mut r = *base;
+    r.rbx = table;
+    r.r12 = count;
+    r.rip = code + BATCH_OFFSET;
+    r.orig_rax = u64::MAX;
+    r
+}
+
+/// How many syscalls of a batch were not run when the task stopped (0 once the loop is done).
+pub fn batch_left(r: &Regs) -> u64 {
+    r.r12
+}
+
 pub fn syscall_result(r: &Regs) -> i64 {
     r.rax as i64
 }
@@ -182,6 +226,35 @@ mod tests {
         r.rdx = rdx;
         r.rip = 0x1000;
         r
+    }
+
+    #[test]
+    fn injected_code_starts_with_the_trap_and_its_loop_jumps_where_it_should() {
+        let code = INJECTED_CODE;
+        assert_eq!(code[..8], SYSCALL_TRAP.to_le_bytes());
+        assert_eq!(code.len() % 8, 0, "planted in whole words");
+        // `jz done` (2 bytes at 11): to the final int3.
+        assert_eq!(code[11], 0x74);
+        assert_eq!(13 + code[12] as usize, code.len() - 1);
+        assert_eq!(code[code.len() - 1], 0xcc);
+        // `jmp loop` (2 bytes at the end, before the int3): back to BATCH_OFFSET.
+        let jmp = code.len() - 3;
+        assert_eq!(code[jmp], 0xeb);
+        let back = (jmp + 2) as i64 + code[jmp + 1] as i8 as i64;
+        assert_eq!(back, BATCH_OFFSET as i64);
+        // Each entry: the loop reads offsets 0..48 and stores the result at 56.
+        assert_eq!(BATCH_ENTRY_LEN, 64);
+        assert_eq!(&code[42..46], &[0x48, 0x89, 0x43, 0x38]);
+        assert_eq!(&code[46..50], &[0x48, 0x83, 0xc3, 0x40]);
+    }
+
+    #[test]
+    fn batch_registers_point_at_the_loop_and_the_table() {
+        let base = from_image(&GpRegs([0; 27]));
+        let r = batch_regs(&base, 0x1000, 0x2000, 5);
+        assert_eq!((r.rip, r.rbx, r.r12), (0x1000 + BATCH_OFFSET, 0x2000, 5));
+        assert_eq!(r.orig_rax, u64::MAX);
+        assert_eq!(batch_left(&r), 5);
     }
 
     #[test]

@@ -132,11 +132,18 @@ pub fn dump_precopied<W: Write>(
     })
 }
 
+/// The scratch area mapped in each process while its state is asked for: room for the
+/// dispositions of every signal and the table of the batch that reads them.
+const SCRATCH_LEN: u64 = 16 * 1024;
+
 /// Where injected system calls run: the start of an executable file mapping of `pid`.
 pub(crate) fn trap_site(pid: Pid) -> Result<u64> {
     let maps = Process::new(pid.as_raw())?.maps()?;
     maps.iter()
-        .filter(|m| m.perms.contains(MMPermissions::EXECUTE) && m.address.1 - m.address.0 >= 8)
+        .filter(|m| {
+            m.perms.contains(MMPermissions::EXECUTE)
+                && m.address.1 - m.address.0 >= crate::arch::INJECTED_CODE.len() as u64
+        })
         .find(|m| matches!(m.pathname, MMapPath::Path(_)))
         .or_else(|| {
             maps.iter().find(|m| {
@@ -157,7 +164,7 @@ fn capture_injected(
 ) -> Result<(Vec<SigAction>, Injected, Vec<ThreadState>, Timers)> {
     let pid = frozen.pid();
     frozen.plant(trap_site(pid)?)?;
-    let scratch = frozen.map_scratch(4096)?;
+    let scratch = frozen.map_scratch(SCRATCH_LEN)?;
     let asked = (|| -> Result<_> {
         let leader = frozen.leader();
         let actions = signals::capture_actions(leader, &scratch)?;

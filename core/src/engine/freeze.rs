@@ -40,8 +40,8 @@ pub struct Frozen {
     pid: Pid,
     /// The leader first, then the other threads in ascending tid order.
     threads: Vec<FrozenThread>,
-    /// Where the trap was planted and the word it replaced.
-    planted: Option<(u64, u64)>,
+    /// Where the injected code was planted and the words it replaced.
+    planted: Option<(u64, Vec<u64>)>,
     done: bool,
 }
 
@@ -109,16 +109,27 @@ impl Frozen {
         &self.threads[0].injector
     }
 
-    /// Plant `syscall; int3` at `site` (an executable address) for every thread's injector.
+    /// Plant [`arch::INJECTED_CODE`] (`syscall; int3`, then the batch loop) at `site` (an
+    /// executable address with that many bytes after it) for every thread's injector.
     pub fn plant(&mut self, site: u64) -> Result<()> {
         if self.planted.is_none() {
             let pid = self.pid;
-            let old = ptrace::peek(pid, site).ctx(|| format!("reading code of pid {pid}"))?;
-            ptrace::poke(pid, site, arch::SYSCALL_TRAP)
-                .ctx(|| format!("writing code of pid {pid}"))?;
+            let mut old = Vec::with_capacity(arch::INJECTED_CODE.len() / 8);
+            for (i, word) in arch::INJECTED_CODE.chunks_exact(8).enumerate() {
+                let at = site + 8 * i as u64;
+                old.push(ptrace::peek(pid, at).ctx(|| format!("reading code of pid {pid}"))?);
+                let new = u64::from_le_bytes(word.try_into().unwrap_or_default());
+                if let Err(e) = ptrace::poke(pid, at, new) {
+                    // Put back what was already replaced.
+                    for (j, w) in old.iter().enumerate().take(i) {
+                        let _ = ptrace::poke(pid, site + 8 * j as u64, *w);
+                    }
+                    return Err(e).ctx(|| format!("writing code of pid {pid}"));
+                }
+            }
             self.planted = Some((site, old));
             for t in &mut self.threads {
-                t.injector.set_site(site);
+                t.injector.set_code(site);
             }
         }
         Ok(())
@@ -153,8 +164,10 @@ impl Frozen {
     /// Put the planted bytes and every thread's registers back (the process stays frozen).
     pub fn unplant(&mut self) -> Result<()> {
         if let Some((site, old)) = self.planted.take() {
-            ptrace::poke(self.pid, site, old)
-                .ctx(|| format!("restoring code of pid {}", self.pid))?;
+            for (i, word) in old.into_iter().enumerate() {
+                ptrace::poke(self.pid, site + 8 * i as u64, word)
+                    .ctx(|| format!("restoring code of pid {}", self.pid))?;
+            }
         }
         for t in &self.threads {
             ptrace::set_regs(t.tid, arch::resumable(t.regs))

@@ -9,10 +9,25 @@ use super::error::{Context, EngineError, Result};
 use crate::arch::{self, Regs};
 use crate::sys::{memory, ptrace, ptrace::Stop, Pid};
 
+/// One syscall of a batch ([`Injector::batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    pub nr: i64,
+    pub args: [u64; 6],
+}
+
+impl Call {
+    pub fn new(nr: i64, args: [u64; 6]) -> Call {
+        Call { nr, args }
+    }
+}
+
 pub struct Injector {
     pid: Pid,
     /// Address of a `syscall; int3` sequence in the tracee.
     at: u64,
+    /// Whether the whole [`arch::INJECTED_CODE`] lies at `at` (its batch loop with it).
+    batch: bool,
     /// Registers every injected call starts from (segment registers and flags stay valid).
     base: Regs,
     /// Signals that arrived while injecting; they are delivered again when the tracee runs.
@@ -26,6 +41,7 @@ impl Injector {
         Injector {
             pid,
             at,
+            batch: false,
             base,
             stray: RefCell::new(Vec::new()),
             cloned: RefCell::new(Vec::new()),
@@ -36,8 +52,16 @@ impl Injector {
         self.pid
     }
 
+    /// A `syscall; int3` lies at `at` ([`arch::SYSCALL_TRAP`]).
     pub fn set_site(&mut self, at: u64) {
         self.at = at;
+        self.batch = false;
+    }
+
+    /// The whole [`arch::INJECTED_CODE`] lies at `at`: a batch of syscalls costs one stop.
+    pub fn set_code(&mut self, at: u64) {
+        self.at = at;
+        self.batch = true;
     }
 
     /// The threads created by the injected syscalls since the last call.
@@ -52,6 +76,66 @@ impl Injector {
     /// Run one syscall and return the raw result (negative errno on failure).
     pub fn raw(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
         let regs = arch::syscall_regs(&self.base, self.at, nr, args);
+        let after = self.run_to_trap(regs)?;
+        Ok(arch::syscall_result(&after))
+    }
+
+    /// Run `calls` in order inside the tracee and return their raw results in order (negative
+    /// errno on failure); every call runs, even after one that failed. With the planted loop
+    /// ([`Injector::set_code`]) the whole batch costs one stop: its table takes
+    /// [`arch::BATCH_ENTRY_LEN`] bytes per call of `scratch`, from `offset` on, which the
+    /// calls' own arguments must leave alone. Without it, one stop per call.
+    pub fn batch(&self, scratch: &Scratch, offset: u64, calls: &[Call]) -> Result<Vec<i64>> {
+        if !self.batch || calls.len() < 2 {
+            return calls.iter().map(|c| self.raw(c.nr, c.args)).collect();
+        }
+        let mut table = Vec::with_capacity(calls.len() * arch::BATCH_ENTRY_LEN);
+        for c in calls {
+            table.extend_from_slice(&c.nr.to_le_bytes());
+            for a in c.args {
+                table.extend_from_slice(&a.to_le_bytes());
+            }
+            table.extend_from_slice(&0u64.to_le_bytes());
+        }
+        let at = scratch.write(self.pid, offset, &table)?;
+        let regs = arch::batch_regs(&self.base, self.at, at, calls.len() as u64);
+        let after = self.run_to_trap(regs)?;
+        if arch::batch_left(&after) != 0 {
+            // It trapped for another reason than the end of the loop.
+            return Err(EngineError::Os {
+                what: format!(
+                    "pid {} stopped with {} of {} injected syscalls not run",
+                    self.pid,
+                    arch::batch_left(&after),
+                    calls.len()
+                ),
+                source: std::io::ErrorKind::Interrupted.into(),
+            });
+        }
+        let done = scratch.read(self.pid, offset, table.len())?;
+        Ok(done
+            .chunks_exact(arch::BATCH_ENTRY_LEN)
+            .map(|e| u64_at(e, arch::BATCH_ENTRY_LEN - 8) as i64)
+            .collect())
+    }
+
+    /// As [`Injector::batch`]; a negative result becomes an error naming `what` (the first
+    /// one that failed, as [`Injector::call`] would have stopped there).
+    pub fn batch_call(
+        &self,
+        what: &str,
+        scratch: &Scratch,
+        offset: u64,
+        calls: &[Call],
+    ) -> Result<Vec<u64>> {
+        self.batch(scratch, offset, calls)?
+            .into_iter()
+            .map(|r| self.checked(what, r))
+            .collect()
+    }
+
+    /// Set `regs` and let the tracee run until it reaches the trap; its registers there.
+    fn run_to_trap(&self, regs: arch::Regs) -> Result<arch::Regs> {
         ptrace::set_regs(self.pid, regs)
             .ctx(|| format!("setting registers of pid {}", self.pid))?;
         let mut sig: Option<Signal> = None;
@@ -79,14 +163,16 @@ impl Injector {
                 }
             }
         }
-        let after =
-            ptrace::get_regs(self.pid).ctx(|| format!("reading registers of pid {}", self.pid))?;
-        Ok(arch::syscall_result(&after))
+        ptrace::get_regs(self.pid).ctx(|| format!("reading registers of pid {}", self.pid))
     }
 
     /// Run one syscall; a negative result becomes an error naming `what`.
     pub fn call(&self, what: &str, nr: i64, args: [u64; 6]) -> Result<u64> {
         let r = self.raw(nr, args)?;
+        self.checked(what, r)
+    }
+
+    fn checked(&self, what: &str, r: i64) -> Result<u64> {
         if (-4095..0).contains(&r) {
             return Err(EngineError::Os {
                 what: format!("{what} in pid {}", self.pid),

@@ -4,12 +4,15 @@
 //! run inside the process.
 
 use crate::engine::error::{Context, Result};
-use crate::engine::inject::{u64_at, Injector, Scratch};
+use crate::engine::inject::{u64_at, Call, Injector, Scratch};
 use crate::image::model::{AltStack, QueuedSignal, SigAction};
 use crate::sys::{ptrace, Pid};
 
 /// `struct kernel_sigaction` on x86_64: handler, flags, restorer, mask.
 const KSIGACTION: usize = 32;
+/// The scratch bytes the 64 dispositions take, each at its signal number's slot (rounded to
+/// a page); the table of the batch that reads or sets them follows.
+const ACTIONS_LEN: u64 = 4096;
 /// `stack_t`: sp, flags (int, padded), size.
 pub const STACK_T: usize = 24;
 
@@ -20,20 +23,26 @@ fn settable(sig: u8) -> bool {
 /// All dispositions, read inside the process.
 pub fn capture_actions(inj: &Injector, scratch: &Scratch) -> Result<Vec<SigAction>> {
     let pid = inj.pid();
-    let mut actions = Vec::with_capacity(64);
-    for signo in (1..=64u8).filter(|s| settable(*s)) {
-        inj.call(
-            "rt_sigaction",
-            libc::SYS_rt_sigaction,
-            [signo as u64, 0, scratch.addr, 8, 0, 0],
-        )?;
-        let b = scratch.read(pid, 0, KSIGACTION)?;
+    let signals: Vec<u8> = (1..=64u8).filter(|s| settable(*s)).collect();
+    // Each signal's old action at its own slot; all read in one batch, whose table follows.
+    let calls: Vec<Call> = signals
+        .iter()
+        .map(|&signo| {
+            let out = scratch.addr + signo as u64 * KSIGACTION as u64;
+            Call::new(libc::SYS_rt_sigaction, [signo as u64, 0, out, 8, 0, 0])
+        })
+        .collect();
+    inj.batch_call("rt_sigaction", scratch, ACTIONS_LEN, &calls)?;
+    let b = scratch.read(pid, 0, ACTIONS_LEN as usize)?;
+    let mut actions = Vec::with_capacity(signals.len());
+    for signo in signals {
+        let at = signo as usize * KSIGACTION;
         actions.push(SigAction {
             signo,
-            handler: u64_at(&b, 0),
-            flags: u64_at(&b, 8),
-            restorer: u64_at(&b, 16),
-            mask: u64_at(&b, 24),
+            handler: u64_at(&b, at),
+            flags: u64_at(&b, at + 8),
+            restorer: u64_at(&b, at + 16),
+            mask: u64_at(&b, at + 24),
         });
     }
     Ok(actions)
@@ -62,14 +71,14 @@ pub fn apply_actions(inj: &Injector, scratch: &Scratch, actions: &[SigAction]) -
         }
     }
     let base = scratch.write(pid, 0, &table)?;
-    for signo in (1..=64u8).filter(|s| settable(*s)) {
-        let act = base + signo as u64 * KSIGACTION as u64;
-        inj.call(
-            "rt_sigaction",
-            libc::SYS_rt_sigaction,
-            [signo as u64, act, 0, 8, 0, 0],
-        )?;
-    }
+    let calls: Vec<Call> = (1..=64u8)
+        .filter(|s| settable(*s))
+        .map(|signo| {
+            let act = base + signo as u64 * KSIGACTION as u64;
+            Call::new(libc::SYS_rt_sigaction, [signo as u64, act, 0, 8, 0, 0])
+        })
+        .collect();
+    inj.batch_call("rt_sigaction", scratch, ACTIONS_LEN, &calls)?;
     Ok(())
 }
 

@@ -14,6 +14,49 @@ pub struct Received {
     pub from_process: bool,
 }
 
+/// The (blocked) signals of a set, taken as they arrive by a task of an async runtime (a
+/// signalfd it polls) instead of a thread waiting in `sigwaitinfo`: a supervisor that starts
+/// no thread for them starts faster, and ends faster. The signals must stay blocked in every
+/// thread of the process (block them before any thread starts: threads inherit the mask).
+pub struct AsyncSignals {
+    fd: tokio::io::unix::AsyncFd<nix::sys::signalfd::SignalFd>,
+}
+
+impl AsyncSignals {
+    /// Inside a tokio runtime with its I/O driver enabled.
+    pub fn new(set: &SigSet) -> io::Result<AsyncSignals> {
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        let fd = SignalFd::with_flags(set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        let interest = tokio::io::Interest::READABLE;
+        // SAFETY: the SignalFd is moved in and owns its descriptor, which stays open and
+        // unchanged until the AsyncFd is dropped; its as_raw_fd always returns that descriptor.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(AsyncSignals { fd })
+    }
+
+    /// The next signal; cancel-safe (a signal is taken only when it is returned).
+    pub async fn recv(&mut self) -> io::Result<Received> {
+        loop {
+            let mut ready = self.fd.readable_mut().await?;
+            match ready.get_inner_mut().read_signal() {
+                Ok(Some(info)) => {
+                    let signal =
+                        Signal::try_from(info.ssi_signo as i32).map_err(io::Error::from)?;
+                    return Ok(Received {
+                        signal,
+                        // As sigwaitinfo's si_code: SI_USER, SI_QUEUE, SI_TKILL... are <= 0.
+                        from_process: info.ssi_code <= 0,
+                    });
+                }
+                Ok(None) => ready.clear_ready(),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 /// Wait for one of the (blocked) signals in `set`.
 pub fn wait(set: &SigSet) -> io::Result<Received> {
     loop {
