@@ -179,6 +179,9 @@ async fn session(
                 }
             }
             Some(Ok(Frame::Control(Control::ImageEnd))) => break,
+            // A helper that gave up has no use for the freeze that would follow: its failure
+            // goes home now (below), before home freezes the job.
+            Some(Ok(Frame::Control(Control::Sync))) if image.is_none() => break,
             // Everything before it went into the helper's pipe (the writes above awaited).
             Some(Ok(Frame::Control(Control::Sync))) => {
                 out.send(Frame::Control(Control::Synced)).await?
@@ -369,8 +372,10 @@ async fn relay(
             },
             ev = next_event(&mut dump_events), if outbox.len() < OUTBOX => match ev {
                 Some(DumpEvent::Chunk(c)) => outbox.push_back(Frame::Image(c)),
-                // Nodes do not pre-copy.
-                Some(DumpEvent::SentAhead(_)) => {}
+                // Nodes do not pre-copy: the dump goes on at once.
+                Some(DumpEvent::SentAhead(go)) => {
+                    let _ = go.send(());
+                }
                 Some(DumpEvent::Done) => {
                     dump_events = None;
                     // The process is frozen: everything it wrote is in the pipes now. It goes

@@ -365,18 +365,29 @@ impl Output {
         }
     }
 
-    /// The writing thread's queue, started on first use.
-    fn queue(&mut self) -> &mpsc::Sender<OutputWork> {
-        let gone_tx = &mut self.gone_tx;
-        self.queue.get_or_insert_with(|| {
-            let (queue, work) = mpsc::channel::<OutputWork>(8);
-            Output::spawn_writer(work, gone_tx.take());
-            queue
-        })
+    /// Start the writing thread unless it runs already. Called before the job first leaves,
+    /// so that a machine that cannot start one more thread keeps the job at home.
+    fn start(&mut self) -> std::io::Result<()> {
+        self.queue().map(|_| ())
     }
 
-    fn spawn_writer(mut work: mpsc::Receiver<OutputWork>, gone_tx: Option<mpsc::Sender<()>>) {
-        std::thread::spawn(move || {
+    /// The writing thread's queue, the thread started on first use.
+    fn queue(&mut self) -> std::io::Result<&mpsc::Sender<OutputWork>> {
+        if self.queue.is_none() {
+            let (queue, work) = mpsc::channel::<OutputWork>(8);
+            Output::spawn_writer(work, self.gone_tx.clone())?;
+            self.gone_tx = None;
+            self.queue = Some(queue);
+        }
+        self.queue.as_ref().ok_or_else(Output::closed)
+    }
+
+    fn spawn_writer(
+        mut work: mpsc::Receiver<OutputWork>,
+        gone_tx: Option<mpsc::Sender<()>>,
+    ) -> std::io::Result<()> {
+        let writer = std::thread::Builder::new().name("mrun-output".into());
+        writer.spawn(move || {
             // Our descriptors whose reader went away: what the job writes there is dropped.
             let mut gone: Vec<i32> = Vec::new();
             while let Some(w) = work.blocking_recv() {
@@ -400,7 +411,8 @@ impl Output {
                     }
                 }
             }
-        });
+        })?;
+        Ok(())
     }
 
     fn closed() -> std::io::Error {
@@ -412,7 +424,7 @@ impl Output {
 
     /// Queue output without waiting; if the queue is full it is held until `unhold`.
     fn offer(&mut self, fd: i32, b: bytes::Bytes) -> std::io::Result<()> {
-        match self.queue().try_send(OutputWork::Write(fd, b)) {
+        match self.queue()?.try_send(OutputWork::Write(fd, b)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(w)) => {
                 self.held = Some(w);
@@ -442,9 +454,9 @@ impl Output {
 
     async fn put(&mut self, work: OutputWork) -> std::io::Result<()> {
         if let Some(w) = self.held.take() {
-            self.queue().send(w).await.map_err(|_| Output::closed())?;
+            self.queue()?.send(w).await.map_err(|_| Output::closed())?;
         }
-        self.queue().send(work).await.map_err(|_| Output::closed())
+        self.queue()?.send(work).await.map_err(|_| Output::closed())
     }
 
     async fn stdout(&mut self, b: bytes::Bytes) -> std::io::Result<()> {
@@ -839,6 +851,17 @@ async fn handle(
                 return (
                     Place::Home { child, pid, feed },
                     Err(anyhow::Error::new(StaysHome(refusal))),
+                );
+            }
+            // The threads that relay its input and output once it is away start now, while
+            // failing to start one still leaves the job untouched at home.
+            if let Err(e) = stdin.start_reader().and_then(|()| output.start()) {
+                return (
+                    Place::Home { child, pid, feed },
+                    Err(anyhow!(e).context(
+                        "cannot start the threads that relay the job's input and output; the \
+                         job stays at home",
+                    )),
                 );
             }
             match move_away(pid, job, &target, terminal.describe()).await {

@@ -1,7 +1,7 @@
 //! Relaying our stdin to a process that runs elsewhere — and only then: while the process runs
 //! at home it reads our stdin itself, so not one byte may be taken from it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use mrun_core::sys::fdio;
@@ -19,8 +19,8 @@ pub struct StdinRelay {
 }
 
 impl StdinRelay {
-    /// The relay, and where its chunks arrive; nothing is read before the first
-    /// [`StdinRelay::set_away`]`(true)`.
+    /// The relay, and where its chunks arrive; nothing is read before
+    /// [`StdinRelay::start_reader`] and the first [`StdinRelay::set_away`]`(true)`.
     pub fn start() -> (StdinRelay, mpsc::Receiver<Chunk>) {
         let (tx, rx) = mpsc::channel(4);
         let relay = StdinRelay {
@@ -30,9 +30,24 @@ impl StdinRelay {
         (relay, rx)
     }
 
-    /// The thread that reads stdin while the process is away (and waits while it is home).
-    fn spawn_reader(tx: mpsc::Sender<Chunk>, flag: Arc<Mutex<bool>>) {
-        std::thread::spawn(move || {
+    /// Start the thread that reads stdin while the process is away (and waits while it is
+    /// home), unless it runs already. Called before the process first leaves, so that a
+    /// machine that cannot start one more thread keeps the job at home.
+    pub fn start_reader(&self) -> std::io::Result<()> {
+        let mut unstarted = self
+            .unstarted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = unstarted.as_ref() {
+            StdinRelay::spawn_reader(tx.clone(), self.away.clone())?;
+            *unstarted = None;
+        }
+        Ok(())
+    }
+
+    fn spawn_reader(tx: mpsc::Sender<Chunk>, flag: Arc<Mutex<bool>>) -> std::io::Result<()> {
+        let reader = std::thread::Builder::new().name("mrun-stdin".into());
+        reader.spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match fdio::poll_readable(0, 100) {
@@ -61,19 +76,13 @@ impl StdinRelay {
                     return;
                 }
             }
-        });
+        })?;
+        Ok(())
     }
 
     /// The process is away (true) or home (false). Returns once no read is in progress.
+    /// The reader must have been started ([`StdinRelay::start`]).
     pub fn set_away(&self, away: bool) {
-        if let Ok(mut a) = self.away.lock() {
-            *a = away;
-        }
-        if away {
-            let tx = self.unstarted.lock().ok().and_then(|mut t| t.take());
-            if let Some(tx) = tx {
-                StdinRelay::spawn_reader(tx, self.away.clone());
-            }
-        }
+        *self.away.lock().unwrap_or_else(PoisonError::into_inner) = away;
     }
 }
