@@ -126,13 +126,14 @@ pub fn name_restarted_poll(mut r: Regs, blocked_in_poll: bool) -> Regs {
     r
 }
 
-/// Registers to resume a frozen task with at home: as they were, except that a poll(2) the
-/// kernel would restart through its restart block runs again from the `syscall` instruction,
-/// so the next freeze finds it in poll, not in `restart_syscall` (see
-/// [`name_restarted_poll`]). With no timeout that is its exact restart; with one it waits
-/// its whole timeout again, as after a restore.
+/// Registers to resume a frozen task with at home: as they were, except that a poll(2)
+/// without a timeout, which the kernel would restart through its restart block, runs again
+/// from the `syscall` instruction (its exact restart), so the next freeze finds it in poll
+/// itself, not in `restart_syscall` or about to enter it (see [`name_restarted_poll`]). A
+/// timed poll keeps the kernel's restart, which knows the time left.
 pub fn resumable(mut r: Regs) -> Regs {
-    if r.orig_rax == libc::SYS_poll as u64 && r.rax as i64 == ERESTART_RESTARTBLOCK {
+    let untimed = (r.rdx as u32 as i32) < 0;
+    if r.orig_rax == libc::SYS_poll as u64 && r.rax as i64 == ERESTART_RESTARTBLOCK && untimed {
         rewind(&mut r);
         r.orig_rax = u64::MAX;
     }
@@ -311,7 +312,9 @@ mod tests {
         assert_eq!(r.rax, libc::SYS_poll as u64);
         assert_eq!(r.rip, 0x1000 - SYSCALL_LEN);
         assert_eq!(r.orig_rax, u64::MAX);
-        // Every other syscall is left to the kernel's own restart.
+        // A timed poll and every other syscall are left to the kernel's own restart.
+        let timed = interrupted(libc::SYS_poll, ERESTART_RESTARTBLOCK, 1000);
+        assert_eq!(resumable(timed).rip, timed.rip);
         let read = interrupted(libc::SYS_read, ERESTARTSYS, 0);
         assert_eq!(resumable(read).rip, read.rip);
         let sleep = interrupted(libc::SYS_nanosleep, ERESTART_RESTARTBLOCK, 0);

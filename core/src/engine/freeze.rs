@@ -118,7 +118,9 @@ impl Frozen {
             for (i, word) in arch::INJECTED_CODE.chunks_exact(8).enumerate() {
                 let at = site + 8 * i as u64;
                 old.push(ptrace::peek(pid, at).ctx(|| format!("reading code of pid {pid}"))?);
-                let new = u64::from_le_bytes(word.try_into().unwrap_or_default());
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(word);
+                let new = u64::from_le_bytes(bytes);
                 if let Err(e) = ptrace::poke(pid, at, new) {
                     // Put back what was already replaced.
                     for (j, w) in old.iter().enumerate().take(i) {
@@ -295,14 +297,15 @@ fn attach(tid: Pid) -> Result<bool> {
 /// freeze: once stopped it sleeps in the stop). Only the kernel knows what a
 /// `restart_syscall` restarts; for poll this tells it.
 fn blocked_in_poll(pid: Pid, tid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
-        .map(|w| {
-            let w = w.trim();
-            ["do_poll", "do_sys_poll", "poll_schedule_timeout"]
-                .iter()
-                .any(|f| w == *f || w.starts_with(&format!("{f}.")))
-        })
-        .unwrap_or(false)
+    let Ok(w) = std::fs::read(format!("/proc/{pid}/task/{tid}/wchan")) else {
+        return false;
+    };
+    // The name, less a compiler suffix such as `.constprop.0`.
+    let name = w
+        .split(|&b| b == b'.' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    [&b"do_poll"[..], b"do_sys_poll", b"poll_schedule_timeout"].contains(&name)
 }
 
 /// Wait until `tid` sits in a ptrace stop; `None` if it exited instead. `in_poll`: it slept
