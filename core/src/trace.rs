@@ -24,6 +24,14 @@ impl Trace {
         }
     }
 
+    /// [`Trace::say`] for a line that costs work to make: made only when tracing (e.g. in
+    /// the freeze window).
+    pub fn say_with(&self, line: impl FnOnce() -> String) {
+        if self.on {
+            self.say(&line());
+        }
+    }
+
     /// The stage that just ended.
     pub fn mark(&mut self, stage: &str) {
         if self.on {

@@ -52,12 +52,6 @@ impl Injector {
         self.pid
     }
 
-    /// A `syscall; int3` lies at `at` ([`arch::SYSCALL_TRAP`]).
-    pub fn set_site(&mut self, at: u64) {
-        self.at = at;
-        self.batch = false;
-    }
-
     /// The whole [`arch::INJECTED_CODE`] lies at `at`: a batch of syscalls costs one stop.
     pub fn set_code(&mut self, at: u64) {
         self.at = at;

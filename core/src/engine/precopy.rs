@@ -9,7 +9,7 @@
 //! user started) is pre-copied; the others go in the image as before.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::dirty::{self, DirtyTracker, RangeSet};
 use crate::image::{page_address, Compression, ImageError, ImageWriter, PageSource};
@@ -51,11 +51,14 @@ impl Precopied {
                 }
                 let sent = self.sent.minus(&last.fresh);
                 let valid = sent.minus(&dirty);
-                trace.say(&format!(
-                    "pre-copy: {} MiB sent ahead still valid, {} MiB written since",
-                    valid.bytes() >> 20,
-                    dirty.and(&self.sent).bytes() >> 20
-                ));
+                // In the freeze window: the line's set work only when tracing.
+                trace.say_with(|| {
+                    format!(
+                        "pre-copy: {} MiB sent ahead still valid, {} MiB written since",
+                        valid.bytes() >> 20,
+                        dirty.and(&self.sent).bytes() >> 20
+                    )
+                });
                 Some(Sent { valid, dirty })
             }
             Err(e) => {
@@ -178,9 +181,10 @@ pub fn run<W: Write>(
 /// The resident memory of `pid` (`/proc/PID/statm`, shared file pages included: an upper
 /// bound of what pre-copy could send), or `None` if it cannot be read.
 fn resident_bytes(pid: Pid) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * crate::image::PAGE_SIZE as u64)
+    let statm = procfs::process::Process::new(pid.as_raw())
+        .and_then(|p| p.statm())
+        .ok()?;
+    Some(statm.resident * procfs::page_size())
 }
 
 /// Sends the pages of `ranges` as one pre-copy stream; returns the ranges that could not
@@ -206,7 +210,13 @@ fn send_round<W: Write>(
         )?;
     }
     w.finish()?;
-    let failed = memory.failed.lock().map(|f| f.clone()).unwrap_or_default();
+    // A poisoned lock still holds every failure noted before the panic: none may be lost,
+    // or a page sent as zeros would count as sent.
+    let failed = memory
+        .failed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     Ok(failed)
 }
 
@@ -221,9 +231,10 @@ impl PageSource for RunningMemory {
     fn read_pages(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
         if memory::read(self.pid, addr, buf).is_err() {
             buf.fill(0);
-            if let Ok(mut failed) = self.failed.lock() {
-                failed.insert(addr..addr + buf.len() as u64);
-            }
+            self.failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(addr..addr + buf.len() as u64);
         }
         Ok(())
     }

@@ -40,12 +40,10 @@ pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 
 /// `PAGEMAP_SCAN` page categories (`PAGE_IS_*`).
-pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
 pub const PAGE_IS_FILE: u64 = 1 << 2;
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
-pub const PAGE_IS_GUARD: u64 = 1 << 8;
 
 #[repr(C)]
 struct UffdioApi {

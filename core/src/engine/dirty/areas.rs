@@ -42,7 +42,8 @@ pub enum Why {
     Kernel,
     /// No access (`PROT_NONE`): nothing can be written there without changing the area.
     NoAccess,
-    /// hugetlb memory: a huge page dropped with `MADV_DONTNEED` is not reported (tried).
+    /// hugetlb memory, or a file whose file system cannot be told: a huge page dropped with
+    /// `MADV_DONTNEED` is not reported (tried).
     Hugetlb,
     /// A mapping of a device, written by the device.
     Device,
@@ -66,7 +67,7 @@ impl fmt::Display for Why {
             Why::Shared => write!(f, "shared memory, which other processes may write"),
             Why::Kernel => write!(f, "a mapping the kernel provides"),
             Why::NoAccess => write!(f, "no access (PROT_NONE)"),
-            Why::Hugetlb => write!(f, "hugetlb memory"),
+            Why::Hugetlb => write!(f, "hugetlb memory, or a file that may be on hugetlbfs"),
             Why::Device => write!(f, "a device mapping"),
             Why::TooLarge => write!(f, "larger than {} GiB", MAX_TRACKED >> 30),
             Why::GuardRegions => write!(f, "it holds guard regions (MADV_GUARD_INSTALL)"),
@@ -110,7 +111,7 @@ fn parse_line(line: &str) -> Option<Area<'_>> {
 }
 
 /// Whether `a` is tracked, and how its pages come to hold something, as its maps line tells
-/// (see also [`on_hugetlbfs`], asked before arming).
+/// (see also [`maybe_hugetlbfs`], asked before arming).
 pub(super) fn classify(a: &Area) -> Result<Kind, Why> {
     let perm = |i: usize, c: u8| a.perms.as_bytes().get(i) == Some(&c);
     if perm(3, b's') {
@@ -142,15 +143,18 @@ pub(super) fn classify(a: &Area) -> Result<Kind, Why> {
     Ok(Kind::File)
 }
 
-/// Whether the file mapped at `path` (as process `pid` sees it) lives on hugetlbfs.
-pub(super) fn on_hugetlbfs(pid: Pid, path: &str) -> bool {
+/// Whether the file mapped at `path` (as process `pid` sees it) may live on hugetlbfs: it
+/// does, or its file system cannot be told (a deleted file such as a hugetlb memfd, a path
+/// gone since). Such an area is not tracked: the frozen image carries it, which costs
+/// downtime, where a hugetlb page the tracker missed would cost the job's memory.
+pub(super) fn maybe_hugetlbfs(pid: Pid, path: &str) -> bool {
     if path.ends_with(" (deleted)") {
-        return false;
+        return true;
     }
     let seen = crate::resource::seen_by(pid, std::path::Path::new(path));
     nix::sys::statfs::statfs(&seen)
         .map(|s| s.filesystem_type().0 == HUGETLBFS_MAGIC)
-        .unwrap_or(false)
+        .unwrap_or(true)
 }
 
 #[cfg(test)]

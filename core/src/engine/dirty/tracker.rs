@@ -110,10 +110,6 @@ impl DirtyTracker {
         Ok((tracker, first))
     }
 
-    pub fn pid(&self) -> Pid {
-        self.pid
-    }
-
     /// The pages written since the previous round (or since [`DirtyTracker::start`]),
     /// write-protected again in the same walk, and the areas not tracked. New areas are armed
     /// and reported whole (the pages that hold something).
@@ -257,15 +253,23 @@ impl DirtyTracker {
     /// pages that hold something (of a file mapping: its copies); `Ok(Err(why))`: not tracked.
     fn arm(&mut self, a: &Area, kind: Kind, round: &mut Round) -> Result<Result<RangeSet, Why>> {
         let pid = self.pid;
-        if kind == Kind::File && areas::on_hugetlbfs(pid, a.path) {
+        if kind == Kind::File && areas::maybe_hugetlbfs(pid, a.path) {
             self.refused.insert(a.line.to_string(), Why::Hugetlb);
             return Ok(Err(Why::Hugetlb));
         }
-        if let Ok(Some(guards)) = self.guards.guard_regions(a.start, a.end) {
-            if !guards.is_empty() {
-                self.refused.insert(a.line.to_string(), Why::GuardRegions);
-                return Ok(Err(Why::GuardRegions));
+        // Write-protection must not touch guard regions: an area the kernel cannot answer
+        // for is not tracked (the frozen image carries it).
+        let guarded = match self.guards.guard_regions(a.start, a.end) {
+            Ok(Some(guards)) if !guards.is_empty() => Some(Why::GuardRegions),
+            Ok(_) => None,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(DirtyError::Gone { pid })
             }
+            Err(e) => Some(Why::Refused(e.raw_os_error().unwrap_or(libc::EIO))),
+        };
+        if let Some(why) = guarded {
+            self.refused.insert(a.line.to_string(), why);
+            return Ok(Err(why));
         }
         round.ioctls += 1;
         if let Err(e) = self.uffd.register_wp(a.start, a.end) {
