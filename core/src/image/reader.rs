@@ -445,6 +445,7 @@ impl Work for Decompress {
         // Pre-copied pages go to a sink straight from the store, in runs.
         if let (Encoding::Precopied, Some(sink), Some(store)) = (encoding, &sink, &store) {
             let result = match store.runs(addr, npages) {
+                _ if payload.len() != PAGES_HEAD_LEN => Err(holds_bytes(offset)),
                 Some(runs) => runs.into_iter().try_for_each(|(at, data)| {
                     sink(at, data).map_err(|source| ImageError::Sink {
                         addr: super::split_page_address(at).1,
@@ -497,6 +498,10 @@ struct Unpack<'s> {
     store: Option<&'s PageStore>,
 }
 
+fn holds_bytes(offset: u64) -> ImageError {
+    ImageError::corrupt(offset, "a pre-copied pages record holds bytes")
+}
+
 fn not_precopied(addr: u64, offset: u64) -> ImageError {
     ImageError::corrupt(
         offset,
@@ -536,10 +541,7 @@ fn unpack<'p>(
             ),
         )),
         Encoding::Zstd => decompress(zstd, body, expected, out, offset).map(|()| None),
-        Encoding::Precopied if !body.is_empty() => Err(ImageError::corrupt(
-            offset,
-            "a pre-copied pages record holds bytes",
-        )),
+        Encoding::Precopied if !body.is_empty() => Err(holds_bytes(offset)),
         Encoding::Precopied => match store {
             Some(store) if store.get(addr, npages, out) => Ok(None),
             _ => Err(not_precopied(addr, offset)),

@@ -386,6 +386,51 @@ fn a_page_named_but_never_sent_is_corrupt() {
     }
 }
 
+/// A pre-copied record that carries bytes is corrupt, read one record at a time or through
+/// a sink (the restore's way), with the pages it names in the store.
+#[test]
+fn a_precopied_record_holding_bytes_is_corrupt() {
+    let page: std::sync::Arc<dyn PageSource> = std::sync::Arc::new(Held(vec![7u8; PAGE_SIZE]));
+    let mut stream = Vec::new();
+    let mut w = ImageWriter::precopy(&mut stream, Compression::Off).expect("stream");
+    w.read_pages(&page, 0x1000, 0, PAGE_SIZE).expect("read");
+    w.finish().expect("stream end");
+    let mut img = Vec::new();
+    let mut w = ImageWriter::with_threads(&mut img, &header(), Compression::Off, 0).expect("image");
+    w.write_state(&state()).expect("state");
+    w.write_precopied(0x1000, PAGE_SIZE).expect("precopied");
+    w.finish().expect("image end");
+    // The Precopied record, with a page of bytes after its head.
+    let named = records(&img)[2].clone();
+    let mut payload = img[named.start + 5..named.end - 4].to_vec();
+    payload.extend_from_slice(&[0x55; PAGE_SIZE]);
+    let mut rec = Vec::new();
+    encode_record(Kind::Pages, &payload, &mut rec).expect("record");
+    let mut input = stream;
+    input.extend_from_slice(&img[..named.start]);
+    input.extend_from_slice(&rec);
+    input.extend_from_slice(&img[named.end..]);
+    for threads in [0, 2] {
+        let open = || {
+            let (store, rest) = precopy::read_leading(&input[..]).expect("streams");
+            let (mut r, _) = ImageReader::open_with_threads(rest, threads).expect("open");
+            r.set_precopied(std::sync::Arc::new(store));
+            r.read_state().expect("state");
+            r
+        };
+        let one_by_one = open().next_pages(&mut Vec::new()).map(|_| ());
+        let sink = open()
+            .for_each_pages(std::sync::Arc::new(|_, _: &[u8]| Ok(())))
+            .map(|_| ());
+        for got in [one_by_one, sink] {
+            match got {
+                Err(ImageError::Corrupt { what, .. }) => assert!(what.contains("holds bytes")),
+                other => panic!("{threads} threads: {other:?}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn a_failing_sink_stops_the_reading() {
     let img = write_image(&small_writes(), 0);

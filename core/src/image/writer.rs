@@ -304,7 +304,12 @@ impl<W: Write> ImageWriter<W> {
             data
         };
         let record = self.free_records.pop().unwrap_or_default();
-        let encode = self.chooser.next();
+        // A pre-copied record has no bytes to compress: it neither asks the chooser nor
+        // counts as one of its probes.
+        let encode = match fill {
+            Fill::Precopied { .. } => Choice::Raw,
+            _ => self.chooser.next(),
+        };
         self.pool.submit(Job {
             addr,
             fill,
@@ -325,13 +330,16 @@ impl<W: Write> ImageWriter<W> {
         })?;
         let started = Instant::now();
         self.out.write_all(bytes)?;
-        let compressed = packed.encoding == Encoding::Zstd;
-        self.chooser.wrote(
-            packed.len as u64,
-            started.elapsed(),
-            compressed,
-            packed.sample,
-        );
+        // A pre-copied record's ~20 bytes say nothing of the sink's speed.
+        if packed.encoding != Encoding::Precopied {
+            let compressed = packed.encoding == Encoding::Zstd;
+            self.chooser.wrote(
+                packed.len as u64,
+                started.elapsed(),
+                compressed,
+                packed.sample,
+            );
+        }
         self.written += packed.len as u64;
         self.tally.add(packed.crc, packed.pages);
         let mut data = packed.data;
