@@ -1056,13 +1056,7 @@ async fn move_between(
             }
         }
         to.tx.send(Frame::Control(Control::ImageEnd)).await?;
-        match to.rx.next().await {
-            Some(Ok(Frame::Control(Control::Running { .. }))) => Ok(()),
-            Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
-            Some(Ok(other)) => bail!("the agent on {node} answered {}", other.kind()),
-            Some(Err(e)) => Err(anyhow!(e)).context(format!("the connection to {node} failed")),
-            None => bail!("the agent on {node} went away before confirming"),
-        }
+        expect_answer(&mut to, node, is_running, "before confirming").await
     }
     .await;
     match relayed {
@@ -1083,22 +1077,31 @@ async fn move_between(
     }
 }
 
-/// Waits for the node's `Synced`: everything sent before the `Sync` reached its restore.
-async fn wait_synced(link: &mut Link, node: &str) -> Result<()> {
+/// Waits for the agent's next answer, which must be `wanted`: its `Error`, anything else,
+/// a failed connection or its end say what happened instead (`waiting`: when, e.g. "during
+/// pre-copy").
+async fn expect_answer(
+    link: &mut Link,
+    node: &str,
+    wanted: fn(&Control) -> bool,
+    waiting: &str,
+) -> Result<()> {
     match link.rx.next().await {
-        Some(Ok(Frame::Control(Control::Synced))) => Ok(()),
-        Some(Ok(Frame::Control(Control::Error { message }))) => {
-            bail!("{message}; the job stays at home")
-        }
-        Some(Ok(other)) => bail!(
-            "the agent on {node} answered {} to Sync; the job stays at home",
-            other.kind()
-        ),
-        Some(Err(e)) => Err(anyhow!(e)).context(format!(
-            "the connection to {node} failed; the job stays at home"
-        )),
-        None => bail!("the agent on {node} went away during pre-copy; the job stays at home"),
+        Some(Ok(Frame::Control(c))) if wanted(&c) => Ok(()),
+        Some(Ok(Frame::Control(Control::Error { message }))) => bail!("{message}"),
+        Some(Ok(other)) => bail!("the agent on {node} answered {} {waiting}", other.kind()),
+        Some(Err(e)) => Err(anyhow!(e)).context(format!("the connection to {node} failed")),
+        None => bail!("the agent on {node} went away {waiting}"),
     }
+}
+
+fn is_running(c: &Control) -> bool {
+    matches!(c, Control::Running { .. })
+}
+
+/// The answer of a move from home that failed, with what that means for the job.
+fn stays_at_home(e: anyhow::Error) -> anyhow::Error {
+    anyhow!("{e:#}; the job stays at home")
 }
 
 /// Checkpoint the home process `pid` into the agent of `node`; end it once the restored copy
@@ -1148,7 +1151,15 @@ async fn move_away(
                 // Pre-copy sent: freeze once the node has it all.
                 Some(DumpEvent::SentAhead(go)) => {
                     link.tx.send(Frame::Control(Control::Sync)).await?;
-                    wait_synced(&mut link, node).await?;
+                    // Everything sent before the Sync reached the node's restore.
+                    expect_answer(
+                        &mut link,
+                        node,
+                        |c| matches!(c, Control::Synced),
+                        "during pre-copy",
+                    )
+                    .await
+                    .map_err(stays_at_home)?;
                     trace.mark("pre-copy (the job runs on)");
                     let _ = go.send(());
                 }
@@ -1159,20 +1170,9 @@ async fn move_away(
             }
         }
         link.tx.send(Frame::Control(Control::ImageEnd)).await?;
-        match link.rx.next().await {
-            Some(Ok(Frame::Control(Control::Running { .. }))) => Ok(()),
-            Some(Ok(Frame::Control(Control::Error { message }))) => {
-                bail!("{message}; the job stays at home")
-            }
-            Some(Ok(other)) => bail!(
-                "the agent on {node} answered {}; the job stays at home",
-                other.kind()
-            ),
-            Some(Err(e)) => Err(anyhow!(e)).context(format!(
-                "the connection to {node} failed; the job stays at home"
-            )),
-            None => bail!("the agent on {node} went away before confirming; the job stays at home"),
-        }
+        expect_answer(&mut link, node, is_running, "before confirming")
+            .await
+            .map_err(stays_at_home)
     }
     .await;
     if let Err(e) = confirmed {
