@@ -482,9 +482,12 @@ fn a_node_going_down_loses_only_its_own_jobs() {
 
 /// Burns a CPU for argv[1] seconds while holding argv[2]: `tcp` a listening TCP socket (which
 /// /proc shows), `bigfile` a file with no name of 9 MiB (which only a real checkpoint finds
-/// too large to carry), `nothing` nothing in the way. Prints one line when it ends.
+/// too large to carry), `nothing` nothing in the way. Prints one line when it ends, and ends
+/// holding it: `os._exit`, not the interpreter's shutdown, which closes the socket first and
+/// leaves a job that /proc shows movable for as long as the rest of the shutdown takes (the
+/// balancer once tried it then, on a loaded machine, and found it gone).
 const HOLDER_PY: &str = r#"
-import socket, sys, tempfile, time
+import os, socket, sys, tempfile, time
 secs, kind = float(sys.argv[1]), sys.argv[2]
 if kind == "tcp":
     held = socket.socket()
@@ -498,7 +501,8 @@ end = time.monotonic() + secs
 n = 0
 while time.monotonic() < end:
     n += 1
-print("held", kind, "to the end")
+print("held", kind, "to the end", flush=True)
+os._exit(0)
 "#;
 
 /// The jobs that held `kind` (the command ends with it) in the log's lines with `tag`.
