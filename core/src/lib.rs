@@ -8,6 +8,7 @@ pub mod files;
 pub mod image;
 pub mod load;
 pub mod policy;
+pub mod ranges;
 pub mod resource;
 pub mod supervise;
 pub mod sys;

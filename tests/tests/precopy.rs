@@ -124,6 +124,90 @@ fn a_job_that_writes_faster_than_the_link_falls_back_to_stop_and_copy() {
     );
 }
 
+/// A python3 job holding 40 MiB of random bytes in a private anonymous mapping, which gives
+/// one page after another back to the kernel (`MADV_DONTNEED`, so it reads zero) every 2 ms
+/// while it is moved: pages sent ahead and freed before the freeze must come back zero, the
+/// others as they were. Prints "READY", then, when DIR/end appears, "FREED ok" or "FREED bad"
+/// and "KEPT ok" or "KEPT bad".
+const PYTHON_FREER: &str = r#"
+import mmap, os, sys, time, hashlib
+d = sys.argv[1]
+n = 40 * 1024 * 1024
+page = 4096
+m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+m.write(os.urandom(n))
+sums = [hashlib.md5(m[i:i + page]).digest() for i in range(0, n, page)]
+print("READY", flush=True)
+freed = []
+k = 0
+while not os.path.exists(f"{d}/end"):
+    p = (k * 7919) % (n // page)
+    k += 1
+    m.madvise(mmap.MADV_DONTNEED, p * page, page)
+    freed.append(p)
+    time.sleep(0.002)
+zero = bytes(page)
+gone = set(freed)
+print("FREED", "ok" if all(m[p * page:(p + 1) * page] == zero for p in gone) else "bad", flush=True)
+kept = all(hashlib.md5(m[i * page:(i + 1) * page]).digest() == sums[i]
+           for i in range(n // page) if i not in gone)
+print("KEPT", "ok" if kept else "bad", len(gone) > 0, flush=True)
+"#;
+
+/// Pages the job gives back to the kernel after they were sent ahead read zero on the node
+/// (the node holds what was sent at the pages' own addresses, and the new process is forked
+/// with them in place: one the image no longer names must not keep its old bytes).
+#[test]
+fn pages_freed_after_they_were_sent_read_zero_on_the_node() {
+    let name = "precopy-freed";
+    let sb = Sandbox::new(name);
+    let a = Node::start(&sb, "a");
+    let client = ClientHome::for_nodes(&sb, &[("a", &a)]);
+    // The node's restore helper traces too (its lines reach the job's stderr).
+    let traced_agent = format!("MRUN_TRACE=1 {}", agent_path().display());
+    let m = SshMrun::new(&sb, &client, RemoteAgent::Command(traced_agent)).env("MRUN_TRACE", "1");
+    let dir = sb.dir().as_os_str().to_owned();
+    let mut job = m.start(
+        name,
+        python3(),
+        &[OsStr::new("-c"), OsStr::new(PYTHON_FREER), &dir],
+        Input::Null,
+        Output::Pipe,
+    );
+    job.mrun.wait_for_stdout("READY\n");
+    m.mrun.migrate_ok(&job, "a");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    write_atomically(&sb.path("end"), "");
+    let done = job.finish();
+    done.assert_success();
+    assert_eq!(
+        done.stdout_text(),
+        "READY\nFREED ok\nKEPT ok True\n",
+        "{}",
+        done.describe()
+    );
+    let trace = done.stderr_text();
+    if !tracking_here(&trace) {
+        eprintln!("no dirty-page tracking on this kernel: {}", done.describe());
+        return;
+    }
+    let held = trace
+        .lines()
+        .find_map(|l| {
+            l.split_once("restore Precopied (")?
+                .1
+                .split_once(" held in place")?
+                .0
+                .split_once(", ")
+        })
+        .and_then(|(_, held)| held.parse::<u64>().ok());
+    assert!(
+        held.is_some_and(|h| h > 0),
+        "the node held no page sent ahead in place: {}",
+        done.describe()
+    );
+}
+
 /// `MRUN_PRECOPY=0`: a plain stop-and-copy, nothing sent ahead.
 #[test]
 fn precopy_can_be_turned_off() {

@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use super::compat;
@@ -15,8 +16,12 @@ use crate::arch;
 use crate::image::model::{Backing, Header, JobState, ProcessState, Vma};
 use crate::image::precopy::PageStore;
 use crate::image::ImageReader;
+use crate::ranges::RangeSet;
 use crate::resource::{attrs, events, fds, madvise, mem, signals, task, thread, timers};
 use crate::sys::{memory, ns, ptrace, Pid};
+
+/// `rseq` flag: unregister the calling thread's area.
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
 
 /// Size of the area that holds the syscall trap and scratch space during a restore.
 const TRAMPOLINE: u64 = 64 * 1024;
@@ -132,6 +137,8 @@ struct Restoring<'a, R: Read> {
     made_files: Option<crate::resource::made_files::MadeFiles>,
     /// Timerfds made for the job, armed just before it runs.
     timers: Option<events::Timers>,
+    /// What pre-copy sent ahead, some of it held at its own addresses.
+    sent_ahead: Arc<PageStore>,
 }
 
 /// One fresh process being filled.
@@ -154,6 +161,11 @@ struct Fresh {
     /// `(shared object, descriptor)`: where the shared memory objects it maps wait for it
     /// (closed once mapped).
     shared_fds: Vec<(u32, i32)>,
+    /// Address ranges of its memory it holds from birth: pages sent ahead, held by the
+    /// restorer and kept through the fork (see [`ChildPlan::keep`]). Not empty: it did not
+    /// exec, and `exe_fd` is its executable, for `PR_SET_MM_MAP`.
+    kept: RangeSet,
+    exe_fd: Option<i32>,
 }
 
 impl Fresh {
@@ -169,7 +181,11 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
     // Pages sent ahead while the job still ran (pre-copy), then the image.
     let (precopied, input) = crate::image::precopy::read_leading(input)?;
     if precopied.pages() > 0 {
-        trace.mark(&format!("Precopied ({} pages)", precopied.pages()));
+        let held = precopied.held().ranges().bytes() / crate::image::PAGE_SIZE as u64;
+        trace.mark(&format!(
+            "Precopied ({} pages, {held} held in place)",
+            precopied.pages()
+        ));
     }
     let (mut reader, header) = ImageReader::open(input)?;
     let sent_ahead = Arc::new(precopied);
@@ -184,6 +200,7 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
         fresh: Vec::new(),
         made_files: None,
         timers: None,
+        sent_ahead: Arc::clone(&sent_ahead),
     };
     for (i, stage) in Stage::ALL.iter().enumerate() {
         if let Err(e) = stage.run(&mut r) {
@@ -244,8 +261,15 @@ impl<R: Read> Restoring<'_, R> {
         self.timers = Some(std::mem::take(&mut prepared.timers));
         let mut shared_fds = Vec::with_capacity(state.processes.len());
         let unprivileged = !nix::unistd::geteuid().is_root();
+        // The root keeps the pages held for it where it can be given its executable without
+        // an exec: with the capability a pid namespace gives, or as root.
+        let mut kept = match opts.original_pid || !unprivileged {
+            true => adoptable(self.sent_ahead.held().ranges(), &state.processes[0].vmas),
+            false => RangeSet::new(),
+        };
+        let mut exe_file = None;
         let mut members = Vec::with_capacity(state.processes.len());
-        for p in &state.processes {
+        for (index, p) in state.processes.iter().enumerate() {
             // Each shared object it maps, on a descriptor above its own until it is mapped.
             let mut fds = prepared.plan(&p.fds);
             let spare = fds.iter().map(|(t, _)| *t).max().unwrap_or(2).max(2) + 1;
@@ -259,10 +283,25 @@ impl<R: Read> Restoring<'_, R> {
                     fds.push((*at, std::os::fd::AsRawFd::as_raw_fd(fd)));
                 }
             }
+            let exe = executable(p, self.same_machine)?;
+            let mut keep = Vec::new();
+            if index == 0 && !kept.is_empty() {
+                match std::fs::File::open(std::ffi::OsStr::from_bytes(exe.to_bytes())) {
+                    Ok(file) => {
+                        let at = spare + mine.len() as i32;
+                        fds.push((at, std::os::fd::AsRawFd::as_raw_fd(&file)));
+                        exe_file = Some((at, file));
+                        keep = kept.ranges().iter().map(|r| (r.start, r.end)).collect();
+                    }
+                    // Not readable: exec it, and copy the pages in.
+                    Err(_) => kept = RangeSet::new(),
+                }
+            }
             shared_fds.push(mine);
             members.push(ChildPlan {
                 pid: p.pid,
-                exe: executable(p, self.same_machine)?,
+                exe,
+                keep,
                 cwd: cstring(p.cwd.strip_suffix(" (deleted)").unwrap_or(&p.cwd))?,
                 cwd_removed: p.cwd.ends_with(" (deleted)"),
                 cwd_fallback: cstring(&format!(
@@ -316,7 +355,9 @@ impl<R: Read> Restoring<'_, R> {
                 ))
             })?;
         }
-        let child = spawn::spawn(&plan, opts.original_pid)?;
+        let held = self.sent_ahead.held();
+        let child = spawn::spawn(&plan, opts.original_pid, &|on| held.inherit_on_fork(on))?;
+        let exe_fd = exe_file.map(|(at, _file)| at);
         drop(prepared);
         drop(shared);
         self.fresh = child
@@ -324,7 +365,8 @@ impl<R: Read> Restoring<'_, R> {
             .iter()
             .zip(&plan.members)
             .zip(shared_fds)
-            .map(|((pid, m), shared_fds)| Fresh {
+            .enumerate()
+            .map(|(index, ((pid, m), shared_fds))| Fresh {
                 pid: *pid,
                 leader: None,
                 present: Vec::new(),
@@ -332,8 +374,13 @@ impl<R: Read> Restoring<'_, R> {
                 tramp: 0,
                 scratch: Scratch { addr: 0, len: 0 },
                 threads: Vec::new(),
-                lent_capability: m.lend_checkpoint_capability,
+                // Without an exec it keeps every capability of the restorer: all dropped
+                // before it runs, as the exec of an ordinary user would have.
+                lent_capability: m.lend_checkpoint_capability
+                    || (!m.keep.is_empty() && unprivileged),
                 shared_fds,
+                kept: m.keep.iter().map(|&(s, e)| s..e).collect(),
+                exe_fd: if index == 0 { exe_fd } else { None },
             })
             .collect();
         let root = child.pid;
@@ -393,14 +440,23 @@ impl<R: Read> Restoring<'_, R> {
                     .find(|(s, _)| *s == o)
                     .map(|(_, fd)| *fd)
             };
-            mem::map_vmas(f.leader()?, &f.scratch, &p.vmas, fd_of)?;
+            mem::map_vmas(f.leader()?, &f.scratch, &p.vmas, &f.kept, fd_of)?;
             for (_, fd) in &f.shared_fds {
                 f.leader()?
                     .call("close", libc::SYS_close, [*fd as u64, 0, 0, 0, 0, 0])?;
             }
         }
-        // The reader's workers write the pages, several records at a time.
+        // The reader's workers write the pages, several records at a time. Pages the root
+        // kept from birth are in place already: what the image names of them is noted, not
+        // written (the bytes handed over are the held pages themselves, at their address).
         let pids: Vec<Pid> = self.fresh.iter().map(|f| f.pid).collect();
+        let kept = self
+            .fresh
+            .first()
+            .map(|f| f.kept.clone())
+            .unwrap_or_default();
+        let named = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let noted = Arc::clone(&named);
         let sink = move |tagged: u64, data: &[u8]| {
             let (index, addr) = crate::image::split_page_address(tagged);
             let pid = pids.get(index as usize).ok_or_else(|| {
@@ -408,9 +464,29 @@ impl<R: Read> Restoring<'_, R> {
                     "the image has pages of process {index}, which it does not describe"
                 ))
             })?;
+            let end = addr + data.len() as u64;
+            if index == 0 && kept.touches(addr, end) {
+                noted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(addr..end);
+                if data.as_ptr() as u64 == addr && kept.covers(addr, end) {
+                    return Ok(());
+                }
+            }
             memory::write(*pid, addr, data)
         };
         self.reader.for_each_pages(Arc::new(sink))?;
+        if let Some(root) = self.fresh.first() {
+            let named: RangeSet = std::mem::take(
+                &mut *named
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )
+            .into_iter()
+            .collect();
+            zero_unnamed(root.leader()?, &root.kept, &named)?;
+        }
         Ok(())
     }
 
@@ -528,6 +604,25 @@ fn clear_one(f: &mut Fresh, p: &ProcessState) -> Result<()> {
     let entry = arch::instruction_pointer(&start_regs);
     ptrace::poke(pid, entry, arch::SYSCALL_TRAP).ctx(|| "planting the syscall trap".into())?;
     let mut inj = Injector::new(pid, entry, start_regs);
+    if !f.kept.is_empty() {
+        // A fork of the restorer, not an exec: its thread's rseq area goes with the
+        // restorer's memory, and the image's is registered later (EBUSY while one is).
+        let rseq = ptrace::get_rseq(pid).ctx(|| "reading the fresh process's rseq".into())?;
+        if rseq.rseq_abi_pointer != 0 {
+            inj.call(
+                "rseq unregister",
+                libc::SYS_rseq,
+                [
+                    rseq.rseq_abi_pointer,
+                    u64::from(rseq.rseq_abi_size),
+                    RSEQ_FLAG_UNREGISTER,
+                    u64::from(rseq.signature),
+                    0,
+                    0,
+                ],
+            )?;
+        }
+    }
     f.present = current_vmas(pid)?;
     f.taken = f.present.iter().map(|v| (v.0, v.1)).collect();
     f.taken.extend(p.vmas.iter().map(|v| (v.start, v.end)));
@@ -555,7 +650,13 @@ fn clear_one(f: &mut Fresh, p: &ProcessState) -> Result<()> {
     };
     for (s, e, name) in &f.present {
         if !mem::is_special_name(name) && name != "[vsyscall]" {
-            inj.call("munmap", libc::SYS_munmap, [*s, e - s, 0, 0, 0, 0])?;
+            for r in f.kept.gaps_in(*s, *e).ranges() {
+                inj.call(
+                    "munmap",
+                    libc::SYS_munmap,
+                    [r.start, r.end - r.start, 0, 0, 0, 0],
+                )?;
+            }
         }
     }
     f.taken.push((tramp, tramp + TRAMPOLINE));
@@ -573,7 +674,10 @@ fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32) -> Result<()> {
     mem::protect_vmas(inj, &p.vmas)?;
     madvise::apply(inj, &p.vmas)?;
     signals::apply_actions(inj, scratch, &p.sigactions)?;
-    task::apply_mm(inj, scratch, &p.mm)?;
+    task::apply_mm(inj, scratch, &p.mm, f.exe_fd)?;
+    if let Some(fd) = f.exe_fd {
+        inj.call("close", libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
+    }
     thread::apply_leader(inj, scratch, leader_state)?;
     thread::apply_affinity(pid, leader_state);
     for fd in p.fds.iter().filter(|f| f.cloexec).map(|f| f.fd) {
@@ -698,6 +802,38 @@ fn check_file_identities(vmas: &[Vma], same_machine: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A kept page the image does not name held something when it was sent and holds nothing
+/// now (the image leaves out pages that hold nothing): give it back to the kernel, zero.
+fn zero_unnamed(inj: &Injector, kept: &RangeSet, named: &RangeSet) -> Result<()> {
+    for r in kept.minus(named).ranges() {
+        inj.call(
+            "madvise(MADV_DONTNEED) of a page no longer in use",
+            libc::SYS_madvise,
+            [
+                r.start,
+                r.end - r.start,
+                libc::MADV_DONTNEED as u64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The parts of the held ranges that the fresh process can keep as they are: those inside
+/// its private anonymous areas (not a stack that grows down: a mapping made here cannot be
+/// given that).
+fn adoptable(held: &RangeSet, vmas: &[Vma]) -> RangeSet {
+    let areas: RangeSet = vmas
+        .iter()
+        .filter(|v| !v.shared && !v.grows_down && matches!(v.backing, Backing::Anonymous))
+        .map(|v| v.start..v.end)
+        .collect();
+    held.and(&areas)
 }
 
 /// `(start, end, name)` of the fresh process's mappings.

@@ -53,6 +53,11 @@ pub struct ChildPlan {
     /// Its children that had exited and were not waited for: created and ended at once, with
     /// their status, so that its wait finds them as before.
     pub zombies: Vec<ZombiePlan>,
+    /// The root only: address ranges of pages held by the restorer at their own addresses
+    /// ([`crate::sys::held::Held`]) that it keeps. Not empty: it does not exec (which would
+    /// drop them) but stops where it is, a copy of the restorer, holding them; the restore
+    /// then clears everything else and sets its executable by `PR_SET_MM_MAP`.
+    pub keep: Vec<(u64, u64)>,
 }
 
 pub struct ZombiePlan {
@@ -133,8 +138,15 @@ impl Drop for Spawned {
 }
 
 /// Create the tree (when `pid_ns` is true, the caller has already called
-/// [`ns::unshare_pid_namespace`]) and wait until every member is stopped at its exec.
-pub fn spawn(tree: &TreePlan, pid_ns: bool) -> Result<Spawned> {
+/// [`ns::unshare_pid_namespace`]) and wait until every member is stopped at its exec (the
+/// root, when it keeps held pages, where it stopped itself). `root_inherits(true)` is called
+/// right before the root is forked and `root_inherits(false)` right after: the root alone
+/// takes the held pages, no other process forked here does.
+pub fn spawn(
+    tree: &TreePlan,
+    pid_ns: bool,
+    root_inherits: &dyn Fn(bool) -> std::io::Result<()>,
+) -> Result<Spawned> {
     let Some(root) = tree.members.first() else {
         return Err(EngineError::Unrestorable(
             "the image holds no process".into(),
@@ -174,7 +186,14 @@ pub fn spawn(tree: &TreePlan, pid_ns: bool) -> Result<Spawned> {
             }
         }
     }
-    let forked = match holder_failed {
+    let inherit = match root.keep.is_empty() {
+        true => Ok(()),
+        false => root_inherits(true).map_err(|e| EngineError::Os {
+            what: "letting the fresh process take the pages sent ahead".into(),
+            source: e,
+        }),
+    };
+    let forked = match holder_failed.or(inherit.err()) {
         Some(e) => Err(e),
         None if pid_ns => ns::fork_with_pid(root.pid).map_err(|e| EngineError::Os {
             what: format!("creating a process with pid {}", root.pid),
@@ -185,6 +204,10 @@ pub fn spawn(tree: &TreePlan, pid_ns: bool) -> Result<Spawned> {
             source: e,
         }),
     };
+    if !root.keep.is_empty() {
+        // Best effort: another fork from here would copy their page tables, nothing worse.
+        let _ = root_inherits(false);
+    }
     let child = match forked {
         Ok(Some(child)) => child,
         Ok(None) => child_main(tree, 0, go_read.as_raw_fd()),
@@ -355,6 +378,8 @@ fn child_main(tree: &TreePlan, i: usize, go: RawFd) -> ! {
         if plan.pgid == Some(plan.pid) {
             libc::setpgid(0, 0);
         }
+        // The pages it keeps stay out of its children (each would copy their page tables).
+        advise_kept(&plan.keep, libc::MADV_DONTFORK);
         for &c in &plan.children {
             let Some(child) = tree.members.get(c) else {
                 continue;
@@ -372,6 +397,7 @@ fn child_main(tree: &TreePlan, i: usize, go: RawFd) -> ! {
             }
         }
         make_zombies(&plan.zombies);
+        advise_kept(&plan.keep, libc::MADV_DOFORK);
         if let Some(g) = plan.pgid {
             libc::setpgid(0, g);
         }
@@ -445,10 +471,24 @@ fn child_main(tree: &TreePlan, i: usize, go: RawFd) -> ! {
         if i == 0 && libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
             fail("traceme");
         }
+        if !plan.keep.is_empty() {
+            // Stopped as an exec would stop it (SIGTRAP, traced); the restorer takes it
+            // from here and never lets it return.
+            libc::raise(libc::SIGTRAP);
+            libc::_exit(libc::ECANCELED);
+        }
         let argv = [plan.exe.as_ptr(), std::ptr::null()];
         let envp: [*const libc::c_char; 1] = [std::ptr::null()];
         libc::execve(plan.exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail("execve")
+    }
+}
+
+/// `madvise(advice)` over each kept range. Async-signal-safe: runs in a forked child.
+fn advise_kept(keep: &[(u64, u64)], advice: libc::c_int) {
+    for &(s, e) in keep {
+        // SAFETY: DONTFORK/DOFORK only change how a fork treats ranges this process has.
+        unsafe { libc::madvise(s as *mut libc::c_void, (e - s) as usize, advice) };
     }
 }
 

@@ -12,14 +12,27 @@ use std::io::{Chain, Cursor, ErrorKind, Read};
 use super::error::ImageError;
 use super::reader::ImageReader;
 use super::record::{PAGE_SIZE, PRECOPY_MAGIC};
+use crate::sys::held::Held;
 
-/// The pages the pre-copy streams sent, by (tagged) page address, the last sent kept.
+/// The pages the pre-copy streams sent, by (tagged) page address, the last sent kept. The
+/// first process's pages are held at their own addresses where this process has them free
+/// ([`Held`]), so that a restore can fork the process from here with its pages in place;
+/// the others, and pages whose address is taken here, are kept in chunks.
 #[derive(Default)]
 pub struct PageStore {
-    /// The bytes, one chunk per page record read.
+    /// The bytes of pages not held, one chunk per page record read.
     chunks: Vec<Vec<u8>>,
-    /// Page address -> (chunk, page within it).
-    index: HashMap<u64, (u32, u32)>,
+    /// Page address -> where its last version is.
+    index: HashMap<u64, Place>,
+    held: Held,
+}
+
+#[derive(Clone, Copy)]
+enum Place {
+    /// At its own address (untagged: the first process's).
+    Held,
+    /// In a chunk: (chunk, page within it).
+    Chunk(u32, u32),
 }
 
 impl PageStore {
@@ -28,33 +41,47 @@ impl PageStore {
         self.index.len()
     }
 
+    /// The address ranges of the first process whose pages are held at their own address
+    /// (every page in them was sent).
+    pub fn held(&self) -> &Held {
+        &self.held
+    }
+
     fn insert(&mut self, addr: u64, data: Vec<u8>) {
+        let (process, at) = super::split_page_address(addr);
+        let pages = data.len() / PAGE_SIZE;
+        if process == 0 && self.held.place(at, &data) {
+            for i in 0..pages {
+                self.index
+                    .insert(addr + (i * PAGE_SIZE) as u64, Place::Held);
+            }
+            return;
+        }
         let chunk = self.chunks.len() as u32;
-        for i in 0..data.len() / PAGE_SIZE {
+        for i in 0..pages {
             self.index
-                .insert(addr + (i * PAGE_SIZE) as u64, (chunk, i as u32));
+                .insert(addr + (i * PAGE_SIZE) as u64, Place::Chunk(chunk, i as u32));
         }
         self.chunks.push(data);
     }
 
     /// The `npages` pages at `addr` as runs of pages that lie one after the other in the
-    /// store, `(address, bytes)`; `None` if one of them was never sent.
+    /// store, `(address, bytes)`; `None` if one of them was never sent. A held run's bytes
+    /// are the held pages themselves, at the run's own (untagged) address.
     pub(crate) fn runs(&self, addr: u64, npages: u32) -> Option<Vec<(u64, &[u8])>> {
         let mut runs: Vec<(u64, &[u8])> = Vec::new();
-        // The run being extended: its address, chunk, first page and length in pages.
-        let mut cur: Option<(u64, u32, u32, u32)> = None;
+        // The run being extended: its address, where its first page is, its length.
+        let mut cur: Option<(u64, Place, u32)> = None;
         for i in 0..u64::from(npages) {
             let at = addr + i * PAGE_SIZE as u64;
-            let &(chunk, page) = self.index.get(&at)?;
+            let &place = self.index.get(&at)?;
             cur = match cur {
-                Some((start, c, first, n)) if c == chunk && first + n == page => {
-                    Some((start, c, first, n + 1))
-                }
+                Some((start, first, n)) if follows(first, n, place) => Some((start, first, n + 1)),
                 done => {
                     if let Some(run) = done {
                         runs.push(self.slice(run)?);
                     }
-                    Some((at, chunk, page, 1))
+                    Some((at, place, 1))
                 }
             };
         }
@@ -64,33 +91,38 @@ impl PageStore {
         Some(runs)
     }
 
-    fn slice(&self, (addr, chunk, first, n): (u64, u32, u32, u32)) -> Option<(u64, &[u8])> {
-        let from = first as usize * PAGE_SIZE;
-        let bytes = self
-            .chunks
-            .get(chunk as usize)?
-            .get(from..from + n as usize * PAGE_SIZE)?;
+    fn slice(&self, (addr, first, n): (u64, Place, u32)) -> Option<(u64, &[u8])> {
+        let len = n as usize * PAGE_SIZE;
+        let bytes = match first {
+            Place::Held => self.held.bytes(super::split_page_address(addr).1, len)?,
+            Place::Chunk(chunk, page) => {
+                let from = page as usize * PAGE_SIZE;
+                self.chunks.get(chunk as usize)?.get(from..from + len)?
+            }
+        };
         Some((addr, bytes))
     }
 
     /// Puts the `npages` pages at `addr` into `out`; false if one of them was never sent.
     pub(crate) fn get(&self, addr: u64, npages: u32, out: &mut Vec<u8>) -> bool {
         out.clear();
-        for i in 0..u64::from(npages) {
-            let Some(&(chunk, page)) = self.index.get(&(addr + i * PAGE_SIZE as u64)) else {
-                return false;
-            };
-            let at = page as usize * PAGE_SIZE;
-            let Some(bytes) = self
-                .chunks
-                .get(chunk as usize)
-                .and_then(|c| c.get(at..at + PAGE_SIZE))
-            else {
-                return false;
-            };
+        let Some(runs) = self.runs(addr, npages) else {
+            return false;
+        };
+        for (_, bytes) in runs {
             out.extend_from_slice(bytes);
         }
         true
+    }
+}
+
+/// Whether a page at `place` continues a run of `n` pages that starts at `first`: held pages
+/// always do (the run's addresses are consecutive), chunk pages when next in the same chunk.
+fn follows(first: Place, n: u32, place: Place) -> bool {
+    match (first, place) {
+        (Place::Held, Place::Held) => true,
+        (Place::Chunk(c, p), Place::Chunk(c2, p2)) => c == c2 && p + n == p2,
+        _ => false,
     }
 }
 

@@ -16,6 +16,7 @@ use crate::engine::precopy::Sent;
 use crate::engine::Refusal;
 use crate::image::model::{Backing, SharedFile, SharedObject, Vma};
 use crate::image::{ImageWriter, PageSource, PAGE_SIZE};
+use crate::ranges::RangeSet;
 use crate::sys::{memory, Pid};
 
 const SPECIAL: [&str; 3] = ["[vvar]", "[vvar_vclock]", "[vdso]"];
@@ -463,6 +464,7 @@ pub fn map_vmas(
     inj: &Injector,
     scratch: &Scratch,
     vmas: &[Vma],
+    kept: &RangeSet,
     shared_fd: impl Fn(u32) -> Option<i32>,
 ) -> Result<()> {
     let pid = inj.pid();
@@ -495,18 +497,21 @@ pub fn map_vmas(
                 if vma.grows_down {
                     flags |= libc::MAP_GROWSDOWN;
                 }
-                inj.call(
-                    "mmap of anonymous memory",
-                    libc::SYS_mmap,
-                    [
-                        vma.start,
-                        len,
-                        (vma.prot | rw) as u64,
-                        flags as u64,
-                        u64::MAX,
-                        0,
-                    ],
-                )?;
+                // Around what the process kept from birth (see `ChildPlan::keep`).
+                for r in kept.gaps_in(vma.start, vma.end).ranges() {
+                    inj.call(
+                        "mmap of anonymous memory",
+                        libc::SYS_mmap,
+                        [
+                            r.start,
+                            r.end - r.start,
+                            (vma.prot | rw) as u64,
+                            flags as u64,
+                            u64::MAX,
+                            0,
+                        ],
+                    )?;
+                }
             }
             Backing::File { path, offset, .. } => {
                 let p = scratch.write_cstr(pid, 0, path)?;

@@ -105,8 +105,14 @@ pub fn apply_rlimits(pid: Pid, limits: &[Rlimit]) -> Result<()> {
     Ok(())
 }
 
-/// The mm fields, auxv and brk (`prctl(PR_SET_MM_MAP)`).
-pub fn apply_mm(inj: &Injector, scratch: &Scratch, mm: &MmFields) -> Result<()> {
+/// The mm fields, auxv and brk (`prctl(PR_SET_MM_MAP)`); with `exe_fd` (a descriptor of the
+/// process), its executable too, for a process that did not get it by exec.
+pub fn apply_mm(
+    inj: &Injector,
+    scratch: &Scratch,
+    mm: &MmFields,
+    exe_fd: Option<i32>,
+) -> Result<()> {
     let pid = inj.pid();
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|v| v.to_le_bytes()).collect();
     let auxv_at = scratch.write(pid, 2048, &auxv)?;
@@ -129,7 +135,7 @@ pub fn apply_mm(inj: &Injector, scratch: &Scratch, mm: &MmFields) -> Result<()> 
         map.extend_from_slice(&f.to_le_bytes());
     }
     map.extend_from_slice(&(auxv.len() as u32).to_le_bytes());
-    map.extend_from_slice(&(-1i32).to_le_bytes());
+    map.extend_from_slice(&exe_fd.unwrap_or(-1).to_le_bytes());
     let map_at = scratch.write(pid, 0, &map)?;
     inj.call(
         "prctl(PR_SET_MM_MAP)",

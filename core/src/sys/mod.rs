@@ -4,6 +4,7 @@
 pub mod caps;
 pub mod events;
 pub mod fdio;
+pub mod held;
 pub mod kcmp;
 pub mod memfd;
 pub mod memory;

@@ -23,11 +23,10 @@ mod areas;
 mod error;
 mod inject;
 mod probe;
-mod ranges;
 mod tracker;
 
+pub use crate::ranges::RangeSet;
 pub use areas::{Why, MAX_TRACKED};
 pub use error::DirtyError;
 pub use probe::{probe, Unsupported};
-pub use ranges::RangeSet;
 pub use tracker::{DirtyTracker, Round, Untracked};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::areas::{self, Area, Kind, Why};
 use super::error::{Context, DirtyError, Result};
 use super::probe::{self, probe};
-use super::ranges::RangeSet;
+use crate::ranges::RangeSet;
 use crate::sys::uffd::{
     self, Region, Scan, Uffd, FEATURE_WP_ASYNC, FEATURE_WP_UNPOPULATED, PAGE_IS_FILE,
     PAGE_IS_PRESENT, PAGE_IS_SWAPPED,

@@ -1,5 +1,5 @@
-//! Sets of address ranges: sorted, disjoint, adjacent ones merged. What a round reports and
-//! what the tracker remembers between rounds.
+//! Sets of address ranges: sorted, disjoint, adjacent ones merged. What a pre-copy round
+//! reports and the tracker remembers between rounds; the pages a restore holds and keeps.
 
 use std::ops::Range;
 
@@ -94,6 +94,27 @@ impl RangeSet {
         self.minus(&self.minus(other))
     }
 
+    /// The parts of `[start, end)` that `self` does not cover.
+    pub fn gaps_in(&self, start: u64, end: u64) -> RangeSet {
+        let mut whole = RangeSet::new();
+        whole.insert(start..end);
+        whole.minus(self)
+    }
+
+    /// Whether `self` covers all of `[start, end)`.
+    pub fn covers(&self, start: u64, end: u64) -> bool {
+        let i = self.ranges.partition_point(|r| r.end <= start);
+        self.ranges
+            .get(i)
+            .is_some_and(|r| r.start <= start && end <= r.end)
+    }
+
+    /// Whether `self` covers any of `[start, end)`.
+    pub fn touches(&self, start: u64, end: u64) -> bool {
+        let i = self.ranges.partition_point(|r| r.end <= start);
+        self.ranges.get(i).is_some_and(|r| r.start < end)
+    }
+
     /// The parts of `self` inside `[start, end)`.
     pub fn within(&self, start: u64, end: u64) -> RangeSet {
         let mut out = RangeSet::new();
@@ -157,5 +178,11 @@ mod tests {
         assert_eq!(a.within(80, 220).ranges(), &[80..100, 200..220]);
         assert_eq!(b.minus(&RangeSet::new()), b);
         assert!(RangeSet::new().minus(&a).is_empty());
+        assert_eq!(
+            b.gaps_in(40, 270).ranges(),
+            &[40..50, 60..90, 210..250, 260..270]
+        );
+        assert!(a.covers(10, 100) && !a.covers(90, 210) && !a.covers(100, 200));
+        assert!(a.touches(90, 210) && !a.touches(100, 200) && a.touches(299, 400));
     }
 }
