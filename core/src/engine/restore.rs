@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::compat;
 use super::error::{Context, EngineError, Result};
-use super::inject::{Injector, Scratch};
+use super::inject::{Call, Injector, Scratch};
 use super::spawn::{self, ChildPlan, TreePlan, ZombiePlan};
 use crate::arch;
 use crate::image::model::{Backing, Header, JobState, ProcessState, Vma};
@@ -19,6 +19,9 @@ use crate::image::ImageReader;
 use crate::ranges::RangeSet;
 use crate::resource::{attrs, events, fds, madvise, mem, signals, task, thread, timers};
 use crate::sys::{memory, ns, ptrace, Pid};
+
+/// Unmaps per injected batch in Clear (their table fits the scratch area many times over).
+const UNMAPS_PER_BATCH: usize = 256;
 
 /// `rseq` flag: unregister the calling thread's area.
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -478,13 +481,14 @@ impl<R: Read> Restoring<'_, R> {
         };
         self.reader.for_each_pages(Arc::new(sink))?;
         if let Some(root) = self.fresh.first() {
-            let named: RangeSet = std::mem::take(
+            let mut named = std::mem::take(
                 &mut *named
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
-            )
-            .into_iter()
-            .collect();
+            );
+            // In address order, so that each one extends the set (the workers' is not).
+            named.sort_unstable_by_key(|r| r.start);
+            let named: RangeSet = named.into_iter().collect();
             zero_unnamed(root.leader()?, &root.kept, &named)?;
         }
         Ok(())
@@ -648,16 +652,16 @@ fn clear_one(f: &mut Fresh, p: &ProcessState) -> Result<()> {
         addr: tramp + PAGE,
         len: TRAMPOLINE - PAGE,
     };
-    for (s, e, name) in &f.present {
-        if !mem::is_special_name(name) && name != "[vsyscall]" {
-            for r in f.kept.gaps_in(*s, *e).ranges() {
-                inj.call(
-                    "munmap",
-                    libc::SYS_munmap,
-                    [r.start, r.end - r.start, 0, 0, 0, 0],
-                )?;
-            }
-        }
+    // One stop per batch: a root forked from the restorer has its hundred-odd mappings.
+    let unmaps: Vec<Call> = f
+        .present
+        .iter()
+        .filter(|(_, _, name)| !mem::is_special_name(name) && name != "[vsyscall]")
+        .flat_map(|(s, e, _)| f.kept.gaps_in(*s, *e).ranges().to_vec())
+        .map(|r| Call::new(libc::SYS_munmap, [r.start, r.end - r.start, 0, 0, 0, 0]))
+        .collect();
+    for calls in unmaps.chunks(UNMAPS_PER_BATCH) {
+        inj.batch_call("munmap", &f.scratch, 0, calls)?;
     }
     f.taken.push((tramp, tramp + TRAMPOLINE));
     f.leader = Some(inj);

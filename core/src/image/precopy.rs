@@ -12,6 +12,7 @@ use std::io::{Chain, Cursor, ErrorKind, Read};
 use super::error::ImageError;
 use super::reader::ImageReader;
 use super::record::{PAGE_SIZE, PRECOPY_MAGIC};
+use crate::ranges::RangeSet;
 use crate::sys::held::Held;
 
 /// The pages the pre-copy streams sent, by (tagged) page address, the last sent kept. The
@@ -25,6 +26,8 @@ pub struct PageStore {
     /// Page address -> where its last version is.
     index: HashMap<u64, Place>,
     held: Held,
+    /// (Tagged) pages whose last version is in a chunk: where a held page may be stale.
+    chunked: RangeSet,
 }
 
 #[derive(Clone, Copy)]
@@ -57,6 +60,7 @@ impl PageStore {
             }
             return;
         }
+        self.chunked.insert(addr..addr + data.len() as u64);
         let chunk = self.chunks.len() as u32;
         for i in 0..pages {
             self.index
@@ -69,6 +73,14 @@ impl PageStore {
     /// store, `(address, bytes)`; `None` if one of them was never sent. A held run's bytes
     /// are the held pages themselves, at the run's own (untagged) address.
     pub(crate) fn runs(&self, addr: u64, npages: u32) -> Option<Vec<(u64, &[u8])>> {
+        let len = npages as usize * PAGE_SIZE;
+        let (process, at) = super::split_page_address(addr);
+        // All held and none sent again into a chunk: one run, no page looked up.
+        if process == 0 && !self.chunked.touches(addr, addr + len as u64) {
+            if let Some(bytes) = self.held.bytes(at, len) {
+                return Some(vec![(addr, bytes)]);
+            }
+        }
         let mut runs: Vec<(u64, &[u8])> = Vec::new();
         // The run being extended: its address, where its first page is, its length.
         let mut cur: Option<(u64, Place, u32)> = None;
