@@ -109,7 +109,7 @@ _mrunctl() {
             return 0
             ;;
         mrunctl__subcmd__checkpoint)
-            opts="-o -h --output --leave-running --compress --help"
+            opts="-o -h --output --leave-running --compress --pre-copy --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

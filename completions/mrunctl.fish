@@ -37,6 +37,7 @@ complete -c mrunctl -n "__fish_mrunctl_needs_command" -f -a "help" -d 'Print thi
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -s o -l output -d 'Where to write the image; `-` writes it to standard output' -r -F
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l compress -d 'Compression of the page data: `auto` compresses (zstd level 1) when that makes the image go faster, as measured while writing it (a slow disk or pipe; not a file in memory, nor random bytes); `off` never; a zstd level (1 is fast, 19 is small) always' -r
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l leave-running -d 'Let the process go on running after the checkpoint instead of ending it'
+complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -l pre-copy -d 'Write the memory while the process still runs, in rounds, then freeze it and write only what it changed meanwhile: a shorter freeze, a larger file (Linux 6.7+; elsewhere a plain checkpoint, which MRUN_TRACE=1 says). `mrunctl restore` reads either'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand checkpoint" -s h -l help -d 'Print help'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand restore" -l new-pid -d 'Do not give the process its original pid (no new pid namespace). glibc\'s cached thread id is then stale; use only where user namespaces are disabled'
 complete -c mrunctl -n "__fish_mrunctl_using_subcommand restore" -s h -l help -d 'Print help'

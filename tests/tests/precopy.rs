@@ -208,6 +208,13 @@ fn pages_freed_after_they_were_sent_read_zero_on_the_node() {
     );
 }
 
+/// `mrunctl checkpoint --pre-copy` to a file, then `mrunctl restore` (as root).
+#[test]
+fn a_precopied_checkpoint_restores_with_its_pages_in_place() {
+    let sb = Sandbox::new("precopy-checkpoint");
+    precopied_checkpoint_restores_in_place(&sb, "pre-copied checkpoint");
+}
+
 /// `MRUN_PRECOPY=0`: a plain stop-and-copy, nothing sent ahead.
 #[test]
 fn precopy_can_be_turned_off() {

@@ -18,6 +18,15 @@ fn sandbox_runs_as_nobody() {
     assert_eq!(id.stdout_text().trim(), "65534");
 }
 
+/// `mrunctl checkpoint --pre-copy` and the restore that forks the process with its pages in
+/// place, as nobody: the process must not keep the capabilities the restore's user namespace
+/// gives (an exec would have dropped them).
+#[test]
+fn precopied_checkpoint_as_nobody() {
+    let sb = nobody("nobody-precopy");
+    precopied_checkpoint_restores_in_place(&sb, "pre-copied checkpoint as nobody");
+}
+
 #[test]
 fn gzip_to_file_as_nobody() {
     let sb = nobody("nobody-gzip-file");

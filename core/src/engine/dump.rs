@@ -30,7 +30,8 @@ pub struct DumpOptions {
     /// Let the process continue after the checkpoint instead of ending it.
     pub leave_running: bool,
     /// Send the memory ahead while the process still runs, in rounds, before freezing it
-    /// (where the kernel allows; see [`super::precopy`]). Only [`crate::transfer`] does.
+    /// (where the kernel allows; see [`super::precopy`]): [`crate::transfer`] for a move,
+    /// [`checkpoint`] for `mrunctl checkpoint --pre-copy`.
     pub precopy: bool,
     /// A process (mrun's deputy) whose stdin/stdout/stderr the checkpointed process shares:
     /// those of its fds 0-2 that are the very same open files are carried as stdio streams,
@@ -60,8 +61,12 @@ pub struct DumpStats {
 
 /// Checkpoint `pid` into `out`. On success the process has been killed (or, with
 /// `leave_running`, resumed); on any error it keeps running as if nothing happened.
-pub fn checkpoint<W: Write>(pid: Pid, out: W, opts: &DumpOptions) -> Result<DumpStats> {
-    let held = dump(pid, out, opts)?;
+pub fn checkpoint<W: Write>(pid: Pid, mut out: W, opts: &DumpOptions) -> Result<DumpStats> {
+    let precopied = match opts.precopy {
+        true => super::precopy::run(pid, &mut out, opts.compression)?,
+        false => None,
+    };
+    let held = dump_precopied(pid, out, opts, precopied)?;
     let stats = held.stats.clone();
     if opts.leave_running {
         held.resume()?;

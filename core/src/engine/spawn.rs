@@ -54,7 +54,7 @@ pub struct ChildPlan {
     /// their status, so that its wait finds them as before.
     pub zombies: Vec<ZombiePlan>,
     /// The root only: address ranges of pages held by the restorer at their own addresses
-    /// ([`crate::sys::held::Held`]) that it keeps. Not empty: it does not exec (which would
+    /// ([`crate::sys::placed::PlacedPages`]) that it keeps. Not empty: it does not exec (which would
     /// drop them) but stops where it is, a copy of the restorer, holding them; the restore
     /// then clears everything else and sets its executable by `PR_SET_MM_MAP`.
     pub keep: Vec<(u64, u64)>,

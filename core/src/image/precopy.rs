@@ -13,11 +13,11 @@ use super::error::ImageError;
 use super::reader::ImageReader;
 use super::record::{PAGE_SIZE, PRECOPY_MAGIC};
 use crate::ranges::RangeSet;
-use crate::sys::held::Held;
+use crate::sys::placed::PlacedPages;
 
 /// The pages the pre-copy streams sent, by (tagged) page address, the last sent kept. The
 /// first process's pages are held at their own addresses where this process has them free
-/// ([`Held`]), so that a restore can fork the process from here with its pages in place;
+/// ([`PlacedPages`]), so that a restore can fork the process from here with its pages in place;
 /// the others, and pages whose address is taken here, are kept in chunks.
 #[derive(Default)]
 pub struct PageStore {
@@ -25,7 +25,7 @@ pub struct PageStore {
     chunks: Vec<Vec<u8>>,
     /// Page address -> where its last version is.
     index: HashMap<u64, Place>,
-    held: Held,
+    held: PlacedPages,
     /// (Tagged) pages whose last version is in a chunk: where a held page may be stale.
     chunked: RangeSet,
 }
@@ -46,7 +46,7 @@ impl PageStore {
 
     /// The address ranges of the first process whose pages are held at their own address
     /// (every page in them was sent).
-    pub fn held(&self) -> &Held {
+    pub fn held(&self) -> &PlacedPages {
         &self.held
     }
 

@@ -4,13 +4,13 @@
 pub mod caps;
 pub mod events;
 pub mod fdio;
-pub mod held;
 pub mod kcmp;
 pub mod memfd;
 pub mod memory;
 pub mod ns;
 pub mod pidfd;
 pub mod pipe;
+pub mod placed;
 pub mod process;
 pub mod ptrace;
 pub mod signals;

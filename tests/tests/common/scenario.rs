@@ -385,3 +385,100 @@ pub fn guard_regions_supported(sb: &Sandbox) -> bool {
     assert_victim_passed(&done, "victim guard_install without any checkpoint");
     true
 }
+
+/// A python3 job holding 40 MiB of random bytes that it changes a little every 20 ms (keeping
+/// their sum), which prints "READY", and when DIR/end appears: "SUM ok" (or "SUM bad": a page
+/// came back stale), then "SAME exe uid caps" if its `/proc/self/exe`, uid and effective
+/// capabilities are what they were at its start (else what differs).
+const PRECOPY_JOB: &str = r#"
+import os, sys, time
+d = sys.argv[1]
+def status(key):
+    return next(l.split()[1] for l in open("/proc/self/status") if l.startswith(key + ":"))
+start = (os.readlink("/proc/self/exe"), os.getuid(), status("CapEff"))
+n = 40 * 1024 * 1024
+data = bytearray(os.urandom(n))
+total = sum(data)
+print("READY", flush=True)
+k = 0
+while not os.path.exists(f"{d}/end"):
+    for _ in range(4):
+        k += 1
+        p = (k * 7919 * 4096 + k * 13) % n
+        old = data[p]
+        data[p] = old ^ 0x5a
+        total += data[p] - old
+    time.sleep(0.02)
+print("SUM", "ok" if sum(data) == total else "bad", flush=True)
+now = (os.readlink("/proc/self/exe"), os.getuid(), status("CapEff"))
+print("SAME exe uid caps" if now == start else f"DIFFERENT {start} {now}", flush=True)
+"#;
+
+/// `mrunctl checkpoint --pre-copy` of a running job, then `mrunctl restore`: the rounds write
+/// its memory while it runs, the freeze only what changed; the restore forks the process with
+/// the pages sent ahead already in place (no exec). Its memory, executable, uid and
+/// capabilities must be as they were. Where the kernel cannot track written pages, a plain
+/// checkpoint (the trace says so) and only the memory is checked.
+pub fn precopied_checkpoint_restores_in_place(sb: &Sandbox, label: &str) {
+    let dir = sb.dir().as_os_str().to_owned();
+    let mut cmd = sb.command(super::reference::python3());
+    cmd.arg("-c").arg(PRECOPY_JOB).arg(&dir);
+    let mut job = Proc::spawn(
+        format!("{label} (original)"),
+        cmd,
+        Input::Null,
+        Output::Pipe,
+    );
+    job.wait_for_stdout("READY\n");
+    let image = sb.path("precopied.img");
+    let mrunctl = sb.mrunctl();
+    let checkpoint = mrunctl.checkpoint_with(
+        job.pid(),
+        image.as_os_str(),
+        &["--pre-copy"],
+        &[("MRUN_TRACE", "1")],
+    );
+    checkpoint.assert_success();
+    let trace = checkpoint.stderr_text();
+    let tracked = !trace.contains("pre-copy: off (");
+    assert!(
+        !tracked || trace.contains("pre-copy round 1"),
+        "{label}: no pre-copy round: {}",
+        checkpoint.describe()
+    );
+    job.finish();
+    let restored =
+        mrunctl.restore_with_env(&image, &[("MRUN_TRACE", "1")], Input::Null, Output::Pipe);
+    // Let it run a while restored, writing on.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    sb.touch("end");
+    let done = restored.finish();
+    done.assert_success();
+    assert_eq!(
+        done.stdout_text(),
+        "SUM ok\nSAME exe uid caps\n",
+        "{label}: {}",
+        done.describe()
+    );
+    if tracked {
+        let held = done
+            .stderr_text()
+            .lines()
+            .find_map(|l| {
+                let counts = l.split_once("restore Precopied (")?.1;
+                counts
+                    .split_once(" held in place")?
+                    .0
+                    .split_once(", ")?
+                    .1
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0);
+        assert!(
+            held > 0,
+            "{label}: no page held in place: {}",
+            done.describe()
+        );
+    }
+}

@@ -1,10 +1,10 @@
-//! Pages held at their own addresses: anonymous private mappings this process makes at the
+//! Pages placed at their own addresses: anonymous private mappings this process makes at the
 //! very addresses a job had them, so that a process forked from here later finds them in
 //! place (its page tables copied, the pages shared until written) instead of having each one
 //! allocated, zeroed and copied into it. A restore uses this for what pre-copy sent ahead.
 //!
-//! Held mappings are `MADV_DONTFORK` except around the one fork that is to take them
-//! ([`Held::inherit_on_fork`]), and are unmapped when the [`Held`] is dropped.
+//! The mappings are `MADV_DONTFORK` except around the one fork that is to take them
+//! ([`PlacedPages::inherit_on_fork`]), and are unmapped when the [`PlacedPages`] is dropped.
 
 use std::io;
 
@@ -17,15 +17,15 @@ const PAGE: u64 = 4096;
 const STACK_MARGIN: u64 = 16 << 20;
 
 /// Address ranges held here.
-pub struct Held {
+pub struct PlacedPages {
     ranges: RangeSet,
     /// Where nothing may be held: this process's main stack and the room it may grow into.
     forbidden: (u64, u64),
 }
 
-impl Held {
-    pub fn new() -> Held {
-        Held {
+impl PlacedPages {
+    pub fn new() -> PlacedPages {
+        PlacedPages {
             ranges: RangeSet::new(),
             forbidden: own_stack_reach().unwrap_or((0, u64::MAX)),
         }
@@ -92,13 +92,13 @@ impl Held {
     }
 }
 
-impl Default for Held {
-    fn default() -> Held {
-        Held::new()
+impl Default for PlacedPages {
+    fn default() -> PlacedPages {
+        PlacedPages::new()
     }
 }
 
-impl Drop for Held {
+impl Drop for PlacedPages {
     fn drop(&mut self) {
         for r in self.ranges.ranges() {
             unmap(r);
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn holds_pages_at_their_address_and_refuses_taken_ones() {
-        let mut held = Held::new();
+        let mut held = PlacedPages::new();
         // A free address: map somewhere, note where, unmap, hold there.
         let probe = vec![7u8; 8192];
         let at = probe.as_ptr() as u64;
