@@ -86,6 +86,9 @@ pub fn run(args: RestoreArgs) -> ! {
                 exit::code_for(&e),
             ),
         };
+    // What pre-copy sent ahead is shared with the job until freed here: each page it then
+    // writes would be copied first.
+    drop(restored.sent_ahead);
     supervise::end_like(supervise::supervise_job(
         restored.pid,
         restored.reaper,

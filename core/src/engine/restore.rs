@@ -57,7 +57,8 @@ pub struct Restored {
     pub reaper: Option<Pid>,
     pub header: Header,
     /// The pages pre-copy sent ahead, kept so that the caller frees them (the job's memory
-    /// size, tens of ms per GiB) after saying the process runs, not before.
+    /// size, tens of ms per GiB) after saying the process runs, not before; but soon: until
+    /// then the process shares those held in place, and each one it writes is copied first.
     pub sent_ahead: Arc<PageStore>,
 }
 

@@ -474,7 +474,11 @@ fn child_main(tree: &TreePlan, i: usize, go: RawFd) -> ! {
         if !plan.keep.is_empty() {
             // Stopped as an exec would stop it (SIGTRAP, traced); the restorer takes it
             // from here and never lets it return.
-            libc::raise(libc::SIGTRAP);
+            libc::syscall(
+                libc::SYS_kill,
+                libc::syscall(libc::SYS_getpid),
+                libc::SIGTRAP,
+            );
             libc::_exit(libc::ECANCELED);
         }
         let argv = [plan.exe.as_ptr(), std::ptr::null()];

@@ -19,15 +19,16 @@ const STACK_MARGIN: u64 = 16 << 20;
 /// Address ranges held here.
 pub struct PlacedPages {
     ranges: RangeSet,
-    /// Where nothing may be held: this process's main stack and the room it may grow into.
-    forbidden: (u64, u64),
+    /// Where nothing may be held: this process's main stack and the room it may grow into
+    /// (read at the first placement: most restores have nothing to place).
+    forbidden: Option<(u64, u64)>,
 }
 
 impl PlacedPages {
     pub fn new() -> PlacedPages {
         PlacedPages {
             ranges: RangeSet::new(),
-            forbidden: own_stack_reach().unwrap_or((0, u64::MAX)),
+            forbidden: None,
         }
     }
 
@@ -45,7 +46,10 @@ impl PlacedPages {
             return false;
         };
         let misplaced = addr % PAGE != 0 || len % PAGE != 0 || len == 0;
-        if misplaced || (end > self.forbidden.0 && addr < self.forbidden.1) {
+        let (low, high) = *self
+            .forbidden
+            .get_or_insert_with(|| own_stack_reach().unwrap_or((0, u64::MAX)));
+        if misplaced || (end > low && addr < high) {
             return false;
         }
         let mut mapped = Vec::new();
