@@ -63,7 +63,13 @@ pub struct DumpStats {
 /// `leave_running`, resumed); on any error it keeps running as if nothing happened.
 pub fn checkpoint<W: Write>(pid: Pid, mut out: W, opts: &DumpOptions) -> Result<DumpStats> {
     let precopied = match opts.precopy {
-        true => super::precopy::run(pid, &mut out, opts.compression)?,
+        true => {
+            // What /proc already shows would refuse it: say so before writing its memory.
+            if let Some(why) = super::predict::refusal(pid, opts.share_stdio_with) {
+                return Err(EngineError::Refused(why));
+            }
+            super::precopy::run(pid, &mut out, opts.compression)?
+        }
         false => None,
     };
     let held = dump_precopied(pid, out, opts, precopied)?;

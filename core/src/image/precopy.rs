@@ -50,10 +50,12 @@ impl PageStore {
         &self.held
     }
 
-    fn insert(&mut self, addr: u64, data: Vec<u8>) {
+    /// Keeps the pages of `data` (at `addr`): copied into place, `data` left for the next
+    /// record (a fresh buffer per record would fault in every page twice), or taken as a chunk.
+    fn insert(&mut self, addr: u64, data: &mut Vec<u8>) {
         let (process, at) = super::split_page_address(addr);
         let pages = data.len() / PAGE_SIZE;
-        if process == 0 && self.held.place(at, &data) {
+        if process == 0 && self.held.place(at, data) {
             for i in 0..pages {
                 self.index
                     .insert(addr + (i * PAGE_SIZE) as u64, Place::Held);
@@ -66,7 +68,7 @@ impl PageStore {
             self.index
                 .insert(addr + (i * PAGE_SIZE) as u64, Place::Chunk(chunk, i as u32));
         }
-        self.chunks.push(data);
+        self.chunks.push(std::mem::take(data));
     }
 
     /// The `npages` pages at `addr` as runs of pages that lie one after the other in the
@@ -154,7 +156,7 @@ pub fn read_leading<R: Read>(mut input: R) -> Result<(PageStore, AfterPrecopy<R>
         let mut reader = ImageReader::precopy_after_magic(&mut input)?;
         let mut buf = Vec::new();
         while let Some(addr) = reader.next_pages(&mut buf)? {
-            store.insert(addr, std::mem::take(&mut buf));
+            store.insert(addr, &mut buf);
         }
     }
 }
