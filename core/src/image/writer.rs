@@ -18,7 +18,7 @@ use super::model::{Header, JobState};
 use super::pool::{default_threads, Pool, Work};
 use super::record::{
     encode_meta, encode_record, prelude, Encoding, Kind, Tally, CHUNK_BYTES, CRC_LEN,
-    FRAME_HEAD_LEN, MAGIC, PAGES_HEAD_LEN, PAGE_SIZE, PRECOPY_MAGIC,
+    FRAME_HEAD_LEN, MAGIC, MAX_RECORD_PAGES, PAGES_HEAD_LEN, PAGE_SIZE, PRECOPY_MAGIC,
 };
 
 /// Where a worker thread fetches page bytes from: a process's memory, for a checkpoint.
@@ -173,8 +173,11 @@ impl<W: Write> ImageWriter<W> {
         self.check_pages(addr, len)?;
         let r = self.submit_current().and_then(|()| {
             let mut done = 0;
+            // They carry no bytes: as many pages per record as a reader accepts (a quarter of
+            // the records of 1 MiB chunks to name and check, in the freeze window).
+            let most = MAX_RECORD_PAGES as usize * PAGE_SIZE;
             while done < len {
-                let take = (len - done).min(CHUNK_BYTES);
+                let take = (len - done).min(most);
                 self.submit(
                     addr + done as u64,
                     Fill::Precopied { len: take },
