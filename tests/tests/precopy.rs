@@ -15,32 +15,6 @@ mod common;
 use common::*;
 use std::ffi::OsStr;
 
-/// A python3 job holding 40 MiB of random bytes that it keeps changing: each step flips
-/// `PER_STEP` bytes spread over the whole buffer (so over every page, in time), keeping the
-/// sum of all bytes as it goes, then sleeps `PAUSE` seconds (0: never). It prints "READY" once
-/// the memory is filled, and when DIR/end appears "SUM ok" if the sum of its bytes is the sum
-/// it kept (a page that came back stale after a move would break it), else "SUM bad".
-const PYTHON_WRITER: &str = r#"
-import os, sys, time
-d, per_step, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-n = 40 * 1024 * 1024
-data = bytearray(os.urandom(n))
-total = sum(data)
-print("READY", flush=True)
-k = 0
-while not os.path.exists(f"{d}/end"):
-    for _ in range(per_step):
-        k += 1
-        p = (k * 7919 * 4096 + k * 13) % n
-        old = data[p]
-        new = old ^ 0x5a
-        data[p] = new
-        total += new - old
-    if pause:
-        time.sleep(pause)
-print("SUM", "ok" if sum(data) == total else "bad", k > 0, flush=True)
-"#;
-
 fn writer_job(name: &str, per_step: &str, pause: &str, precopy: bool) -> (Finished, String) {
     let sb = Sandbox::new(name);
     let a = Node::start(&sb, "a");
@@ -48,7 +22,7 @@ fn writer_job(name: &str, per_step: &str, pause: &str, precopy: bool) -> (Finish
     let m = SshMrun::new(&sb, &client, RemoteAgent::Built)
         .env("MRUN_TRACE", "1")
         .env("MRUN_PRECOPY", if precopy { "1" } else { "0" });
-    let script = OsStr::new(PYTHON_WRITER);
+    let script = OsStr::new(MEMORY_WRITER_PY);
     let dir = sb.dir().as_os_str().to_owned();
     let mut job = m.start(
         name,
@@ -73,7 +47,7 @@ fn writer_job(name: &str, per_step: &str, pause: &str, precopy: bool) -> (Finish
     done.assert_success();
     assert_eq!(
         done.stdout_text(),
-        "READY\nSUM ok True\n",
+        "READY\nSUM ok True\nSAME exe uid caps\n",
         "{}",
         done.describe()
     );

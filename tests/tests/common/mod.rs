@@ -44,7 +44,7 @@ pub use scenario::{
     assert_passes_unrestored, assert_victim_passed, guard_regions_supported, member_named,
     migrate_file_output, migrate_pipe_output, precopied_checkpoint_restores_in_place,
     run_state_victim, run_state_victim_hops, run_state_victim_then, wait_threads_running, Progress,
-    StateRun,
+    StateRun, MEMORY_WRITER_PY,
 };
 pub use sshd::{
     assert_at, daemons_for, keygen, locate, login_name, At, ClientHome, HostCertificate, Node,

@@ -386,13 +386,16 @@ pub fn guard_regions_supported(sb: &Sandbox) -> bool {
     true
 }
 
-/// A python3 job holding 40 MiB of random bytes that it changes a little every 20 ms (keeping
-/// their sum), which prints "READY", and when DIR/end appears: "SUM ok" (or "SUM bad": a page
-/// came back stale), then "SAME exe uid caps" if its `/proc/self/exe`, uid and effective
-/// capabilities are what they were at its start (else what differs).
-const PRECOPY_JOB: &str = r#"
+/// A python3 job holding 40 MiB of random bytes that it keeps changing (argv: DIR, PER_STEP,
+/// PAUSE): each step flips PER_STEP bytes spread over the whole buffer (so over every page, in
+/// time), keeping the sum of all bytes as it goes, then sleeps PAUSE seconds (0: never). It
+/// prints "READY" once the memory is filled, and when DIR/end appears "SUM ok True" (or "SUM
+/// bad": a page came back stale after a move or restore), then "SAME exe uid caps" if its
+/// `/proc/self/exe`, uid and effective capabilities are what they were at its start (else
+/// what differs).
+pub const MEMORY_WRITER_PY: &str = r#"
 import os, sys, time
-d = sys.argv[1]
+d, per_step, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 def status(key):
     return next(l.split()[1] for l in open("/proc/self/status") if l.startswith(key + ":"))
 start = (os.readlink("/proc/self/exe"), os.getuid(), status("CapEff"))
@@ -402,14 +405,16 @@ total = sum(data)
 print("READY", flush=True)
 k = 0
 while not os.path.exists(f"{d}/end"):
-    for _ in range(4):
+    for _ in range(per_step):
         k += 1
         p = (k * 7919 * 4096 + k * 13) % n
         old = data[p]
-        data[p] = old ^ 0x5a
-        total += data[p] - old
-    time.sleep(0.02)
-print("SUM", "ok" if sum(data) == total else "bad", flush=True)
+        new = old ^ 0x5a
+        data[p] = new
+        total += new - old
+    if pause:
+        time.sleep(pause)
+print("SUM", "ok" if sum(data) == total else "bad", k > 0, flush=True)
 now = (os.readlink("/proc/self/exe"), os.getuid(), status("CapEff"))
 print("SAME exe uid caps" if now == start else f"DIFFERENT {start} {now}", flush=True)
 "#;
@@ -422,7 +427,10 @@ print("SAME exe uid caps" if now == start else f"DIFFERENT {start} {now}", flush
 pub fn precopied_checkpoint_restores_in_place(sb: &Sandbox, label: &str) {
     let dir = sb.dir().as_os_str().to_owned();
     let mut cmd = sb.command(super::reference::python3());
-    cmd.arg("-c").arg(PRECOPY_JOB).arg(&dir);
+    cmd.arg("-c")
+        .arg(MEMORY_WRITER_PY)
+        .arg(&dir)
+        .args(["4", "0.02"]);
     let mut job = Proc::spawn(
         format!("{label} (original)"),
         cmd,
@@ -456,7 +464,7 @@ pub fn precopied_checkpoint_restores_in_place(sb: &Sandbox, label: &str) {
     done.assert_success();
     assert_eq!(
         done.stdout_text(),
-        "SUM ok\nSAME exe uid caps\n",
+        "SUM ok True\nSAME exe uid caps\n",
         "{label}: {}",
         done.describe()
     );
