@@ -23,8 +23,9 @@ pub struct CheckpointArgs {
     #[arg(long)]
     pub leave_running: bool,
     /// Compression of the page data: `auto` compresses (zstd level 1) when that makes the
-    /// image go faster, as measured while writing it (a slow disk or pipe; not a file in
-    /// memory, nor random bytes); `off` never; a zstd level (1 is fast, 19 is small) always.
+    /// image go faster, as measured while writing it (a slow pipe or disk; not a file the
+    /// page cache takes, nor random bytes): into a pipe it starts compressed, into a file
+    /// raw; `off` never; a zstd level (1 is fast, 19 is small) always.
     #[arg(long, value_name = "auto|off|LEVEL", default_value = "auto", value_parser = parse_compression)]
     pub compress: Compression,
     /// Write the memory while the process still runs, in rounds, then freeze it and write only
@@ -44,6 +45,15 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
                 "`{level}` is not auto, off or a zstd level from 1 to 19"
             )),
         },
+    }
+}
+
+/// `auto` into a regular file starts raw: the page cache takes pages faster than zstd makes
+/// them, so the first chunks are measured, not compressed (a small image is never compressed).
+fn for_a_file(c: Compression, regular: bool) -> Compression {
+    match c {
+        Compression::Auto(level) if regular => Compression::AutoLocal(level),
+        c => c,
     }
 }
 
@@ -74,6 +84,10 @@ pub fn run(args: CheckpointArgs) -> ! {
                 )
             });
         let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        let opts = DumpOptions {
+            compression: for_a_file(opts.compression, regular),
+            ..opts
+        };
         let r = engine::checkpoint(pid, BufWriter::with_capacity(1 << 20, file), &opts);
         // A partial image is worse than none; but never remove what is not a plain file
         // (`-o /dev/null`, a FIFO).

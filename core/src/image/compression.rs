@@ -5,8 +5,10 @@
 //!
 //! `Auto` decides from what it measures as the image is written: the sink's speed (bytes per
 //! second spent in its writes), and the compressors' speed and ratio on recent chunks. A few
-//! chunks are compressed at the start and then one in [`PROBE_EVERY`] to keep the ratio and
-//! speed known while writing raw.
+//! chunks are compressed at the start; while it writes raw, one chunk in [`PROBE_EVERY`] is
+//! probed (a [`PROBE_SLICE`] of it compressed to measure, the record written raw) to keep the
+//! ratio and speed known. `AutoLocal` (an image written to a local file, which the page cache
+//! takes faster than zstd compresses) starts raw and probes its first chunks instead.
 
 use std::time::Duration;
 
@@ -17,8 +19,12 @@ pub enum Compression {
     Off,
     /// Every record compressed at this zstd level (kept raw when it would not shrink).
     Zstd(i32),
-    /// Compressed at this zstd level when measuring says it makes the image go faster.
+    /// Compressed at this zstd level when measuring says it makes the image go faster, and
+    /// until it has measured (a link, a pipe).
     Auto(i32),
+    /// As `Auto`, but raw until measuring says compressing pays: for an image written to a
+    /// local file, which the page cache takes faster than zstd compresses.
+    AutoLocal(i32),
 }
 
 impl Compression {
@@ -26,7 +32,7 @@ impl Compression {
     pub(crate) fn level(self) -> Option<i32> {
         match self {
             Compression::Off => None,
-            Compression::Zstd(l) | Compression::Auto(l) => Some(l),
+            Compression::Zstd(l) | Compression::Auto(l) | Compression::AutoLocal(l) => Some(l),
         }
     }
 }
@@ -36,7 +42,13 @@ impl Compression {
 pub(crate) enum Choice {
     Raw,
     Zstd,
+    /// Raw, with a [`PROBE_SLICE`] of it compressed aside to measure.
+    Probe,
 }
+
+/// Bytes of a chunk a probe compresses. Chunks smaller than this neither probe nor count as
+/// a measurement (a few pages say little of a compressor's speed).
+pub(crate) const PROBE_SLICE: usize = 64 << 10;
 
 /// One compressed chunk: its size before and after, and the time it took.
 #[derive(Debug, Clone, Copy)]
@@ -46,9 +58,9 @@ pub(crate) struct Sample {
     pub took: Duration,
 }
 
-/// Chunks compressed at the start before `Auto` trusts its measurements.
+/// Chunks measured at the start before `Auto` trusts its measurements.
 const FIRST_PROBES: u64 = 2;
-/// While writing raw, one chunk in this many is compressed to keep the measurements fresh.
+/// While writing raw, one chunk in this many is probed to keep the measurements fresh.
 const PROBE_EVERY: u64 = 16;
 /// Weight of the newest measurement in the compressors' running averages.
 const NEWEST: f64 = 0.25;
@@ -91,22 +103,31 @@ impl Chooser {
         }
     }
 
-    /// What to do with the next chunk.
-    pub(crate) fn next(&mut self) -> Choice {
-        self.chunks += 1;
-        match self.mode {
-            Compression::Off => Choice::Raw,
-            Compression::Zstd(_) => Choice::Zstd,
-            Compression::Auto(_) => {
-                if self.samples < FIRST_PROBES || self.chunks % PROBE_EVERY == 0 {
-                    return Choice::Zstd;
-                }
-                if self.compression_pays() {
-                    Choice::Zstd
-                } else {
-                    Choice::Raw
-                }
-            }
+    /// What to do with the next chunk, of `bytes`.
+    pub(crate) fn next(&mut self, bytes: usize) -> Choice {
+        let measurable = bytes >= PROBE_SLICE;
+        let local = match self.mode {
+            Compression::Off => return Choice::Raw,
+            Compression::Zstd(_) => return Choice::Zstd,
+            Compression::Auto(_) => false,
+            Compression::AutoLocal(_) => true,
+        };
+        if measurable {
+            self.chunks += 1;
+        }
+        if self.samples < FIRST_PROBES {
+            return match (local, measurable) {
+                (false, _) => Choice::Zstd,
+                (true, true) => Choice::Probe,
+                (true, false) => Choice::Raw,
+            };
+        }
+        if self.compression_pays() {
+            Choice::Zstd
+        } else if measurable && self.chunks % PROBE_EVERY == 0 {
+            Choice::Probe
+        } else {
+            Choice::Raw
         }
     }
 
@@ -135,7 +156,7 @@ impl Chooser {
     ) {
         self.sink_bytes += NEWEST_WRITE * (bytes as f64 - self.sink_bytes);
         self.sink_secs += NEWEST_WRITE * (took.as_secs_f64() - self.sink_secs);
-        if let Some(s) = sample {
+        if let Some(s) = sample.filter(|s| s.raw >= PROBE_SLICE as u64) {
             self.samples += 1;
             average(
                 &mut self.zstd_rate,
@@ -183,8 +204,8 @@ mod tests {
         let mut off = Chooser::new(Compression::Off, 2);
         let mut on = Chooser::new(Compression::Zstd(1), 2);
         for _ in 0..40 {
-            assert_eq!(off.next(), Choice::Raw);
-            assert_eq!(on.next(), Choice::Zstd);
+            assert_eq!(off.next(MIB as usize), Choice::Raw);
+            assert_eq!(on.next(MIB as usize), Choice::Zstd);
         }
     }
 
@@ -193,7 +214,7 @@ mod tests {
         // 100 MB/s sink, 400 MB/s per worker, 3.4x smaller.
         let mut c = Chooser::new(Compression::Auto(1), 2);
         for _ in 0..64 {
-            let choice = c.next();
+            let choice = c.next(MIB as usize);
             assert_eq!(choice, Choice::Zstd);
             c.wrote(
                 MIB * 10 / 34,
@@ -209,9 +230,9 @@ mod tests {
     fn a_fast_sink_goes_raw_but_keeps_probing() {
         // 4 GB/s sink: 1 MiB in 250 us; compression 400 MB/s per worker.
         let mut c = Chooser::new(Compression::Auto(1), 2);
-        let mut zstd = 0;
+        let (mut zstd, mut probes) = (0, 0);
         for _ in 0..64 {
-            match c.next() {
+            match c.next(MIB as usize) {
                 Choice::Zstd => {
                     zstd += 1;
                     c.wrote(
@@ -222,9 +243,19 @@ mod tests {
                     );
                 }
                 Choice::Raw => c.wrote(MIB, Duration::from_micros(250), false, None),
+                Choice::Probe => {
+                    probes += 1;
+                    c.wrote(
+                        MIB,
+                        Duration::from_micros(250),
+                        false,
+                        sample(PROBE_SLICE as u64, PROBE_SLICE as u64 / 3, 1),
+                    )
+                }
             }
         }
-        assert!((FIRST_PROBES..=FIRST_PROBES + 64 / PROBE_EVERY).contains(&zstd));
+        assert_eq!(zstd, FIRST_PROBES);
+        assert!((64 / PROBE_EVERY - 1..=64 / PROBE_EVERY).contains(&probes));
     }
 
     #[test]
@@ -233,19 +264,103 @@ mod tests {
         let mut c = Chooser::new(Compression::Auto(1), 2);
         let mut raw = 0;
         for _ in 0..64 {
-            match c.next() {
+            match c.next(MIB as usize) {
                 Choice::Zstd => c.wrote(
                     MIB,
                     Duration::from_millis(10),
                     false,
                     sample(MIB, MIB + 64, 1),
                 ),
-                Choice::Raw => {
+                Choice::Raw | Choice::Probe => {
                     raw += 1;
-                    c.wrote(MIB, Duration::from_millis(10), false, None)
+                    c.wrote(
+                        MIB,
+                        Duration::from_millis(10),
+                        false,
+                        sample(PROBE_SLICE as u64, PROBE_SLICE as u64 + 16, 1),
+                    )
                 }
             }
         }
-        assert!(raw >= 64 - FIRST_PROBES - 64 / PROBE_EVERY);
+        assert_eq!(raw, 64 - FIRST_PROBES);
+    }
+
+    #[test]
+    fn a_local_file_starts_raw_and_stays_raw_when_it_is_fast() {
+        // 4 GB/s sink, text-like pages: the probes measure, no record is compressed.
+        let mut c = Chooser::new(Compression::AutoLocal(1), 2);
+        let mut probes = 0;
+        for _ in 0..64 {
+            match c.next(MIB as usize) {
+                Choice::Zstd => panic!("a fast local file got a compressed record"),
+                Choice::Raw => c.wrote(MIB, Duration::from_micros(250), false, None),
+                Choice::Probe => {
+                    probes += 1;
+                    c.wrote(
+                        MIB,
+                        Duration::from_micros(250),
+                        false,
+                        sample(PROBE_SLICE as u64, PROBE_SLICE as u64 / 3, 1),
+                    )
+                }
+            }
+        }
+        assert!(probes <= FIRST_PROBES + 64 / PROBE_EVERY, "{probes} probes");
+    }
+
+    #[test]
+    fn a_slow_local_file_and_text_compress_after_the_probes() {
+        // 100 MB/s sink (a disk past the page cache), 400 MB/s per worker, 3.4x smaller.
+        let mut c = Chooser::new(Compression::AutoLocal(1), 2);
+        let mut choices = Vec::new();
+        for _ in 0..16 {
+            let choice = c.next(MIB as usize);
+            choices.push(choice);
+            let (len, sample) = match choice {
+                Choice::Zstd => (MIB * 10 / 34, sample(MIB, MIB * 10 / 34, 2)),
+                _ => (
+                    MIB,
+                    sample(PROBE_SLICE as u64, PROBE_SLICE as u64 * 10 / 34, 1),
+                ),
+            };
+            c.wrote(
+                len,
+                Duration::from_micros(len * 10 / MIB * 1000),
+                false,
+                sample,
+            );
+        }
+        assert_eq!(choices[..2], [Choice::Probe, Choice::Probe]);
+        assert!(
+            choices[2..].iter().all(|c| *c == Choice::Zstd),
+            "{choices:?}"
+        );
+    }
+
+    #[test]
+    fn chunks_of_a_few_pages_are_not_measurements() {
+        // An image that starts with small areas: their chunks neither probe nor count.
+        let mut c = Chooser::new(Compression::AutoLocal(1), 2);
+        for _ in 0..8 {
+            assert_eq!(c.next(8 << 10), Choice::Raw);
+            c.wrote(
+                8 << 10,
+                Duration::from_micros(2),
+                false,
+                sample(8 << 10, 1 << 10, 0),
+            );
+        }
+        assert_eq!(c.next(MIB as usize), Choice::Probe);
+        let mut auto = Chooser::new(Compression::Auto(1), 2);
+        for _ in 0..8 {
+            assert_eq!(auto.next(8 << 10), Choice::Zstd);
+            auto.wrote(
+                1 << 10,
+                Duration::from_micros(2),
+                true,
+                sample(8 << 10, 1 << 10, 0),
+            );
+        }
+        assert_eq!(auto.next(MIB as usize), Choice::Zstd);
     }
 }

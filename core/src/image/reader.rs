@@ -279,16 +279,20 @@ impl<R: Read> ImageReader<R> {
                 let out = self.free_pages.pop().unwrap_or_default();
                 let sink = self.sink.clone();
                 let store = self.precopied.clone();
-                self.pool()?.submit(Job {
-                    offset: rec.offset,
-                    addr,
-                    npages,
-                    encoding,
-                    payload,
-                    out,
-                    sink,
-                    store,
-                })?;
+                let bytes = payload.len();
+                self.pool()?.submit(
+                    Job {
+                        offset: rec.offset,
+                        addr,
+                        npages,
+                        encoding,
+                        payload,
+                        out,
+                        sink,
+                        store,
+                    },
+                    bytes,
+                )?;
                 Ok(true)
             }
             Kind::End => {

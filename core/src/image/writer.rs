@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 use zstd::bulk::Compressor;
 
-use super::compression::{Choice, Chooser, Compression, Sample};
+use super::compression::{Choice, Chooser, Compression, Sample, PROBE_SLICE};
 use super::error::ImageError;
 use super::model::{Header, JobState};
 use super::pool::{default_threads, Pool, Work};
@@ -29,6 +29,10 @@ pub trait PageSource: Send + Sync + 'static {
 
 /// Chunks queued per worker: one being worked on, one waiting.
 const JOBS_PER_THREAD: usize = 2;
+
+/// Page bytes the caller's thread works itself before the workers start: a small image (a
+/// 1 MiB process, most of `mrun --each`'s jobs) is written before threads would have started.
+const INLINE_BYTES: usize = 2 << 20;
 
 /// Writes one image to `out`: [`ImageWriter::new`] (header), [`ImageWriter::write_state`]
 /// once, [`ImageWriter::write_pages`] or [`ImageWriter::read_pages`] any number of times, then
@@ -91,14 +95,21 @@ impl<W: Write> ImageWriter<W> {
         threads: usize,
     ) -> Result<Self, ImageError> {
         let level = compression.level();
-        let pool = Pool::new(threads, JOBS_PER_THREAD, "mrun-pages", || {
-            Ok(Encoder {
-                zstd: match level {
-                    Some(l) => Some(Compressor::new(l)?),
-                    None => None,
-                },
-            })
-        })?;
+        let pool = Pool::lazy(
+            threads,
+            JOBS_PER_THREAD,
+            "mrun-pages",
+            INLINE_BYTES,
+            move || {
+                Ok(Encoder {
+                    zstd: match level {
+                        Some(l) => Some(Compressor::new(l)?),
+                        None => None,
+                    },
+                    probe: Vec::new(),
+                })
+            },
+        )?;
         let mut w = ImageWriter {
             out,
             pool,
@@ -309,17 +320,21 @@ impl<W: Write> ImageWriter<W> {
         let record = self.free_records.pop().unwrap_or_default();
         // A pre-copied record has no bytes to compress: it neither asks the chooser nor
         // counts as one of its probes.
-        let encode = match fill {
-            Fill::Precopied { .. } => Choice::Raw,
-            _ => self.chooser.next(),
+        let (encode, bytes) = match &fill {
+            Fill::Precopied { .. } => (Choice::Raw, 0),
+            Fill::Copied => (self.chooser.next(data.len()), data.len()),
+            Fill::Read { len, .. } => (self.chooser.next(*len), *len),
         };
-        self.pool.submit(Job {
-            addr,
-            fill,
-            encode,
-            data,
-            record,
-        })
+        self.pool.submit(
+            Job {
+                addr,
+                fill,
+                encode,
+                data,
+                record,
+            },
+            bytes,
+        )
     }
 
     /// Writes the oldest finished record; false when none is in flight.
@@ -356,6 +371,8 @@ impl<W: Write> ImageWriter<W> {
 /// A worker's zstd context (when the image may be compressed), reused for every chunk.
 struct Encoder {
     zstd: Option<Compressor<'static>>,
+    /// Where a probe's compressed slice goes (and is dropped).
+    probe: Vec<u8>,
 }
 
 /// Where a job's page bytes are.
@@ -416,14 +433,19 @@ impl Work for Encoder {
             Fill::Copied => data.len(),
             Fill::Read { len, .. } | Fill::Precopied { len } => *len,
         };
-        let full = PAGES_PREFIX + zstd::zstd_safe::compress_bound(CHUNK_BYTES) + CRC_LEN;
+        let zstd = match encode {
+            Choice::Zstd => self.zstd.as_mut(),
+            Choice::Raw | Choice::Probe => None,
+        };
+        // Room for this record only: a buffer is reused, and grows to the largest it held.
+        let body_room = match zstd {
+            Some(_) => zstd::zstd_safe::compress_bound(len).max(len),
+            None => len,
+        };
+        let full = PAGES_PREFIX + body_room + CRC_LEN;
         if record.len() < full {
             record.resize(full, 0);
         }
-        let zstd = match encode {
-            Choice::Zstd => self.zstd.as_mut(),
-            Choice::Raw => None,
-        };
         let (encoding, n, sample) = match zstd {
             _ if matches!(fill, Fill::Precopied { .. }) => (Encoding::Precopied, 0, None),
             None => {
@@ -435,7 +457,11 @@ impl Work for Encoder {
                     Fill::Read { source, from, .. } => read_from(source, *from, body)?,
                     Fill::Precopied { .. } => {}
                 }
-                (Encoding::Raw, len, None)
+                let sample = match (encode, self.zstd.as_mut()) {
+                    (Choice::Probe, Some(zstd)) => Some(probe(zstd, body, &mut self.probe)?),
+                    _ => None,
+                };
+                (Encoding::Raw, len, sample)
             }
             Some(zstd) => {
                 if let Fill::Read { source, from, .. } = &fill {
@@ -480,6 +506,22 @@ impl Work for Encoder {
             sample,
         })
     }
+}
+
+/// Compresses the first [`PROBE_SLICE`] of `body` aside, to measure.
+fn probe(zstd: &mut Compressor<'static>, body: &[u8], out: &mut Vec<u8>) -> io::Result<Sample> {
+    let slice = body.get(..PROBE_SLICE).unwrap_or(body);
+    let room = zstd::zstd_safe::compress_bound(slice.len());
+    if out.len() < room {
+        out.resize(room, 0);
+    }
+    let started = Instant::now();
+    let packed = zstd.compress_to_buffer(slice, out.as_mut_slice())?;
+    Ok(Sample {
+        raw: slice.len() as u64,
+        packed: packed as u64,
+        took: started.elapsed(),
+    })
 }
 
 fn read_from(source: &Arc<dyn PageSource>, from: u64, buf: &mut [u8]) -> Result<(), ImageError> {
