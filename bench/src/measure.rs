@@ -359,7 +359,7 @@ fn with_criu_log(e: anyhow::Error, engine: Engine, dir: &Path, log: &str) -> any
     }
 }
 
-/// Removes the `mrun trace: WHAT STAGE: N ms` lines from `stderr` (so that an error message
+/// Removes the `mrun trace: WHAT STAGE: N ms [(K stops)]` lines from `stderr` (so that an error message
 /// shows only the error) and returns their stages and times, in order.
 pub fn take_trace(stderr: &mut String, what: &str) -> Vec<(String, Duration)> {
     let mut stages = Vec::new();
@@ -371,7 +371,7 @@ pub fn take_trace(stderr: &mut String, what: &str) -> Vec<(String, Duration)> {
             .and_then(|l| l.strip_prefix(' '))
             .and_then(|l| l.rsplit_once(": "))
             .and_then(|(stage, t)| {
-                let ms: f64 = t.strip_suffix(" ms")?.parse().ok()?;
+                let ms: f64 = t.split_once(" ms")?.0.parse().ok()?;
                 Some((
                     stage.to_string(),
                     Duration::from_secs_f64(ms.max(0.0) / 1e3),

@@ -1,11 +1,22 @@
 //! `MRUN_TRACE=1`: the time each stage of a checkpoint, restore or migration took, on stderr.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+/// Times this process stopped a tracee to run injected syscalls (each a round trip through
+/// the scheduler): a stage's count is printed beside its time.
+static STOPS: AtomicU64 = AtomicU64::new(0);
+
+/// One more injection stop (see [`STOPS`]).
+pub(crate) fn count_stop() {
+    STOPS.fetch_add(1, Ordering::Relaxed);
+}
 
 pub struct Trace {
     on: bool,
     what: &'static str,
     last: Instant,
+    stops: u64,
 }
 
 impl Trace {
@@ -14,6 +25,7 @@ impl Trace {
             on: std::env::var("MRUN_TRACE").is_ok_and(|v| v == "1"),
             what,
             last: Instant::now(),
+            stops: STOPS.load(Ordering::Relaxed),
         }
     }
 
@@ -36,12 +48,14 @@ impl Trace {
     pub fn mark(&mut self, stage: &str) {
         if self.on {
             let now = Instant::now();
-            eprintln!(
-                "mrun trace: {} {stage}: {:.1} ms",
-                self.what,
-                (now - self.last).as_secs_f64() * 1e3
-            );
+            let stops = STOPS.load(Ordering::Relaxed);
+            let ms = (now - self.last).as_secs_f64() * 1e3;
+            match stops - self.stops {
+                0 => eprintln!("mrun trace: {} {stage}: {ms:.1} ms", self.what),
+                n => eprintln!("mrun trace: {} {stage}: {ms:.1} ms ({n} stops)", self.what),
+            }
             self.last = now;
+            self.stops = stops;
         }
     }
 }

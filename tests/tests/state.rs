@@ -29,6 +29,7 @@ fn victims_pass_without_checkpoint() {
         ("getpid", false),
         ("threads", false),
         ("churn", false),
+        ("affinity", false),
         ("files", true),
         ("cwd_umask", true),
     ];
@@ -59,6 +60,14 @@ fn signal_handlers_and_mask() {
 fn pending_signals_survive() {
     let sb = Sandbox::new("pending");
     run_state_victim(&sb, "pending", &[], false).assert_all_pass();
+}
+
+/// Each thread's CPU affinity: a pinned thread stays pinned; the others get every CPU again,
+/// not the one CPU the restorer keeps itself and the fresh process on while it drives it.
+#[test]
+fn cpu_affinity_of_each_thread() {
+    let sb = Sandbox::new("affinity");
+    run_state_victim(&sb, "affinity", &[], true).assert_all_pass();
 }
 
 /// Resource limits, comm, /proc/self/exe, cmdline, environ and auxv.

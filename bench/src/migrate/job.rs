@@ -358,7 +358,7 @@ impl Trace {
                 .filter_map(|l| l.strip_prefix("mrun trace: "))
                 .filter_map(|l| l.rsplit_once(": "))
                 .filter_map(|(key, value)| {
-                    let ms: f64 = value.strip_suffix(" ms")?.parse().ok()?;
+                    let ms: f64 = value.split_once(" ms")?.0.parse().ok()?;
                     Some((key.to_string(), Duration::from_secs_f64(ms / 1e3)))
                 })
                 .collect(),

@@ -128,8 +128,24 @@ impl Injector {
             .collect()
     }
 
+    /// As [`Injector::batch_call`], naming a failed call by its index in `calls`.
+    pub fn batch_call_each(
+        &self,
+        what: impl Fn(usize) -> String,
+        scratch: &Scratch,
+        offset: u64,
+        calls: &[Call],
+    ) -> Result<Vec<u64>> {
+        self.batch(scratch, offset, calls)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| self.checked(&what(i), r))
+            .collect()
+    }
+
     /// Set `regs` and let the tracee run until it reaches the trap; its registers there.
     fn run_to_trap(&self, regs: arch::Regs) -> Result<arch::Regs> {
+        crate::trace::count_stop();
         ptrace::set_regs(self.pid, regs)
             .ctx(|| format!("setting registers of pid {}", self.pid))?;
         let mut sig: Option<Signal> = None;

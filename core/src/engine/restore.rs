@@ -18,10 +18,13 @@ use crate::image::precopy::PageStore;
 use crate::image::ImageReader;
 use crate::ranges::RangeSet;
 use crate::resource::{attrs, events, fds, madvise, mem, signals, task, thread, timers};
+use crate::sys::cpu::OneCpu;
 use crate::sys::{memory, ns, ptrace, Pid};
+use nix::sched::CpuSet;
 
-/// Unmaps per injected batch in Clear (their table fits the scratch area many times over).
-const UNMAPS_PER_BATCH: usize = 256;
+/// Calls per injected batch (unmaps in Clear, descriptor flags in Kernel): their table fits
+/// the scratch area many times over.
+const CALLS_PER_BATCH: usize = 256;
 
 /// `rseq` flag: unregister the calling thread's area.
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -143,6 +146,8 @@ struct Restoring<'a, R: Read> {
     timers: Option<events::Timers>,
     /// What pre-copy sent ahead, some of it held at its own addresses.
     sent_ahead: Arc<PageStore>,
+    /// This thread and the fresh processes on one CPU while it drives them (`sys::cpu`).
+    pin: Option<OneCpu>,
 }
 
 /// One fresh process being filled.
@@ -205,6 +210,7 @@ pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
         made_files: None,
         timers: None,
         sent_ahead: Arc::clone(&sent_ahead),
+        pin: None,
     };
     for (i, stage) in Stage::ALL.iter().enumerate() {
         if let Err(e) = stage.run(&mut r) {
@@ -348,8 +354,10 @@ impl<R: Read> Restoring<'_, R> {
             leaderless_groups: state.leaderless_groups.clone(),
         };
         let xstate_len = state.processes[0].threads[0].xstate.len();
-        // Threads first: none can be created once the pid namespace is unshared.
+        // Threads first: none can be created once the pid namespace is unshared. They keep
+        // every CPU; this thread, and the processes it forks, are pinned to one.
         self.reader.start_workers()?;
+        self.pin = OneCpu::pin();
         if opts.original_pid {
             ns::unshare_pid_namespace().map_err(|e| {
                 EngineError::Unrestorable(format!(
@@ -497,16 +505,18 @@ impl<R: Read> Restoring<'_, R> {
 
     fn kernel(&mut self) -> Result<()> {
         let original_pid = self.opts.original_pid;
+        let unpinned = self.pin.as_ref().map(|p| *p.unpinned());
         let (fresh, state) = self.each()?;
         for (f, p) in fresh.iter().zip(&state.processes) {
             let own_pid = if original_pid { p.pid } else { f.pid.as_raw() };
-            kernel_one(f, p, own_pid)?;
+            kernel_one(f, p, own_pid, unpinned.as_ref())?;
         }
         Ok(())
     }
 
     fn threads(&mut self) -> Result<()> {
         let exact = self.opts.original_pid;
+        let unpinned = self.pin.as_ref().map(|p| *p.unpinned());
         let state = self
             .state
             .as_ref()
@@ -517,7 +527,13 @@ impl<R: Read> Restoring<'_, R> {
             .ok_or_else(|| invalid("there is no fresh process"))?;
         for (f, p) in self.fresh.iter_mut().zip(&state.processes) {
             let own_pid = if exact { p.pid } else { f.pid.as_raw() };
-            threads_one(f, p, own_pid, exact, &mut child.threads)?;
+            threads_one(
+                f,
+                p,
+                (own_pid, exact),
+                unpinned.as_ref(),
+                &mut child.threads,
+            )?;
         }
         Ok(())
     }
@@ -661,7 +677,7 @@ fn clear_one(f: &mut Fresh, p: &ProcessState) -> Result<()> {
         .flat_map(|(s, e, _)| f.kept.gaps_in(*s, *e).ranges().to_vec())
         .map(|r| Call::new(libc::SYS_munmap, [r.start, r.end - r.start, 0, 0, 0, 0]))
         .collect();
-    for calls in unmaps.chunks(UNMAPS_PER_BATCH) {
+    for calls in unmaps.chunks(CALLS_PER_BATCH) {
         inj.batch_call("munmap", &f.scratch, 0, calls)?;
     }
     f.taken.push((tramp, tramp + TRAMPOLINE));
@@ -670,13 +686,13 @@ fn clear_one(f: &mut Fresh, p: &ProcessState) -> Result<()> {
 }
 
 /// Process-wide kernel state, then the leader's own thread state.
-fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32) -> Result<()> {
+fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32, unpinned: Option<&CpuSet>) -> Result<()> {
     let (inj, scratch, pid) = (f.leader()?, &f.scratch, f.pid);
     let leader_state = p.leader().ok_or_else(|| invalid("no leader thread"))?;
     // Nothing may be delivered while the restore still drives the process; the threads
     // created next inherit this mask.
     ptrace::set_sigmask(pid, u64::MAX).ctx(|| "blocking signals".into())?;
-    mem::protect_vmas(inj, &p.vmas)?;
+    mem::protect_vmas(inj, scratch, &p.vmas)?;
     madvise::apply(inj, &p.vmas)?;
     signals::apply_actions(inj, scratch, &p.sigactions)?;
     task::apply_mm(inj, scratch, &p.mm, f.exe_fd)?;
@@ -684,20 +700,15 @@ fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32) -> Result<()> {
         inj.call("close", libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
     }
     thread::apply_leader(inj, scratch, leader_state)?;
-    thread::apply_affinity(pid, leader_state);
-    for fd in p.fds.iter().filter(|f| f.cloexec).map(|f| f.fd) {
-        inj.call(
-            "fcntl(F_SETFD)",
-            libc::SYS_fcntl,
-            [
-                fd as u64,
-                libc::F_SETFD as u64,
-                libc::FD_CLOEXEC as u64,
-                0,
-                0,
-                0,
-            ],
-        )?;
+    thread::apply_affinity(pid, leader_state, unpinned);
+    let cloexec: Vec<Call> = (p.fds.iter().filter(|f| f.cloexec))
+        .map(|f| {
+            let (set, on) = (libc::F_SETFD as u64, libc::FD_CLOEXEC as u64);
+            Call::new(libc::SYS_fcntl, [f.fd as u64, set, on, 0, 0, 0])
+        })
+        .collect();
+    for calls in cloexec.chunks(CALLS_PER_BATCH) {
+        inj.batch_call("fcntl(F_SETFD)", scratch, 0, calls)?;
     }
     task::apply_rlimits(pid, &p.rlimits)?;
     attrs::apply_process(inj, pid, &p.attrs)?;
@@ -716,8 +727,8 @@ fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32) -> Result<()> {
 fn threads_one(
     f: &mut Fresh,
     p: &ProcessState,
-    own_pid: i32,
-    exact: bool,
+    (own_pid, exact): (i32, bool),
+    unpinned: Option<&CpuSet>,
     created: &mut Vec<Pid>,
 ) -> Result<()> {
     let inherited = p.leader().map(|l| l.name.as_str()).unwrap_or_default();
@@ -731,7 +742,7 @@ fn threads_one(
         let mut own = Injector::new(outer, f.tramp, base);
         own.set_code(f.tramp);
         thread::apply_injected(&own, &f.scratch, t, inherited)?;
-        thread::apply_affinity(outer, t);
+        thread::apply_affinity(outer, t, unpinned);
         // Without a pid namespace the process sees our ids.
         let seen = if exact { t.tid } else { outer.as_raw() };
         signals::apply_queued(leader, &f.scratch, own_pid, Some(seen), &t.queued_signals)?;

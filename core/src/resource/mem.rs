@@ -11,7 +11,7 @@ use std::sync::Arc;
 use procfs::process::{MMPermissions, MMapPath, Process};
 
 use crate::engine::error::{Context, Result};
-use crate::engine::inject::{Injector, Scratch};
+use crate::engine::inject::{Call, Injector, Scratch};
 use crate::engine::precopy::Sent;
 use crate::engine::Refusal;
 use crate::image::model::{Backing, SharedFile, SharedObject, Vma};
@@ -458,8 +458,13 @@ pub fn is_special_name(name: &str) -> bool {
     SPECIAL.contains(&name)
 }
 
+/// Injected calls per batch: their table (64 bytes a call) fits the scratch area, beside the
+/// paths of the files being opened.
+const CALLS_PER_BATCH: usize = 256;
+
 /// Map every non-special area of the image into the tracee, writable so pages can be filled.
-/// Files are opened inside the tracee (path written to `scratch`) and closed again.
+/// Files are opened inside the tracee (paths written to `scratch`), each once, and closed
+/// again. Three kinds of batch, one stop each: the opens, the maps, the closes.
 pub fn map_vmas(
     inj: &Injector,
     scratch: &Scratch,
@@ -467,10 +472,18 @@ pub fn map_vmas(
     kept: &RangeSet,
     shared_fd: impl Fn(u32) -> Option<i32>,
 ) -> Result<()> {
-    let pid = inj.pid();
+    let files = open_files(inj, scratch, vmas)?;
+    let fd_of = |path: &str, access: i32| {
+        files
+            .iter()
+            .find(|(p, a, _)| *p == path && *a == access)
+            .map(|(_, _, fd)| *fd)
+    };
+    let mut calls = Vec::with_capacity(vmas.len());
+    let mut what = Vec::with_capacity(vmas.len());
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
     for vma in vmas {
         let len = vma.end - vma.start;
-        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
         match &vma.backing {
             Backing::Special { .. } => {}
             Backing::Shared { object, offset } => {
@@ -479,18 +492,19 @@ pub fn map_vmas(
                         "the image maps shared memory object {object}, which it does not hold"
                     )));
                 };
-                inj.call(
-                    "mmap of shared memory",
+                let flags = libc::MAP_SHARED | libc::MAP_FIXED;
+                calls.push(Call::new(
                     libc::SYS_mmap,
                     [
                         vma.start,
                         len,
                         (vma.prot | rw) as u64,
-                        (libc::MAP_SHARED | libc::MAP_FIXED) as u64,
+                        flags as u64,
                         fd as u64,
                         *offset,
                     ],
-                )?;
+                ));
+                what.push("mmap of shared memory".to_owned());
             }
             Backing::Anonymous | Backing::Carried { .. } => {
                 let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
@@ -499,75 +513,139 @@ pub fn map_vmas(
                 }
                 // Around what the process kept from birth (see `ChildPlan::keep`).
                 for r in kept.gaps_in(vma.start, vma.end).ranges() {
-                    inj.call(
-                        "mmap of anonymous memory",
+                    let prot = (vma.prot | rw) as u64;
+                    calls.push(Call::new(
                         libc::SYS_mmap,
-                        [
-                            r.start,
-                            r.end - r.start,
-                            (vma.prot | rw) as u64,
-                            flags as u64,
-                            u64::MAX,
-                            0,
-                        ],
-                    )?;
+                        [r.start, r.end - r.start, prot, flags as u64, u64::MAX, 0],
+                    ));
+                    what.push("mmap of anonymous memory".to_owned());
                 }
             }
             Backing::File { path, offset, .. } => {
-                let p = scratch.write_cstr(pid, 0, path)?;
-                // A writable shared mapping writes to the file: it needs the file open for
-                // writing.
-                let access = if vma.shared && vma.prot & libc::PROT_WRITE as u32 != 0 {
-                    libc::O_RDWR
-                } else {
-                    libc::O_RDONLY
-                };
-                let fd = inj.call(
-                    &format!("open of {path}"),
-                    libc::SYS_openat,
-                    [
-                        libc::AT_FDCWD as u64,
-                        p,
-                        (access | libc::O_CLOEXEC) as u64,
-                        0,
-                        0,
-                        0,
-                    ],
-                )?;
+                let fd = fd_of(path, file_access(vma)).ok_or_else(|| {
+                    crate::engine::EngineError::Unrestorable(format!("{path} was not opened"))
+                })?;
                 let (prot, flags) = if vma.shared {
                     (vma.prot, libc::MAP_SHARED | libc::MAP_FIXED)
                 } else {
                     (vma.prot | rw, libc::MAP_PRIVATE | libc::MAP_FIXED)
                 };
-                let mapped = inj.call(
-                    &format!("mmap of {path}"),
+                calls.push(Call::new(
                     libc::SYS_mmap,
                     [vma.start, len, prot as u64, flags as u64, fd, *offset],
-                );
-                inj.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-                mapped?;
+                ));
+                what.push(format!("mmap of {path}"));
             }
         }
+    }
+    let mapped = batches(inj, scratch, &calls, &what);
+    let closes: Vec<Call> = files
+        .iter()
+        .map(|(_, _, fd)| Call::new(libc::SYS_close, [*fd, 0, 0, 0, 0, 0]))
+        .collect();
+    batches(
+        inj,
+        scratch,
+        &closes,
+        &vec!["close".to_owned(); closes.len()],
+    )?;
+    mapped
+}
+
+/// Runs `calls` in batches; the first that failed is named by its `what`.
+fn batches(inj: &Injector, scratch: &Scratch, calls: &[Call], what: &[String]) -> Result<()> {
+    for (n, chunk) in calls.chunks(CALLS_PER_BATCH).enumerate() {
+        let first = n * CALLS_PER_BATCH;
+        inj.batch_call_each(
+            |i| what.get(first + i).cloned().unwrap_or_default(),
+            scratch,
+            0,
+            chunk,
+        )?;
     }
     Ok(())
 }
 
-/// Give every area its final protection once its pages are in.
-pub fn protect_vmas(inj: &Injector, vmas: &[Vma]) -> Result<()> {
+/// How a file area needs its file open: a writable shared mapping writes to the file.
+fn file_access(vma: &Vma) -> i32 {
+    if vma.shared && vma.prot & libc::PROT_WRITE as u32 != 0 {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    }
+}
+
+/// Opens, inside the tracee, each file the areas map (once per path and access): `(path,
+/// access, fd)`. Paths go to the scratch area after the batch table's room.
+fn open_files<'v>(
+    inj: &Injector,
+    scratch: &Scratch,
+    vmas: &'v [Vma],
+) -> Result<Vec<(&'v str, i32, u64)>> {
+    let mut wanted: Vec<(&str, i32)> = Vec::new();
+    for vma in vmas {
+        if let Backing::File { path, .. } = &vma.backing {
+            let key = (path.as_str(), file_access(vma));
+            if !wanted.contains(&key) {
+                wanted.push(key);
+            }
+        }
+    }
+    let table = (CALLS_PER_BATCH * crate::arch::BATCH_ENTRY_LEN) as u64;
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut rest = wanted.as_slice();
+    while !rest.is_empty() {
+        // As many paths as fit after the table (at least one: a path fits on its own).
+        let mut at = table;
+        let mut calls = Vec::new();
+        for (path, access) in rest.iter().take(CALLS_PER_BATCH) {
+            if at + path.len() as u64 + 1 > scratch.len && !calls.is_empty() {
+                break;
+            }
+            let p = scratch.write_cstr(inj.pid(), at, path)?;
+            at += path.len() as u64 + 1;
+            let flags = (access | libc::O_CLOEXEC) as u64;
+            calls.push(Call::new(
+                libc::SYS_openat,
+                [libc::AT_FDCWD as u64, p, flags, 0, 0, 0],
+            ));
+        }
+        let (now, later) = rest.split_at(calls.len());
+        let results = inj.batch(scratch, 0, &calls)?;
+        for ((path, access), r) in now.iter().zip(results) {
+            out.push((*path, *access, r as u64));
+            if (-4095..0).contains(&r) {
+                // Whatever opened is closed with the process, which the failed restore kills.
+                return Err(crate::engine::EngineError::Os {
+                    what: format!("open of {path} in pid {}", inj.pid()),
+                    source: std::io::Error::from_raw_os_error(-r as i32),
+                });
+            }
+        }
+        rest = later;
+    }
+    Ok(out)
+}
+
+/// Give every area its final protection once its pages are in (one batch).
+pub fn protect_vmas(inj: &Injector, scratch: &Scratch, vmas: &[Vma]) -> Result<()> {
+    let mut calls = Vec::new();
+    let mut what = Vec::new();
     for vma in vmas {
         let own_shared = matches!(vma.backing, Backing::Shared { .. });
         if matches!(vma.backing, Backing::Special { .. }) || (vma.shared && !own_shared) {
             continue;
         }
         if vma.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
-            inj.call(
-                "mprotect",
+            let len = vma.end - vma.start;
+            calls.push(Call::new(
                 libc::SYS_mprotect,
-                [vma.start, vma.end - vma.start, vma.prot as u64, 0, 0, 0],
-            )?;
+                [vma.start, len, vma.prot as u64, 0, 0, 0],
+            ));
+            what.push(format!("mprotect of {:#x}-{:#x}", vma.start, vma.end));
         }
     }
-    Ok(())
+    batches(inj, scratch, &calls, &what)
 }
 
 /// The shared memory objects of a restore, opened here before the processes are, so each

@@ -321,10 +321,16 @@ pub fn drop_capabilities(inj: &Injector, scratch: &Scratch) -> Result<()> {
     Ok(())
 }
 
-/// CPU affinity, set from outside; a mask with none of this machine's CPUs is not applied
-/// (the thread keeps every CPU).
-pub fn apply_affinity(tid: Pid, t: &ThreadState) {
-    let Some(words) = &t.affinity else { return };
+/// CPU affinity, set from outside; a thread that was not pinned gets `unpinned` (the
+/// restorer's own set, when the restore pinned itself: see `sys::cpu`). A mask with none of
+/// this machine's CPUs is not applied (the thread keeps every CPU).
+pub fn apply_affinity(tid: Pid, t: &ThreadState, unpinned: Option<&CpuSet>) {
+    let Some(words) = &t.affinity else {
+        if let Some(set) = unpinned {
+            let _ = sched_setaffinity(tid, set);
+        }
+        return;
+    };
     let mut set = CpuSet::new();
     for cpu in 0..CpuSet::count() {
         if words
@@ -334,7 +340,11 @@ pub fn apply_affinity(tid: Pid, t: &ThreadState) {
             let _ = set.set(cpu);
         }
     }
-    let _ = sched_setaffinity(tid, &set);
+    if sched_setaffinity(tid, &set).is_err() {
+        if let Some(set) = unpinned {
+            let _ = sched_setaffinity(tid, set);
+        }
+    }
 }
 
 /// The last per-thread step before the thread runs: FPU/AVX state, registers, signal mask.

@@ -2,6 +2,7 @@
 //! namespaces and clone3. Everything here is a thin, typed wrapper; policy lives in `engine`.
 
 pub mod caps;
+pub mod cpu;
 pub mod events;
 pub mod fdio;
 pub mod kcmp;

@@ -211,6 +211,11 @@ const SPECS: &[Spec] = &[
         source: "dirty.c",
         flags: &["-pthread"],
     },
+    Spec {
+        name: "affinity",
+        source: "affinity.c",
+        flags: &["-pthread"],
+    },
 ];
 
 /// Names accepted by [`victim`].
