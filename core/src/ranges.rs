@@ -185,4 +185,22 @@ mod tests {
         assert!(a.covers(10, 100) && !a.covers(90, 210) && !a.covers(100, 200));
         assert!(a.touches(90, 210) && !a.touches(100, 200) && a.touches(299, 400));
     }
+
+    #[test]
+    fn gaps_in_a_range() {
+        let gaps = |v: &[(u64, u64)], a, b| -> Vec<(u64, u64)> {
+            set(v)
+                .gaps_in(a, b)
+                .ranges()
+                .iter()
+                .map(|r| (r.start, r.end))
+                .collect()
+        };
+        assert_eq!(gaps(&[], 0, 10), [(0, 10)]);
+        assert!(gaps(&[(0, 10)], 0, 10).is_empty());
+        assert_eq!(gaps(&[(0, 4)], 0, 10), [(4, 10)]);
+        assert_eq!(gaps(&[(4, 6)], 0, 10), [(0, 4), (6, 10)]);
+        assert_eq!(gaps(&[(0, 2), (4, 6), (12, 20)], 1, 14), [(2, 4), (6, 12)]);
+        assert_eq!(gaps(&[(20, 30)], 0, 10), [(0, 10)]);
+    }
 }

@@ -42,8 +42,8 @@ fn prot_of(p: MMPermissions) -> u32 {
 pub struct SharedTable {
     pub objects: Vec<SharedObject>,
     keys: Vec<(u64, u64)>,
-    /// Per object, the offset ranges some process already carries (sorted, disjoint).
-    covered: Vec<Vec<(u64, u64)>>,
+    /// Per object, the offset ranges some process already carries.
+    covered: Vec<RangeSet>,
     /// The address ranges of mapping `(process index, start)` whose pages it carries.
     carry: std::collections::HashMap<(u32, u64), Vec<(u64, u64)>>,
 }
@@ -71,7 +71,7 @@ impl SharedTable {
             }
             None => {
                 self.keys.push(key);
-                self.covered.push(Vec::new());
+                self.covered.push(RangeSet::new());
                 self.objects.push(SharedObject {
                     size,
                     owner: index,
@@ -81,14 +81,14 @@ impl SharedTable {
             }
         };
         if let Some(covered) = self.covered.get_mut(object) {
-            let fresh = uncovered(covered, offset, end);
+            let fresh = covered.gaps_in(offset, end);
             let ranges = fresh
+                .ranges()
                 .iter()
-                .map(|(a, b)| (start + (a - offset), start + (b - offset)))
+                .map(|r| (start + (r.start - offset), start + (r.end - offset)))
                 .collect();
             self.carry.insert((index, start), ranges);
-            covered.extend(fresh);
-            covered.sort_unstable();
+            *covered = covered.union(&fresh);
         }
         object as u32
     }
@@ -110,28 +110,6 @@ impl SharedTable {
             .map(|v| v.as_slice())
             .unwrap_or(&[])
     }
-}
-
-/// The parts of `[start, end)` that no range of `covered` (sorted, disjoint) holds.
-fn uncovered(covered: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut at = start;
-    for &(a, b) in covered {
-        if b <= at {
-            continue;
-        }
-        if a >= end {
-            break;
-        }
-        if a > at {
-            out.push((at, a));
-        }
-        at = at.max(b);
-    }
-    if at < end {
-        out.push((at, end));
-    }
-    out
 }
 
 /// The mappings of process `index` (`pid`) of the job, or a refusal naming the first one that
@@ -737,22 +715,4 @@ pub fn shared_objects_of(vmas: &[Vma]) -> Vec<u32> {
     out.sort_unstable();
     out.dedup();
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::uncovered;
-
-    #[test]
-    fn uncovered_parts_of_a_range() {
-        assert_eq!(uncovered(&[], 0, 10), vec![(0, 10)]);
-        assert_eq!(uncovered(&[(0, 10)], 0, 10), vec![]);
-        assert_eq!(uncovered(&[(0, 4)], 0, 10), vec![(4, 10)]);
-        assert_eq!(uncovered(&[(4, 6)], 0, 10), vec![(0, 4), (6, 10)]);
-        assert_eq!(
-            uncovered(&[(0, 2), (4, 6), (12, 20)], 1, 14),
-            vec![(2, 4), (6, 12)]
-        );
-        assert_eq!(uncovered(&[(20, 30)], 0, 10), vec![(0, 10)]);
-    }
 }

@@ -58,16 +58,14 @@ pub const PM_FILE: u64 = 1 << 61;
 pub const PM_GUARD_REGION: u64 = 1 << 58;
 
 /// `PAGEMAP_SCAN` = `_IOWR('f', 16, struct pm_scan_arg)` (Linux 6.7+).
-pub(crate) const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 /// `PAGE_IS_GUARD` category of `PAGEMAP_SCAN` (Linux 6.14+).
 const PAGE_IS_GUARD: u64 = 1 << 8;
-/// Regions asked for per `PAGEMAP_SCAN` call.
-const SCAN_REGIONS: usize = 256;
 
 /// `struct pm_scan_arg`.
 #[repr(C)]
 #[derive(Default)]
-pub(crate) struct PmScanArg {
+struct PmScanArg {
     pub(crate) size: u64,
     pub(crate) flags: u64,
     pub(crate) start: u64,
@@ -85,7 +83,7 @@ pub(crate) struct PmScanArg {
 /// `struct page_region`.
 #[repr(C)]
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PageRegion {
+struct PageRegion {
     pub(crate) start: u64,
     pub(crate) end: u64,
     pub(crate) categories: u64,
@@ -114,48 +112,101 @@ impl Pagemap {
     }
 }
 
+/// One `PAGEMAP_SCAN` question (see Documentation/admin-guide/mm/pagemap.rst).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scan {
+    pub start: u64,
+    pub end: u64,
+    /// `PM_SCAN_*` flags.
+    pub flags: u64,
+    /// Categories a page must have (after `inverted`).
+    pub mask: u64,
+    /// Categories flipped before matching.
+    pub inverted: u64,
+    /// Categories reported with each region.
+    pub report: u64,
+}
+
+/// A run of pages with the same reported categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+/// Regions asked for per call; a walk that finds more goes on where it stopped.
+const REGIONS_PER_CALL: usize = 512;
+
+/// Run `scan` on `pagemap` (an open `/proc/PID/pagemap`) over its whole range, appending the
+/// regions to `out` (adjacent regions with the same categories merged). Returns the number of
+/// `ioctl` calls it took.
+pub fn scan(pagemap: &File, scan: &Scan, out: &mut Vec<Region>) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut buf = [PageRegion::default(); REGIONS_PER_CALL];
+    let mut at = scan.start;
+    let mut calls = 0;
+    while at < scan.end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            flags: scan.flags,
+            start: at,
+            end: scan.end,
+            vec: buf.as_mut_ptr() as u64,
+            vec_len: REGIONS_PER_CALL as u64,
+            category_inverted: scan.inverted,
+            category_mask: scan.mask,
+            return_mask: scan.report,
+            ..PmScanArg::default()
+        };
+        // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points at `buf`, which has room for
+        // `vec_len` regions and outlives the call.
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
+        calls += 1;
+        if n < 0 {
+            return Err(last_err());
+        }
+        for r in buf.iter().take(n as usize) {
+            match out.last_mut() {
+                Some(last) if last.end == r.start && last.categories == r.categories => {
+                    last.end = r.end
+                }
+                _ => out.push(Region {
+                    start: r.start,
+                    end: r.end,
+                    categories: r.categories,
+                }),
+            }
+        }
+        // The walk ends early only when the buffer is full.
+        if (n as usize) < REGIONS_PER_CALL || arg.walk_end <= at {
+            break;
+        }
+        at = arg.walk_end;
+    }
+    Ok(calls)
+}
+
 impl Pagemap {
     /// The guard regions (`MADV_GUARD_INSTALL`) in `[start, end)`, as `(start, end)` ranges in
     /// address order, asked with one `PAGEMAP_SCAN` walk. `None` when this kernel cannot tell
     /// (before Linux 6.14: no `PAGEMAP_SCAN` or no guard category); kernels before 6.13 have
     /// no guard regions at all.
     pub fn guard_regions(&self, start: u64, end: u64) -> io::Result<Option<Vec<(u64, u64)>>> {
-        use std::os::fd::AsRawFd;
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut regions = [PageRegion::default(); SCAN_REGIONS];
-        let mut at = start;
-        while at < end {
-            let mut arg = PmScanArg {
-                size: std::mem::size_of::<PmScanArg>() as u64,
-                start: at,
-                end,
-                vec: regions.as_mut_ptr() as u64,
-                vec_len: SCAN_REGIONS as u64,
-                category_mask: PAGE_IS_GUARD,
-                return_mask: PAGE_IS_GUARD,
-                ..PmScanArg::default()
-            };
-            // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points at `regions`, which has
-            // room for `vec_len` entries and outlives the call.
-            let n = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
-            if n < 0 {
-                let e = last_err();
-                return match e.raw_os_error() {
-                    Some(libc::ENOTTY) | Some(libc::EINVAL) => Ok(None),
-                    _ => Err(e),
-                };
+        let guards = Scan {
+            start,
+            end,
+            mask: PAGE_IS_GUARD,
+            report: PAGE_IS_GUARD,
+            ..Scan::default()
+        };
+        let mut regions = Vec::new();
+        match scan(&self.file, &guards, &mut regions) {
+            Ok(_) => Ok(Some(regions.iter().map(|r| (r.start, r.end)).collect())),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY) | Some(libc::EINVAL)) => {
+                Ok(None)
             }
-            for r in regions.iter().take(n as usize) {
-                match out.last_mut() {
-                    Some(last) if last.1 == r.start => last.1 = r.end,
-                    _ => out.push((r.start, r.end)),
-                }
-            }
-            if (n as usize) < SCAN_REGIONS || arg.walk_end <= at {
-                break;
-            }
-            at = arg.walk_end;
+            Err(e) => Err(e),
         }
-        Ok(Some(out))
     }
 }

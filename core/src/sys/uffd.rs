@@ -5,12 +5,10 @@
 //! Also a few operations on a private mapping of our own, used only to try the mechanism on
 //! this kernel before relying on it (`engine::dirty::probe`).
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::last_err;
-use super::memory::{PageRegion, PmScanArg, PAGEMAP_SCAN};
 
 /// `userfaultfd(2)` flag: only faults raised in user mode (Linux 5.11+); what an unprivileged
 /// process may ask for when `vm.unprivileged_userfaultfd` is 0.
@@ -135,80 +133,6 @@ impl Uffd {
         }
         Ok(())
     }
-}
-
-/// One `PAGEMAP_SCAN` question (see Documentation/admin-guide/mm/pagemap.rst).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Scan {
-    pub start: u64,
-    pub end: u64,
-    /// `PM_SCAN_*` flags.
-    pub flags: u64,
-    /// Categories a page must have (after `inverted`).
-    pub mask: u64,
-    /// Categories flipped before matching.
-    pub inverted: u64,
-    /// Categories reported with each region.
-    pub report: u64,
-}
-
-/// A run of pages with the same reported categories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Region {
-    pub start: u64,
-    pub end: u64,
-    pub categories: u64,
-}
-
-/// Regions asked for per call; a walk that finds more goes on where it stopped.
-const REGIONS_PER_CALL: usize = 512;
-
-/// Run `scan` on `pagemap` (an open `/proc/PID/pagemap`) over its whole range, appending the
-/// regions to `out` (adjacent regions with the same categories merged). Returns the number of
-/// `ioctl` calls it took.
-pub fn scan(pagemap: &File, scan: &Scan, out: &mut Vec<Region>) -> io::Result<u32> {
-    let mut buf = [PageRegion::default(); REGIONS_PER_CALL];
-    let mut at = scan.start;
-    let mut calls = 0;
-    while at < scan.end {
-        let mut arg = PmScanArg {
-            size: std::mem::size_of::<PmScanArg>() as u64,
-            flags: scan.flags,
-            start: at,
-            end: scan.end,
-            vec: buf.as_mut_ptr() as u64,
-            vec_len: REGIONS_PER_CALL as u64,
-            category_inverted: scan.inverted,
-            category_mask: scan.mask,
-            return_mask: scan.report,
-            ..PmScanArg::default()
-        };
-        // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points at `buf`, which has room for
-        // `vec_len` regions and outlives the call.
-        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
-        calls += 1;
-        if n < 0 {
-            return Err(last_err());
-        }
-        for r in buf.iter().take(n as usize) {
-            match out.last_mut() {
-                Some(last) if last.end == r.start && last.categories == r.categories => {
-                    last.end = r.end
-                }
-                _ => out.push(Region {
-                    start: r.start,
-                    end: r.end,
-                    categories: r.categories,
-                }),
-            }
-        }
-        // The walk ends early only when the buffer is full.
-        if (n as usize) < REGIONS_PER_CALL || arg.walk_end <= at {
-            break;
-        }
-        at = arg.walk_end;
-    }
-    Ok(calls)
 }
 
 /// A private anonymous mapping of this process, unmapped on drop: the ground on which the

@@ -7,9 +7,10 @@ use std::fs::File;
 use std::io;
 use std::sync::OnceLock;
 
+use crate::sys::memory::{self, Region, Scan};
 use crate::sys::uffd::{
-    self, OwnMapping, Region, Scan, Uffd, FEATURE_WP_ASYNC, FEATURE_WP_UNPOPULATED,
-    PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
+    OwnMapping, Uffd, FEATURE_WP_ASYNC, FEATURE_WP_UNPOPULATED, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+    PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
 };
 
 pub(super) const PAGE: u64 = 4096;
@@ -174,7 +175,7 @@ pub(super) fn round(start: u64, end: u64) -> Scan {
 
 fn scan(pagemap: &File, s: &Scan) -> io::Result<Vec<Region>> {
     let mut out = Vec::new();
-    uffd::scan(pagemap, s, &mut out)?;
+    memory::scan(pagemap, s, &mut out)?;
     Ok(out)
 }
 

@@ -10,9 +10,9 @@ use super::areas::{self, Area, Kind, Why};
 use super::error::{Context, DirtyError, Result};
 use super::probe::{self, probe};
 use crate::ranges::RangeSet;
+use crate::sys::memory::{Region, Scan};
 use crate::sys::uffd::{
-    self, Region, Scan, Uffd, FEATURE_WP_ASYNC, FEATURE_WP_UNPOPULATED, PAGE_IS_FILE,
-    PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+    Uffd, FEATURE_WP_ASYNC, FEATURE_WP_UNPOPULATED, PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
 };
 use crate::sys::{memory, Pid};
 
@@ -325,7 +325,7 @@ impl DirtyTracker {
     /// Run `s` into `self.regions`; the errno on failure.
     fn scan(&mut self, s: &Scan, round: &mut Round) -> std::result::Result<(), i32> {
         self.regions.clear();
-        match uffd::scan(&self.pagemap, s, &mut self.regions) {
+        match memory::scan(&self.pagemap, s, &mut self.regions) {
             Ok(calls) => {
                 round.ioctls += calls;
                 Ok(())
