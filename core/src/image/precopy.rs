@@ -116,18 +116,6 @@ impl PageStore {
         };
         Some((addr, bytes))
     }
-
-    /// Puts the `npages` pages at `addr` into `out`; false if one of them was never sent.
-    pub(crate) fn get(&self, addr: u64, npages: u32, out: &mut Vec<u8>) -> bool {
-        out.clear();
-        let Some(runs) = self.runs(addr, npages) else {
-            return false;
-        };
-        for (_, bytes) in runs {
-            out.extend_from_slice(bytes);
-        }
-        true
-    }
 }
 
 /// Whether a page at `place` continues a run of `n` pages that starts at `first`: held pages

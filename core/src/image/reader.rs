@@ -447,18 +447,16 @@ impl Work for Decompress {
             store: store.as_deref(),
         };
         // Pre-copied pages go to a sink straight from the store, in runs.
-        if let (Encoding::Precopied, Some(sink), Some(store)) = (encoding, &sink, &store) {
-            let result = match store.runs(addr, npages) {
-                _ if payload.len() != PAGES_HEAD_LEN => Err(holds_bytes(offset)),
-                Some(runs) => runs.into_iter().try_for_each(|(at, data)| {
+        if let (Encoding::Precopied, Some(sink)) = (encoding, &sink) {
+            let result = precopied_runs(&payload, &from).and_then(|runs| {
+                runs.into_iter().try_for_each(|(at, data)| {
                     sink(at, data).map_err(|source| ImageError::Sink {
                         addr: super::split_page_address(at).1,
                         len: data.len(),
                         source,
                     })
-                }),
-                None => Err(not_precopied(addr, offset)),
-            };
+                })
+            });
             return Unpacked {
                 addr,
                 payload,
@@ -525,11 +523,10 @@ fn unpack<'p>(
     out: &mut Vec<u8>,
 ) -> Result<Option<&'p [u8]>, ImageError> {
     let Unpack {
-        addr,
         npages,
         encoding,
         offset,
-        store,
+        ..
     } = *rec;
     let expected = npages as usize * PAGE_SIZE;
     let body = payload
@@ -545,12 +542,28 @@ fn unpack<'p>(
             ),
         )),
         Encoding::Zstd => decompress(zstd, body, expected, out, offset).map(|()| None),
-        Encoding::Precopied if !body.is_empty() => Err(holds_bytes(offset)),
-        Encoding::Precopied => match store {
-            Some(store) if store.get(addr, npages, out) => Ok(None),
-            _ => Err(not_precopied(addr, offset)),
-        },
+        Encoding::Precopied => {
+            out.clear();
+            for (_, bytes) in precopied_runs(payload, rec)? {
+                out.extend_from_slice(bytes);
+            }
+            Ok(None)
+        }
     }
+}
+
+/// The pages a `Precopied` record names, as the store's runs; an error when the record holds
+/// bytes or names a page that was not sent ahead.
+fn precopied_runs<'s>(
+    payload: &[u8],
+    rec: &Unpack<'s>,
+) -> Result<Vec<(u64, &'s [u8])>, ImageError> {
+    if payload.len() != PAGES_HEAD_LEN {
+        return Err(holds_bytes(rec.offset));
+    }
+    rec.store
+        .and_then(|store| store.runs(rec.addr, rec.npages))
+        .ok_or_else(|| not_precopied(rec.addr, rec.offset))
 }
 
 fn decompress(
