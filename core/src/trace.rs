@@ -46,8 +46,12 @@ impl Trace {
 
     /// The stage that just ended.
     pub fn mark(&mut self, stage: &str) {
+        self.mark_at(stage, Instant::now());
+    }
+
+    /// The stage that ended at `now` (at or after the last mark).
+    pub fn mark_at(&mut self, stage: &str, now: Instant) {
         if self.on {
-            let now = Instant::now();
             let stops = STOPS.load(Ordering::Relaxed);
             let ms = (now - self.last).as_secs_f64() * 1e3;
             match stops - self.stops {

@@ -21,9 +21,10 @@ const CHUNK: usize = 1 << 20;
 /// What a checkpoint thread reports.
 pub enum DumpEvent {
     Chunk(Bytes),
-    /// The chunks so far were pre-copy, sent while the process ran on. It is frozen once the
-    /// receiver answers on this sender (when the other side has them all); dropped unanswered,
-    /// the process runs on untouched and the checkpoint ends.
+    /// The chunks so far were a round of pre-copy, sent while the process ran on. The next
+    /// round, or the freeze, comes once the receiver answers on this sender (when the other
+    /// side has them all); dropped unanswered, the process runs on untouched and the
+    /// checkpoint ends.
     SentAhead(oneshot::Sender<()>),
     /// The image is complete; the process is frozen until a verdict is given.
     Done,
@@ -115,8 +116,16 @@ pub fn checkpoint_to_chunks(
             buf: Vec::with_capacity(CHUNK),
         };
         let precopied = if opts.precopy {
-            match engine::precopy::run(pid, &mut writer, opts.compression) {
+            let mut synced = |w: &mut ChunkWriter| {
+                let (go_tx, go) = oneshot::channel();
+                w.flush()?;
+                let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the move was called off");
+                (w.tx.blocking_send(DumpEvent::SentAhead(go_tx))).map_err(|_| gone())?;
+                go.blocking_recv().map_err(|_| gone())
+            };
+            match engine::precopy::run(pid, &mut writer, opts.compression, &mut synced) {
                 Ok(p) => p,
+                // A move called off mid-rounds: the deputy no longer listens, and knows why.
                 Err(e) => {
                     let e = engine::EngineError::from(e);
                     let _ = tx.blocking_send(DumpEvent::Failed(engine::error_chain(&e)));
@@ -126,15 +135,6 @@ pub fn checkpoint_to_chunks(
         } else {
             None
         };
-        if precopied.is_some() {
-            let (go_tx, go) = oneshot::channel();
-            if writer.flush().is_err()
-                || tx.blocking_send(DumpEvent::SentAhead(go_tx)).is_err()
-                || go.blocking_recv().is_err()
-            {
-                return;
-            }
-        }
         let dumped = engine::dump_precopied(pid, &mut writer, &opts, precopied).and_then(|held| {
             writer.flush().map_err(|e| engine::EngineError::Os {
                 what: "sending the image".into(),

@@ -1141,6 +1141,8 @@ async fn move_away(
             ..Default::default()
         },
     );
+    // When the last pre-copy round reached the node: the freeze follows at once.
+    let mut synced_at = None;
     let confirmed = async {
         loop {
             match events.recv().await {
@@ -1148,7 +1150,7 @@ async fn move_away(
                     .send_watching(Frame::Image(c))
                     .await
                     .context("the job stays at home")?,
-                // Pre-copy sent: freeze once the node has it all.
+                // A pre-copy round sent: the next round, or the freeze, once the node has it.
                 Some(DumpEvent::SentAhead(go)) => {
                     link.tx.send(Frame::Control(Control::Sync)).await?;
                     // Everything sent before the Sync reached the node's restore.
@@ -1160,7 +1162,7 @@ async fn move_away(
                     )
                     .await
                     .map_err(stays_at_home)?;
-                    trace.mark("pre-copy (the job runs on)");
+                    synced_at = Some(std::time::Instant::now());
                     let _ = go.send(());
                 }
                 Some(DumpEvent::Done) => break,
@@ -1182,6 +1184,9 @@ async fn move_away(
         drop(events);
         held.resume().await;
         return Err(e);
+    }
+    if let Some(at) = synced_at {
+        trace.mark_at("pre-copy (the job runs on)", at);
     }
     // From the freeze to here the job ran nowhere: that is the migration's downtime.
     trace.mark("downtime (freeze to running on the node)");

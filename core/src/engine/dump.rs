@@ -68,7 +68,7 @@ pub fn checkpoint<W: Write>(pid: Pid, mut out: W, opts: &DumpOptions) -> Result<
             if let Some(why) = super::predict::refusal(pid, opts.share_stdio_with) {
                 return Err(EngineError::Refused(why));
             }
-            super::precopy::run(pid, &mut out, opts.compression)?
+            super::precopy::run(pid, &mut out, opts.compression, &mut |w| w.flush())?
         }
         false => None,
     };

@@ -5,7 +5,10 @@
 //! write-protection and `PAGEMAP_SCAN`, Linux 6.7+); where the kernel lacks them, or the job
 //! is small, the move is a plain stop-and-copy. The rounds stop when what a round must send
 //! is small, when it no longer shrinks (the job writes faster than the link takes it), or
-//! after [`MAX_ROUNDS`]; `MRUN_TRACE=1` says which. Only the job's first process (the one the
+//! after [`MAX_ROUNDS`]; `MRUN_TRACE=1` says which. Each round ends when the other side has
+//! it (the caller's `synced`): a round measured as soon as its bytes are queued would see only
+//! what the job wrote while they were queued, not while they crossed the link, and the rounds
+//! would "converge" with the link still busy and the job still writing. Only the job's first process (the one the
 //! user started) is pre-copied; the others go in the image as before.
 
 use std::io::Write;
@@ -86,12 +89,14 @@ pub fn unsupported() -> Option<String> {
 }
 
 /// Runs the pre-copy rounds of the running `pid` into `out` (each a pre-copy stream), or
-/// returns `Ok(None)` when pre-copy does not apply (the trace says why). Only a failure to
-/// write `out` is an error.
+/// returns `Ok(None)` when pre-copy does not apply (the trace says why). After each round,
+/// `synced` returns once the other side has everything written to `out` so far (a flush, for
+/// a file). Only a failure to write `out` or to sync is an error.
 pub fn run<W: Write>(
     pid: Pid,
     out: &mut W,
     compression: Compression,
+    synced: &mut dyn FnMut(&mut W) -> std::io::Result<()>,
 ) -> Result<Option<Precopied>, ImageError> {
     let mut trace = Trace::new("pre-copy");
     if let Some(why) = unsupported() {
@@ -133,6 +138,7 @@ pub fn run<W: Write>(
     let mut round = first.written;
     loop {
         let failed = send_round(pid, &round, out, compression)?;
+        synced(out)?;
         p.sent = p.sent.union(&round).minus(&failed);
         p.pending = p.pending.minus(&round).union(&failed);
         p.rounds += 1;
