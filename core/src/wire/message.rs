@@ -173,9 +173,10 @@ pub enum Control {
     Refused {
         message: String,
     },
-    /// home -> agent, between pre-copy streams and the image: answer `Synced` once every
-    /// Image frame before this one has reached the restore helper. The job is frozen only
-    /// then, so that the downtime does not include pre-copy data still on its way.
+    /// home -> agent, after each pre-copy round: answer `Synced` once every Image frame
+    /// before this one has reached the restore helper. The next round, or the freeze, comes
+    /// only then: a round is measured over the time its bytes took to cross, and the downtime
+    /// does not include pre-copy data still on its way.
     Sync,
     /// agent -> home: the answer to `Sync`.
     Synced,
