@@ -128,7 +128,8 @@ pub fn end_like(ended: Ended) -> ! {
 
 /// The body of a restore helper process (a hidden subcommand of `mrun` and `mrun-agent`):
 /// restore the image read from `image_fd` with this process's stdio in place of the
-/// original's, report `running PID` (or `error MESSAGE`) as one line on `status_fd`, then
+/// original's, report `running PID` (or `error MESSAGE`) as one line on `status_fd` (after a
+/// `precopied N` line for each pre-copy stream taken in, if any), then
 /// supervise the process and end like it. Call it first thing in `main`, while the process is
 /// single-threaded. It dies with its parent (and the restored process with it, as the pid
 /// namespace's init goes): a copy nobody answers for must not run on.
@@ -150,6 +151,8 @@ pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool, home_fi
         Ok(fd) => std::fs::File::from(fd),
         Err(_) => std::process::exit(crate::engine::HELPER_USAGE),
     };
+    // Each pre-copy round, once all in: its sender waits for that before the next.
+    let mut report = status.try_clone().ok();
     let mut fail = |msg: String| -> ! {
         let _ = writeln!(status, "error {}", msg.replace('\n', " "));
         std::process::exit(1)
@@ -180,7 +183,12 @@ pub fn restore_helper(image_fd: i32, status_fd: i32, own_terminal: bool, home_fi
         own_process_group: own_terminal,
     };
     let image = std::io::BufReader::with_capacity(crate::engine::READ_BUFFER, image);
-    let restored = match crate::engine::restore(image, &opts) {
+    let mut taken = |n: u32| {
+        if let Some(r) = report.as_mut() {
+            let _ = writeln!(r, "precopied {n}");
+        }
+    };
+    let restored = match crate::engine::restore_reporting(image, &opts, &mut taken) {
         Ok(r) => r,
         Err(e) => fail(crate::engine::error_chain(&e)),
     };

@@ -180,6 +180,8 @@ pub struct Restoring {
     /// Write the image here; drop it after the last chunk.
     pub image: Option<pipe::Sender>,
     status: BufReader<pipe::Receiver>,
+    /// A verdict line read while waiting for a `precopied` one, kept for [`Self::outcome`].
+    verdict: Option<String>,
 }
 
 impl Restoring {
@@ -216,22 +218,48 @@ impl Restoring {
             child,
             image: Some(pipe::Sender::from_owned_fd(image_w)?),
             status: BufReader::new(pipe::Receiver::from_owned_fd(status_r)?),
+            verdict: None,
         })
+    }
+
+    /// Wait until the helper has taken in the first `n` pre-copy streams. `Err` when it ended
+    /// or gave up first (its verdict is kept for [`Self::outcome`]).
+    pub async fn precopied(&mut self, n: u32) -> Result<(), ()> {
+        if self.verdict.is_some() {
+            return Err(());
+        }
+        loop {
+            let mut line = String::new();
+            match self.status.read_line(&mut line).await {
+                Ok(0) | Err(_) => return Err(()),
+                Ok(_) => {}
+            }
+            match line.trim_end().strip_prefix("precopied ") {
+                Some(m) if m.parse::<u32>().is_ok_and(|m| m >= n) => return Ok(()),
+                Some(_) => {}
+                None => {
+                    self.verdict = Some(line);
+                    return Err(());
+                }
+            }
+        }
     }
 
     /// Wait for the helper's verdict: the restored process's pid, or why it failed.
     pub async fn outcome(&mut self) -> Result<i32, String> {
-        let mut line = String::new();
-        match self.status.read_line(&mut line).await {
-            Ok(0) | Err(_) => Err("the restore helper ended without a word".into()),
-            Ok(_) => {
-                let line = line.trim_end();
-                if let Some(pid) = line.strip_prefix("running ").and_then(|p| p.parse().ok()) {
-                    Ok(pid)
-                } else {
-                    Err(line.strip_prefix("error ").unwrap_or(line).to_string())
-                }
+        let mut line = self.verdict.take().unwrap_or_default();
+        while line.is_empty() || line.starts_with("precopied ") {
+            line.clear();
+            match self.status.read_line(&mut line).await {
+                Ok(0) | Err(_) => return Err("the restore helper ended without a word".into()),
+                Ok(_) => {}
             }
+        }
+        let line = line.trim_end();
+        if let Some(pid) = line.strip_prefix("running ").and_then(|p| p.parse().ok()) {
+            Ok(pid)
+        } else {
+            Err(line.strip_prefix("error ").unwrap_or(line).to_string())
         }
     }
 }

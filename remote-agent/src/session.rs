@@ -165,6 +165,7 @@ async fn session(
     fault("before-image");
     let mut image = job.image.take();
     let mut received = 0usize;
+    let mut rounds = 0;
     loop {
         match input.next().await {
             Some(Ok(Frame::Image(chunk))) => {
@@ -182,8 +183,14 @@ async fn session(
             // A helper that gave up has no use for the freeze that would follow: its failure
             // goes home now (below), before home freezes the job.
             Some(Ok(Frame::Control(Control::Sync))) if image.is_none() => break,
-            // Everything before it went into the helper's pipe (the writes above awaited).
+            // A pre-copy round went into the helper's pipe (the writes above awaited); answered
+            // once the helper has taken it all in, so that home's next round measures what the
+            // job wrote meanwhile, and the freeze that may follow does not wait for it.
             Some(Ok(Frame::Control(Control::Sync))) => {
+                rounds += 1;
+                if job.precopied(rounds).await.is_err() {
+                    break; // The helper gave up; its verdict goes home below.
+                }
                 out.send(Frame::Control(Control::Synced)).await?
             }
             Some(Ok(other)) => bail!("unexpected frame during the image transfer: {other:?}"),

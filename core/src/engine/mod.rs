@@ -21,7 +21,7 @@ pub use dump::{checkpoint, dump, dump_precopied, Checkpointed, DumpOptions, Dump
 pub use error::EngineError;
 pub use predict::refusal as predict_refusal;
 pub use refusal::Refusal;
-pub use restore::{restore, RestoreOptions, Restored, READ_BUFFER};
+pub use restore::{restore, restore_reporting, RestoreOptions, Restored, READ_BUFFER};
 
 /// Exit code of a restore helper started without its descriptors.
 pub const HELPER_USAGE: i32 = 64;

@@ -49,8 +49,10 @@ impl Precopied {
         match self.tracker.take_written() {
             Ok(last) => {
                 let mut dirty = self.pending.union(&last.written);
+                let mut untracked = RangeSet::new();
                 for u in &last.untracked {
                     dirty.insert(u.start..u.end);
+                    untracked.insert(u.start..u.end);
                 }
                 let sent = self.sent.minus(&last.fresh);
                 let valid = sent.minus(&dirty);
@@ -62,7 +64,11 @@ impl Precopied {
                         dirty.and(&self.sent).bytes() >> 20
                     )
                 });
-                Some(Sent { valid, dirty })
+                Some(Sent {
+                    valid,
+                    dirty,
+                    untracked,
+                })
             }
             Err(e) => {
                 trace.say(&format!(
@@ -81,6 +87,9 @@ impl Precopied {
 pub struct Sent {
     pub valid: RangeSet,
     pub dirty: RangeSet,
+    /// Areas the tracker did not watch (all of them in `dirty`): only the pagemap tells
+    /// which of their pages hold something.
+    pub untracked: RangeSet,
 }
 
 /// Why pre-copy did not run, in one sentence (for the trace).

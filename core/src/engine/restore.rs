@@ -186,9 +186,19 @@ impl Fresh {
 }
 
 pub fn restore<R: Read>(input: R, opts: &RestoreOptions) -> Result<Restored> {
+    restore_reporting(input, opts, &mut |_| {})
+}
+
+/// As [`restore`], calling `taken(n)` once the `n`th pre-copy stream is all in (a node's
+/// restore helper says so to its agent, which answers home's `Sync` only then).
+pub fn restore_reporting<R: Read>(
+    input: R,
+    opts: &RestoreOptions,
+    taken: &mut dyn FnMut(u32),
+) -> Result<Restored> {
     let mut trace = crate::trace::Trace::new("restore");
     // Pages sent ahead while the job still ran (pre-copy), then the image.
-    let (precopied, input) = crate::image::precopy::read_leading(input)?;
+    let (precopied, input) = crate::image::precopy::read_leading_reporting(input, taken)?;
     if precopied.pages() > 0 {
         let held = precopied.held().ranges().bytes() / crate::image::PAGE_SIZE as u64;
         trace.mark(&format!(

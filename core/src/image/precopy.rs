@@ -134,8 +134,18 @@ pub type AfterPrecopy<R> = Chain<Cursor<Vec<u8>>, R>;
 
 /// Reads the pre-copy streams at the start of `input`, if any, into a store, and returns it
 /// with the rest of the input (the image), unread.
-pub fn read_leading<R: Read>(mut input: R) -> Result<(PageStore, AfterPrecopy<R>), ImageError> {
+pub fn read_leading<R: Read>(input: R) -> Result<(PageStore, AfterPrecopy<R>), ImageError> {
+    read_leading_reporting(input, &mut |_| {})
+}
+
+/// As [`read_leading`], calling `taken(n)` once the `n`th stream (from 1) is all in the
+/// store, before reading on: the sender may wait for it (a pre-copy round ends there).
+pub fn read_leading_reporting<R: Read>(
+    mut input: R,
+    taken: &mut dyn FnMut(u32),
+) -> Result<(PageStore, AfterPrecopy<R>), ImageError> {
     let mut store = PageStore::default();
+    let mut streams = 0;
     loop {
         let magic = read_up_to(&mut input, PRECOPY_MAGIC.len())?;
         if magic != PRECOPY_MAGIC {
@@ -146,6 +156,8 @@ pub fn read_leading<R: Read>(mut input: R) -> Result<(PageStore, AfterPrecopy<R>
         while let Some(addr) = reader.next_pages(&mut buf)? {
             store.insert(addr, &mut buf);
         }
+        streams += 1;
+        taken(streams);
     }
 }
 

@@ -328,6 +328,16 @@ pub fn dump_pages<W: std::io::Write>(
         // Pre-copy tracked private memory; an area carried whole (its file will not be
         // there) is read whole, as are shared objects (above).
         let tracked = matches!(vma.backing, Backing::Anonymous | Backing::File { .. });
+        // An anonymous area the tracker watched: its sets say it all (a page it never saw
+        // written and was never sent holds nothing), no pagemap to read in the freeze.
+        let watched = sent.filter(|s| {
+            matches!(vma.backing, Backing::Anonymous) && !s.untracked.touches(vma.start, vma.end)
+        });
+        if watched.is_some() {
+            let guards: RangeSet = vma.guards.iter().map(|&(s, e)| s..e).collect();
+            total += pages.run(vma.start, vma.end, &guards, true)?;
+            continue;
+        }
         total += pages.range((vma.start, vma.end), wanted, tracked)?;
     }
     Ok(total)
@@ -381,7 +391,8 @@ impl<W: std::io::Write> PageDumper<'_, W> {
                 j += 1;
             }
             let addr = from + (i * PAGE_SIZE) as u64;
-            let queued = self.run(addr, addr + ((j - i) * PAGE_SIZE) as u64, tracked);
+            let end = addr + ((j - i) * PAGE_SIZE) as u64;
+            let queued = self.run(addr, end, &RangeSet::new(), tracked);
             match queued {
                 Ok(pages) => total += pages,
                 Err(e) => {
@@ -398,8 +409,9 @@ impl<W: std::io::Write> PageDumper<'_, W> {
 
 impl<W: std::io::Write> PageDumper<'_, W> {
     /// Queue the pages of `[start, end)`: read them, or, after pre-copy, name those sent
-    /// and read those written since. Returns how many pages.
-    fn run(&mut self, start: u64, end: u64, tracked: bool) -> Result<u64> {
+    /// and read those written since, outside `guards` (which have no contents). Returns how
+    /// many pages.
+    fn run(&mut self, start: u64, end: u64, guards: &RangeSet, tracked: bool) -> Result<u64> {
         let index = self.index;
         let tag = |a| crate::image::page_address(index, a);
         let Some(sent) = self.sent.filter(|_| tracked) else {
@@ -407,8 +419,8 @@ impl<W: std::io::Write> PageDumper<'_, W> {
                 .read_pages(&self.memory, tag(start), start, (end - start) as usize)?;
             return Ok((end - start) / PAGE_SIZE as u64);
         };
-        let named = sent.valid.within(start, end);
-        let carried = sent.dirty.within(start, end).minus(&named);
+        let named = sent.valid.within(start, end).minus(guards);
+        let carried = sent.dirty.within(start, end).minus(&named).minus(guards);
         for r in named.ranges() {
             self.out
                 .write_precopied(tag(r.start), (r.end - r.start) as usize)?;
