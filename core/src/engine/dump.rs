@@ -298,6 +298,9 @@ fn capture<W: Write>(
     };
     trace.mark("state");
     let mut writer = ImageWriter::new(out, &header, opts.compression)?;
+    if let Some(m) = precopied.and_then(|s| s.measured.clone()) {
+        writer.carry_on(m);
+    }
     writer.write_state(&state)?;
     let mut stats = DumpStats {
         processes: state.processes.len(),

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::dirty::{self, DirtyTracker, RangeSet};
-use crate::image::{page_address, Compression, ImageError, ImageWriter, PageSource};
+use crate::image::{page_address, Chooser, Compression, ImageError, ImageWriter, PageSource};
 use crate::sys::{memory, Pid};
 use crate::trace::Trace;
 
@@ -40,6 +40,9 @@ pub struct Precopied {
     pending: RangeSet,
     pub rounds: u32,
     pub bytes_sent: u64,
+    /// What the rounds measured of the link and the compressors: the frozen image starts
+    /// from it.
+    pub(crate) measured: Option<Chooser>,
 }
 
 impl Precopied {
@@ -68,6 +71,7 @@ impl Precopied {
                     valid,
                     dirty,
                     untracked,
+                    measured: self.measured.clone(),
                 })
             }
             Err(e) => {
@@ -90,6 +94,8 @@ pub struct Sent {
     /// Areas the tracker did not watch (all of them in `dirty`): only the pagemap tells
     /// which of their pages hold something.
     pub untracked: RangeSet,
+    /// What the rounds measured, for the frozen image's writer (same sink).
+    pub measured: Option<Chooser>,
 }
 
 /// Why pre-copy did not run, in one sentence (for the trace).
@@ -143,10 +149,11 @@ pub fn run<W: Write>(
         pending: RangeSet::new(),
         rounds: 0,
         bytes_sent: 0,
+        measured: None,
     };
     let mut round = first.written;
     loop {
-        let failed = send_round(pid, &round, out, compression)?;
+        let failed = send_round(pid, &round, out, (compression, &mut p.measured))?;
         synced(out)?;
         p.sent = p.sent.union(&round).minus(&failed);
         p.pending = p.pending.minus(&round).union(&failed);
@@ -208,7 +215,7 @@ fn send_round<W: Write>(
     pid: Pid,
     ranges: &RangeSet,
     out: &mut W,
-    compression: Compression,
+    (compression, measured): (Compression, &mut Option<Chooser>),
 ) -> Result<RangeSet, ImageError> {
     let memory = Arc::new(RunningMemory {
         pid,
@@ -216,6 +223,9 @@ fn send_round<W: Write>(
     });
     let source: Arc<dyn PageSource> = memory.clone();
     let mut w = ImageWriter::precopy(&mut *out, compression)?;
+    if let Some(m) = measured.take() {
+        w.carry_on(m);
+    }
     for r in ranges.ranges() {
         w.read_pages(
             &source,
@@ -224,6 +234,7 @@ fn send_round<W: Write>(
             (r.end - r.start) as usize,
         )?;
     }
+    *measured = Some(w.measured());
     w.finish()?;
     // A poisoned lock still holds every failure noted before the panic: none may be lost,
     // or a page sent as zeros would count as sent.

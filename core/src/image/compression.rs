@@ -71,7 +71,11 @@ const NEWEST_WRITE: f64 = 1.0 / 16.0;
 /// Compression must promise this much more speed to be chosen (a margin against noise).
 const MARGIN: f64 = 1.1;
 
-pub(crate) struct Chooser {
+/// What a writer learned of its sink and its compressors, handed from one image to the next
+/// on the same sink ([`super::ImageWriter::measured`], [`super::ImageWriter::carry_on`]): the
+/// frozen image after pre-copy rounds starts from what the rounds measured, not from probes.
+#[derive(Debug, Clone)]
+pub struct Chooser {
     mode: Compression,
     workers: f64,
     chunks: u64,

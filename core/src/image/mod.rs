@@ -19,7 +19,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use compression::Compression;
+pub use compression::{Chooser, Compression};
 pub use error::ImageError;
 pub use reader::ImageReader;
 pub use record::{FORMAT_VERSION, MAGIC, PAGE_SIZE, PRECOPY_MAGIC};

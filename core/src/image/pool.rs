@@ -168,6 +168,11 @@ impl<W: Work> Pool<W> {
         Ok(())
     }
 
+    /// Whether jobs still run inline, on the caller's thread.
+    pub(crate) fn is_inline(&self) -> bool {
+        matches!(self.mode, Mode::Inline { .. })
+    }
+
     pub(crate) fn is_full(&self) -> bool {
         self.in_flight >= self.capacity
     }

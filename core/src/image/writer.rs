@@ -34,6 +34,11 @@ const JOBS_PER_THREAD: usize = 2;
 /// 1 MiB process, most of `mrun --each`'s jobs) is written before threads would have started.
 const INLINE_BYTES: usize = 2 << 20;
 
+/// Records are at most this large while the caller's thread works them: one buffer, reused,
+/// whose first touch (a page fault per page) costs less than a 1 MiB one's, here and in the
+/// reader that takes them back.
+const INLINE_CHUNK_BYTES: usize = 256 << 10;
+
 /// Writes one image to `out`: [`ImageWriter::new`] (header), [`ImageWriter::write_state`]
 /// once, [`ImageWriter::write_pages`] or [`ImageWriter::read_pages`] any number of times, then
 /// [`ImageWriter::finish`]. After an error the writer refuses further calls; the partial image
@@ -130,6 +135,16 @@ impl<W: Write> ImageWriter<W> {
         Ok(w)
     }
 
+    /// What this writer measured so far, for the next image on the same sink.
+    pub fn measured(&self) -> Chooser {
+        self.chooser.clone()
+    }
+
+    /// Start from what an earlier image on the same sink measured (before any pages).
+    pub fn carry_on(&mut self, measured: Chooser) {
+        self.chooser = measured;
+    }
+
     /// Writes the process state record; exactly once, before any pages.
     pub fn write_state(&mut self, st: &JobState) -> Result<(), ImageError> {
         self.check_usable()?;
@@ -164,7 +179,11 @@ impl<W: Write> ImageWriter<W> {
         let r = self.submit_current().and_then(|()| {
             let mut done = 0;
             while done < len {
-                let take = (len - done).min(CHUNK_BYTES);
+                let most = match self.pool.is_inline() {
+                    true => INLINE_CHUNK_BYTES,
+                    false => CHUNK_BYTES,
+                };
+                let take = (len - done).min(most);
                 let fill = Fill::Read {
                     source: Arc::clone(source),
                     from: from + done as u64,
