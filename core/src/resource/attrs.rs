@@ -11,7 +11,7 @@
 //! unprivileged restorer may set stays at the lowest it may (the target's floor for this user).
 
 use crate::engine::error::{EngineError, Result};
-use crate::engine::inject::{Injector, Scratch};
+use crate::engine::inject::{Call, Injector, Scratch};
 use crate::image::model::{ProcessAttrs, ThreadAttrs};
 use crate::sys::Pid;
 
@@ -30,6 +30,10 @@ const PR_GET_THP_DISABLE: u64 = 42;
 /// PR_SET_THP_DISABLE flag (Linux 6.18+): THP stays on where MADV_HUGEPAGE asks for it.
 const PR_THP_DISABLE_EXCEPT_ADVISED: u64 = 1 << 1;
 
+/// Where in the scratch area a getter batch's table goes: after the values the getters
+/// write (at its start).
+const BATCH_AT: u64 = 256;
+
 /// `MEMBARRIER_CMD_GET_REGISTRATIONS` (Linux 6.3+).
 const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
 /// `(barrier command, its registration)`: on a kernel without GET_REGISTRATIONS, a barrier
@@ -42,38 +46,64 @@ const MEMBARRIER_PROBES: [(u64, u32); 3] = [
 /// The MEMBARRIER_CMD_REGISTER_* commands, in the order they are registered again.
 const MEMBARRIER_REGISTER: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
 
-/// The process-wide attributes, asked through its leader (`inj`).
+/// The process-wide attributes, asked through its leader (`inj`): the prctl getters in one
+/// batch (one stop), then membarrier.
 pub fn capture_process(inj: &Injector, scratch: &Scratch) -> Result<ProcessAttrs> {
     let pid = inj.pid();
-    let thp_disable = prctl(inj, "PR_GET_THP_DISABLE", PR_GET_THP_DISABLE, 0, 0)? as u32;
-    prctl(
-        inj,
+    let get = |option: u64, arg2: u64| Call::new(libc::SYS_prctl, [option, arg2, 0, 0, 0, 0]);
+    let calls = [
+        get(PR_GET_THP_DISABLE, 0),
+        get(PR_GET_CHILD_SUBREAPER, scratch.addr),
+        get(PR_GET_DUMPABLE, 0),
+    ];
+    let names = [
+        "PR_GET_THP_DISABLE",
         "PR_GET_CHILD_SUBREAPER",
-        PR_GET_CHILD_SUBREAPER,
-        scratch.addr,
-        0,
-    )?;
+        "PR_GET_DUMPABLE",
+    ];
+    let what = |i: usize| format!("prctl({})", names.get(i).unwrap_or(&"?"));
+    let [thp_disable, _, dumpable] = batch3(inj.batch_call_each(what, scratch, BATCH_AT, &calls)?)?;
     let child_subreaper = i32_at(&scratch.read(pid, 0, 4)?) != 0;
-    let dumpable = prctl(inj, "PR_GET_DUMPABLE", PR_GET_DUMPABLE, 0, 0)? as u32;
     Ok(ProcessAttrs {
-        thp_disable,
+        thp_disable: thp_disable as u32,
         child_subreaper,
-        dumpable,
+        dumpable: dumpable as u32,
         oom_score_adj: read_oom_score_adj(pid)?,
         membarrier: membarrier_registrations(inj)?,
     })
 }
 
-/// One thread's attributes, asked through that very thread (`inj`).
+/// One thread's attributes, asked through that very thread (`inj`), in one batch.
 pub fn capture_thread(inj: &Injector, scratch: &Scratch) -> Result<ThreadAttrs> {
-    let no_new_privs = prctl(inj, "PR_GET_NO_NEW_PRIVS", PR_GET_NO_NEW_PRIVS, 0, 0)? != 0;
-    prctl(inj, "PR_GET_PDEATHSIG", PR_GET_PDEATHSIG, scratch.addr, 0)?;
+    let get = |option: u64, arg2: u64| Call::new(libc::SYS_prctl, [option, arg2, 0, 0, 0, 0]);
+    let calls = [
+        get(PR_GET_NO_NEW_PRIVS, 0),
+        get(PR_GET_PDEATHSIG, scratch.addr),
+        get(PR_GET_TIMERSLACK, 0),
+    ];
+    let names = [
+        "PR_GET_NO_NEW_PRIVS",
+        "PR_GET_PDEATHSIG",
+        "PR_GET_TIMERSLACK",
+    ];
+    let what = |i: usize| format!("prctl({})", names.get(i).unwrap_or(&"?"));
+    let [no_new_privs, _, timer_slack_ns] =
+        batch3(inj.batch_call_each(what, scratch, BATCH_AT, &calls)?)?;
     let pdeathsig = i32_at(&scratch.read(inj.pid(), 0, 4)?);
-    let timer_slack_ns = prctl(inj, "PR_GET_TIMERSLACK", PR_GET_TIMERSLACK, 0, 0)?;
     Ok(ThreadAttrs {
-        no_new_privs,
+        no_new_privs: no_new_privs != 0,
         pdeathsig,
         timer_slack_ns,
+    })
+}
+
+/// The three results of a batch of three calls.
+fn batch3(results: Vec<u64>) -> Result<[u64; 3]> {
+    <[u64; 3]>::try_from(results).map_err(|r| {
+        EngineError::Unrestorable(format!(
+            "a batch of 3 injected calls gave {} results",
+            r.len()
+        ))
     })
 }
 

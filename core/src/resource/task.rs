@@ -4,7 +4,7 @@
 use procfs::process::Process;
 
 use crate::engine::error::{Context, EngineError, Result};
-use crate::engine::inject::{u64_at, Injector, Scratch};
+use crate::engine::inject::{u64_at, Call, Injector, Scratch};
 use crate::image::model::{MmFields, ProcessAttrs, Rlimit};
 use crate::sys::Pid;
 
@@ -22,8 +22,21 @@ pub struct Injected {
 }
 
 pub fn capture_injected(inj: &Injector, scratch: &Scratch) -> Result<Injected> {
-    let brk = inj.call("brk", libc::SYS_brk, [0; 6])?;
-    let umask = inj.call("umask", libc::SYS_umask, [0o22, 0, 0, 0, 0, 0])? as u32;
+    // umask only tells by setting: set, then put back (two stops, not three).
+    let calls = [
+        Call::new(libc::SYS_brk, [0; 6]),
+        Call::new(libc::SYS_umask, [0o22, 0, 0, 0, 0, 0]),
+    ];
+    let what = |i: usize| if i == 0 { "brk" } else { "umask" }.to_string();
+    let got = inj.batch_call_each(what, scratch, 0, &calls)?;
+    let (brk, umask) = match got[..] {
+        [brk, umask] => (brk, umask as u32),
+        _ => {
+            return Err(EngineError::Unrestorable(
+                "brk and umask gave no answer".into(),
+            ))
+        }
+    };
     inj.call("umask", libc::SYS_umask, [umask as u64, 0, 0, 0, 0, 0])?;
     let attrs = super::attrs::capture_process(inj, scratch)?;
     Ok(Injected { brk, umask, attrs })

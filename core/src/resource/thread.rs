@@ -8,12 +8,14 @@ use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use super::signals;
 use crate::arch;
 use crate::engine::error::{Context, EngineError, Result};
-use crate::engine::inject::{u64_at, Injector, Scratch};
+use crate::engine::inject::{u64_at, Call, Injector, Scratch};
 use crate::engine::Refusal;
 use crate::image::model::{Rseq, ThreadState};
 use crate::sys::{memory, ptrace, ptrace::Stop, Pid};
 
 const PR_GET_TID_ADDRESS: u64 = 40;
+/// Where in the scratch area the getters' batch table goes: after what they write.
+const GETTERS_TABLE_AT: u64 = 256;
 const PR_CAP_AMBIENT: u64 = 47;
 const PR_CAP_AMBIENT_CLEAR_ALL: u64 = 4;
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -87,20 +89,29 @@ pub fn capture(
         abort_rseq_critical_section(pid, r, &mut regs)?;
     }
 
-    inj.call(
-        "sigaltstack",
-        libc::SYS_sigaltstack,
-        [0, scratch.addr, 0, 0, 0, 0],
-    )?;
-    let altstack = signals::decode_altstack(&scratch.read(pid, 0, signals::STACK_T)?);
+    // Both in one stop: the alternate stack at the scratch area's start, the tid address after.
+    let tid_address_at = signals::STACK_T as u64;
+    let calls = [
+        Call::new(libc::SYS_sigaltstack, [0, scratch.addr, 0, 0, 0, 0]),
+        Call::new(
+            libc::SYS_prctl,
+            [
+                PR_GET_TID_ADDRESS,
+                scratch.addr + tid_address_at,
+                0,
+                0,
+                0,
+                0,
+            ],
+        ),
+    ];
+    let what = |i: usize| ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)"][i.min(1)].to_string();
+    inj.batch_call_each(what, scratch, GETTERS_TABLE_AT, &calls)?;
+    let got = scratch.read(pid, 0, signals::STACK_T + 8)?;
+    let altstack = signals::decode_altstack(&got[..signals::STACK_T]);
+    let clear_child_tid = u64_at(&got, signals::STACK_T);
     let robust_list = crate::sys::process::robust_list(tid)
         .ctx(|| format!("reading the robust futex list of thread {tid}"))?;
-    inj.call(
-        "prctl(PR_GET_TID_ADDRESS)",
-        libc::SYS_prctl,
-        [PR_GET_TID_ADDRESS, scratch.addr, 0, 0, 0, 0],
-    )?;
-    let clear_child_tid = u64_at(&scratch.read(pid, 0, 8)?, 0);
     let attrs = super::attrs::capture_thread(inj, scratch)?;
 
     let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
