@@ -78,11 +78,28 @@ impl Injector {
     /// errno on failure); every call runs, even after one that failed. With the planted loop
     /// ([`Injector::set_code`]) the whole batch costs one stop: its table takes
     /// [`arch::BATCH_ENTRY_LEN`] bytes per call of `scratch`, from `offset` on, which the
-    /// calls' own arguments must leave alone. Without it, one stop per call.
+    /// calls' own arguments must leave alone; more calls than fit there take one stop per
+    /// tableful. Without it, one stop per call.
     pub fn batch(&self, scratch: &Scratch, offset: u64, calls: &[Call]) -> Result<Vec<i64>> {
         if !self.batch || calls.len() < 2 {
             return calls.iter().map(|c| self.raw(c.nr, c.args)).collect();
         }
+        let room = (scratch.len.saturating_sub(offset) / arch::BATCH_ENTRY_LEN as u64) as usize;
+        if room == 0 {
+            return Err(EngineError::Unrestorable(format!(
+                "no room for a batch of syscalls at offset {offset} of a {}-byte scratch area",
+                scratch.len
+            )));
+        }
+        let mut out = Vec::with_capacity(calls.len());
+        for tableful in calls.chunks(room) {
+            out.extend(self.batch_once(scratch, offset, tableful)?);
+        }
+        Ok(out)
+    }
+
+    /// One stop: `calls`' table at `offset` of `scratch`, which it fits.
+    fn batch_once(&self, scratch: &Scratch, offset: u64, calls: &[Call]) -> Result<Vec<i64>> {
         let mut table = Vec::with_capacity(calls.len() * arch::BATCH_ENTRY_LEN);
         for c in calls {
             table.extend_from_slice(&c.nr.to_le_bytes());
@@ -122,10 +139,7 @@ impl Injector {
         offset: u64,
         calls: &[Call],
     ) -> Result<Vec<u64>> {
-        self.batch(scratch, offset, calls)?
-            .into_iter()
-            .map(|r| self.checked(what, r))
-            .collect()
+        self.batch_call_each(|_| what.to_owned(), scratch, offset, calls)
     }
 
     /// As [`Injector::batch_call`], naming a failed call by its index in `calls`.

@@ -22,10 +22,6 @@ use crate::sys::cpu::OneCpu;
 use crate::sys::{memory, ns, ptrace, Pid};
 use nix::sched::CpuSet;
 
-/// Calls per injected batch (unmaps in Clear, descriptor flags in Kernel): their table fits
-/// the scratch area many times over.
-const CALLS_PER_BATCH: usize = 256;
-
 /// `rseq` flag: unregister the calling thread's area.
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 
@@ -687,9 +683,7 @@ fn clear_one(f: &mut Fresh, p: &ProcessState) -> Result<()> {
         .flat_map(|(s, e, _)| f.kept.gaps_in(*s, *e).ranges().to_vec())
         .map(|r| Call::new(libc::SYS_munmap, [r.start, r.end - r.start, 0, 0, 0, 0]))
         .collect();
-    for calls in unmaps.chunks(CALLS_PER_BATCH) {
-        inj.batch_call("munmap", &f.scratch, 0, calls)?;
-    }
+    inj.batch_call("munmap", &f.scratch, 0, &unmaps)?;
     f.taken.push((tramp, tramp + TRAMPOLINE));
     f.leader = Some(inj);
     Ok(())
@@ -717,9 +711,7 @@ fn kernel_one(f: &Fresh, p: &ProcessState, own_pid: i32, unpinned: Option<&CpuSe
             Call::new(libc::SYS_fcntl, [f.fd as u64, set, on, 0, 0, 0])
         })
         .collect();
-    for calls in cloexec.chunks(CALLS_PER_BATCH) {
-        inj.batch_call("fcntl(F_SETFD)", scratch, 0, calls)?;
-    }
+    inj.batch_call("fcntl(F_SETFD)", scratch, 0, &cloexec)?;
     task::apply_rlimits(pid, &p.rlimits)?;
     attrs::apply_process(inj, pid, &p.attrs)?;
     signals::apply_queued(inj, scratch, own_pid, None, &p.queued_signals)?;

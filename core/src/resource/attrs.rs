@@ -49,47 +49,29 @@ const MEMBARRIER_REGISTER: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
 /// The process-wide attributes, asked through its leader (`inj`): the prctl getters in one
 /// batch (one stop), then membarrier.
 pub fn capture_process(inj: &Injector, scratch: &Scratch) -> Result<ProcessAttrs> {
-    let pid = inj.pid();
-    let get = |option: u64, arg2: u64| Call::new(libc::SYS_prctl, [option, arg2, 0, 0, 0, 0]);
-    let calls = [
-        get(PR_GET_THP_DISABLE, 0),
-        get(PR_GET_CHILD_SUBREAPER, scratch.addr),
-        get(PR_GET_DUMPABLE, 0),
+    let getters = [
+        ("PR_GET_THP_DISABLE", PR_GET_THP_DISABLE),
+        ("PR_GET_CHILD_SUBREAPER", PR_GET_CHILD_SUBREAPER),
+        ("PR_GET_DUMPABLE", PR_GET_DUMPABLE),
     ];
-    let names = [
-        "PR_GET_THP_DISABLE",
-        "PR_GET_CHILD_SUBREAPER",
-        "PR_GET_DUMPABLE",
-    ];
-    let what = |i: usize| format!("prctl({})", names.get(i).unwrap_or(&"?"));
-    let [thp_disable, _, dumpable] = batch3(inj.batch_call_each(what, scratch, BATCH_AT, &calls)?)?;
-    let child_subreaper = i32_at(&scratch.read(pid, 0, 4)?) != 0;
+    let ([thp_disable, _, dumpable], child_subreaper) = prctl_getters(inj, scratch, getters, 1)?;
     Ok(ProcessAttrs {
         thp_disable: thp_disable as u32,
-        child_subreaper,
+        child_subreaper: child_subreaper != 0,
         dumpable: dumpable as u32,
-        oom_score_adj: read_oom_score_adj(pid)?,
+        oom_score_adj: read_oom_score_adj(inj.pid())?,
         membarrier: membarrier_registrations(inj)?,
     })
 }
 
 /// One thread's attributes, asked through that very thread (`inj`), in one batch.
 pub fn capture_thread(inj: &Injector, scratch: &Scratch) -> Result<ThreadAttrs> {
-    let get = |option: u64, arg2: u64| Call::new(libc::SYS_prctl, [option, arg2, 0, 0, 0, 0]);
-    let calls = [
-        get(PR_GET_NO_NEW_PRIVS, 0),
-        get(PR_GET_PDEATHSIG, scratch.addr),
-        get(PR_GET_TIMERSLACK, 0),
+    let getters = [
+        ("PR_GET_NO_NEW_PRIVS", PR_GET_NO_NEW_PRIVS),
+        ("PR_GET_PDEATHSIG", PR_GET_PDEATHSIG),
+        ("PR_GET_TIMERSLACK", PR_GET_TIMERSLACK),
     ];
-    let names = [
-        "PR_GET_NO_NEW_PRIVS",
-        "PR_GET_PDEATHSIG",
-        "PR_GET_TIMERSLACK",
-    ];
-    let what = |i: usize| format!("prctl({})", names.get(i).unwrap_or(&"?"));
-    let [no_new_privs, _, timer_slack_ns] =
-        batch3(inj.batch_call_each(what, scratch, BATCH_AT, &calls)?)?;
-    let pdeathsig = i32_at(&scratch.read(inj.pid(), 0, 4)?);
+    let ([no_new_privs, _, timer_slack_ns], pdeathsig) = prctl_getters(inj, scratch, getters, 1)?;
     Ok(ThreadAttrs {
         no_new_privs: no_new_privs != 0,
         pdeathsig,
@@ -97,14 +79,24 @@ pub fn capture_thread(inj: &Injector, scratch: &Scratch) -> Result<ThreadAttrs> 
     })
 }
 
-/// The three results of a batch of three calls.
-fn batch3(results: Vec<u64>) -> Result<[u64; 3]> {
-    <[u64; 3]>::try_from(results).map_err(|r| {
-        EngineError::Unrestorable(format!(
-            "a batch of 3 injected calls gave {} results",
-            r.len()
-        ))
-    })
+/// Three prctl getters in one stop: what each returns, and the int that getter `into`
+/// writes (to the scratch area's start, the address it is given).
+fn prctl_getters(
+    inj: &Injector,
+    scratch: &Scratch,
+    getters: [(&str, u64); 3],
+    into: usize,
+) -> Result<([u64; 3], i32)> {
+    let mut calls = getters.map(|(_, option)| Call::new(libc::SYS_prctl, [option, 0, 0, 0, 0, 0]));
+    if let Some(c) = calls.get_mut(into) {
+        c.args[1] = scratch.addr;
+    }
+    let what = |i: usize| format!("prctl({})", getters.get(i).map_or("?", |g| g.0));
+    let got = inj.batch_call_each(what, scratch, BATCH_AT, &calls)?;
+    let got = <[u64; 3]>::try_from(got).map_err(|r| {
+        EngineError::Unrestorable(format!("3 prctl getters gave {} results", r.len()))
+    })?;
+    Ok((got, i32_at(&scratch.read(inj.pid(), 0, 4)?)))
 }
 
 /// The registrations of `MEMBARRIER_CMD_GET_REGISTRATIONS`; before Linux 6.3, those a barrier

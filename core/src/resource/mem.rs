@@ -448,9 +448,9 @@ pub fn is_special_name(name: &str) -> bool {
     SPECIAL.contains(&name)
 }
 
-/// Injected calls per batch: their table (64 bytes a call) fits the scratch area, beside the
-/// paths of the files being opened.
-const CALLS_PER_BATCH: usize = 256;
+/// Files opened per injected batch: their table (64 bytes a call) at the scratch area's
+/// start, their paths after it.
+const OPENS_PER_BATCH: usize = 256;
 
 /// Map every non-special area of the image into the tracee, writable so pages can be filled.
 /// Files are opened inside the tracee (paths written to `scratch`), each once, and closed
@@ -544,16 +544,8 @@ pub fn map_vmas(
 
 /// Runs `calls` in batches; the first that failed is named by its `what`.
 fn batches(inj: &Injector, scratch: &Scratch, calls: &[Call], what: &[String]) -> Result<()> {
-    for (n, chunk) in calls.chunks(CALLS_PER_BATCH).enumerate() {
-        let first = n * CALLS_PER_BATCH;
-        inj.batch_call_each(
-            |i| what.get(first + i).cloned().unwrap_or_default(),
-            scratch,
-            0,
-            chunk,
-        )?;
-    }
-    Ok(())
+    let name = |i: usize| what.get(i).cloned().unwrap_or_default();
+    inj.batch_call_each(name, scratch, 0, calls).map(drop)
 }
 
 /// How a file area needs its file open: a writable shared mapping writes to the file.
@@ -581,14 +573,14 @@ fn open_files<'v>(
             }
         }
     }
-    let table = (CALLS_PER_BATCH * crate::arch::BATCH_ENTRY_LEN) as u64;
+    let table = (OPENS_PER_BATCH * crate::arch::BATCH_ENTRY_LEN) as u64;
     let mut out = Vec::with_capacity(wanted.len());
     let mut rest = wanted.as_slice();
     while !rest.is_empty() {
         // As many paths as fit after the table (at least one: a path fits on its own).
         let mut at = table;
         let mut calls = Vec::new();
-        for (path, access) in rest.iter().take(CALLS_PER_BATCH) {
+        for (path, access) in rest.iter().take(OPENS_PER_BATCH) {
             if at + path.len() as u64 + 1 > scratch.len && !calls.is_empty() {
                 break;
             }
